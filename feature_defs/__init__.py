@@ -1,0 +1,21 @@
+"""Declarative feature contracts for Keel's decision models."""
+
+from feature_defs.contract import (
+    MODEL_NAMES,
+    Contract,
+    FieldSpec,
+    ValidationResult,
+    load_contract,
+    load_contract_file,
+    load_contract_text,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "Contract",
+    "FieldSpec",
+    "ValidationResult",
+    "load_contract",
+    "load_contract_file",
+    "load_contract_text",
+]

@@ -1,0 +1,1 @@
+"""Decision models loaded from sealed, pickle-free bundles."""

@@ -1,0 +1,124 @@
+"""DecisionModel: contract + booster + calibration + risk-controlled abstention + exact SHAP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_defs.contract import Contract
+from keel.errors import InvalidInput, ModelLoadError
+from models.booster import TreeModel
+from models.bundle import Bundle, read_bundle
+from models.calibration import softmax
+
+
+@dataclass
+class BatchDecision:
+    """Per-case arrays for one validated batch; `contributions` explain each case's arg-max class."""
+
+    classes: tuple[str, ...]
+    feature_names: list[str]
+    matrix: np.ndarray
+    raw: np.ndarray
+    probabilities: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    abstained: np.ndarray
+    contributions: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.predicted)
+
+    def outcome(self, i: int) -> str | None:
+        return None if self.abstained[i] else self.classes[int(self.predicted[i])]
+
+    def most_likely(self, i: int) -> str:
+        return self.classes[int(self.predicted[i])]
+
+    def probability_map(self, i: int) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, self.probabilities[i], strict=True)}
+
+    def explanation(self, i: int, contract: Contract, top_k: int | None = None) -> dict[str, Any] | None:
+        """Base value plus the top-k SHAP contributions (by magnitude) to the class's raw score."""
+        if self.contributions is None:
+            return None
+        row = self.contributions[i]
+        order = np.argsort(-np.abs(row[:-1]), kind="stable")
+        if top_k is not None:
+            order = order[:top_k]
+        k = int(self.predicted[i])
+        return {
+            "class": self.classes[k],
+            "output": "raw_score",
+            "base_value": float(row[-1]),
+            "raw_score": float(self.raw[i, k]),
+            "contributions": [
+                {
+                    "feature": self.feature_names[j],
+                    "value": contract.decode_value(self.feature_names[j], float(self.matrix[i, j])),
+                    "contribution": float(row[j]),
+                }
+                for j in order
+            ],
+        }
+
+
+class DecisionModel:
+    """Loads a sealed bundle and decides validated batches; raises on a failed load."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.contract = bundle.contract
+        self.classes = self.contract.classes
+        self.tree = TreeModel(bundle.booster_text)
+        if self.tree.num_class != len(self.classes):
+            raise ModelLoadError(f"booster has {self.tree.num_class} classes, contract {len(self.classes)}")
+        if self.tree.booster.num_feature() != len(self.contract.feature_names):
+            raise ModelLoadError("booster and contract disagree on the number of features")
+        self.temperature = float(bundle.calibration["temperature"])
+        self.threshold = float(bundle.abstention["threshold"])
+        self.alpha = float(bundle.abstention["alpha"])
+        self.delta = float(bundle.abstention["delta"])
+
+    @classmethod
+    def load(cls, path: str | Path, expected: Mapping[str, str] | None = None) -> DecisionModel:
+        return cls(read_bundle(path, expected))
+
+    @property
+    def name(self) -> str:
+        return self.bundle.model_name
+
+    def predict_matrix(self, matrix: np.ndarray, explain: bool = True) -> BatchDecision:
+        raw = self.tree.raw_scores(matrix)
+        proba = softmax(raw, self.temperature)
+        predicted = raw.argmax(axis=1)
+        confidence = proba[np.arange(len(proba)), predicted]
+        return BatchDecision(
+            classes=self.classes,
+            feature_names=self.contract.feature_names,
+            matrix=matrix,
+            raw=raw,
+            probabilities=proba,
+            predicted=predicted,
+            confidence=confidence,
+            abstained=confidence < self.threshold,
+            contributions=self.tree.contributions(matrix, predicted) if explain else None,
+        )
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]], explain: bool = True) -> BatchDecision:
+        result = self.contract.validate_records(records)
+        if result.matrix is None:
+            raise InvalidInput(f"{len(result.errors)} field error(s) in the cases", result.errors)
+        return self.predict_matrix(result.matrix, explain)
+
+    def predict_frame(self, frame: pd.DataFrame, explain: bool = False) -> BatchDecision:
+        extra = [c for c in frame.columns if c not in self.contract.field_names]
+        result = self.contract.validate_frame(frame, extra_ok=extra)
+        if result.matrix is None:
+            raise InvalidInput(f"{len(result.errors)} field error(s) in the frame", result.errors)
+        return self.predict_matrix(result.matrix, explain)

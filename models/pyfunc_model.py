@@ -1,0 +1,40 @@
+"""MLflow models-from-code entry: `mlflow.pyfunc.load_model` on a Keel version runs this file.
+
+No pickle is involved: MLflow executes this module and our code reads the bundle's data files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from models.decision_model import DecisionModel
+
+
+class KeelPyfunc(PythonModel):
+    """Takes a frame of cases (contract fields) and returns decisions and calibrated probabilities."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = DecisionModel.load(context.artifacts["bundle"])
+
+    # Left unannotated on purpose: MLflow reads predict's type hints as a schema and would
+    # reject a DataFrame; the registered signature (from the contract's example) governs input.
+    def predict(self, context, model_input, params=None):
+        batch = self.model.predict_frame(pd.DataFrame(model_input), explain=False)
+        out = pd.DataFrame(
+            {
+                "outcome": [batch.outcome(i) for i in range(len(batch))],
+                "most_likely": [batch.most_likely(i) for i in range(len(batch))],
+                "abstained": batch.abstained,
+                "confidence": batch.confidence,
+            }
+        )
+        for j, name in enumerate(batch.classes):
+            out[f"p_{name}"] = batch.probabilities[:, j]
+        return out
+
+
+mlflow.models.set_model(KeelPyfunc())

@@ -1,0 +1,1 @@
+"""Keel monitoring."""

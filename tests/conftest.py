@@ -1,0 +1,53 @@
+"""Shared fixtures: a real MLflow store in a temp folder and tiny real models trained into it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from feature_defs.contract import MODEL_NAMES
+
+
+@dataclass(frozen=True)
+class Store:
+    home: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A KEEL_HOME with an embedded MLflow store; the process env points at it for the session."""
+    home = tmp_path_factory.mktemp("keel-home")
+    env = {"KEEL_HOME": str(home), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI"]}
+    os.environ.update(env)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from keel.settings import StateSettings, prepare_state
+
+    prepare_state(StateSettings())
+    yield Store(home, env)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def registered(store: Store) -> dict[str, str]:
+    """Train and register all three models on small generated data; returns name -> version."""
+    from keel.settings import StateSettings
+    from training.generators import generate
+    from training.registration import train_and_register
+    from training.settings import TrainingSettings
+
+    settings = TrainingSettings(rows=8000, num_boost_round=120, seed=3)
+    versions = {}
+    for name in MODEL_NAMES:
+        frame = generate(name, settings.rows, settings.seed)
+        versions[name] = train_and_register(name, frame, StateSettings(), settings).version
+    return versions

@@ -1,0 +1,1 @@
+"""Data, training pipelines and registration for Keel decision models."""
