@@ -35,8 +35,8 @@ class StateSettings(BaseSettings):
 
     @property
     def artifact_location(self) -> str | None:
-        """Local artefact folder for the embedded store; a tracking server decides its own."""
-        if os.environ.get("MLFLOW_TRACKING_URI"):
+        """Local artefact folder for a database-backed store; a tracking server decides its own."""
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
             return None
         return (self.home_dir / "mlartifacts").as_uri()
 

@@ -16,7 +16,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() in {".parquet", ".pq"}:
         return pd.read_parquet(path)
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, keep_default_na=True)
+        # Only empty cells are missing: pandas' default NA strings include "NA", a region code.
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     raise InvalidInput(f"{path.name}: expected a .csv or .parquet file")
 
 

@@ -47,7 +47,9 @@ def test_every_class_matches_lightgbm_all_class_contrib(multiclass: tuple[lgb.Bo
         np.testing.assert_allclose(tree.contributions(x[:50], np.full(50, k)), full[:, k, :], atol=1e-9)
 
 
-def test_split_rejects_a_tree_count_that_is_not_a_multiple(multiclass: tuple[lgb.Booster, np.ndarray]) -> None:
+def test_split_rejects_a_tree_count_that_is_not_a_multiple(
+    multiclass: tuple[lgb.Booster, np.ndarray],
+) -> None:
     booster, _ = multiclass
     with pytest.raises(ValueError, match="do not split"):
         class_model_strings(booster.model_to_string(), 3)

@@ -1,0 +1,144 @@
+"""End to end on a real MLflow store: train -> register -> load by alias -> predict, via code and CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_defs.contract import MODEL_NAMES, load_contract
+from keel.errors import IntegrityError
+from models import registry
+from models.bundle import BOOSTER
+from tests.conftest import Store
+from training.generators import generate
+
+
+def keel(store: Store, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **store.env, "KEEL_TRAIN_ROWS": "4000", "KEEL_TRAIN_NUM_BOOST_ROUND": "60"}
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_first_versions_are_champions_with_full_tags(store: Store, registered: dict[str, str]) -> None:
+    for name in MODEL_NAMES:
+        ref = registry.resolve(name, registry.CHAMPION)
+        assert ref.version == registered[name]
+        tags = ref.tags
+        assert tags["keel.contract_version"] == load_contract(name).version
+        for key in (
+            "keel.data_fingerprint",
+            "keel.code_version",
+            "keel.alpha",
+            "keel.delta",
+            "keel.coverage",
+        ):
+            assert tags[key], key
+        assert {
+            "booster.txt",
+            "calibration.json",
+            "abstention.json",
+            "contract.yaml",
+            "manifest.json",
+            "reference.parquet",
+            "evaluation.json",
+            "shap_importance.png",
+        } <= set(ref.artefact_hashes)
+        run = mlflow.get_run(ref.run_id)
+        assert "test.accuracy" in run.data.metrics and any(
+            k.startswith("segment.region.") for k in run.data.metrics
+        )
+
+
+def test_champion_loads_verified_and_decides(store: Store, registered: dict[str, str]) -> None:
+    for name in MODEL_NAMES:
+        loaded = registry.load_alias(name, registry.CHAMPION, store.home / "cache")
+        contract = loaded.model.contract
+        frame = generate(name, 200, seed=99)
+        batch = loaded.model.predict_frame(frame, explain=True)
+        assert batch.contributions is not None
+        np.testing.assert_allclose(
+            batch.contributions.sum(axis=1), batch.raw[np.arange(len(batch)), batch.predicted], atol=1e-9
+        )
+        truth = frame[contract.target].to_numpy()
+        decided = ~batch.abstained
+        assert decided.mean() > 0.2, f"{name} decides too little"
+        accuracy = (np.array(contract.classes)[batch.predicted] == truth).mean()
+        assert accuracy > 0.8, name
+        reference = pd.read_parquet(loaded.model.bundle.path / "reference.parquet")
+        assert set(contract.field_names) <= set(reference.columns) and len(reference) > 100
+
+
+def test_pyfunc_loads_from_code_without_pickles(store: Store, registered: dict[str, str]) -> None:
+    model = mlflow.pyfunc.load_model("models:/discount_band@champion")
+    frame = generate("discount_band", 20, seed=5).drop(columns=["case_id", "event_time", "discount_band"])
+    out = model.predict(frame)
+    assert list(out.columns[:4]) == ["outcome", "most_likely", "abstained", "confidence"]
+    assert len(out) == 20
+    local = Path(mlflow.artifacts.download_artifacts("models:/discount_band@champion"))
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pickle"))
+
+
+def test_retrain_gives_challenger_promote_moves_champion_and_tampering_is_refused(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "routing.csv"
+    generate("routing", 4000, seed=11).to_csv(data, index=False)
+    done = keel(store, "train", "routing", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    challenger = registry.resolve("routing", registry.CHALLENGER)
+    assert challenger.tags["keel.data_source"] == f"file:{data}"
+    assert registry.resolve("routing", registry.CHAMPION).version == registered["routing"]
+
+    # Tamper with the stored booster of the challenger: loading must refuse it.
+    stored = [
+        p
+        for p in (store.home / "mlartifacts").rglob(BOOSTER)
+        if (p.parent / "manifest.json").read_text().find(challenger.tags["keel.data_fingerprint"]) >= 0
+    ]
+    assert len(stored) == 1
+    original = stored[0].read_text()
+    stored[0].write_text(original.replace("leaf_value=", "leaf_value=1", 1))
+    try:
+        with pytest.raises(IntegrityError, match=r"booster\.txt"):
+            registry.load(challenger, store.home / "cache")
+    finally:
+        stored[0].write_text(original)
+    registry.load(challenger, store.home / "cache")
+
+    done = keel(store, "promote", "routing", challenger.version)
+    assert done.returncode == 0, done.stderr
+    assert registry.resolve("routing", registry.CHAMPION).version == challenger.version
+    assert not registry.has_alias("routing", registry.CHALLENGER)
+    registry.promote("routing", registered["routing"])  # leave the session's champion as it was
+
+
+def test_cli_reports_contract_errors_in_a_users_file(store: Store, tmp_path: Path) -> None:
+    frame = generate("invoice_classification", 50, seed=1)
+    frame.loc[3, "amount"] = np.nan
+    frame.loc[7, "channel"] = "fax"
+    bad = tmp_path / "bad.parquet"
+    frame.to_parquet(bad)
+    done = keel(store, "train", "invoice_classification", "--data", str(bad))
+    assert done.returncode == 2
+    assert "row 3, amount: must not be null" in done.stderr
+    assert "row 7, channel: unknown category 'fax'" in done.stderr
+
+
+def test_help_lists_the_commands(store: Store) -> None:
+    done = keel(store, "--help")
+    assert done.returncode == 0
+    for command in ("train", "promote"):
+        assert command in done.stdout
