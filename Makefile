@@ -36,7 +36,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/models.py
+	$(BIN)/python -m bench.models
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache build *.egg-info

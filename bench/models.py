@@ -5,7 +5,7 @@ run with LightGBM's own all-class `pred_contrib=True` and with `shap.TreeExplain
 same booster and the same rows. Target: decided-class explanation <= 0.25x all-class contrib
 on the 6-class invoice model, exact to 1e-6.
 
-    python bench/models.py [--rows 40000] [--reps 300] [--models invoice_classification ...]
+    python -m bench.models [--rows 40000] [--reps 300] [--models invoice_classification ...]
 """
 
 from __future__ import annotations
