@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 ## run: install, train and register the three models if none is registered yet, then serve
 run: $(VENV)/.installed
 	$(BIN)/keel train all --if-missing
+	$(BIN)/keel keys add local-dev --role decide feedback read admin --if-missing
+	$(BIN)/keel serve --host $(HOST) --port $(PORT)
 
 train: $(VENV)/.installed
 	$(BIN)/keel train all

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from feature_defs.contract import MODEL_NAMES
 from keel.errors import InvalidInput, KeelError
@@ -95,6 +96,64 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import serve
+    from serving.settings import ServingSettings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(ServingSettings(**overrides))
+    return 0
+
+
+def _keys() -> Any:
+    from keel.settings import StateSettings
+    from serving.database import Database
+    from serving.keys import KeyStore
+
+    state = StateSettings()
+    state.home_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(state.log_url)
+    db.create_schema()
+    return KeyStore(db)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = _keys()
+    if args.keys_command == "add":
+        if args.if_missing and any(k.name == args.name for k in store.list_keys() if not k.revoked_at):
+            print(f"key {args.name!r} exists; not creating another (--if-missing)")
+            return 0
+        key = store.add(args.name, args.role)
+        print(f"created key {args.name!r} with roles {', '.join(sorted(args.role))}; it is shown only once:")
+        print(f"export KEEL_KEY={key}")
+    elif args.keys_command == "list":
+        for k in store.list_keys():
+            state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+            print(f"{k.name}\t{','.join(sorted(k.roles))}\t{k.created_at}\t{state}")
+    else:
+        store.revoke(args.name)
+        print(f"revoked key {args.name!r}")
+    return 0
+
+
+def cmd_verify_log(args: argparse.Namespace) -> int:
+    from keel.settings import StateSettings
+    from serving.database import Database, redact
+    from serving.decision_log import DecisionLog
+
+    state = StateSettings()
+    result = DecisionLog(Database(state.log_url)).verify()
+    if result.ok:
+        print(f"decision log {redact(state.log_url)}: {result.rows_checked} rows, hash chains intact")
+        return 0
+    print(
+        f"decision log BROKEN in table {result.table} at seq {result.bad_seq}: {result.problem} "
+        f"({result.rows_checked} rows checked)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keel", description="Serve and monitor business decision models (see README.md)."
@@ -116,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered champion and challenger versions")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("serve", help="run the decision service")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 3000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="manage API keys (add prints the key once; only its hash is stored)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    k = ksub.add_parser("add", help="create a key")
+    k.add_argument("name")
+    k.add_argument("--role", nargs="+", required=True, choices=["decide", "feedback", "read", "admin"])
+    k.add_argument("--if-missing", action="store_true", help="do nothing if an active key has this name")
+    ksub.add_parser("list", help="list keys (names, roles, state; never the keys)")
+    k = ksub.add_parser("revoke", help="revoke a key")
+    k.add_argument("name")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("verify-log", help="check the decision log's hash chains")
+    p.set_defaults(func=cmd_verify_log)
     return parser
 
 

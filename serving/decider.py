@@ -1,0 +1,260 @@
+"""The decision path: validate -> model -> explanation -> policy -> durable log -> response.
+
+A failing model routes its cases to human review and a failing explanation is marked
+unavailable; neither becomes a 5xx. Nothing is answered before the log has committed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from feature_defs.contract import load_contract
+from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
+from models.decision_model import BatchDecision
+from serving.decision_log import DecisionLog, reject_changed_replay
+from serving.metrics import Metrics
+from serving.model_set import ModelSet, Served
+from serving.settings import ServingSettings
+
+log = logging.getLogger("keel.decide")
+
+MODEL_ERROR = "MODEL_ERROR"
+ABSTAINED = "ABSTAINED_LOW_CONFIDENCE"
+PRIVATE_FIELDS = ("inputs", "explanation_full")
+"""Logged with each decision but not echoed back in decide responses."""
+
+
+def request_digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in PRIVATE_FIELDS}
+
+
+class Decider:
+    def __init__(
+        self, models: ModelSet, decisions: DecisionLog, settings: ServingSettings, metrics: Metrics
+    ) -> None:
+        self.models = models
+        self.log = decisions
+        self.settings = settings
+        self.metrics = metrics
+
+    def decide(
+        self, model: str, cases: list[Any], caller: str, idempotency_key: str | None = None
+    ) -> list[dict]:
+        if len(cases) > self.settings.max_cases:
+            raise PayloadTooLarge(f"{len(cases)} cases in one request; at most {self.settings.max_cases}")
+        if not cases:
+            raise InvalidInput("no cases given", [FieldError(-1, "cases", "give 1 to 1000 cases")])
+        served = self.models.get(model)
+        digest = request_digest(cases) if idempotency_key else None
+        if idempotency_key:
+            earlier = self.log.query(_REPLAY_SQL, (caller, model, idempotency_key))
+            if earlier:
+                return [public(r["record"]) for r in reject_changed_replay(earlier, digest or "")]
+        contract = served.loaded.model.contract
+        checked = contract.validate_records(cases)
+        if checked.matrix is None:
+            raise InvalidInput(f"{len(checked.errors)} field error(s) in the cases", checked.errors)
+        records = self._decide_valid(served, cases, checked.matrix)
+        rows = [self._row(r, i, caller, idempotency_key, digest) for i, r in enumerate(records)]
+        replay = None
+        if idempotency_key:
+            key = idempotency_key
+
+            def replay(conn: Any) -> list[dict[str, Any]] | None:
+                found = self.log.query(_REPLAY_SQL, (caller, model, key), conn=conn)
+                return reject_changed_replay(found, digest or "") if found else None
+
+        stored = self.log.append("decisions", rows, replay=replay)
+        out = [public(r["record"]) for r in stored]
+        if stored and stored[0]["decision_id"] == rows[0]["decision_id"]:
+            self.metrics.observe_decisions(model, out)
+        return out
+
+    def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[dict[str, Any]]:
+        model = served.loaded.model
+        now = datetime.now(UTC).isoformat()
+        try:
+            batch: BatchDecision | None = model.predict_matrix(matrix, explain=False)
+        except Exception:
+            log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
+            self.metrics.model_failures.labels(model.name).inc()
+            batch = None
+        explanation_ok = False
+        if batch is not None:
+            try:
+                batch.contributions = model.tree.contributions(matrix, batch.predicted)
+                explanation_ok = True
+            except Exception:
+                log.exception("explanation failed for model %s", model.name)
+                self.metrics.explanation_failures.labels(model.name).inc()
+        return [self._record(served, batch, explanation_ok, i, case, now) for i, case in enumerate(cases)]
+
+    def _record(
+        self,
+        served: Served,
+        batch: BatchDecision | None,
+        explained: bool,
+        i: int,
+        case: dict[str, Any],
+        now: str,
+    ) -> dict[str, Any]:
+        model = served.loaded.model
+        base = {
+            "decision_id": str(uuid.uuid4()),
+            "case_id": case.get("case_id"),
+            "model": model.name,
+            "created_at": now,
+            "versions": served.versions,
+        }
+        if batch is None:
+            return {
+                **base,
+                "outcome": None,
+                "abstained": True,
+                "route": "human_review",
+                "reason_codes": [MODEL_ERROR],
+                "notify": [],
+                "rules_fired": [],
+                "confidence": None,
+                "probabilities": None,
+                "explanation": None,
+                "explanation_status": "unavailable",
+                "inputs": case,
+                "explanation_full": None,
+            }
+        outcome, abstained, confidence = (
+            batch.outcome(i),
+            bool(batch.abstained[i]),
+            float(batch.confidence[i]),
+        )
+        policy = served.policy.apply(case, outcome, confidence, abstained)
+        full = batch.explanation(i, model.contract) if explained else None
+        top = dict(full, contributions=full["contributions"][: self.settings.top_k]) if full else None
+        return {
+            **base,
+            "outcome": outcome,
+            "abstained": abstained,
+            "route": policy.route,
+            "reason_codes": list(policy.reason_codes),
+            "notify": list(policy.notify),
+            "rules_fired": list(policy.rules_fired),
+            "confidence": confidence,
+            "probabilities": batch.probability_map(i),
+            "explanation": top,
+            "explanation_status": "exact" if explained else "unavailable",
+            "inputs": case,
+            "explanation_full": full,
+        }
+
+    @staticmethod
+    def _row(record: dict[str, Any], index: int, caller: str, key: str | None, digest: str | None) -> dict:
+        return {
+            "decision_id": record["decision_id"],
+            "model": record["model"],
+            "model_version": record["versions"]["model_version"],
+            "created_at": record["created_at"],
+            "caller": caller,
+            "case_id": record["case_id"],
+            "idempotency_key": key,
+            "request_hash": digest,
+            "request_index": index,
+            "outcome": record["outcome"],
+            "abstained": record["abstained"],
+            "route": record["route"],
+            "confidence": record["confidence"],
+            "record": record,
+        }
+
+    # -- feedback and lookups ----------------------------------------------------------------
+    def feedback(
+        self, decision_id: str, final_outcome: str, actor: str, reason: str | None, caller: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Append a reviewer's final outcome; returns (feedback record, newly created)."""
+        decision = self.log.get_decision(decision_id)
+        if decision is None:
+            raise NotFound(f"no decision {decision_id}")
+        classes = load_contract(decision["model"]).classes
+        if final_outcome not in classes:
+            raise InvalidInput(
+                "final_outcome is not a class of this model",
+                [FieldError(-1, "final_outcome", f"{final_outcome!r} is not one of {list(classes)}")],
+            )
+        if decision["abstained"]:
+            kind = "label"
+        else:
+            kind = "override" if final_outcome != decision["outcome"] else "confirmation"
+        feedback_id = str(
+            uuid.UUID(
+                hashlib.sha256(json.dumps([decision_id, final_outcome, actor, reason]).encode()).hexdigest()[
+                    :32
+                ]
+            )
+        )
+        record = {
+            "feedback_id": feedback_id,
+            "decision_id": decision_id,
+            "model": decision["model"],
+            "model_version": decision["model_version"],
+            "model_outcome": decision["outcome"],
+            "abstained": decision["abstained"],
+            "final_outcome": final_outcome,
+            "kind": kind,
+            "actor": actor,
+            "reason": reason,
+            "caller": caller,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        row = {
+            **{
+                k: record[k]
+                for k in (
+                    "feedback_id",
+                    "decision_id",
+                    "model",
+                    "created_at",
+                    "caller",
+                    "actor",
+                    "final_outcome",
+                    "kind",
+                )
+            },
+            "record": record,
+        }
+
+        def replay(conn: Any) -> list[dict[str, Any]] | None:
+            return (
+                self.log.query("SELECT * FROM feedback WHERE feedback_id = ?", (feedback_id,), conn=conn)
+                or None
+            )
+
+        stored = self.log.append("feedback", [row], replay=replay)[0]
+        created = stored["record"]["created_at"] == record["created_at"]
+        if created:
+            self.metrics.feedback.labels(decision["model"], kind).inc()
+        return stored["record"], created
+
+    def lookup(self, decision_id: str) -> dict[str, Any]:
+        row = self.log.get_decision(decision_id)
+        if row is None:
+            raise NotFound(f"no decision {decision_id}")
+        return {
+            **row["record"],
+            "caller": row["caller"],
+            "feedback": [f["record"] for f in self.log.feedback_for(decision_id)],
+        }
+
+
+_REPLAY_SQL = (
+    "SELECT * FROM decisions WHERE caller = ? AND model = ? AND idempotency_key = ? ORDER BY request_index"
+)

@@ -1,0 +1,91 @@
+"""Everything the service holds at run time, built by the entry point (not at import)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from keel.settings import StateSettings, prepare_state
+from serving.database import Database
+from serving.decider import Decider
+from serving.decision_log import DecisionLog
+from serving.keys import KeyStore
+from serving.metrics import Metrics
+from serving.model_set import ModelSet, ReloadReport
+from serving.settings import ServingSettings
+
+log = logging.getLogger("keel.runtime")
+
+
+@dataclass
+class Runtime:
+    state: StateSettings
+    settings: ServingSettings
+    metrics: Metrics
+    decisions: DecisionLog
+    keys: KeyStore
+    models: ModelSet
+    decider: Decider
+    loaded: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def start(cls, state: StateSettings | None = None, settings: ServingSettings | None = None) -> Runtime:
+        state = prepare_state(state or StateSettings())
+        settings = settings or ServingSettings()
+        metrics = Metrics()
+        db = Database(state.log_url)
+        decisions = DecisionLog(db).open()
+        decisions.on_commit = metrics.observe_commit
+        models = ModelSet(settings.alias, state.home_dir / "cache")
+        rt = cls(
+            state,
+            settings,
+            metrics,
+            decisions,
+            KeyStore(db, settings.key_cache_seconds),
+            models,
+            Decider(models, decisions, settings, metrics),
+        )
+        threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
+        return rt
+
+    def reload(self) -> ReloadReport:
+        report = self.models.reload()
+        for name, served in self.models.snapshot.models.items():
+            ref = served.loaded.ref
+            self.metrics.model_version.labels(name, ref.alias or "").set(float(ref.version))
+        for name in report.failed:
+            self.metrics.reload_failures.labels(name).inc()
+        return report
+
+    def _load_loop(self) -> None:
+        """Load at start (retrying until every model is in), then poll aliases if configured."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            self.reload()
+            if self.models.ready:
+                self.loaded.set()
+                break
+            self.stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+        poll = self.settings.reload_poll_seconds
+        while poll > 0 and not self.stopping.wait(poll):
+            self.reload()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.decisions.close()
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime | None:
+    return _current
+
+
+def install(rt: Runtime | None) -> None:
+    global _current
+    _current = rt
