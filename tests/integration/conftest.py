@@ -1,0 +1,111 @@
+"""A real `keel serve` process over HTTP on 127.0.0.1, with real keys, registry and decision log."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.database import Database
+from serving.keys import KeyStore
+from tests.conftest import Store
+
+ROLES = ("decide", "feedback", "read", "admin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    keys: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    def client(self, role: str = "all") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.keys[role]}"}
+        )
+
+    def stop(self, sig_kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if sig_kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_server(
+    store: Store,
+    tmp: Path,
+    log_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = 90,
+) -> Server:
+    """Start `keel serve` on a free port and wait (bounded) until /readyz says yes."""
+    port = free_port()
+    env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml"), **(extra_env or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if log_url:
+        env["KEEL_DECISION_LOG_URL"] = log_url
+    log_path = tmp / f"serve-{port}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keel.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, env, log_path=log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"keel serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"keel serve not ready in {ready_timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+def make_keys(log_url: str, prefix: str) -> dict[str, str]:
+    db = Database(log_url)
+    db.create_schema()
+    store = KeyStore(db)
+    keys = {role: store.add(f"{prefix}-{role}", [role]) for role in ROLES}
+    keys["all"] = store.add(f"{prefix}-all", list(ROLES))
+    return keys
+
+
+@pytest.fixture(scope="session")
+def server(
+    store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serve")
+    log_url = f"sqlite:///{tmp / 'decisions.db'}"
+    keys = make_keys(log_url, "main")
+    srv = start_server(store, tmp, log_url)
+    srv.keys = keys
+    yield srv
+    srv.stop()
