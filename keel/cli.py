@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,6 +155,27 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from serving.simulate import SimulationConfig, run_simulation
+
+    key = args.key or os.environ.get("KEEL_KEY", "")
+    cfg = SimulationConfig(
+        url=args.url,
+        key=key,
+        models=tuple(_models(args.model)),
+        cases=args.cases,
+        scenario=args.scenario,
+        batch_size=args.batch_size,
+        rate=args.rate,
+        duration=args.duration,
+        feedback_share=args.feedback_share,
+        seed=args.seed,
+    )
+    report = run_simulation(cfg)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0 if not report.errors else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keel", description="Serve and monitor business decision models (see README.md)."
@@ -191,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     k = ksub.add_parser("revoke", help="revoke a key")
     k.add_argument("name")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("simulate", help="send realistic traffic and reviewer feedback to a running service")
+    p.add_argument("--url", default="http://127.0.0.1:3000")
+    p.add_argument("--key", help="API key with decide and feedback roles (default: $KEEL_KEY)")
+    p.add_argument("--model", default="all", help="a model name or all")
+    p.add_argument("--cases", type=int, default=500, help="cases per model")
+    p.add_argument(
+        "--scenario",
+        default="none",
+        help="none | covariate_shift | concept_shift | segment_overrides | region_process_change",
+    )
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--rate", type=float, default=0.0, help="max requests per second (0 = unthrottled)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
+    p.add_argument("--feedback-share", type=float, default=0.3, help="share of decided cases reviewed")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("verify-log", help="check the decision log's hash chains")
     p.set_defaults(func=cmd_verify_log)

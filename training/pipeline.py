@@ -117,7 +117,8 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
     tree = TreeModel(model_text)
 
     scaler = TemperatureScaler().fit(tree.raw_scores(matrix[sp.calib_fit]), y[sp.calib_fit])
-    order_conf = scaler.predict_proba(tree.raw_scores(matrix[sp.calib_fit])).max(axis=1)
+    order_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.calib_fit]))
+    order_conf = order_proba.max(axis=1)
     risk_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.risk]))
     risk = select_threshold(
         risk_proba.max(axis=1),
@@ -126,6 +127,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         s.delta,
         order_conf,
         min_decided=s.min_decided,
+        order_correct=order_proba.argmax(axis=1) == y[sp.calib_fit],
     )
     test_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.test]))
     metrics = classification_metrics(test_proba, y[sp.test], risk.threshold)

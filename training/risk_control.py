@@ -67,13 +67,23 @@ def select_threshold(
     order_confidence: np.ndarray,
     min_decided: int = 300,
     steps: int = 200,
+    order_correct: np.ndarray | None = None,
 ) -> RiskControl:
-    """Lowest threshold (largest coverage) whose selective error is certified <= alpha."""
+    """Lowest threshold (largest coverage) whose selective error is certified <= alpha.
+
+    With `order_correct` (labels of the independent ordering split), the sequence starts at the
+    candidate that split finds easiest to certify, instead of at the most conservative one: a
+    first test on very few, very confident cases can fail on a single label flip and end the
+    whole sequence. The start depends only on the independent split, so validity is kept.
+    """
     n = len(confidence)
     errors_mask = ~correct.astype(bool)
+    candidates = candidate_thresholds(order_confidence, n, min_decided, steps)
+    if order_correct is not None:
+        candidates = candidates[_easiest_start(candidates, order_confidence, order_correct, delta) :]
     best: tuple[float, int, int, float] | None = None
     tested = 0
-    for t in candidate_thresholds(order_confidence, n, min_decided, steps):
+    for t in candidates:
         tested += 1
         decided = confidence >= t
         n_dec = int(decided.sum())
@@ -86,3 +96,14 @@ def select_threshold(
         return RiskControl(alpha, delta, NEVER_DECIDE, 0.0, n, 0, 0, 0.0, 1.0, tested)
     t, n_dec, k, ucb = best
     return RiskControl(alpha, delta, t, n_dec / n, n, n_dec, k, k / n_dec, ucb, tested)
+
+
+def _easiest_start(candidates: np.ndarray, confidence: np.ndarray, correct: np.ndarray, delta: float) -> int:
+    """Index of the candidate with the lowest upper bound on the ordering split (ties: more coverage)."""
+    wrong = ~correct.astype(bool)
+    bounds = []
+    for t in candidates:
+        decided = confidence >= t
+        bounds.append(clopper_pearson_upper(int(wrong[decided].sum()), int(decided.sum()), delta))
+    lowest = min(bounds)
+    return max(i for i, b in enumerate(bounds) if b == lowest)

@@ -220,3 +220,22 @@ def test_openapi_document_is_served(server: Server) -> None:
     for name in MODEL_NAMES:
         assert f"/v1/{name}/decide" in doc["paths"]
     assert "/v1/feedback" in doc["paths"] and "/v1/decisions/{decision_id}" in doc["paths"]
+
+
+def test_simulate_drives_real_traffic_and_regional_overrides(server: Server) -> None:
+    from serving.simulate import SimulationConfig, SimulationError, run_simulation
+
+    cfg = SimulationConfig(
+        url=server.url,
+        key=server.keys["all"],
+        cases=150,
+        scenario="segment_overrides",
+        override_rate=0.5,
+        seed=3,
+    )
+    report = run_simulation(cfg)
+    assert report.sent == 450 and not report.errors
+    assert report.decided + report.abstained == 450 and report.labels == report.abstained
+    assert report.overrides > 10
+    with pytest.raises(SimulationError):
+        run_simulation(SimulationConfig(url=server.url, key="keel_wrong", cases=5))

@@ -41,11 +41,18 @@ def test_selective_error_is_at_most_alpha_in_1_minus_delta_of_draws(name: str, t
 
     violations, coverages = 0, []
     for seed in range(1, SEEDS + 1):
-        x_order, _ = encoded(name, 1500, seed=20_000 + seed)
+        x_order, y_order = encoded(name, 1500, seed=20_000 + seed)
         x_risk, y_risk = encoded(name, 1500, seed=30_000 + seed)
-        order = model.predict_matrix(x_order, explain=False).confidence
+        order = model.predict_matrix(x_order, explain=False)
         risk = model.predict_matrix(x_risk, explain=False)
-        rc = select_threshold(risk.confidence, risk.predicted == y_risk, ALPHA, DELTA, order)
+        rc = select_threshold(
+            risk.confidence,
+            risk.predicted == y_risk,
+            ALPHA,
+            DELTA,
+            order.confidence,
+            order_correct=order.predicted == y_order,
+        )
         decided = test.confidence >= rc.threshold
         coverages.append(decided.mean())
         if decided.any() and wrong_test[decided].mean() > ALPHA:

@@ -1,0 +1,297 @@
+"""Simulated workflow traffic and reviewer feedback against a running Keel service (`keel simulate`).
+
+Cases come from `training.generators`, so the true label of every case is known; a simulated
+reviewer turns it into feedback. The reviewer logic is the pure function `reviewer_verdicts`,
+the HTTP side is a thin loop around it that never raises for a failed request (it counts it),
+except when the very first request shows that nothing can work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.errors import FieldError, InvalidInput, KeelError
+from training.generators import SCENARIOS, generate
+
+REVIEWER_ACCURACY = 0.98
+REVIEWERS_PER_REGION = 4
+ORDERED_MODELS = frozenset({"discount_band"})  # classes are steps on one scale
+MAX_RETRIES = 3
+BACKOFF_SECONDS = 0.25  # doubled per retry: 0.25 + 0.5 + 1 s at most per request
+
+
+class SimulationError(KeelError):
+    """The service cannot be used at all (unreachable, or the key is refused)."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    url: str = "http://127.0.0.1:3000"
+    key: str = ""
+    models: tuple[str, ...] = MODEL_NAMES
+    cases: int = 500  # cases per model
+    scenario: str = "none"  # one of training.generators.SCENARIOS
+    batch_size: int = 20
+    rate: float = 0.0  # max requests/s over decide and feedback calls; 0 = as fast as possible
+    duration: float = 0.0  # stop after this many seconds if > 0
+    feedback_share: float = 0.3  # share of decided cases a reviewer looks at (abstentions: all)
+    override_region: str = "EMEA"  # segment_overrides: whose reviewers follow a regional practice
+    override_rate: float = 0.35  # ... and on which share of their reviewed decided cases
+    seed: int = 0
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.models) - set(MODEL_NAMES)
+        checks = {
+            "scenario": (self.scenario in SCENARIOS, f"must be one of {list(SCENARIOS)}"),
+            "models": (bool(self.models) and not unknown, f"must be some of {list(MODEL_NAMES)}"),
+            "cases": (self.cases >= 0, "must be >= 0"),
+            "batch_size": (1 <= self.batch_size <= 1000, "must be 1 to 1000"),
+            "rate": (self.rate >= 0, "must be >= 0"),
+            "duration": (self.duration >= 0, "must be >= 0"),
+            "feedback_share": (0 <= self.feedback_share <= 1, "must be in [0, 1]"),
+            "override_rate": (0 <= self.override_rate <= 1, "must be in [0, 1]"),
+            "timeout": (self.timeout > 0, "must be > 0"),
+        }
+        errors = [FieldError(-1, name, problem) for name, (ok, problem) in checks.items() if not ok]
+        if errors:
+            raise InvalidInput("invalid simulation settings", errors)
+
+
+@dataclass
+class SimulationReport:
+    sent: int = 0  # cases posted to decide (answered or not)
+    decided: int = 0
+    abstained: int = 0
+    feedback: int = 0  # feedback rows the service accepted (201 new or 200 repeat)
+    overrides: int = 0  # accepted feedback disagreeing with a decided outcome
+    labels: int = 0  # accepted feedback on abstentions
+    errors: dict[str, int] = field(default_factory=dict)  # HTTP status or "transport" -> failed requests
+    seconds: float = 0.0
+    retries: int = 0  # attempts repeated after a transport error, 429 or 5xx
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    final_outcome: str
+    actor: str
+    reason: str
+
+
+def case_payloads(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any]]:
+    """JSON-ready request cases: case_id and the contract fields only (no event_time, no label)."""
+    columns = ["case_id", *contract.field_names]
+    rows = frame[columns].itertuples(index=False, name=None)
+    return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def reviewer_verdicts(
+    truth: Sequence[str],
+    model_outcomes: Sequence[str | None],
+    regions: Sequence[str],
+    classes: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    feedback_share: float = 0.3,
+    accuracy: float = REVIEWER_ACCURACY,
+    override_region: str | None = None,
+    override_rate: float = 0.0,
+    ordered: bool = False,
+) -> list[Verdict | None]:
+    """The reviewer's answer per case (None: nobody looked); a model outcome of None is an abstention.
+
+    `override_region` set means that region's reviewers override `override_rate` of the decided
+    cases they review whatever the truth ("regional practice"); with `ordered` classes they move
+    one step up the scale, as a local habit would, rather than to an arbitrary class.
+    """
+    n = len(truth)
+    # Same number of draws per case on every branch, so one case's fate never moves the
+    # random stream of the next and a seed reproduces the whole run.
+    look, slip, regional = rng.random(n), rng.random(n), rng.random(n)
+    other = rng.integers(0, max(len(classes) - 1, 1), n)
+    who = rng.integers(1, REVIEWERS_PER_REGION + 1, n)
+    verdicts: list[Verdict | None] = []
+    for i in range(n):
+        model, region = model_outcomes[i], str(regions[i])
+        if model is not None and look[i] >= feedback_share:
+            verdicts.append(None)
+            continue
+        judged = truth[i] if slip[i] < accuracy else _another(classes, truth[i], int(other[i]))
+        actor = f"reviewer-{region.lower()}-{who[i]}"
+        if model is None:
+            verdicts.append(Verdict(judged, actor, "reviewed abstention"))
+        elif region == override_region and regional[i] < override_rate:
+            moved = _next_step(classes, model) if ordered else _another(classes, model, int(other[i]))
+            verdicts.append(Verdict(moved, actor, "regional practice"))
+        elif judged != model:
+            verdicts.append(Verdict(judged, actor, f"override: reviewer found {judged}, model said {model}"))
+        else:
+            verdicts.append(Verdict(judged, actor, "confirmed"))
+    return verdicts
+
+
+def _another(classes: Sequence[str], avoid: str, k: int) -> str:
+    rest = [c for c in classes if c != avoid]
+    return rest[k % len(rest)] if rest else avoid
+
+
+def _next_step(classes: Sequence[str], current: str) -> str:
+    i = list(classes).index(current)
+    return classes[i + 1] if i + 1 < len(classes) else classes[max(i - 1, 0)]
+
+
+class _Session:
+    """Pacing, deadline, retries and error counting shared by every request of a run."""
+
+    def __init__(self, cfg: SimulationConfig, client: httpx.Client, report: SimulationReport) -> None:
+        self.cfg, self.client, self.report = cfg, client, report
+        self.deadline = time.monotonic() + cfg.duration if cfg.duration > 0 else math.inf
+        self.next_at = 0.0
+        self.first = True
+        self.reached = False  # whether the last post got as far as sending anything
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        """The JSON answer of a 2xx, else None (the failure is counted, or the deadline came)."""
+        headers = {"Authorization": f"Bearer {self.cfg.key}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        failure, self.reached = "", False
+        for attempt in range(MAX_RETRIES + 1):
+            pause = max(self.next_at - time.monotonic(), 0.0)
+            if attempt:
+                self.report.retries += 1
+                pause = max(pause, BACKOFF_SECONDS * 2 ** (attempt - 1))
+            if time.monotonic() + pause >= self.deadline:
+                break
+            time.sleep(pause)
+            if self.cfg.rate > 0:
+                self.next_at = time.monotonic() + 1.0 / self.cfg.rate
+            self.reached = True
+            try:
+                response = self.client.post(
+                    self.cfg.url.rstrip("/") + path, json=body, headers=headers, timeout=self.cfg.timeout
+                )
+            except httpx.TransportError as exc:
+                if self.first and isinstance(exc, httpx.ConnectError):
+                    raise SimulationError(f"cannot reach the service at {self.cfg.url}: {exc}") from exc
+                self.first, failure = False, "transport"
+                continue
+            if self.first and response.status_code in (401, 403):
+                raise SimulationError(f"the service refused the key ({response.status_code})")
+            self.first = False
+            failure = str(response.status_code)
+            if response.status_code == 429 or response.status_code >= 500:
+                continue  # the Idempotency-Key makes a repeated decide safe; feedback is idempotent
+            if response.status_code >= 400:
+                break
+            try:
+                return response.json()
+            except ValueError:
+                failure = "invalid_response"
+                break
+        if failure:
+            self.report.errors[failure] = self.report.errors.get(failure, 0) + 1
+        return None
+
+
+@dataclass
+class _Stream:
+    model: str
+    classes: tuple[str, ...]
+    payloads: list[dict[str, Any]]
+    truth: list[str]
+    regions: list[str]
+    rng: np.random.Generator
+
+
+def _stream(cfg: SimulationConfig, model: str, rng: np.random.Generator) -> _Stream:
+    contract = load_contract(model)
+    frame = generate(model, cfg.cases, cfg.seed, cfg.scenario)
+    truth, regions = frame[contract.target].astype(str).tolist(), frame["region"].astype(str).tolist()
+    return _Stream(model, contract.classes, case_payloads(frame, contract), truth, regions, rng)
+
+
+def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi: int) -> None:
+    report = session.report
+    # A fresh uuid, not one from the seeded rng: a rerun with the same seed must create new
+    # decisions, and the service would replay the first run's answers for a reused key.
+    answer = session.post(f"/v1/{s.model}/decide", {"cases": s.payloads[lo:hi]}, str(uuid.uuid4()))
+    report.sent += (hi - lo) * session.reached
+    if answer is None:
+        return
+    decisions = answer.get("decisions") if isinstance(answer, dict) else None
+    if not isinstance(decisions, list) or len(decisions) != hi - lo:
+        report.errors["invalid_response"] = report.errors.get("invalid_response", 0) + 1
+        return
+    outcomes = [None if d.get("abstained") else d.get("outcome") for d in decisions]
+    report.abstained += sum(o is None for o in outcomes)
+    report.decided += sum(o is not None for o in outcomes)
+    verdicts = reviewer_verdicts(
+        s.truth[lo:hi],
+        outcomes,
+        s.regions[lo:hi],
+        s.classes,
+        s.rng,
+        feedback_share=cfg.feedback_share,
+        override_region=cfg.override_region if cfg.scenario == "segment_overrides" else None,
+        override_rate=cfg.override_rate,
+        ordered=s.model in ORDERED_MODELS,
+    )
+    for decision, outcome, verdict in zip(decisions, outcomes, verdicts, strict=True):
+        if verdict is None:
+            continue
+        if session.expired():
+            return
+        body = {"decision_id": decision.get("decision_id"), **asdict(verdict)}
+        if session.post("/v1/feedback", body) is not None:
+            report.feedback += 1
+            report.labels += outcome is None
+            report.overrides += outcome is not None and outcome != verdict.final_outcome
+
+
+def run_simulation(cfg: SimulationConfig, client: httpx.Client | None = None) -> SimulationReport:
+    """Post every model's cases in batches, interleaving models, and the reviewers' feedback."""
+    report = SimulationReport()
+    started = time.monotonic()
+    http = client or httpx.Client()
+    try:
+        session = _Session(cfg, http, report)
+        # One child stream per model, so one model's failed batches never change another's reviews.
+        rngs = np.random.default_rng(cfg.seed).spawn(len(cfg.models))
+        streams = [_stream(cfg, model, rng) for model, rng in zip(cfg.models, rngs, strict=True)]
+        for lo in range(0, cfg.cases, cfg.batch_size):
+            for s in streams:
+                if session.expired():
+                    return report
+                _run_batch(session, cfg, s, lo, min(lo + cfg.batch_size, cfg.cases))
+        return report
+    finally:
+        report.seconds = round(time.monotonic() - started, 3)
+        if client is None:
+            http.close()
