@@ -52,15 +52,49 @@ def cmd_train(args: argparse.Namespace) -> int:
             frame, source = read_table(args.data), f"file:{args.data}"
         else:
             frame, source = generate(name, settings.rows, settings.seed), f"generator:seed={settings.seed}"
+        if args.from_log:
+            _train_from_log(name, frame, source, state, settings)
+            continue
         reg = train_and_register(name, frame, state, settings, source=source)
-        m, r = reg.result.metrics, reg.result.risk
-        print(
-            f"{name}: registered version {reg.version} as {', '.join(reg.aliases)} "
-            f"(accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}; "
-            f"alpha={r.alpha} delta={r.delta} threshold={r.threshold:.4f} coverage {m['coverage']:.3f}, "
-            f"selective error {m['selective_error']:.4f} on test)"
-        )
+        _print_registered(reg)
     return 0
+
+
+def _print_registered(reg: Any) -> None:
+    m, r = reg.result.metrics, reg.result.risk
+    print(
+        f"{reg.name}: registered version {reg.version} as {', '.join(reg.aliases)} "
+        f"(accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}; "
+        f"alpha={r.alpha} delta={r.delta} threshold={r.threshold:.4f} coverage {m['coverage']:.3f}, "
+        f"selective error {m['selective_error']:.4f} on test)"
+    )
+
+
+def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> None:
+    from feature_defs.contract import load_contract
+    from models import registry
+    from serving.database import Database
+    from training import from_log
+    from training.registration import train_and_register
+
+    contract = load_contract(name)
+    champion = registry.load_alias(name, registry.CHAMPION, state.home_dir / "cache")
+    split = from_log.split_log(from_log.labelled_from_log(Database(state.log_url), contract))
+    frame = from_log.mixed_training_frame(original, split.train, contract, settings.seed)
+    reg = train_and_register(
+        name, frame, state, settings, source=f"log({len(split.train)} reviewed)+{source}"
+    )
+    _print_registered(reg)
+    challenger = registry.load(registry.get_version(name, reg.version), state.home_dir / "cache")
+    print(
+        f"{name}: champion v{champion.ref.version} vs challenger v{reg.version} on the newest "
+        f"{len(split.holdout)} reviewed cases (held out from training):"
+    )
+    print(
+        from_log.comparison_table(
+            from_log.score(champion.model, split.holdout), from_log.score(challenger.model, split.holdout)
+        )
+    )
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -188,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, help="rows to generate (default KEEL_TRAIN_ROWS or 40000)")
     p.add_argument("--seed", type=int, help="generator and training seed")
     p.add_argument("--if-missing", action="store_true", help="skip models that already have a champion")
+    p.add_argument(
+        "--from-log",
+        action="store_true",
+        help="add reviewed cases from the decision log (overrides, labelled abstentions) and "
+        "compare the new challenger with the champion on the newest reviewed cases",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("promote", help="move the champion alias to a model version")
