@@ -55,6 +55,10 @@ class Decider:
             raise PayloadTooLarge(f"{len(cases)} cases in one request; at most {self.settings.max_cases}")
         if not cases:
             raise InvalidInput("no cases given", [FieldError(-1, "cases", "give 1 to 1000 cases")])
+        if idempotency_key is not None and len(idempotency_key) > 200:
+            raise InvalidInput(
+                "Idempotency-Key is too long", [FieldError(-1, "Idempotency-Key", "at most 200 characters")]
+            )
         served = self.models.get(model)
         digest = request_digest(cases) if idempotency_key else None
         if idempotency_key:

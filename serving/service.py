@@ -75,7 +75,7 @@ class DecisionService:
             runtime.install(None)
 
     def _decide(self, model: str, req: DecideRequest, ctx: bentoml.Context) -> Any:
-        key = ctx.request.headers.get("idempotency-key")
+        key = (ctx.request.headers.get("idempotency-key") or "").strip() or None
         return _answer(ctx, lambda: {"decisions": _rt().decider.decide(model, req.cases, _caller(ctx), key)})
 
     @bentoml.api(route="/v1/invoice_classification/decide")
@@ -124,6 +124,13 @@ class DecisionService:
             return {"loaded": report.loaded, "unchanged": report.unchanged, "failed": report.failed}
 
         return _plain(response, run)
+
+    @admin.get("/openapi.json")
+    def openapi(self) -> Any:
+        from serving.openapi import document
+
+        service: Any = DecisionService  # the bentoml.Service the decorators made
+        return document(service.openapi_spec.asdict())
 
     @admin.get("/metrics")
     def metrics(self) -> Response:
