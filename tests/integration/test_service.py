@@ -275,3 +275,22 @@ def test_schemathesis_finds_no_server_error_or_undocumented_response(server: Ser
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+def test_request_logs_are_structured_and_carry_no_inputs_or_keys(server: Server) -> None:
+    case = {
+        **load_contract("routing").example_case,
+        "case_id": "MARKER-CASE-8831",
+        "amount_at_stake": 98765.4321,
+    }
+    assert decide(server, "routing", [case]).status_code == 200
+    assert server.log_path is not None
+    lines = [ln for ln in server.log_path.read_text().splitlines() if "keel.http" in ln]
+    entries = [json.loads(ln.split("keel.http: ", 1)[1]) for ln in lines]
+    assert any(
+        e["route"] == "/v1/routing/decide" and e["status"] == 200 and e["caller"] == "main-all"
+        for e in entries
+    )
+    text = server.log_path.read_text()
+    assert "MARKER-CASE-8831" not in text and "98765.4321" not in text
+    assert not any(key in text for key in server.keys.values())
