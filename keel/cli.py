@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from feature_defs.contract import MODEL_NAMES
@@ -210,6 +211,64 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if not report.errors else 1
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from keel.settings import StateSettings, prepare_state
+    from monitoring.checks import COULD_NOT_RUN
+    from serving.database import Database
+
+    state = prepare_state(StateSettings())
+    db = Database(state.log_url)
+    if args.target == "explain":
+        return _explain(db, state, args)
+    from monitoring.log_reader import LogReader
+    from monitoring.monitor import monitor_model, parse_window
+    from monitoring.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    start, end = parse_window(args.window or settings.window)
+    out_root = Path(args.out) if args.out else state.home_dir / "reports"
+    reader = LogReader(db)
+    worst = 0
+    for name in _models(args.target):
+        try:
+            result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
+        except KeelError as exc:
+            print(f"{name}: could not run: {exc.message}", file=sys.stderr)
+            worst = max(worst, COULD_NOT_RUN)
+            continue
+        worst = max(worst, result.exit_code)
+        if args.json:
+            print(json.dumps(result.summary, default=str))
+            continue
+        print(f"{name}: {result.status.upper()} - {result.recommendation}")
+        for v in result.verdicts:
+            print(f"  {v.status:<8} {v.check:<22} {v.detail}")
+        if result.paths:
+            print(f"  report: {result.paths.index_html}")
+    return worst
+
+
+def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
+    from monitoring.explain_report import render_decision
+    from serving.decision_log import DecisionLog
+
+    if not args.decision_id:
+        raise SystemExit("keel: monitor explain needs a DECISION_ID")
+    log = DecisionLog(db)
+    row = log.get_decision(args.decision_id)
+    if row is None:
+        print(f"keel: no decision {args.decision_id}", file=sys.stderr)
+        return 3
+    out = (
+        Path(args.out) if args.out else state.home_dir / "reports" / "decisions" / f"{args.decision_id}.html"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {**row["record"], "caller": row["caller"]}
+    path = render_decision(record, [f["record"] for f in log.feedback_for(args.decision_id)], out)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keel", description="Serve and monitor business decision models (see README.md)."
@@ -271,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser(
+        "monitor",
+        help="drift, override and process-drift reports (exit 0 ok, 1 warn, 2 alert, "
+        "3 could not run); `monitor explain DECISION_ID` renders one decision",
+    )
+    p.add_argument("target", help=f"{' | '.join(MODEL_NAMES)} | all | explain")
+    p.add_argument("decision_id", nargs="?", help="with explain: the decision to render")
+    p.add_argument(
+        "--window", help="7d, 24h, 30m or START..END in ISO 8601 (default KEEL_MONITOR_WINDOW or 7d)"
+    )
+    p.add_argument("--out", help="report folder (default $KEEL_HOME/reports) or, with explain, the HTML file")
+    p.add_argument("--json", action="store_true", help="print one JSON summary line per model")
+    p.set_defaults(func=cmd_monitor)
+
     p = sub.add_parser("verify-log", help="check the decision log's hash chains")
     p.set_defaults(func=cmd_verify_log)
     return parser
@@ -287,10 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in exc.errors:
             where = "" if err.row < 0 else f"row {err.row}, "
             print(f"  {where}{err.field}: {err.problem}", file=sys.stderr)
-        return 2
+        return 3 if args.command == "monitor" else 2
     except KeelError as exc:
         print(f"keel: {exc.message}", file=sys.stderr)
-        return 1
+        return 3 if args.command == "monitor" else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ COULD_NOT_RUN = 3
 
 # Checks whose alert means the model no longer fits its data: retraining is the remedy.
 MODEL_CHECKS = frozenset(
-    {"feature_drift", "explanation_drift", "outcome_shift", "abstention_rate", "reviewed_accuracy"}
+    {
+        "feature_drift",
+        "important_feature_drift",
+        "explanation_drift",
+        "outcome_shift",
+        "abstention_rate",
+        "reviewed_accuracy",
+    }
 )
 
 

@@ -26,6 +26,9 @@ class MonitorSettings(BaseSettings):
     feature_drift_share: tuple[float, float] = (0.2, 0.4)
     """Share of model features whose distribution drifted."""
 
+    important_features: int = 3
+    """Drift in any of this many most important features (reference mean |SHAP|) is an alert."""
+
     explanation_drift_share: tuple[float, float] = (0.2, 0.4)
     """Share of features whose SHAP contribution distribution drifted."""
 

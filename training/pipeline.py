@@ -143,7 +143,9 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
     write_json(out_dir / CALIBRATION, {"method": "temperature", "temperature": scaler.temperature_})
     write_json(out_dir / ABSTENTION, risk.to_dict())
     (out_dir / CONTRACT).write_text(contract.source)
-    reference = frame.loc[sp.train].sample(n=min(s.reference_rows, len(sp.train)), random_state=s.seed)
+    # Held-out rows: on its own training rows the model is over-confident, which would make every
+    # later window look like confidence and explanation drift.
+    reference = frame.loc[sp.test].sample(n=min(s.reference_rows, len(sp.test)), random_state=s.seed)
     reference.sort_index().to_parquet(out_dir / REFERENCE, index=False)
     sample = matrix[sp.test][: min(2000, len(sp.test))]
     plot_importance(tree, sample, contract.feature_names, out_dir / "shap_importance.png")

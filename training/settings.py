@@ -38,7 +38,7 @@ class TrainingSettings(BaseSettings):
     """LightGBM minimum rows per leaf."""
 
     reference_rows: int = 5_000
-    """Rows of the training split kept with the model as the drift-monitoring reference."""
+    """Rows of the held-out test split kept with the model as the drift-monitoring reference."""
 
     min_decided: int = 300
     """Decided risk-control cases at the most conservative threshold the search starts from."""

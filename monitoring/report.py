@@ -1,0 +1,350 @@
+"""The monitoring report: Evidently's own drift HTML, a reviewer's index.html and summary.json.
+
+The index page is self-contained (inline CSS, plots as base64 PNG) and links Evidently's pages
+instead of inlining them, because each one carries ~4 MB of JavaScript. Every value that can come
+from users or logged data (segment names, override reasons, actors) goes through `esc`.
+Sections with no data keep their heading and say so, so an empty window still reads as checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitoring import explain_report as h
+from monitoring.drift import json_safe
+
+log = logging.getLogger("keel.monitor.report")
+
+EVIDENTLY_PAGES = {
+    "feature_drift": "Feature drift (Evidently)",
+    "prediction_drift": "Prediction drift (Evidently)",
+    "explanation_drift": "Explanation drift (Evidently)",
+}
+SECTION_HEADINGS = (
+    "Verdicts", "Feature drift", "Prediction drift", "Abstention and policy interventions",
+    "Explanation drift", "Human overrides", "Quality on reviewed cases", "Process drift",
+    "Evidently reports",
+)  # fmt: skip
+REVIEWED_CAVEAT = (
+    "Reviewed cases are not a random sample: humans review abstentions, policy escalations and "
+    "cases someone chose to check, so these figures describe that subset, not all decisions."
+)
+
+
+@dataclass
+class ReportSections:
+    """Already-computed plain data for one model's report; nothing here is recomputed.
+
+    Expected shapes (extra keys are shown as they are):
+    - verdicts: [{check, status: ok|warn|alert|no_data, value, thresholds | warn+alert, detail}]
+    - feature/prediction/explanation_drift: `DriftResult.to_dict()` / `PredictionDriftResult.to_dict()`
+    - overrides: {overall: {...}, per_class, per_version: [{...}] or {key: {...}},
+      per_segment: {field: [{value, n, overrides, rate, ci_low, ci_high}] or {value: {...}}},
+      pairs: [{model_outcome, final_outcome, count}], reasons: [{reason, count}]}
+    - quality: {accuracy, ..., caveat?}; process_drift: {findings: [{sentence, p_value, flagged, ...}]}
+    - snapshots: {"feature_drift" | "prediction_drift" | "explanation_drift": Evidently Snapshot}
+    """
+
+    window: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    recommendation: str = ""
+    feature_drift: dict[str, Any] | None = None
+    prediction_drift: dict[str, Any] | None = None
+    explanation_drift: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    process_drift: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_results(
+        cls,
+        feature: Any = None,
+        prediction: Any = None,
+        explanation: Any = None,
+        verdicts: Sequence[Any] = (),
+        **plain: Any,
+    ) -> ReportSections:
+        """Fill from drift result objects and verdict objects (anything with `to_dict()`)."""
+        drift = {"feature_drift": feature, "prediction_drift": prediction, "explanation_drift": explanation}
+        return cls(
+            **{k: r.to_dict() for k, r in drift.items() if r is not None},
+            snapshots={k: r.snapshot for k, r in drift.items() if getattr(r, "snapshot", None) is not None},
+            verdicts=[v.to_dict() if hasattr(v, "to_dict") else dict(v) for v in verdicts],
+            **plain,
+        )
+
+    @property
+    def status(self) -> str:
+        """The worst verdict; "no_data" only when no check had data."""
+        return h.STATUSES[max((h.STATUS_RANK.get(str(v.get("status")), 0) for v in self.verdicts), default=0)]
+
+    def summary(self, model: str, evidently_files: Mapping[str, str], notes: list[str]) -> dict[str, Any]:
+        plain = {k: v for k, v in vars(self).items() if k not in ("snapshots", "notes")}
+        return json_safe(
+            {"model": model, "generated_at": datetime.now(UTC).isoformat(), "status": self.status}
+            | plain
+            | {"reviewed_caveat": REVIEWED_CAVEAT, "notes": notes, "evidently_reports": dict(evidently_files)}
+        )
+
+
+@dataclass
+class ReportPaths:
+    out_dir: Path
+    index_html: Path
+    summary_json: Path
+    evidently: dict[str, Path] = field(default_factory=dict)
+
+
+def write_report(out_dir: Path, model: str, sections: ReportSections) -> ReportPaths:
+    """Write the Evidently pages, index.html and summary.json for one model into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes, pages = list(sections.notes), dict[str, Path]()
+    for name, snapshot in sections.snapshots.items():
+        if snapshot is None:
+            continue
+        path = out_dir / f"{name}.html"
+        try:
+            snapshot.save_html(str(path))
+            pages[name] = path
+        except Exception as exc:  # the reviewer's page is still worth writing without this one
+            log.exception("could not write Evidently page %s", name)
+            notes.append(f"Evidently page {name} could not be written: {exc}")
+    files = {name: p.name for name, p in pages.items()}
+    summary = sections.summary(model, files, notes)
+    index = out_dir / "index.html"
+    index.write_text(_index_html(model, sections, summary, files), encoding="utf-8")
+    summary_path = out_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return ReportPaths(out_dir, index, summary_path, pages)
+
+
+def add_to_workspace(workspace_dir: Path, project_name: str, snapshots: Mapping[str, Any]) -> list[str]:
+    """Add each snapshot as a run of an Evidently workspace project (created on first use)."""
+    from evidently.ui.workspace import Workspace  # lazy: Evidently's import is slow and heavy
+
+    workspace = Workspace(str(workspace_dir))
+    found = workspace.search_project(project_name)
+    project = found[0] if found else workspace.create_project(project_name, "Keel monitoring runs")
+    refs = [workspace.add_run(project.id, s, include_data=False) for s in snapshots.values() if s is not None]
+    return [str(r.id) for r in refs]
+
+
+# -- index.html --------------------------------------------------------------------------------------
+
+
+def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: Mapping[str, str]) -> str:
+    status = summary["status"]
+    about = {
+        "window": f"{s.window.get('start') or '…'} to {s.window.get('end') or '…'}",
+        "generated": summary["generated_at"],
+        **{f"version: {k}": v for k, v in s.versions.items()},
+    }
+    body = [
+        f"<h1>Keel monitoring: {h.esc(model)}</h1>",
+        f"<div class='banner {h.esc(status)}'>Overall: <b>{h.esc(status)}</b> — recommendation: "
+        f"<b>{h.esc(s.recommendation or 'none given')}</b></div>",
+        h.kv_table(about),
+        "<h3>Rows used (and sample sizes)</h3>",
+        h.kv_table(s.counts) if s.counts else h.empty(),
+        "<h3>Thresholds</h3>",
+        h.kv_table(s.thresholds) if s.thresholds else h.empty(),
+        *(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"]),
+        h.section("Verdicts", _verdict_table(s.verdicts)),
+        h.section("Feature drift", _drift_block(s.feature_drift)),
+        h.section("Prediction drift", _prediction_block(s.prediction_drift)),
+        h.section("Abstention and policy interventions", _rates_block(s.prediction_drift)),
+        h.section("Explanation drift", _explanation_block(s.explanation_drift)),
+        h.section("Human overrides", _overrides_block(s.overrides)),
+        h.section("Quality on reviewed cases", _quality_block(s.quality)),
+        h.section("Process drift", _process_block(s.process_drift)),
+        h.section("Evidently reports", _evidently_block(files)),
+    ]
+    return h.page(f"Keel monitoring: {model}", "\n".join(body))
+
+
+def _verdict_table(verdicts: list[dict[str, Any]]) -> str:
+    if not verdicts:
+        return h.empty("No checks ran.")
+    rows = []
+    for v in verdicts:
+        status = str(v.get("status", "no_data"))
+        limits = v.get("thresholds", {"warn": v.get("warn"), "alert": v.get("alert")})
+        if isinstance(limits, Mapping):  # "warn 0.2 · alert 0.4" reads better than a dict
+            limits = " · ".join(f"{k} {x}" for k, x in limits.items() if x is not None) or None
+        rows.append(
+            f"<tr><td>{h.fmt(v.get('check'))}</td><td><span class='badge {h.esc(status)}'>{h.esc(status)}"
+            f"</span></td><td class='num'>{h.fmt(v.get('value'))}</td><td>{h.fmt(limits)}</td>"
+            f"<td>{h.fmt(v.get('detail'))}</td></tr>"
+        )
+    head = "<tr><th>check</th><th>status</th><th>value</th><th>thresholds</th><th>explanation</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _drift_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    cols = d["columns"]
+    lead = (
+        f"<p><b>{d['drifted_count']}</b> of {len(cols)} columns drifted (share {h.fmt(d['drifted_share'])}; "
+        f"Evidently's dataset-drift share {h.fmt(d['drift_share_threshold'])}). "
+        f"Rows: reference {d['reference_rows']}, current {d['current_rows']}.</p>"
+    )
+    skipped = d.get("skipped") or {}
+    return lead + h.table(cols, flag="drifted") + (h.kv_table(skipped, "Not tested") if skipped else "")
+
+
+def _prediction_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    rows = [{"class": c, **v} for c, v in d["outcome_shares"].items()]
+    tests = [{"signal": n, **(d[n] or {})} for n in ("outcome", "confidence") if d.get(n)]
+    series = {w: [r[w] for r in rows] for w in ("reference", "current")}
+    plot = h.grouped_bars([r["class"] for r in rows], series, "Share of cases by most likely class", "share")
+    mean = d["confidence_mean"]
+    lead = (
+        f"<p>Largest change of one class's share: <b>{h.fmt(d['max_share_change'])}</b>. Mean confidence: "
+        f"reference {h.fmt(mean['reference'])}, current {h.fmt(mean['current'])}. "
+        f"Rows: reference {d['reference_rows']}, current {d['current_rows']}.</p>"
+    )
+    return lead + plot + h.table(rows) + h.table(tests, flag="drifted")
+
+
+def _rates_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    names = {"abstention": "abstention rate", "policy_intervention": "policy-intervention rate"}
+    return h.table([{"rate": label, **d[key]} for key, label in names.items()])
+
+
+def _explanation_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    imp = d.get("importance") or []
+    moved = [r for r in imp if r["rank_change"]]
+    top = "<b>changed</b>" if d.get("top_feature_changed") else "is unchanged"
+    lead = (
+        f"<p>The feature the model leans on most {top}. Importance shift (total variation of the "
+        f"mean |SHAP| shares): <b>{h.fmt(d.get('importance_shift'))}</b>; {len(moved)} of the top "
+        "features changed rank.</p>"
+    )
+    series = {w: [r[f"{w}_mean_abs"] for r in imp] for w in ("reference", "current")}
+    labels = [r["feature"] for r in imp]
+    plot = h.grouped_bars(labels, series, "Mean |SHAP| of the top features", "mean |SHAP|") if imp else ""
+    return lead + plot + h.table(imp) + "<h3>SHAP distribution drift per feature</h3>" + _drift_block(d)
+
+
+_OVERRIDE_PARTS = {  # the override module's key first, then the generic one
+    ("by_class", "per_class"): "Per class (the model's decided outcome)",
+    ("by_segment", "per_segment"): "Per segment",
+    ("by_version", "per_version"): "Per model version",
+    ("top_pairs", "pairs"): "Most common override pairs (model said, human said)",
+    ("top_reasons", "reasons"): "Most common reasons",
+}
+_FINDING_COLUMNS = ("metric", "field", "value", "compared_with", "n", "events", "rate", "expected_rate",
+                    "rate_ratio", "p_value", "p_holm", "significant", "flagged")  # fmt: skip
+
+
+def _overrides_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    known = {k for keys in _OVERRIDE_PARTS for k in keys} | {"overall"}
+    counts = {k: v for k, v in d.items() if k not in known}
+    parts = [
+        h.any_table(counts) if counts else "",
+        "<h3>Overall override rate</h3>",
+        h.any_table(d.get("overall")),
+    ]
+    per_segment = d.get("by_segment", d.get("per_segment"))
+    segments = _segment_rows(per_segment)
+    if segments:
+        overall = (d.get("overall") or {}).get("rate")
+        parts.append(h.rate_ci_plot(segments, "Override rate per segment (95% interval)", overall))
+    for keys, title in _OVERRIDE_PARTS.items():
+        parts += [f"<h3>{h.esc(title)}</h3>", h.any_table(next((d[k] for k in keys if k in d), None))]
+    return "".join(parts)
+
+
+def _quality_block(d: Mapping[str, Any] | None) -> str:
+    caveat = f"<p class='caveat'>{h.esc((d or {}).get('caveat') or REVIEWED_CAVEAT)}</p>"
+    return caveat + h.any_table({k: v for k, v in (d or {}).items() if k != "caveat"})
+
+
+def _flagged(finding: Mapping[str, Any]) -> bool:
+    return bool(finding.get("flagged", finding.get("significant")))
+
+
+def _process_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return h.empty()
+    findings = sorted(d.get("findings") or [], key=lambda f: not _flagged(f))
+    items = "".join(
+        f"<li class='{'flag' if _flagged(f) else ''}'>{h.esc(f.get('sentence', ''))}"
+        + (
+            ""
+            if "p=" in str(f.get("sentence"))
+            else f" <span class='muted'>(p = {h.fmt(f.get('p_value'))})</span>"
+        )
+        + "</li>"
+        for f in findings
+    )
+    out = f"<ul>{items}</ul>" if items else "<p>No segment was tested or no difference was found.</p>"
+    if findings:
+        rows = [{k: f[k] for k in _FINDING_COLUMNS if k in f} or dict(f) for f in findings]
+        rows = [
+            r if "significant" in r else r | {"flagged": _flagged(f)}
+            for r, f in zip(rows, findings, strict=True)
+        ]
+        out += h.table(rows, "significant" if "significant" in rows[0] else "flagged")
+    for f in (f for f in findings if _flagged(f) and f.get("bands")):
+        title = f"Same score band, different treatment: {f.get('field')} = {f.get('value')} vs the rest"
+        out += f"<h4>{h.esc(title)}</h4>" + h.table([_band_rates(b) for b in f["bands"]])
+    rest = {k: v for k, v in d.items() if k != "findings"}
+    return out + (h.any_table(rest) if rest else "")
+
+
+def _band_rates(band: Mapping[str, Any]) -> dict[str, Any]:
+    """A band row with the two rates beside their counts: the comparison a reviewer makes."""
+    if not {"n", "events", "rest_n", "rest_events"} <= set(band):
+        return dict(band)
+    rate = band["events"] / band["n"] if band["n"] else None
+    rest = band["rest_events"] / band["rest_n"] if band["rest_n"] else None
+    return dict(band) | {"rate": rate, "rest_rate": rest}
+
+
+def _evidently_block(files: Mapping[str, str]) -> str:
+    if not files:
+        return h.empty("No Evidently report was produced for this window.")
+    out = []
+    for name, file in files.items():
+        title = EVIDENTLY_PAGES.get(name, name)
+        out.append(
+            f"<h3><a href='{h.esc(file)}'>{h.esc(title)}</a></h3><details><summary>Show inline</summary>"
+            f"<iframe loading='lazy' src='{h.esc(file)}' title='{h.esc(title)}'></iframe></details>"
+        )
+    return "".join(out)
+
+
+def _segment_rows(per_segment: Any) -> list[tuple[str, float, float, float]]:
+    """(field=value, rate, low, high) from {field: {value: {rate, low, high, ...}}} (a
+    `monitoring.stats.Proportion` per value) or {field: [{value, rate, ci_low, ci_high}]}."""
+    out = []
+    for field_name, group in per_segment.items() if isinstance(per_segment, Mapping) else []:
+        rows = group.items() if isinstance(group, Mapping) else ((r.get("value"), r) for r in group or [])
+        for label, r in rows:
+            rate = r.get("rate") if isinstance(r, Mapping) else None
+            if rate is None:  # no reviewed cases for this value: nothing to draw
+                continue
+            low, high = r.get("low", r.get("ci_low", rate)), r.get("high", r.get("ci_high", rate))
+            out.append((f"{field_name}={label}", float(rate), float(low), float(high)))
+    return out

@@ -1,0 +1,252 @@
+"""`keel monitor` on decision logs written by Keel's own decider and log writer.
+
+Each window is real traffic from the generators (a drift scenario or none) decided by the
+session's champion through `serving.decider.Decider` into a real SQLite decision log, with
+feedback from the simulated reviewer of `keel simulate` written through the same decider.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feature_defs.contract import load_contract
+from models import registry
+from monitoring.log_reader import LogReader
+from monitoring.monitor import MonitorResult, monitor_model
+from monitoring.settings import MonitorSettings
+from serving.database import Database
+from serving.decider import Decider
+from serving.decision_log import DecisionLog
+from serving.metrics import Metrics
+from serving.model_set import ModelSet
+from serving.settings import ServingSettings
+from serving.simulate import case_payloads, reviewer_verdicts
+from tests.conftest import Store
+from training.generators import generate
+
+
+@dataclass
+class Window:
+    url: str
+    model: str
+    decision_ids: list[str]
+
+
+def fill_log(
+    store: Store, path: Path, model: str, scenario: str, n: int, seed: int, feedback_share: float = 0.5
+) -> Window:
+    """Decide n generated cases and post the simulated reviewer's feedback, all in-process."""
+    url = f"sqlite:///{path}"
+    log = DecisionLog(Database(url)).open()
+    models = ModelSet("champion", store.home / "cache", names=(model,))
+    models.reload()
+    decider = Decider(models, log, ServingSettings(), Metrics())
+    contract = load_contract(model)
+    frame = generate(model, n, seed, scenario)
+    cases = case_payloads(frame, contract)
+    decisions = []
+    for lo in range(0, n, 500):
+        decisions += decider.decide(model, cases[lo : lo + 500], caller="test")
+    rng = np.random.default_rng(seed)
+    verdicts = reviewer_verdicts(
+        list(frame[contract.target]),
+        [d["outcome"] for d in decisions],
+        list(frame["region"]),
+        contract.classes,
+        rng,
+        feedback_share=feedback_share,
+        override_region="EMEA" if scenario == "segment_overrides" else None,
+        override_rate=0.5 if scenario == "segment_overrides" else 0.0,
+        ordered=model == "discount_band",
+    )
+    for d, v in zip(decisions, verdicts, strict=True):
+        if v is not None:
+            decider.feedback(d["decision_id"], v.final_outcome, v.actor, v.reason, caller="test")
+    log.close()
+    return Window(url, model, [d["decision_id"] for d in decisions])
+
+
+def run_monitor(store: Store, window: Window, out: Path) -> MonitorResult:
+    now = datetime.now(UTC)
+    return monitor_model(
+        window.model,
+        LogReader(Database(window.url)),
+        now - timedelta(hours=1),
+        now + timedelta(minutes=1),
+        out,
+        MonitorSettings(),
+        store.home / "cache",
+    )
+
+
+def status(result: MonitorResult, check: str) -> str:
+    return next(v.status for v in result.verdicts if v.check == check)
+
+
+@pytest.fixture(scope="module")
+def windows(
+    store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Window]:
+    tmp = tmp_path_factory.mktemp("monitor-logs")
+    made = {}
+    for scenario in ("covariate_shift", "concept_shift", "segment_overrides", "region_process_change"):
+        made[scenario] = fill_log(store, tmp / f"{scenario}.db", "routing", scenario, 3000, seed=31)
+    for seed in (41, 42, 43):
+        made[f"none-{seed}"] = fill_log(store, tmp / f"none-{seed}.db", "routing", "none", 3000, seed=seed)
+    return made
+
+
+ALARMS = (
+    "feature_drift",
+    "important_feature_drift",
+    "outcome_shift",
+    "explanation_drift",
+    "override_rate",
+    "process_drift",
+)
+
+
+def test_no_drift_windows_raise_no_alert(store: Store, windows: dict[str, Window], tmp_path: Path) -> None:
+    """Three seeds of scenario none: no check may alert; warnings are counted and reported."""
+    warnings = 0
+    for seed in (41, 42, 43):
+        result = run_monitor(store, windows[f"none-{seed}"], tmp_path)
+        for check in ALARMS:
+            assert status(result, check) != "alert", (seed, check, result.verdicts)
+            warnings += status(result, check) == "warn"
+    # False-warning rate over 3 windows x 6 checks, stated so a change in it is visible.
+    assert warnings <= 2, f"{warnings} warnings in 18 no-drift checks"
+
+
+def test_covariate_shift_is_feature_drift(store: Store, windows: dict[str, Window], tmp_path: Path) -> None:
+    result = run_monitor(store, windows["covariate_shift"], tmp_path)
+    assert status(result, "important_feature_drift") == "alert"
+    assert "amount_at_stake" in result.summary["feature_drift"]["drifted_columns"]
+    assert result.exit_code == 2 and result.recommendation.startswith("retrain")
+
+
+def test_concept_shift_shows_in_overrides_not_in_inputs(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    result = run_monitor(store, windows["concept_shift"], tmp_path)
+    assert status(result, "feature_drift") == "ok" and status(result, "important_feature_drift") == "ok"
+    assert status(result, "override_rate") in ("warn", "alert"), result.verdicts
+
+
+def test_segment_overrides_flag_the_region_with_unusual_reviewers(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    result = run_monitor(store, windows["segment_overrides"], tmp_path)
+    assert status(result, "process_drift") in ("warn", "alert")
+    summary = json.loads(Path(result.summary["summary_json"]).read_text())
+    flagged = [f for f in summary["process_drift"]["findings"] if f["significant"]]
+    assert any(f["metric"] == "override_rate" and f["value"] == "EMEA" for f in flagged), flagged
+    assert not any(
+        f["metric"] == "override_rate"
+        and f["field"] == "region"
+        and f["value"] != "EMEA"
+        and (f["rate_ratio"] or 0) > 1
+        for f in flagged
+    )
+
+
+def test_a_region_whose_process_changed_is_flagged(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    result = run_monitor(store, windows["region_process_change"], tmp_path)
+    assert status(result, "process_drift") in ("warn", "alert")
+    assert "EMEA (region)" in next(v.detail for v in result.verdicts if v.check == "process_drift")
+
+
+def test_report_files_hold_every_section(store: Store, windows: dict[str, Window], tmp_path: Path) -> None:
+    result = run_monitor(store, windows["segment_overrides"], tmp_path)
+    assert result.paths is not None
+    html = result.paths.index_html.read_text()
+    for heading in (
+        "Verdicts",
+        "Feature drift",
+        "Prediction drift",
+        "Explanation drift",
+        "Override",
+        "Quality on reviewed cases",
+        "Process drift",
+    ):
+        assert heading.lower() in html.lower(), heading
+    assert "not a random sample" in html
+    assert set(result.paths.evidently) == {"feature_drift", "prediction_drift", "explanation_drift"}
+    summary = json.loads(result.paths.summary_json.read_text())
+    assert summary["window"]["start"] and summary["counts"]["decisions"] == 3000
+    assert {v["check"] for v in summary["verdicts"]} >= set(ALARMS)
+
+
+def keel(store: Store, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        **store.env,
+        "KEEL_DECISION_LOG_URL": url,
+        "KEEL_TRAIN_ROWS": "4000",
+        "KEEL_TRAIN_NUM_BOOST_ROUND": "60",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_exit_codes_follow_the_monitoring_plugin_convention(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    shifted = keel(
+        store, windows["covariate_shift"].url, "monitor", "routing", "--window", "2h", "--out", str(tmp_path)
+    )
+    assert shifted.returncode == 2, shifted.stdout + shifted.stderr
+    assert "feature_drift" in shifted.stdout and "report:" in shifted.stdout
+    empty = keel(store, windows["covariate_shift"].url, "monitor", "invoice_classification", "--window", "2h")
+    assert empty.returncode == 3
+    bad = keel(store, windows["covariate_shift"].url, "monitor", "routing", "--window", "yesterday-ish")
+    assert bad.returncode == 3 and "cannot read window" in bad.stderr
+
+
+def test_explain_renders_one_logged_decision(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    window = windows["segment_overrides"]
+    out = tmp_path / "decision.html"
+    done = keel(store, window.url, "monitor", "explain", window.decision_ids[0], "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert window.decision_ids[0] in page and "data:image/png;base64," in page
+    assert keel(store, window.url, "monitor", "explain", "no-such-id").returncode == 3
+
+
+@pytest.fixture
+def champion_kept(registered: dict[str, str]) -> Iterator[None]:
+    yield
+    registry.promote("routing", registered["routing"])
+
+
+def test_retraining_from_the_log_registers_a_challenger(
+    store: Store, windows: dict[str, Window], champion_kept: None
+) -> None:
+    before = registry.resolve("routing", registry.CHAMPION).version
+    done = keel(store, windows["concept_shift"].url, "train", "routing", "--from-log")
+    assert done.returncode == 0, done.stderr
+    challenger = registry.resolve("routing", registry.CHALLENGER)
+    assert challenger.version != before and challenger.tags["keel.data_source"].startswith("log(")
+    assert registry.resolve("routing", registry.CHAMPION).version == before
+    assert "champion v" in done.stdout and "accuracy" in done.stdout and "challenger" in done.stdout
