@@ -13,6 +13,8 @@ import re
 import lightgbm as lgb
 import numpy as np
 
+from models.fast_predict import PREDICT_CONTRIB, PREDICT_RAW_SCORE, SingleRowPredictor
+
 _TREE_HEADER = re.compile(r"^Tree=\d+", flags=re.MULTILINE)
 
 
@@ -54,13 +56,22 @@ class TreeModel:
         self.class_boosters = [
             lgb.Booster(model_str=s) for s in class_model_strings(model_text, self.num_class)
         ]
+        # Most decide requests carry one case: LightGBM's single-row fast path skips the
+        # per-call predictor set-up that dominates `predict` on one row (same numbers).
+        ncol = self.booster.num_feature()
+        self._raw_one = SingleRowPredictor(self.booster, PREDICT_RAW_SCORE, ncol)
+        self._contrib_one = [SingleRowPredictor(b, PREDICT_CONTRIB, ncol) for b in self.class_boosters]
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        if len(matrix) == 1 and matrix.dtype == np.float64 and matrix.flags.c_contiguous:
+            return self._raw_one.predict(matrix[0]).reshape(1, self.num_class)
         raw = np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=1))
         return raw.reshape(len(matrix), self.num_class)
 
     def contributions(self, matrix: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Exact SHAP values of each row's raw score for its own class; last column is the base value."""
+        if len(matrix) == 1 and matrix.dtype == np.float64 and matrix.flags.c_contiguous:
+            return self._contrib_one[int(classes[0])].predict(matrix[0]).reshape(1, matrix.shape[1] + 1)
         out = np.empty((len(matrix), matrix.shape[1] + 1), dtype=np.float64)
         for k in np.unique(classes):
             rows = np.flatnonzero(classes == k)

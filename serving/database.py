@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     row_hash TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS decisions_idempotency
-    ON decisions (caller, model, idempotency_key, request_index);
+    ON decisions (caller, model, idempotency_key, request_index)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS decisions_model_time ON decisions (model, created_at);
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
@@ -114,6 +115,7 @@ class Database:
             if self.is_postgres:
                 # Replicas may start together; serialise schema creation.
                 conn.execute("SELECT pg_advisory_xact_lock(4242)")
+            _drop_full_idempotency_index(conn, self.is_postgres)
             for statement in SCHEMA.format(serial=serial).split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -139,6 +141,25 @@ class Database:
         except BaseException:
             conn.rollback()
             raise
+
+
+def _drop_full_idempotency_index(conn: Connection, postgres: bool) -> None:
+    """Logs created before the idempotency index became partial: drop it so it is made again.
+
+    Most decisions carry no idempotency key, and a full index still got an entry (and a page
+    write per commit) for each of them; rows with a key are what it exists for, and the lookup
+    by key (`idempotency_key = ?`) can use the partial index. NULL keys were never unique-checked.
+    """
+    if postgres:
+        found = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'decisions_idempotency'"
+        ).fetchone()
+    else:
+        found = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'decisions_idempotency'"
+        ).fetchone()
+    if found and "WHERE" not in str(found[0]).upper():
+        conn.execute("DROP INDEX decisions_idempotency")
 
 
 GENESIS = "0" * 64

@@ -1,82 +1,87 @@
 """The decision log: append-only, hash-chained, group-committed.
 
-Request threads hand rows to one writer thread and wait; the writer drains everything
-queued, writes it in one transaction and commits once, so concurrent requests share an fsync
-(group commit). A request is answered only after its commit, so an acknowledged decision is
-durable. Each row's hash covers its content and the previous row's hash; `verify` walks the
-chains and compares their ends with `chain_heads`, so edited, deleted or truncated rows show.
+Callers hand rows to one writer thread and wait; the writer drains everything queued, writes it
+in one transaction and commits once, so concurrent requests share an fsync (group commit). A
+caller hears back only after its commit, so an acknowledged decision is durable. Threads wait
+with `append`; coroutines await `append_async`, which the writer completes through the event
+loop (`call_soon_threadsafe`, once per loop and batch) so no thread is parked per request.
+
+Each row's hash chains it to the previous row (serving/log_chain.py); `verify` walks the chains
+and compares their ends with `chain_heads`, so edited, deleted or truncated rows show.
+
+Work is kept off the writer, which holds the database's write lock: callers serialise each
+record to JSON and hash the row content before queueing, and the writer returns the caller's
+own rows instead of reading back what it wrote. With SQLite the writer does not let a WAL
+checkpoint run inside a commit (that would hold the commit's waiters for the checkpoint's
+copying and fsync); it checkpoints between batches instead, after answering its waiters.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import json
+import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import Conflict, KeelError
 from serving.database import GENESIS, Connection, Database
+from serving.log_chain import (
+    CHAINS,
+    DECISION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    VerifyResult,
+    chain_hash,
+    content_digest,
+    row_hash,
+    verify,
+)
 
-DECISION_COLUMNS = (
-    "decision_id",
-    "model",
-    "model_version",
-    "created_at",
-    "caller",
-    "case_id",
-    "idempotency_key",
-    "request_hash",
-    "request_index",
-    "outcome",
-    "abstained",
-    "route",
-    "confidence",
-    "record",
-)
-FEEDBACK_COLUMNS = (
-    "feedback_id",
-    "decision_id",
-    "model",
-    "created_at",
-    "caller",
-    "actor",
-    "final_outcome",
-    "kind",
-    "record",
-)
-CHAINS = {"decisions": DECISION_COLUMNS, "feedback": FEEDBACK_COLUMNS}
+__all__ = [
+    "CHAINS",
+    "DECISION_COLUMNS",
+    "FEEDBACK_COLUMNS",
+    "DecisionLog",
+    "LogUnavailable",
+    "VerifyResult",
+    "reject_changed_replay",
+    "row_hash",
+]
+
+CHECKPOINT_SECONDS = 0.5
+"""SQLite: checkpoint the WAL this often while writing; at the rates one process reaches the WAL
+stays a few MB. Each checkpoint runs right after a batch was answered, so it only delays the
+requests that queue up meanwhile, and they are then committed together."""
+
+log = logging.getLogger("keel.log")
+
+Replay = Callable[[Connection], list[dict[str, Any]] | None]
+"""Looks up an earlier identical write (idempotency); its rows are returned instead."""
 
 
 class LogUnavailable(KeelError):
     status_code = 503
 
 
-def row_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
-    content = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(f"{prev_hash}\n{content}".encode()).hexdigest()
-
-
-@dataclass
+@dataclass(eq=False)
 class _Submission:
     table: str
-    rows: list[tuple[Any, ...]]
-    future: Future[list[dict[str, Any]]] = field(default_factory=Future)
-    replay: Callable[[Connection], list[dict[str, Any]] | None] | None = None
-    """Looks up an earlier identical write (idempotency); its rows are returned instead."""
-
-
-@dataclass
-class VerifyResult:
-    ok: bool
-    rows_checked: int
-    table: str | None = None
-    bad_seq: int | None = None
-    problem: str | None = None
+    values: list[tuple[Any, ...]]
+    digests: list[str]
+    rows: list[dict[str, Any]]
+    """What the caller gets back once the values are committed."""
+    replay: Replay | None = None
+    future: Future[list[dict[str, Any]]] | None = None  # a waiting thread
+    loop: asyncio.AbstractEventLoop | None = None  # or a waiting coroutine
+    waiter: asyncio.Future[list[dict[str, Any]]] | None = None
+    result: list[dict[str, Any]] | None = None
+    error: BaseException | None = None
 
 
 class DecisionLog:
@@ -86,8 +91,10 @@ class DecisionLog:
         self.db = db
         self.max_batch = max_batch
         self.timeout = timeout
-        self._queue: queue.Queue[_Submission | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._unchecked = False  # SQLite: commits since the last WAL checkpoint
+        self._checkpointed = time.monotonic()
         self._local = threading.local()
         self.on_commit: Callable[[int, float], None] | None = None
         """Called after each commit with (rows written, seconds): metrics hook."""
@@ -107,46 +114,105 @@ class DecisionLog:
 
     # -- writes ----------------------------------------------------------------------------
     def append(
-        self,
-        table: str,
-        rows: list[dict[str, Any]],
-        replay: Callable[[Connection], list[dict[str, Any]] | None] | None = None,
+        self, table: str, rows: list[dict[str, Any]], replay: Replay | None = None
     ) -> list[dict[str, Any]]:
         """Write rows (dicts keyed by column) and block until committed; returns the stored rows."""
-        if self._writer is None:
-            raise LogUnavailable("the decision log is not open")
-        columns = CHAINS[table]
-        values = [tuple(_to_db(col, row.get(col)) for col in columns) for row in rows]
-        sub = _Submission(table, values, replay=replay)
+        sub = self._submission(table, rows, replay)
+        sub.future = Future()
         self._queue.put(sub)
         try:
             return sub.future.result(timeout=self.timeout)
         except TimeoutError as exc:
             raise LogUnavailable("the decision log did not confirm the write in time") from exc
 
+    async def append_async(
+        self, table: str, rows: list[dict[str, Any]], replay: Replay | None = None
+    ) -> list[dict[str, Any]]:
+        """`append` for coroutines: the event loop keeps serving while the commit is under way."""
+        return await self.submit(table, rows, replay)
+
+    def submit(
+        self, table: str, rows: list[dict[str, Any]], replay: Replay | None = None
+    ) -> asyncio.Future[list[dict[str, Any]]]:
+        """Queue rows now, from the event loop; the future completes once they are committed.
+
+        Queueing before awaiting lets the caller do other work (render its response) while the
+        writer commits; nothing may be acknowledged before the future completes.
+        """
+        sub = self._submission(table, rows, replay)
+        sub.loop = loop = asyncio.get_running_loop()
+        sub.waiter = waiter = loop.create_future()
+        self._queue.put(sub)
+        timer = loop.call_later(self.timeout, _expire, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    def _submission(self, table: str, rows: list[dict[str, Any]], replay: Replay | None) -> _Submission:
+        if self._writer is None:
+            raise LogUnavailable("the decision log is not open")
+        columns = CHAINS[table]
+        values = [tuple(_to_db(col, row.get(col)) for col in columns) for row in rows]
+        stored = [_stored(columns, row) for row in rows]
+        return _Submission(table, values, [content_digest(v) for v in values], stored, replay)
+
     def _run(self) -> None:
-        conn = self.db.connect()
+        conn = self._connect_writer()
         try:
             while True:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=CHECKPOINT_SECONDS if self._unchecked else None)
+                except queue.Empty:  # idle: a good moment to checkpoint what was written
+                    self._checkpoint(conn, force=True)
+                    continue
                 if first is None:
                     return
                 batch = [first]
+                stop = False
                 while len(batch) < self.max_batch:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if nxt is None:
-                        self._queue.put(None)
+                        stop = True
                         break
                     batch.append(nxt)
                 conn = self._write_batch(conn, batch)
+                if stop:
+                    return
+                self._checkpoint(conn)
         finally:
+            self._checkpoint(conn, force=True)
             conn.close()
+
+    def _checkpoint(self, conn: Connection, force: bool = False) -> None:
+        """SQLite: copy committed WAL pages into the database file so the WAL can restart.
+
+        PASSIVE never waits for readers; pages a reader still needs stay for the next round.
+        A failed checkpoint loses nothing (the pages stay in the WAL), so it is only logged.
+        """
+        if not self._unchecked:
+            return
+        if not force and time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception:
+            log.warning("WAL checkpoint failed; the next one retries", exc_info=True)
+        self._unchecked = False
+        self._checkpointed = time.monotonic()
+
+    def _connect_writer(self) -> Connection:
+        conn = self.db.connect()
+        if not self.db.is_postgres:
+            # A checkpoint inside a commit would hold every waiting request for its copying
+            # and fsyncs; `_checkpoint` runs them between batches instead.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
 
     def _write_batch(self, conn: Connection, batch: list[_Submission]) -> Connection:
         started = time.perf_counter()
+        self._unchecked = not self.db.is_postgres
         try:
             results = self._commit(conn, batch)
         except Exception:
@@ -154,15 +220,17 @@ class DecisionLog:
             conn = self._reconnect(conn)
             for sub in batch:
                 try:
-                    sub.future.set_result(self._commit(conn, [sub])[0])
+                    sub.result = self._commit(conn, [sub])[0]
                 except Exception as exc:
                     conn = self._reconnect(conn)
-                    sub.future.set_exception(exc if isinstance(exc, KeelError) else LogUnavailable(str(exc)))
+                    sub.error = exc if isinstance(exc, KeelError) else LogUnavailable(str(exc))
+            _deliver(batch)
             return conn
         if self.on_commit is not None:
-            self.on_commit(sum(len(s.rows) for s in batch), time.perf_counter() - started)
+            self.on_commit(sum(len(s.values) for s in batch), time.perf_counter() - started)
         for sub, result in zip(batch, results, strict=True):
-            sub.future.set_result(result)
+            sub.result = result
+        _deliver(batch)
         return conn
 
     def _reconnect(self, conn: Connection) -> Connection:
@@ -171,7 +239,7 @@ class DecisionLog:
             return conn
         except Exception:
             conn.close()
-            return self.db.connect()
+            return self._connect_writer()
 
     def _commit(self, conn: Connection, batch: list[_Submission]) -> list[list[dict[str, Any]]]:
         tables = sorted({s.table for s in batch})
@@ -184,22 +252,19 @@ class DecisionLog:
                     results.append(earlier)
                     continue
                 columns = CHAINS[sub.table]
-                stored = []
+                sql = (
+                    f"INSERT INTO {sub.table} ({', '.join(columns)}, prev_hash, row_hash) "
+                    f"VALUES ({', '.join('?' * (len(columns) + 2))}) RETURNING seq"
+                )
                 seq, prev = heads[sub.table]
-                for values in sub.rows:
-                    digest = row_hash(prev, values)
-                    cur = conn.execute(
-                        f"INSERT INTO {sub.table} ({', '.join(columns)}, prev_hash, row_hash) "
-                        f"VALUES ({', '.join('?' * (len(columns) + 2))}) RETURNING seq",
-                        (*values, prev, digest),
-                    )
-                    seq, prev = int(cur.fetchone()[0]), digest
-                    stored.append(dict(zip(columns, values, strict=True)))
+                for values, digest in zip(sub.values, sub.digests, strict=True):
+                    link = chain_hash(prev, digest)
+                    seq, prev = int(conn.execute(sql, (*values, prev, link)).fetchone()[0]), link
                 heads[sub.table] = (seq, prev)
-                results.append([_from_db(r) for r in stored])
-            for table, (seq, digest) in heads.items():
+                results.append(sub.rows)
+            for table, (seq, link) in heads.items():
                 conn.execute(
-                    "UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, digest, table)
+                    "UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, link, table)
                 )
         return results
 
@@ -234,46 +299,39 @@ class DecisionLog:
 
     def verify(self, batch_size: int = 5000) -> VerifyResult:
         """Recompute every hash in both chains; report the first row that does not fit."""
-        checked = 0
-        conn = self.db.connect()
-        try:
-            for table, columns in CHAINS.items():
-                prev, last_seq = GENESIS, 0
-                for row in _stream(
-                    conn,
-                    f"SELECT seq, {', '.join(columns)}, prev_hash, row_hash FROM {table} ORDER BY seq",
-                    batch_size,
-                ):
-                    seq, values, stored_prev, stored_hash = row[0], tuple(row[1:-2]), row[-2], row[-1]
-                    checked += 1
-                    if stored_prev != prev:
-                        return VerifyResult(
-                            False,
-                            checked,
-                            table,
-                            seq,
-                            "previous-hash link broken (a row before it was deleted or altered)",
-                        )
-                    if row_hash(prev, values) != stored_hash:
-                        return VerifyResult(False, checked, table, seq, "row content does not match its hash")
-                    prev, last_seq = stored_hash, seq
-                head = conn.execute(
-                    "SELECT seq, row_hash FROM chain_heads WHERE name = ?", (table,)
-                ).fetchone()
-                head_seq, head_hash = (int(head[0]), head[1]) if head else (0, GENESIS)
-                if (head_seq, head_hash) != (last_seq, prev):
-                    return VerifyResult(
-                        False,
-                        checked,
-                        table,
-                        head_seq or None,
-                        f"chain ends at seq {last_seq} but its recorded head is seq {head_seq} "
-                        "(rows were removed from the end)",
-                    )
-            conn.commit()
-        finally:
-            conn.close()
-        return VerifyResult(True, checked)
+        return verify(self.db, batch_size)
+
+
+def _deliver(batch: list[_Submission]) -> None:
+    """Wake every waiter of a written batch: threads directly, each event loop once."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Submission]] = {}
+    for sub in batch:
+        if sub.future is not None:
+            if sub.error is not None:
+                sub.future.set_exception(sub.error)
+            else:
+                sub.future.set_result(sub.result or [])
+        elif sub.loop is not None:
+            by_loop.setdefault(sub.loop, []).append(sub)
+    for loop, subs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, subs)
+
+
+def _settle(subs: list[_Submission]) -> None:
+    for sub in subs:
+        waiter = sub.waiter
+        if waiter is None or waiter.done():
+            continue
+        if sub.error is not None:
+            waiter.set_exception(sub.error)
+        else:
+            waiter.set_result(sub.result or [])
+
+
+def _expire(waiter: asyncio.Future[list[dict[str, Any]]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(LogUnavailable("the decision log did not confirm the write in time"))
 
 
 def _read_head(conn: Connection, table: str) -> tuple[int, str]:
@@ -284,21 +342,20 @@ def _read_head(conn: Connection, table: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def _stream(conn: Connection, sql: str, batch_size: int) -> Iterator[tuple[Any, ...]]:
-    cur = conn.execute(sql)
-    while True:
-        rows = cur.fetchmany(batch_size)
-        if not rows:
-            return
-        yield from rows
-
-
 def _to_db(column: str, value: Any) -> Any:
     if column == "record":
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     if column == "abstained":
         return int(bool(value))
     return value
+
+
+def _stored(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:
+    """The row as a read would return it, without the round trip through JSON."""
+    out = {col: row.get(col) for col in columns}
+    if "abstained" in out:
+        out["abstained"] = bool(out["abstained"])
+    return out
 
 
 def _from_db(row: dict[str, Any]) -> dict[str, Any]:

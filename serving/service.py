@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import bentoml
@@ -74,24 +75,33 @@ class DecisionService:
             rt.close()
             runtime.install(None)
 
-    def _decide(self, model: str, req: DecideRequest, ctx: bentoml.Context) -> Any:
+    async def _decide(self, model: str, req: DecideRequest, ctx: bentoml.Context) -> Any:
+        # Async on purpose: BentoML runs a sync route in a worker thread, and that hop (plus the
+        # writer thread waking a parked request thread) cost more than deciding one case.
         key = (ctx.request.headers.get("idempotency-key") or "").strip() or None
-        return _answer(ctx, lambda: {"decisions": _rt().decider.decide(model, req.cases, _caller(ctx), key)})
+        ctx.response.status_code = 200
+        try:
+            return await _rt().decider.decide_async(
+                model, req.cases, _caller(ctx), key, render=lambda d: _json({"decisions": d})
+            )
+        except KeelError as exc:
+            ctx.response.status_code = exc.status_code
+            return _json(exc.to_dict())
 
     @bentoml.api(route="/v1/invoice_classification/decide")
-    def invoice_classification(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
+    async def invoice_classification(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
         """Decide supplier invoices' exception paths."""
-        return self._decide("invoice_classification", req, ctx)
+        return await self._decide("invoice_classification", req, ctx)
 
     @bentoml.api(route="/v1/discount_band/decide")
-    def discount_band(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
+    async def discount_band(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
         """Decide the discount band sales quotes may be approved at."""
-        return self._decide("discount_band", req, ctx)
+        return await self._decide("discount_band", req, ctx)
 
     @bentoml.api(route="/v1/routing/decide")
-    def routing(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
+    async def routing(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
         """Decide which team queue operational exceptions go to."""
-        return self._decide("routing", req, ctx)
+        return await self._decide("routing", req, ctx)
 
     @bentoml.api(route="/v1/feedback")
     def feedback(self, req: FeedbackRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
@@ -136,6 +146,16 @@ class DecisionService:
     def metrics(self) -> Response:
         body = _rt().metrics.render()
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """The JSON response BentoML would make of `body`, byte for byte (`json.dumps` of it).
+
+    Returned as a ready response because BentoML's own path for a `dict` return value rebuilds
+    the output model's JSON schema on every request just to find its media type (~0.5 ms).
+    The routes keep their `dict` annotation, which is what the OpenAPI document describes.
+    """
+    return Response(json.dumps(body).encode(), media_type="application/json")
 
 
 def _plain(response: Response, fn: Any) -> Any:
