@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     abstained INTEGER NOT NULL,
     route TEXT NOT NULL,
     confidence DOUBLE PRECISION,
+    segments TEXT,
+    intervened INTEGER NOT NULL DEFAULT 0,
     record TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
     row_hash TEXT NOT NULL
@@ -46,6 +48,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS decisions_idempotency
     ON decisions (caller, model, idempotency_key, request_index)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS decisions_model_time ON decisions (model, created_at);
+-- Covers every column monitoring aggregates, so a window of a million decisions is counted
+-- from the index without reading the (large) records.
+CREATE INDEX IF NOT EXISTS decisions_monitoring ON decisions
+    (model, created_at, model_version, outcome, abstained, route, confidence, intervened, segments);
 CREATE TABLE IF NOT EXISTS feedback (
     seq {serial} PRIMARY KEY,
     feedback_id TEXT NOT NULL UNIQUE,
@@ -117,6 +123,8 @@ class Database:
                 conn.execute("SELECT pg_advisory_xact_lock(4242)")
             _drop_full_idempotency_index(conn, self.is_postgres)
             for statement in SCHEMA.format(serial=serial).split(";"):
+                if "decisions_monitoring" in statement:
+                    _add_monitoring_columns(conn, self.is_postgres)
                 if statement.strip():
                     conn.execute(statement)
             conn.commit()
@@ -141,6 +149,21 @@ class Database:
         except BaseException:
             conn.rollback()
             raise
+
+
+def _add_monitoring_columns(conn: Connection, postgres: bool) -> None:
+    """Logs created before `segments` and `intervened` were columns get them (NULL / 0)."""
+    if postgres:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'decisions'"
+        ).fetchall()
+    else:
+        rows = [(r[1],) for r in conn.execute("PRAGMA table_info(decisions)").fetchall()]
+    have = {r[0] for r in rows}
+    if "segments" not in have:
+        conn.execute("ALTER TABLE decisions ADD COLUMN segments TEXT")
+    if "intervened" not in have:
+        conn.execute("ALTER TABLE decisions ADD COLUMN intervened INTEGER NOT NULL DEFAULT 0")
 
 
 def _drop_full_idempotency_index(conn: Connection, postgres: bool) -> None:

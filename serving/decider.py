@@ -154,7 +154,7 @@ class Decider:
         if checked.matrix is None:
             raise InvalidInput(f"{len(checked.errors)} field error(s) in the cases", checked.errors)
         records = self._decide_valid(served, cases, checked.matrix)
-        rows = [self._row(r, i, caller, idempotency_key, digest) for i, r in enumerate(records)]
+        rows = [self.log_row(r, i, caller, idempotency_key, digest) for i, r in enumerate(records)]
         replay = None
         if idempotency_key:
             key = idempotency_key
@@ -248,7 +248,10 @@ class Decider:
         }
 
     @staticmethod
-    def _row(record: dict[str, Any], index: int, caller: str, key: str | None, digest: str | None) -> dict:
+    def log_row(record: dict[str, Any], index: int, caller: str, key: str | None, digest: str | None) -> dict:
+        """The decision-log row for a decision record (columns monitoring reads without the record)."""
+        segment_fields = load_contract(record["model"]).segment_fields
+        segments = {f: record["inputs"].get(f) for f in segment_fields}
         return {
             "decision_id": record["decision_id"],
             "model": record["model"],
@@ -263,6 +266,8 @@ class Decider:
             "abstained": record["abstained"],
             "route": record["route"],
             "confidence": record["confidence"],
+            "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
+            "intervened": int(bool(record["rules_fired"])),
             "record": record,
         }
 

@@ -34,6 +34,8 @@ DECISION_COLUMNS = (
     "abstained",
     "route",
     "confidence",
+    "segments",
+    "intervened",
     "record",
 )
 FEEDBACK_COLUMNS = (
