@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MODEL = "invoice_classification"
 
 
@@ -61,8 +63,10 @@ def build_log(home: Path, decisions: int, pool: int, scenario: str, seed: int) -
     written = len(records)
     batch: list[dict[str, Any]] = []
     i = 0
+    # Random picks from the pool: a cyclic order would alias with the systematic sample.
+    picks = np.random.default_rng(seed).integers(0, len(records), size=decisions)
     while written < decisions:
-        base = records[i % len(records)]
+        base = records[int(picks[i])]
         i += 1
         at = (start + step * written).isoformat()
         record = {**base, "decision_id": str(uuid.uuid4()), "created_at": at}
@@ -117,10 +121,10 @@ contract = load_contract("{model}")
 names = [f.name for f in contract.feature_fields]
 t0 = time.perf_counter()
 conn = Database(state.log_url).connect()
-cur = conn.execute("SELECT record FROM decisions")
+cur = conn.execute("SELECT json_extract(record, '$.inputs') FROM decisions")
 rows = []
 while batch := cur.fetchmany(20000):
-    rows.extend({{k: json.loads(r[0])["inputs"].get(k) for k in names}} for r in batch)
+    rows.extend(json.loads(r[0]) for r in batch)
 current = typed(pd.DataFrame(rows, columns=names), contract)
 del rows
 load_s = time.perf_counter() - t0

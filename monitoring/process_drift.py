@@ -224,8 +224,13 @@ def _sentence(f: Finding) -> str:
     ref = f.compared_with[0] if len(f.compared_with) == 1 else "the rest"
     text = (
         f"{f.value} ({f.field}): {what} {ratio} {ref} in the same score bands "
-        f"({f.rate:.1%} vs {expected}, CMH p={f.p_value:.2g}, Holm p={f.p_holm:.2g})"
+        f"({f.rate:.1%} vs {expected}, CMH {_p(f.p_value)}, Holm {_p(f.p_holm)})"
     )
     if f.lowest_value not in (None, f.value, ref) and f.rate_ratio_vs_lowest is not None:
         text += f"; {f.rate_ratio_vs_lowest:.1f}× {f.lowest_value}"
     return text
+
+
+def _p(p: float) -> str:
+    # Tail probabilities this small say nothing more (the model is only approximate); "p=0" overclaims.
+    return "p<1e-16" if p < 1e-16 else f"p={p:.2g}"

@@ -14,7 +14,7 @@ class MonitorSettings(BaseSettings):
     window: str = "7d"
     """Default window length back from now (e.g. 24h, 7d, 30d)."""
 
-    sample_rows: int = 50_000
+    sample_rows: int = 20_000
     """Most decisions read as raw rows for the Evidently parts (the rest is aggregated in SQL)."""
 
     reference_rows: int = 5_000
