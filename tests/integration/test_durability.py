@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +19,11 @@ from keel.settings import StateSettings
 from models import registry
 from serving.database import Database
 from serving.decision_log import DecisionLog
-from tests.conftest import Store
+from tests.conftest import Store, fresh_postgres_database
 from tests.integration.conftest import Server, make_keys, start_server
 from training.generators import generate
 from training.registration import train_and_register
 from training.settings import TrainingSettings
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def hammer(
@@ -182,19 +179,8 @@ def test_a_version_that_fails_verification_leaves_the_old_one_serving(
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL server; skipped, with the reason, if there is none."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"keel_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_postgres_database("keel_test") as url:
+        yield url
 
 
 @pytest.mark.postgres

@@ -8,7 +8,6 @@ number the reader returns is then checked against what the decider handed back.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,10 +30,9 @@ from serving.metrics import Metrics
 from serving.model_set import ModelSet
 from serving.settings import ServingSettings
 from serving.simulate import case_payloads
-from tests.conftest import Store
+from tests.conftest import Store, fresh_postgres_database
 from training.generators import generate
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MODEL = "discount_band"
 BANDS = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001]
 CONTRACT = load_contract(MODEL)
@@ -59,18 +57,8 @@ def log_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('lr') / 'decisions.db'}"
         return
-    psycopg = pytest.importorskip("psycopg")
-    name = f"keel_lr_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_postgres_database("keel_lr") as url:
+        yield url
 
 
 def _pause() -> datetime:
