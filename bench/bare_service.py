@@ -121,21 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model:
         os.environ[MODEL_ENV] = args.model
-    import uvicorn
-    from bentoml._internal.context import server_context
+    from serving.server import run_service
 
-    service: Any = BareService
-    server_context.service_name = service.name
-    app = service.to_asgi(is_main=True)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    run_service(BareService, args.host, args.port)
     return 0
 
 

@@ -24,6 +24,7 @@ from feature_defs.contract import load_contract
 from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
 from models.decision_model import BatchDecision
 from serving.decision_log import DecisionLog, Replay, reject_changed_replay
+from serving.log_chain import FEEDBACK_COLUMNS
 from serving.metrics import Metrics
 from serving.model_set import ModelSet, Served
 from serving.settings import ServingSettings
@@ -310,22 +311,7 @@ class Decider:
             "caller": caller,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        row = {
-            **{
-                k: record[k]
-                for k in (
-                    "feedback_id",
-                    "decision_id",
-                    "model",
-                    "created_at",
-                    "caller",
-                    "actor",
-                    "final_outcome",
-                    "kind",
-                )
-            },
-            "record": record,
-        }
+        row = {**{k: record[k] for k in FEEDBACK_COLUMNS if k != "record"}, "record": record}
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             return (

@@ -19,20 +19,24 @@ def serve(settings: ServingSettings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keel-prom-"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
-    import uvicorn
-    from bentoml._internal.context import server_context
-
     from serving import runtime
     from serving.service import DecisionService
 
-    service: Any = DecisionService  # a bentoml.Service once decorated; mypy sees the bare class
     runtime.install(runtime.Runtime.start(settings=settings))
-    server_context.service_name = service.name
-    app = service.to_asgi(is_main=True)
+    run_service(DecisionService, settings.host, settings.port)
+
+
+def run_service(bento_service: Any, host: str, port: int) -> None:
+    """Serve a bentoml.Service's ASGI app in this process with uvicorn (blocks until stopped)."""
+    import uvicorn
+    from bentoml._internal.context import server_context
+
+    server_context.service_name = bento_service.name
+    app = bento_service.to_asgi(is_main=True)
     uvicorn.run(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=host,
+        port=port,
         log_level="warning",
         access_log=False,
         server_header=False,
