@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +76,22 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+def cli_env(store: Store, **extra: str) -> dict[str, str]:
+    """Environment for a `keel` subprocess on the session's store, with small training defaults."""
+    env = {**os.environ, **store.env, "KEEL_TRAIN_ROWS": "4000", "KEEL_TRAIN_NUM_BOOST_ROUND": "60", **extra}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_keel(env: Mapping[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the `keel` command line as a newcomer would, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

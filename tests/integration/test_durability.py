@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from keel.settings import StateSettings
 from models import registry
 from serving.database import Database
 from serving.decision_log import DecisionLog
-from tests.conftest import Store, fresh_postgres_database
+from tests.conftest import Store, fresh_postgres_database, run_keel
 from tests.integration.conftest import Server, make_keys, start_server
 from training.generators import generate
 from training.registration import train_and_register
@@ -43,17 +41,6 @@ def hammer(
                 acked.extend(d["decision_id"] for d in r.json()["decisions"])
             else:
                 failures.append(f"{r.status_code}: {r.text[:200]}")
-
-
-def keel_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_kill_9_under_load_loses_no_acknowledged_decision(
@@ -84,7 +71,7 @@ def test_kill_9_under_load_loses_no_acknowledged_decision(
     conn.close()
     missing = set(acked) - logged
     assert not missing, f"{len(missing)} acknowledged decisions were lost"
-    done = keel_cli({**srv.env, "KEEL_DECISION_LOG_URL": log_url}, "verify-log")
+    done = run_keel({**srv.env, "KEEL_DECISION_LOG_URL": log_url}, "verify-log")
     assert done.returncode == 0, done.stderr
 
 
@@ -107,11 +94,11 @@ def test_verify_log_finds_an_edited_and_a_deleted_row(server: Server, tmp_path: 
         src.backup(dst)  # a consistent copy of the live WAL database
         src.close()
         env = {**server.env, "KEEL_DECISION_LOG_URL": f"sqlite:///{copy}"}
-        assert keel_cli(env, "verify-log").returncode == 0
+        assert run_keel(env, "verify-log").returncode == 0
         dst.execute(tamper)
         dst.commit()
         dst.close()
-        broken = keel_cli(env, "verify-log")
+        broken = run_keel(env, "verify-log")
         assert broken.returncode == 1, name
         assert "BROKEN in table decisions" in broken.stderr, broken.stderr
 
@@ -214,6 +201,6 @@ def test_postgresql_decision_log_end_to_end(
     assert not failures and len(acked) > 20
     result = DecisionLog(Database(pg_url)).verify()
     assert result.ok and result.rows_checked == len(acked) + 1
-    done = keel_cli({**srv.env, "KEEL_DECISION_LOG_URL": pg_url}, "verify-log")
+    done = run_keel({**srv.env, "KEEL_DECISION_LOG_URL": pg_url}, "verify-log")
     assert done.returncode == 0, done.stderr
     shutil.rmtree(tmp_path / "bentoml", ignore_errors=True)

@@ -8,9 +8,7 @@ feedback from the simulated reviewer of `keel simulate` written through the same
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,7 @@ from serving.metrics import Metrics
 from serving.model_set import ModelSet
 from serving.settings import ServingSettings
 from serving.simulate import case_payloads, reviewer_verdicts
-from tests.conftest import Store
+from tests.conftest import Store, cli_env, run_keel
 from training.generators import generate
 
 
@@ -190,22 +188,7 @@ def test_report_files_hold_every_section(store: Store, windows: dict[str, Window
 
 
 def keel(store: Store, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        **store.env,
-        "KEEL_DECISION_LOG_URL": url,
-        "KEEL_TRAIN_ROWS": "4000",
-        "KEEL_TRAIN_NUM_BOOST_ROUND": "60",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_keel(cli_env(store, KEEL_DECISION_LOG_URL=url), *args, timeout=600)
 
 
 def test_exit_codes_follow_the_monitoring_plugin_convention(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,20 +14,12 @@ from feature_defs.contract import MODEL_NAMES, load_contract
 from keel.errors import IntegrityError
 from models import registry
 from models.bundle import BOOSTER
-from tests.conftest import Store
+from tests.conftest import Store, cli_env, run_keel
 from training.generators import generate
 
 
 def keel(store: Store, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **store.env, "KEEL_TRAIN_ROWS": "4000", "KEEL_TRAIN_NUM_BOOST_ROUND": "60"}
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_keel(cli_env(store), *args, timeout=timeout)
 
 
 def test_first_versions_are_champions_with_full_tags(store: Store, registered: dict[str, str]) -> None:
