@@ -32,9 +32,8 @@ from typing import Any
 import bentoml
 import bentoml.exceptions
 import numpy as np
+from keel.serving.settings import ServingSettings
 from pydantic import BaseModel
-
-from serving.settings import ServingSettings
 
 MODEL_ENV = "BENCH_BARE_MODEL"
 ENCODE_ENV = "BENCH_BARE_ENCODE"
@@ -45,8 +44,9 @@ class BareRequest(BaseModel):
 
 
 def _load(model: str) -> Any:
+    from keel.models.registry import load, resolve
+
     from keel.settings import StateSettings, prepare_state
-    from models.registry import load, resolve
 
     state = prepare_state(StateSettings())
     # Own cache folder: `registry.download` replaces cache/<name>/<version>, which Keel uses.
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model:
         os.environ[MODEL_ENV] = args.model
-    from serving.server import run_service
+    from keel.serving.server import run_service
 
     run_service(BareService, args.host, args.port)
     return 0

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import shap
-
-from feature_defs.contract import MODEL_NAMES, load_contract
-from models.decision_model import DecisionModel
-from training.generators import generate
-from training.pipeline import train
-from training.settings import TrainingSettings
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.models.decision_model import DecisionModel
+from keel.training.generators import generate
+from keel.training.pipeline import train
+from keel.training.settings import TrainingSettings
 
 
 def per_call_us(fn: Callable[[], object], reps: int) -> float:

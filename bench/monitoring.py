@@ -32,17 +32,18 @@ MODEL = "invoice_classification"
 def build_log(home: Path, decisions: int, pool: int, scenario: str, seed: int) -> tuple[datetime, datetime]:
     """Train and register the model, then fill the decision log; returns the window."""
     os.environ["KEEL_HOME"] = str(home)
-    from feature_defs.contract import load_contract
+    from keel.feature_defs.contract import load_contract
+    from keel.serving.database import Database
+    from keel.serving.decider import Decider
+    from keel.serving.decision_log import DecisionLog
+    from keel.serving.metrics import Metrics
+    from keel.serving.model_set import ModelSet
+    from keel.serving.settings import ServingSettings
+    from keel.training.generators import generate
+    from keel.training.registration import train_and_register
+    from keel.training.settings import TrainingSettings
+
     from keel.settings import StateSettings, prepare_state
-    from serving.database import Database
-    from serving.decider import Decider
-    from serving.decision_log import DecisionLog
-    from serving.metrics import Metrics
-    from serving.model_set import ModelSet
-    from serving.settings import ServingSettings
-    from training.generators import generate
-    from training.registration import train_and_register
-    from training.settings import TrainingSettings
 
     state = prepare_state(StateSettings())
     settings = TrainingSettings()
@@ -109,13 +110,13 @@ def peak_rss_wrapper(code: str) -> list[str]:
 
 DIRECT = """
 import json, time, pandas as pd
-from feature_defs.contract import load_contract
-from models import registry
+from keel.feature_defs.contract import load_contract
+from keel.models import registry
 from keel.settings import StateSettings, prepare_state
-from monitoring.drift import DriftConfig, feature_drift
-from monitoring.frames import typed
-from monitoring.settings import MonitorSettings
-from serving.database import Database
+from keel.monitoring.drift import DriftConfig, feature_drift
+from keel.monitoring.frames import typed
+from keel.monitoring.settings import MonitorSettings
+from keel.serving.database import Database
 state = prepare_state(StateSettings())
 contract = load_contract("{model}")
 names = [f.name for f in contract.feature_fields]

@@ -56,8 +56,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
-from feature_defs.contract import MODEL_NAMES, load_contract
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
 
 MODEL = "invoice_classification"
 TARGET_P50_RATIO = 1.5
@@ -447,7 +446,7 @@ def decision_rows(db: Path) -> int:
 
 def log_pragmas(db: Path) -> dict[str, Any]:
     """What Keel's own connection code sets (serving.database.Database.connect)."""
-    from serving.database import Database
+    from keel.serving.database import Database
 
     conn = Database(f"sqlite:///{db}").connect()
     try:

@@ -1,6 +1,6 @@
 """Declarative feature contracts for Keel's decision models."""
 
-from feature_defs.contract import (
+from keel.feature_defs.contract import (
     MODEL_NAMES,
     Contract,
     FieldSpec,

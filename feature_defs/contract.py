@@ -394,5 +394,5 @@ def load_contract(name: str) -> Contract:
     """The packaged contract of one of the three decision models."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-    text = resources.files("feature_defs").joinpath(f"{name}.yaml").read_text()
+    text = resources.files("keel.feature_defs").joinpath(f"{name}.yaml").read_text()
     return load_contract_text(text)

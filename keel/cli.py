@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from feature_defs.contract import MODEL_NAMES
 from keel.errors import InvalidInput, KeelError
+from keel.feature_defs.contract import MODEL_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,12 +32,12 @@ def _state() -> object:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from keel.models.registry import has_alias
     from keel.settings import StateSettings, prepare_state
-    from models.registry import has_alias
-    from training.data import read_table
-    from training.generators import generate
-    from training.registration import train_and_register
-    from training.settings import TrainingSettings
+    from keel.training.data import read_table
+    from keel.training.generators import generate
+    from keel.training.registration import train_and_register
+    from keel.training.settings import TrainingSettings
 
     state = prepare_state(StateSettings())
     overrides = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
@@ -72,11 +72,11 @@ def _print_registered(reg: Any) -> None:
 
 
 def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> None:
-    from feature_defs.contract import load_contract
-    from models import registry
-    from serving.database import Database
-    from training import from_log
-    from training.registration import train_and_register
+    from keel.feature_defs.contract import load_contract
+    from keel.models import registry
+    from keel.serving.database import Database
+    from keel.training import from_log
+    from keel.training.registration import train_and_register
 
     contract = load_contract(name)
     champion = registry.load_alias(name, registry.CHAMPION, state.home_dir / "cache")
@@ -99,7 +99,7 @@ def _train_from_log(name: str, original: Any, source: str, state: Any, settings:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from models.registry import promote
+    from keel.models.registry import promote
 
     _state()
     ref = promote(_models(args.model)[0], args.version)
@@ -108,7 +108,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.registry import CHALLENGER, CHAMPION, resolve
+    from keel.models.registry import CHALLENGER, CHAMPION, resolve
 
     _state()
     rows = []
@@ -133,8 +133,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.server import serve
-    from serving.settings import ServingSettings
+    from keel.serving.server import serve
+    from keel.serving.settings import ServingSettings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     serve(ServingSettings(**overrides))
@@ -142,9 +142,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _keys() -> Any:
+    from keel.serving.database import Database
+    from keel.serving.keys import KeyStore
     from keel.settings import StateSettings
-    from serving.database import Database
-    from serving.keys import KeyStore
 
     state = StateSettings()
     state.home_dir.mkdir(parents=True, exist_ok=True)
@@ -173,9 +173,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
+    from keel.serving.database import Database, redact
+    from keel.serving.decision_log import DecisionLog
     from keel.settings import StateSettings
-    from serving.database import Database, redact
-    from serving.decision_log import DecisionLog
 
     state = StateSettings()
     result = DecisionLog(Database(state.log_url)).verify()
@@ -191,7 +191,7 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from serving.simulate import SimulationConfig, run_simulation
+    from keel.serving.simulate import SimulationConfig, run_simulation
 
     key = args.key or os.environ.get("KEEL_KEY", "")
     cfg = SimulationConfig(
@@ -212,17 +212,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from keel.monitoring.checks import COULD_NOT_RUN
+    from keel.serving.database import Database
     from keel.settings import StateSettings, prepare_state
-    from monitoring.checks import COULD_NOT_RUN
-    from serving.database import Database
 
     state = prepare_state(StateSettings())
     db = Database(state.log_url)
     if args.target == "explain":
         return _explain(db, state, args)
-    from monitoring.log_reader import LogReader
-    from monitoring.monitor import monitor_model, parse_window
-    from monitoring.settings import MonitorSettings
+    from keel.monitoring.log_reader import LogReader
+    from keel.monitoring.monitor import monitor_model, parse_window
+    from keel.monitoring.settings import MonitorSettings
 
     settings = MonitorSettings()
     start, end = parse_window(args.window or settings.window)
@@ -249,8 +249,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
-    from monitoring.explain_report import render_decision
-    from serving.decision_log import DecisionLog
+    from keel.monitoring.explain_report import render_decision
+    from keel.serving.decision_log import DecisionLog
 
     if not args.decision_id:
         raise SystemExit("keel: monitor explain needs a DECISION_ID")

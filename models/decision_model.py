@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from keel.feature_defs.contract import Contract
+from keel.models.booster import TreeModel
+from keel.models.bundle import Bundle, read_bundle
+from keel.models.calibration import softmax
 
-from feature_defs.contract import Contract
 from keel.errors import InvalidInput, ModelLoadError
-from models.booster import TreeModel
-from models.bundle import Bundle, read_bundle
-from models.calibration import softmax
 
 
 @dataclass

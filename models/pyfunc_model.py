@@ -9,9 +9,8 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from keel.models.decision_model import DecisionModel
 from mlflow.pyfunc import PythonModel
-
-from models.decision_model import DecisionModel
 
 
 class KeelPyfunc(PythonModel):

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from keel.models.bundle import MANIFEST
+from keel.models.decision_model import DecisionModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from keel.errors import ModelLoadError, RegistryError
-from models.bundle import MANIFEST
-from models.decision_model import DecisionModel
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from feature_defs.contract import Contract
-from models.decision_model import DecisionModel
+from keel.feature_defs.contract import Contract
+from keel.models.decision_model import DecisionModel
 
 SHAP_PREFIX = "shap__"
 PREDICTION_COLUMNS = ("outcome", "most_likely", "abstained", "route", "confidence", "policy_intervened")

@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-
-from feature_defs.contract import Contract
-from monitoring.frames import records_to_frame
-from monitoring.stats import check_edges
-from serving.database import Connection, Database
+from keel.feature_defs.contract import Contract
+from keel.monitoring.frames import records_to_frame
+from keel.monitoring.stats import check_edges
+from keel.serving.database import Connection, Database
 
 CHUNK = 5000
 REVIEWED_COLUMNS = (

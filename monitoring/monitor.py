@@ -14,21 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from keel.feature_defs.contract import load_contract
+from keel.models import registry
+from keel.monitoring import checks
+from keel.monitoring.checks import CheckResult, judge
+from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
+from keel.monitoring.frames import reference_frame
+from keel.monitoring.log_reader import LogReader
+from keel.monitoring.overrides import override_report
+from keel.monitoring.process_drift import process_drift
+from keel.monitoring.quality import quality_report
+from keel.monitoring.report import ReportPaths, ReportSections, write_report
+from keel.monitoring.settings import MonitorSettings
+from keel.serving.policy import load_policy
 
-from feature_defs.contract import load_contract
 from keel.errors import InvalidInput
-from models import registry
-from monitoring import checks
-from monitoring.checks import CheckResult, judge
-from monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
-from monitoring.frames import reference_frame
-from monitoring.log_reader import LogReader
-from monitoring.overrides import override_report
-from monitoring.process_drift import process_drift
-from monitoring.quality import quality_report
-from monitoring.report import ReportPaths, ReportSections, write_report
-from monitoring.settings import MonitorSettings
-from serving.policy import load_policy
 
 _SPAN = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-
-from monitoring.stats import Proportion, proportion
+from keel.monitoring.stats import Proportion, proportion
 
 DECIDED_KINDS = ("override", "confirmation")
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from monitoring.overrides import decided_reviews
-from monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, holm
+from keel.monitoring.overrides import decided_reviews
+from keel.monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, holm
 
 METRIC_NAMES = {"override_rate": "override rate", "intervention_rate": "policy-intervention rate"}
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from monitoring.log_reader import WindowSummary
-from monitoring.overrides import DECIDED_KINDS, rates_by
-from monitoring.stats import Proportion, proportion
+from keel.monitoring.log_reader import WindowSummary
+from keel.monitoring.overrides import DECIDED_KINDS, rates_by
+from keel.monitoring.stats import Proportion, proportion
 
 CAVEAT = (
     "Reviewed cases are not a random sample of decisions: every abstention goes to a reviewer, "

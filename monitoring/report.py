@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitoring import explain_report as h
-from monitoring.drift import json_safe
+from keel.monitoring import explain_report as h
+from keel.monitoring.drift import json_safe
 
 log = logging.getLogger("keel.monitor.report")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.runtime import Runtime
+from keel.serving.runtime import Runtime
 
 
 def catalogue(rt: Runtime) -> dict[str, Any]:

@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import numpy as np
+from keel.feature_defs.contract import load_contract
+from keel.models.decision_model import BatchDecision
+from keel.serving.decision_log import DecisionLog, Replay, reject_changed_replay
+from keel.serving.log_chain import FEEDBACK_COLUMNS
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import ModelSet, Served
+from keel.serving.settings import ServingSettings
 
-from feature_defs.contract import load_contract
 from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
-from models.decision_model import BatchDecision
-from serving.decision_log import DecisionLog, Replay, reject_changed_replay
-from serving.log_chain import FEEDBACK_COLUMNS
-from serving.metrics import Metrics
-from serving.model_set import ModelSet, Served
-from serving.settings import ServingSettings
 
 log = logging.getLogger("keel.decide")
 

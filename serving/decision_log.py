@@ -30,9 +30,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from keel.errors import Conflict, KeelError
-from serving.database import GENESIS, Connection, Database
-from serving.log_chain import (
+from keel.serving.database import GENESIS, Connection, Database
+from keel.serving.log_chain import (
     CHAINS,
     DECISION_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -42,6 +41,8 @@ from serving.log_chain import (
     row_hash,
     verify,
 )
+
+from keel.errors import Conflict, KeelError
 
 __all__ = [
     "CHAINS",

@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from keel.serving.keys import KeyStore
+from keel.serving.metrics import Metrics
+
 from keel.errors import FieldError, InvalidInput, KeelError, PayloadTooLarge, UnsupportedMediaType
-from serving.keys import KeyStore
-from serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from keel.serving.database import Database
+
 from keel.errors import Conflict, Forbidden, NotFound, Unauthorized
-from serving.database import Database
 
 ROLES = ("decide", "feedback", "read", "admin")
 PREFIX = "keel_"

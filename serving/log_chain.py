@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from serving.database import GENESIS, Connection, Database
+from keel.serving.database import GENESIS, Connection, Database
 
 DECISION_COLUMNS = (
     "decision_id",

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feature_defs.contract import MODEL_NAMES
+from keel.feature_defs.contract import MODEL_NAMES
+from keel.models.registry import LoadedModel, load, resolve
+from keel.serving.policy import Policy, load_policy
+
 from keel.errors import KeelError, ModelLoadError
-from models.registry import LoadedModel, load, resolve
-from serving.policy import Policy, load_policy
 
 log = logging.getLogger("keel.models")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
 
 ERROR_STATUSES = {
     "401": "Missing or unknown API key",

@@ -26,8 +26,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
-
-from feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
 
 ROUTES = ("auto", "finance_approval", "human_review")
 """Least to most conservative; "auto" means the workflow proceeds with the model's outcome."""
@@ -127,7 +126,7 @@ def load_policy(model_name: str) -> Policy:
     """The packaged policy of one of the three models (cached: policies change with a release)."""
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
-    text = (resources.files("serving") / "policies" / f"{model_name}.yaml").read_text()
+    text = (resources.files("keel.serving") / "policies" / f"{model_name}.yaml").read_text()
     policy = load_policy_text(text)
     if policy.model != model_name:
         raise ValueError(f"policies/{model_name}.yaml declares model {policy.model!r}")

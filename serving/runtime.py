@@ -6,14 +6,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from keel.serving.database import Database
+from keel.serving.decider import Decider
+from keel.serving.decision_log import DecisionLog
+from keel.serving.keys import KeyStore
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import ModelSet, ReloadReport
+from keel.serving.settings import ServingSettings
+
 from keel.settings import StateSettings, prepare_state
-from serving.database import Database
-from serving.decider import Decider
-from serving.decision_log import DecisionLog
-from serving.keys import KeyStore
-from serving.metrics import Metrics
-from serving.model_set import ModelSet, ReloadReport
-from serving.settings import ServingSettings
 
 log = logging.getLogger("keel.runtime")
 

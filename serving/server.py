@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import Any
 
-from serving.settings import ServingSettings
+from keel.serving.settings import ServingSettings
 
 
 def serve(settings: ServingSettings) -> None:
@@ -19,8 +19,8 @@ def serve(settings: ServingSettings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keel-prom-"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
-    from serving import runtime
-    from serving.service import DecisionService
+    from keel.serving import runtime
+    from keel.serving.service import DecisionService
 
     runtime.install(runtime.Runtime.start(settings=settings))
     run_service(DecisionService, settings.host, settings.port)

@@ -7,12 +7,12 @@ from typing import Any
 
 import bentoml
 from fastapi import FastAPI, Response
+from keel.serving import runtime
+from keel.serving.gate import Gate
+from keel.serving.settings import ServingSettings
 from pydantic import BaseModel, Field
 
 from keel.errors import KeelError
-from serving import runtime
-from serving.gate import Gate
-from serving.settings import ServingSettings
 
 admin = FastAPI(title="Keel reads and admin", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -122,7 +122,7 @@ class DecisionService:
 
     @admin.get("/v1/models")
     def list_models(self, response: Response) -> Any:
-        from serving.catalogue import catalogue
+        from keel.serving.catalogue import catalogue
 
         return _plain(response, lambda: catalogue(_rt()))
 
@@ -137,7 +137,7 @@ class DecisionService:
 
     @admin.get("/openapi.json")
     def openapi(self) -> Any:
-        from serving.openapi import document
+        from keel.serving.openapi import document
 
         service: Any = DecisionService  # the bentoml.Service the decorators made
         return document(service.openapi_spec.asdict())

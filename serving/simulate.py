@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.training.generators import SCENARIOS, generate
 
-from feature_defs.contract import MODEL_NAMES, Contract, load_contract
 from keel.errors import FieldError, InvalidInput, KeelError
-from training.generators import SCENARIOS, generate
 
 REVIEWER_ACCURACY = 0.98
 REVIEWERS_PER_REGION = 4

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from feature_defs.contract import MODEL_NAMES
+from keel.feature_defs.contract import MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def registered(store: Store) -> dict[str, str]:
     """Train and register all three models on small generated data; returns name -> version."""
+    from keel.training.generators import generate
+    from keel.training.registration import train_and_register
+    from keel.training.settings import TrainingSettings
+
     from keel.settings import StateSettings
-    from training.generators import generate
-    from training.registration import train_and_register
-    from training.settings import TrainingSettings
 
     settings = TrainingSettings(rows=8000, num_boost_round=120, seed=3)
     versions = {}

@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+from keel.feature_defs.contract import Contract
 
-from feature_defs.contract import Contract
 from keel.errors import FieldError, InvalidInput
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from keel.feature_defs.contract import Contract
+from keel.models.decision_model import DecisionModel
+from keel.serving.database import Database
 from sklearn.metrics import f1_score
 
-from feature_defs.contract import Contract
 from keel.errors import InvalidInput
-from models.decision_model import DecisionModel
-from serving.database import Database
 
 LABELLED_SQL = """
 SELECT d.record, f.final_outcome, d.created_at

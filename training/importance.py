@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from models.booster import TreeModel
+from keel.models.booster import TreeModel
 
 
 def mean_abs_shap(tree: TreeModel, matrix: np.ndarray) -> np.ndarray:

@@ -14,10 +14,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-
-from feature_defs.contract import Contract
-from models.booster import TreeModel
-from models.bundle import (
+from keel.feature_defs.contract import Contract
+from keel.models.booster import TreeModel
+from keel.models.bundle import (
     ABSTENTION,
     BOOSTER,
     CALIBRATION,
@@ -27,12 +26,12 @@ from models.bundle import (
     seal_bundle,
     write_json,
 )
-from models.calibration import TemperatureScaler
-from training.data import check_training_frame, fingerprint
-from training.evaluation import classification_metrics, segment_metrics
-from training.importance import plot_importance
-from training.risk_control import RiskControl, select_threshold
-from training.settings import TrainingSettings
+from keel.models.calibration import TemperatureScaler
+from keel.training.data import check_training_frame, fingerprint
+from keel.training.evaluation import classification_metrics, segment_metrics
+from keel.training.importance import plot_importance
+from keel.training.risk_control import RiskControl, select_threshold
+from keel.training.settings import TrainingSettings
 
 
 @dataclass

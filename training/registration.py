@@ -10,16 +10,16 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from keel.feature_defs.contract import Contract, load_contract
+from keel.models.registry import CHALLENGER, CHAMPION, HASH_TAG
+from keel.training.evaluation import flatten_metrics
+from keel.training.pipeline import TrainResult, train
+from keel.training.settings import TrainingSettings
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import keel
-from feature_defs.contract import Contract, load_contract
 from keel.settings import StateSettings
-from models.registry import CHALLENGER, CHAMPION, HASH_TAG
-from training.evaluation import flatten_metrics
-from training.pipeline import TrainResult, train
-from training.settings import TrainingSettings
 
 PYFUNC_CODE = "pyfunc_model.py"
 
@@ -100,7 +100,7 @@ def train_and_register(
             )
             for artefact in ("evaluation.json", "shap_importance.png", "abstention.json"):
                 mlflow.log_artifact((result.bundle_dir / artefact).as_posix(), artifact_path="report")
-            code = resources.files("models").joinpath(PYFUNC_CODE)
+            code = resources.files("keel.models").joinpath(PYFUNC_CODE)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(code),

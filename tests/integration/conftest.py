@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from keel.serving.database import Database
+from keel.serving.keys import KeyStore
 
-from serving.database import Database
-from serving.keys import KeyStore
 from tests.conftest import Store
 
 ROLES = ("decide", "feedback", "read", "admin")

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from keel.feature_defs.contract import load_contract
+from keel.models import registry
+from keel.serving.database import Database
+from keel.serving.decision_log import DecisionLog
+from keel.training.generators import generate
+from keel.training.registration import train_and_register
+from keel.training.settings import TrainingSettings
 
-from feature_defs.contract import load_contract
 from keel.settings import StateSettings
-from models import registry
-from serving.database import Database
-from serving.decision_log import DecisionLog
 from tests.conftest import Store, fresh_postgres_database, run_keel
 from tests.integration.conftest import Server, make_keys, start_server
-from training.generators import generate
-from training.registration import train_and_register
-from training.settings import TrainingSettings
 
 
 def hammer(

@@ -16,22 +16,22 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from keel.feature_defs.contract import load_contract
+from keel.monitoring.log_reader import LogReader
+from keel.monitoring.overrides import override_report
+from keel.monitoring.process_drift import process_drift
+from keel.monitoring.quality import quality_report
+from keel.monitoring.stats import band_index
+from keel.serving.database import Database
+from keel.serving.decider import Decider
+from keel.serving.decision_log import DecisionLog
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import ModelSet
+from keel.serving.settings import ServingSettings
+from keel.serving.simulate import case_payloads
+from keel.training.generators import generate
 
-from feature_defs.contract import load_contract
-from monitoring.log_reader import LogReader
-from monitoring.overrides import override_report
-from monitoring.process_drift import process_drift
-from monitoring.quality import quality_report
-from monitoring.stats import band_index
-from serving.database import Database
-from serving.decider import Decider
-from serving.decision_log import DecisionLog
-from serving.metrics import Metrics
-from serving.model_set import ModelSet
-from serving.settings import ServingSettings
-from serving.simulate import case_payloads
 from tests.conftest import Store, fresh_postgres_database
-from training.generators import generate
 
 MODEL = "discount_band"
 BANDS = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001]

@@ -16,21 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keel.feature_defs.contract import load_contract
+from keel.models import registry
+from keel.monitoring.log_reader import LogReader
+from keel.monitoring.monitor import MonitorResult, monitor_model
+from keel.monitoring.settings import MonitorSettings
+from keel.serving.database import Database
+from keel.serving.decider import Decider
+from keel.serving.decision_log import DecisionLog
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import ModelSet
+from keel.serving.settings import ServingSettings
+from keel.serving.simulate import case_payloads, reviewer_verdicts
+from keel.training.generators import generate
 
-from feature_defs.contract import load_contract
-from models import registry
-from monitoring.log_reader import LogReader
-from monitoring.monitor import MonitorResult, monitor_model
-from monitoring.settings import MonitorSettings
-from serving.database import Database
-from serving.decider import Decider
-from serving.decision_log import DecisionLog
-from serving.metrics import Metrics
-from serving.model_set import ModelSet
-from serving.settings import ServingSettings
-from serving.simulate import case_payloads, reviewer_verdicts
 from tests.conftest import Store, cli_env, run_keel
-from training.generators import generate
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.training.generators import generate
 
-from feature_defs.contract import MODEL_NAMES, load_contract
 from tests.integration.conftest import Server
-from training.generators import generate
 
 
 def cases_of(name: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -230,7 +230,7 @@ def test_openapi_document_is_served(server: Server) -> None:
 
 
 def test_simulate_drives_real_traffic_and_regional_overrides(server: Server) -> None:
-    from serving.simulate import SimulationConfig, SimulationError, run_simulation
+    from keel.serving.simulate import SimulationConfig, SimulationError, run_simulation
 
     cfg = SimulationConfig(
         url=server.url,

@@ -9,13 +9,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.models import registry
+from keel.models.bundle import BOOSTER
+from keel.training.generators import generate
 
-from feature_defs.contract import MODEL_NAMES, load_contract
 from keel.errors import IntegrityError
-from models import registry
-from models.bundle import BOOSTER
 from tests.conftest import Store, cli_env, run_keel
-from training.generators import generate
 
 
 def keel(store: Store, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

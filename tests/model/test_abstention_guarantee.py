@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from feature_defs.contract import load_contract
-from models.decision_model import DecisionModel
-from training.generators import generate
-from training.pipeline import train
-from training.risk_control import select_threshold
-from training.settings import TrainingSettings
+from keel.feature_defs.contract import load_contract
+from keel.models.decision_model import DecisionModel
+from keel.training.generators import generate
+from keel.training.pipeline import train
+from keel.training.risk_control import select_threshold
+from keel.training.settings import TrainingSettings
 
 ALPHA, DELTA, SEEDS = 0.02, 0.05, 40
 

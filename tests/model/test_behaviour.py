@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from keel.feature_defs.contract import MODEL_NAMES
+from keel.models import registry
+from keel.models.decision_model import DecisionModel
+from keel.training.generators import generate
 
-from feature_defs.contract import MODEL_NAMES
-from models import registry
-from models.decision_model import DecisionModel
 from tests.conftest import Store
-from training.generators import generate
 
 
 @pytest.fixture(scope="module")

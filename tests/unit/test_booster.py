@@ -6,8 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 import shap
-
-from models.booster import TreeModel, class_model_strings
+from keel.models.booster import TreeModel, class_model_strings
 
 
 @pytest.fixture(scope="module")

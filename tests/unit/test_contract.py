@@ -6,8 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
-from feature_defs.contract import MODEL_NAMES, Contract, FieldSpec, load_contract, load_contract_text
+from keel.feature_defs.contract import MODEL_NAMES, Contract, FieldSpec, load_contract, load_contract_text
 
 
 @pytest.fixture(params=MODEL_NAMES)

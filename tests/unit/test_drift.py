@@ -14,21 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from feature_defs.contract import load_contract
-from models.decision_model import DecisionModel
-from monitoring.drift import (
+from keel.feature_defs.contract import load_contract
+from keel.models.decision_model import DecisionModel
+from keel.monitoring.drift import (
     DriftConfig,
     NotEnoughRows,
     explanation_drift,
     feature_drift,
     prediction_drift,
 )
-from monitoring.frames import reference_frame
-from monitoring.settings import MonitorSettings
-from training.generators import generate
-from training.pipeline import train
-from training.settings import TrainingSettings
+from keel.monitoring.frames import reference_frame
+from keel.monitoring.settings import MonitorSettings
+from keel.training.generators import generate
+from keel.training.pipeline import train
+from keel.training.settings import TrainingSettings
 
 MODEL = "discount_band"
 ROWS = 3000

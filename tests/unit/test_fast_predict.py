@@ -7,9 +7,8 @@ import threading
 import lightgbm as lgb
 import numpy as np
 import pytest
-
-from models.booster import TreeModel
-from models.fast_predict import PREDICT_CONTRIB, PREDICT_RAW_SCORE, SingleRowPredictor
+from keel.models.booster import TreeModel
+from keel.models.fast_predict import PREDICT_CONTRIB, PREDICT_RAW_SCORE, SingleRowPredictor
 
 
 @pytest.fixture(scope="module")

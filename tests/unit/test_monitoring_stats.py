@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from keel.monitoring.log_reader import REVIEWED_COLUMNS
+from keel.monitoring.overrides import override_report
+from keel.monitoring.process_drift import process_drift
+from keel.monitoring.quality import CAVEAT, expected_calibration_error, quality_report, reliability
+from keel.monitoring.stats import band_index, cmh_test, holm, proportion, wilson_interval
 from scipy.stats import chi2_contingency
-
-from monitoring.log_reader import REVIEWED_COLUMNS
-from monitoring.overrides import override_report
-from monitoring.process_drift import process_drift
-from monitoring.quality import CAVEAT, expected_calibration_error, quality_report, reliability
-from monitoring.stats import band_index, cmh_test, holm, proportion, wilson_interval
 
 BANDS = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001]  # the default of KEEL_MONITOR_SCORE_BANDS
 CLASSES = ("band_0_5", "band_5_10", "band_10_20")

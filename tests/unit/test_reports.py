@@ -10,22 +10,21 @@ from typing import Any, cast
 
 import pandas as pd
 import pytest
-
-from feature_defs.contract import load_contract
-from models.decision_model import DecisionModel
-from models.registry import LoadedModel, VersionRef
-from monitoring.checks import judge, recommendation
-from monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
-from monitoring.explain_report import render_decision
-from monitoring.frames import reference_frame
-from monitoring.report import SECTION_HEADINGS, ReportSections, add_to_workspace, write_report
-from serving.decider import Decider
-from serving.model_set import Served
-from serving.policy import load_policy
-from serving.settings import ServingSettings
-from training.generators import generate
-from training.pipeline import train
-from training.settings import TrainingSettings
+from keel.feature_defs.contract import load_contract
+from keel.models.decision_model import DecisionModel
+from keel.models.registry import LoadedModel, VersionRef
+from keel.monitoring.checks import judge, recommendation
+from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
+from keel.monitoring.explain_report import render_decision
+from keel.monitoring.frames import reference_frame
+from keel.monitoring.report import SECTION_HEADINGS, ReportSections, add_to_workspace, write_report
+from keel.serving.decider import Decider
+from keel.serving.model_set import Served
+from keel.serving.policy import load_policy
+from keel.serving.settings import ServingSettings
+from keel.training.generators import generate
+from keel.training.pipeline import train
+from keel.training.settings import TrainingSettings
 
 MODEL = "routing"
 HOSTILE = "<script>alert('x')</script>"

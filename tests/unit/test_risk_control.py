@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from keel.models.calibration import TemperatureScaler, softmax
+from keel.training.risk_control import NEVER_DECIDE, clopper_pearson_upper, select_threshold
 from scipy.stats import binom
-
-from models.calibration import TemperatureScaler, softmax
-from training.risk_control import NEVER_DECIDE, clopper_pearson_upper, select_threshold
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 150), (3, 400), (20, 1000)])

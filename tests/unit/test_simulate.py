@@ -6,10 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from feature_defs.contract import MODEL_NAMES, load_contract
-from keel.errors import InvalidInput
-from serving.simulate import (
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.serving.simulate import (
     SimulationConfig,
     SimulationError,
     Verdict,
@@ -17,7 +15,9 @@ from serving.simulate import (
     reviewer_verdicts,
     run_simulation,
 )
-from training.generators import generate
+from keel.training.generators import generate
+
+from keel.errors import InvalidInput
 
 CLASSES = load_contract("routing").classes
 BANDS = load_contract("discount_band").classes
