@@ -32,7 +32,7 @@ test: $(VENV)/.installed check
 # installs it (keel/, keel/models -> models/, ...); mypy prints how many files it checked.
 typecheck-tree:
 	rm -rf build/typecheck && mkdir -p build/typecheck/keel
-	for f in keel/*.py; do ln -s ../../../$$f build/typecheck/keel/; done
+	for f in keel/*; do case $$f in *__pycache__) ;; *) ln -s ../../../$$f build/typecheck/keel/;; esac; done
 	for d in feature_defs models training serving monitoring; do ln -s ../../../$$d build/typecheck/keel/$$d; done
 
 check: $(VENV)/.installed typecheck-tree
