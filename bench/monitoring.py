@@ -71,7 +71,7 @@ def build_log(home: Path, decisions: int, pool: int, scenario: str, seed: int) -
         i += 1
         at = (start + step * written).isoformat()
         record = {**base, "decision_id": str(uuid.uuid4()), "created_at": at}
-        batch.append(Decider.log_row(record, 0, "bench", None, None))
+        batch.append(Decider.log_row(record, 0, "bench", None, None, contract.segment_fields))
         written += 1
         if len(batch) == 5000:
             log.append("decisions", batch)

@@ -17,11 +17,17 @@ from keel.feature_defs.contract import MODEL_NAMES
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _models(arg: str) -> list[str]:
+def _models(arg: str, registered: bool = False) -> list[str]:
+    """The named model (or all); with `registered`, models defined by a contract file count too."""
+    known = list(MODEL_NAMES)
+    if registered:
+        from keel.models.registry import keel_model_names
+
+        known += [n for n in keel_model_names() if n not in known]
     if arg == "all":
-        return list(MODEL_NAMES)
-    if arg not in MODEL_NAMES:
-        raise SystemExit(f"keel: unknown model {arg!r}; choose from {', '.join(MODEL_NAMES)} or all")
+        return known
+    if arg not in known:
+        raise SystemExit(f"keel: unknown model {arg!r}; choose from {', '.join(known)} or all")
     return [arg]
 
 
@@ -42,7 +48,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = prepare_state(StateSettings())
     overrides = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
     settings = TrainingSettings(**overrides)
-    names = _models(args.model)
+    if args.contract and not args.data:
+        raise SystemExit("keel: --contract needs --data (there is no generator for a new model)")
+    names = [args.model] if args.contract else _models(args.model)
     if args.data and len(names) != 1:
         raise SystemExit("keel: --data needs a single model name")
     for name in names:
@@ -56,9 +64,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.from_log:
             _train_from_log(name, frame, source, state, settings)
             continue
-        reg = train_and_register(name, frame, state, settings, source=source)
+        reg = train_and_register(name, frame, state, settings, source=source, **_spec_files(args))
         _print_registered(reg)
     return 0
+
+
+def _spec_files(args: argparse.Namespace) -> dict[str, Any]:
+    """--contract and --policy as train_and_register arguments (a bad file is refused here)."""
+    from keel.feature_defs.contract import load_contract_file
+
+    out: dict[str, Any] = {}
+    if args.contract:
+        out["contract"] = load_contract_file(args.contract)
+    if args.policy:
+        out["policy_text"] = Path(args.policy).read_text()
+    return out
 
 
 def _print_registered(reg: Any) -> None:
@@ -72,18 +92,23 @@ def _print_registered(reg: Any) -> None:
 
 
 def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> None:
-    from keel.feature_defs.contract import load_contract
     from keel.models import registry
     from keel.serving.database import Database
     from keel.training import from_log
     from keel.training.registration import train_and_register
 
-    contract = load_contract(name)
     champion = registry.load_alias(name, registry.CHAMPION, state.home_dir / "cache")
+    contract = champion.model.contract  # the champion's sealed spec, not the packaged file
     split = from_log.split_log(from_log.labelled_from_log(Database(state.log_url), contract))
     frame = from_log.mixed_training_frame(original, split.train, contract, settings.seed)
     reg = train_and_register(
-        name, frame, state, settings, source=f"log({len(split.train)} reviewed)+{source}"
+        name,
+        frame,
+        state,
+        settings,
+        source=f"log({len(split.train)} reviewed)+{source}",
+        contract=contract,
+        policy_text=champion.model.spec.policy.source,
     )
     _print_registered(reg)
     challenger = registry.load(registry.get_version(name, reg.version), state.home_dir / "cache")
@@ -102,7 +127,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from keel.models.registry import promote
 
     _state()
-    ref = promote(_models(args.model)[0], args.version)
+    ref = promote(_models(args.model, registered=True)[0], args.version)
     print(f"{ref.name}: champion -> version {ref.version}")
     return 0
 
@@ -112,7 +137,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     _state()
     rows = []
-    for name in MODEL_NAMES:
+    for name in _models("all", registered=True):
         for alias in (CHAMPION, CHALLENGER):
             try:
                 ref = resolve(name, alias)
@@ -229,7 +254,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else state.home_dir / "reports"
     reader = LogReader(db)
     worst = 0
-    for name in _models(args.target):
+    for name in _models(args.target, registered=True):
         try:
             result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
         except KeelError as exc:
@@ -281,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, help="rows to generate (default KEEL_TRAIN_ROWS or 40000)")
     p.add_argument("--seed", type=int, help="generator and training seed")
     p.add_argument("--if-missing", action="store_true", help="skip models that already have a champion")
+    p.add_argument(
+        "--contract", help="contract YAML defining the model (any name; needs --data); sealed in the version"
+    )
+    p.add_argument("--policy", help="policy YAML sealed in the version (default: the packaged one, if any)")
     p.add_argument(
         "--from-log",
         action="store_true",

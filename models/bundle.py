@@ -25,6 +25,10 @@ CONTRACT = "contract.yaml"
 MANIFEST = "manifest.json"
 REFERENCE = "reference.parquet"
 EVALUATION = "evaluation.json"
+POLICY = "policy.yaml"
+SPEC = "spec.json"
+REFERENCE_OUTPUTS = "reference_outputs.parquet"
+"""The model's own outputs on the reference sample (probabilities, SHAP, policy results)."""
 REQUIRED = (BOOSTER, CALIBRATION, ABSTENTION, CONTRACT)
 
 
@@ -52,6 +56,13 @@ def seal_bundle(directory: Path, model_name: str, extra: Mapping[str, Any] | Non
     return {**files, MANIFEST: sha256_file(directory / MANIFEST)}
 
 
+def reseal_bundle(directory: Path) -> dict[str, str]:
+    """Seal again after adding files, keeping the manifest's other entries; returns all hashes."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    extra = {k: v for k, v in manifest.items() if k not in ("model_name", "files")}
+    return seal_bundle(directory, str(manifest["model_name"]), extra)
+
+
 @dataclass(frozen=True)
 class Bundle:
     path: Path
@@ -60,6 +71,8 @@ class Bundle:
     booster_text: str
     calibration: dict[str, Any]
     abstention: dict[str, Any]
+    policy_text: str | None = None
+    """The sealed policy; None in bundles registered before policies were sealed."""
 
     @property
     def model_name(self) -> str:
@@ -108,6 +121,7 @@ def read_bundle(directory: str | Path, expected: Mapping[str, str] | None = None
             booster_text=(directory / BOOSTER).read_text(),
             calibration=json.loads((directory / CALIBRATION).read_text()),
             abstention=json.loads((directory / ABSTENTION).read_text()),
+            policy_text=(directory / POLICY).read_text() if POLICY in manifest.get("files", {}) else None,
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot read bundle {directory}: {exc}") from exc

@@ -13,6 +13,7 @@ from keel.feature_defs.contract import Contract
 from keel.models.booster import TreeModel
 from keel.models.bundle import Bundle, read_bundle
 from keel.models.calibration import softmax
+from keel.models.spec import DecisionSpec, decision_spec
 
 from keel.errors import InvalidInput, ModelLoadError
 
@@ -73,17 +74,18 @@ class DecisionModel:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.contract = bundle.contract
-        self.classes = self.contract.classes
+        self.spec: DecisionSpec = decision_spec(bundle)
+        self.contract = self.spec.contract
+        self.classes = self.spec.classes
         self.tree = TreeModel(bundle.booster_text)
         if self.tree.num_class != len(self.classes):
             raise ModelLoadError(f"booster has {self.tree.num_class} classes, contract {len(self.classes)}")
         if self.tree.booster.num_feature() != len(self.contract.feature_names):
             raise ModelLoadError("booster and contract disagree on the number of features")
-        self.temperature = float(bundle.calibration["temperature"])
-        self.threshold = float(bundle.abstention["threshold"])
-        self.alpha = float(bundle.abstention["alpha"])
-        self.delta = float(bundle.abstention["delta"])
+        self.temperature = self.spec.temperature
+        self.threshold = self.spec.threshold
+        self.alpha = self.spec.alpha
+        self.delta = self.spec.delta
 
     @classmethod
     def load(cls, path: str | Path, expected: Mapping[str, str] | None = None) -> DecisionModel:

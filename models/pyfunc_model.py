@@ -1,6 +1,7 @@
 """MLflow models-from-code entry: `mlflow.pyfunc.load_model` on a Keel version runs this file.
 
-No pickle is involved: MLflow executes this module and our code reads the bundle's data files.
+No pickle is involved: MLflow executes this module and our code (shipped with the model as
+code_paths) reads the bundle's data files, checked against the hashes recorded at registration.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from keel.models.decision_model import DecisionModel
+from keel.models.registry import pyfunc_expected_hashes
 from mlflow.pyfunc import PythonModel
 
 
@@ -17,7 +19,8 @@ class KeelPyfunc(PythonModel):
     """Takes a frame of cases (contract fields) and returns decisions and calibrated probabilities."""
 
     def load_context(self, context: Any) -> None:
-        self.model = DecisionModel.load(context.artifacts["bundle"])
+        expected = pyfunc_expected_hashes(dict(context.model_config or {}))
+        self.model = DecisionModel.load(context.artifacts["bundle"], expected)
 
     # Left unannotated on purpose: MLflow reads predict's type hints as a schema and would
     # reject a DataFrame; the registered signature (from the contract's example) governs input.

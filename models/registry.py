@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
-from keel.models.bundle import MANIFEST
+from keel.feature_defs.contract import MODEL_NAMES
+from keel.models.bundle import MANIFEST, read_bundle
 from keel.models.decision_model import DecisionModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from keel.errors import ModelLoadError, RegistryError
+from keel.errors import IntegrityError, ModelLoadError, RegistryError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HASH_TAG = "keel.sha256."
 BUNDLE_DIR = "bundle"
+MODEL_TAG = "keel.decision_model"
+"""Registered-model tag marking a Keel decision model (value: the Keel code version that created it)."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,32 @@ def has_alias(name: str, alias: str = CHAMPION) -> bool:
     return True
 
 
-def download(ref: VersionRef, cache_dir: Path) -> Path:
-    """Copy a version's bundle to `cache_dir/name/version` (fresh each time) and return its folder."""
+def keel_model_names(alias: str = CHAMPION) -> tuple[str, ...]:
+    """Registered Keel decision models holding `alias` (the three shipped ones count untagged too)."""
+    names: set[str] = set()
+    token: str | None = None
+    for _ in range(1000):  # pages of 100: bounded, far beyond any real registry
+        page = client().search_registered_models(max_results=100, page_token=token)
+        for rm in page:
+            if (MODEL_TAG in (rm.tags or {}) or rm.name in MODEL_NAMES) and alias in (rm.aliases or {}):
+                names.add(rm.name)
+        token = page.token
+        if not token:
+            break
+    return tuple(sorted(names))
+
+
+def download(ref: VersionRef, cache_dir: Path, expected: dict[str, str] | None = None) -> Path:
+    """The version's bundle at `cache_dir/name/version`, downloaded once and renamed into place.
+
+    Several processes (serve, monitor, train --from-log) share the cache: each downloads into its
+    own temporary folder and renames it into place, so a reader never sees a half-written folder,
+    and a folder in place is never deleted (a bad one is renamed aside, atomically)."""
     target = cache_dir / ref.name / ref.version
-    staging = Path(tempfile.mkdtemp(prefix=f".{ref.name}-{ref.version}-", dir=cache_dir.as_posix()))
+    if target.is_dir() and _intact(target, expected):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{ref.version}-", dir=target.parent.as_posix()))
     try:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -83,14 +111,27 @@ def download(ref: VersionRef, cache_dir: Path) -> Path:
         bundles = [p.parent for p in local.rglob(MANIFEST) if p.parent.name == BUNDLE_DIR]
         if len(bundles) != 1:
             raise ModelLoadError(f"{ref.name} v{ref.version}: expected one bundle in the registered model")
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(bundles[0].as_posix(), target.as_posix())
+        read_bundle(bundles[0], expected)  # a bundle that fails verification never enters the cache
+        if target.is_dir() and not _intact(target, expected):
+            os.replace(target, target.parent / f".bad-{ref.version}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(bundles[0], target)
+        except OSError:
+            if not (target.is_dir() and _intact(target, expected)):  # another process won the rename
+                raise
     except MlflowException as exc:
         raise ModelLoadError(f"{ref.name} v{ref.version}: cannot download: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _intact(path: Path, expected: dict[str, str] | None) -> bool:
+    try:
+        read_bundle(path, expected)
+    except Exception:
+        return False
+    return True
 
 
 def load(ref: VersionRef, cache_dir: Path) -> LoadedModel:
@@ -99,12 +140,39 @@ def load(ref: VersionRef, cache_dir: Path) -> LoadedModel:
     if MANIFEST not in expected:
         raise ModelLoadError(f"{ref.name} v{ref.version} records no artefact hashes; refusing to load it")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = download(ref, cache_dir)
+    path = download(ref, cache_dir, expected)
     return LoadedModel(ref, DecisionModel.load(path, expected))
 
 
 def load_alias(name: str, alias: str, cache_dir: Path) -> LoadedModel:
     return load(resolve(name, alias), cache_dir)
+
+
+PYFUNC_MODEL = "keel_model"
+PYFUNC_RUN = "keel_run_id"
+PYFUNC_HASHES = "keel_sha256"
+"""Keys of the logged pyfunc's model_config: which registered model and run it is, and its hashes."""
+
+
+def pyfunc_expected_hashes(config: dict[str, Any]) -> dict[str, str] | None:
+    """The hashes a pyfunc load must verify the bundle against.
+
+    Registration records the hashes twice: on the logged model (model_config) and on the registry
+    version (tags). Every registered version of this run must carry exactly the logged hashes, so
+    neither record can be edited alone; a model logged but never registered has only its own.
+    Versions logged before this existed carry neither and are checked against their manifest."""
+    sealed = config.get(PYFUNC_HASHES)
+    if not sealed:
+        return None
+    name, run_id = str(config[PYFUNC_MODEL]), str(config[PYFUNC_RUN])
+    versions = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    for mv in versions:
+        recorded = VersionRef(name, str(mv.version), None, dict(mv.tags), mv.run_id).artefact_hashes
+        if recorded != dict(sealed):
+            raise IntegrityError(
+                f"{name} v{mv.version}: the registry's recorded hashes differ from the logged model's"
+            )
+    return {str(k): str(v) for k, v in sealed.items()}
 
 
 def promote(name: str, version: str) -> VersionRef:

@@ -13,20 +13,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-from keel.feature_defs.contract import load_contract
 from keel.models import registry
 from keel.monitoring import checks
 from keel.monitoring.checks import CheckResult, judge
 from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
-from keel.monitoring.frames import reference_frame
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.overrides import override_report
 from keel.monitoring.process_drift import process_drift
 from keel.monitoring.quality import quality_report
+from keel.monitoring.reference import sealed_reference
 from keel.monitoring.report import ReportPaths, ReportSections, write_report
 from keel.monitoring.settings import MonitorSettings
-from keel.serving.policy import load_policy
 
 from keel.errors import InvalidInput
 
@@ -77,7 +74,6 @@ def monitor_model(
     cache_dir: Path,
     drift_cfg: DriftConfig | None = None,
 ) -> MonitorResult:
-    contract = load_contract(name)
     # Evidently's own pages then call dataset drift where our alert threshold does.
     cfg = drift_cfg or DriftConfig(drift_share=settings.feature_drift_share[1])
     summary = reader.summary(name, start, end)
@@ -98,9 +94,8 @@ def monitor_model(
     # The version that served most of the window provides the reference sample.
     version = max(summary.model_versions.items(), key=lambda kv: kv[1])[0]
     loaded = registry.load(registry.get_version(name, version), cache_dir)
-    ref_rows = pd.read_parquet(loaded.model.bundle.path / "reference.parquet")
-    ref_rows = ref_rows.iloc[: settings.reference_rows]
-    reference = reference_frame(loaded.model, version, ref_rows, load_policy(name))
+    contract = loaded.model.contract  # the version's sealed contract, not the packaged file
+    reference = sealed_reference(loaded.model, version, settings.reference_rows)
     sample, total = reader.sample(name, start, end, contract, settings.sample_rows)
 
     feature = feature_drift(reference, sample, contract, cfg)

@@ -22,6 +22,7 @@ def catalogue(rt: Runtime) -> dict[str, Any]:
                 "classes": list(m.classes),
                 "contract": m.contract.public(),
                 "policy": served.policy.public(),
+                "policy_sealed": served.spec.sealed,  # False: registered before policies were sealed
             }
         )
     return {"models": models, "ready": rt.models.ready}

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import numpy as np
-from keel.feature_defs.contract import load_contract
 from keel.models.decision_model import BatchDecision
 from keel.serving.decision_log import DecisionLog, Replay, reject_changed_replay
 from keel.serving.log_chain import FEEDBACK_COLUMNS
@@ -155,7 +154,8 @@ class Decider:
         if checked.matrix is None:
             raise InvalidInput(f"{len(checked.errors)} field error(s) in the cases", checked.errors)
         records = self._decide_valid(served, cases, checked.matrix)
-        rows = [self.log_row(r, i, caller, idempotency_key, digest) for i, r in enumerate(records)]
+        segments = served.spec.segment_fields
+        rows = [self.log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
         replay = None
         if idempotency_key:
             key = idempotency_key
@@ -249,9 +249,16 @@ class Decider:
         }
 
     @staticmethod
-    def log_row(record: dict[str, Any], index: int, caller: str, key: str | None, digest: str | None) -> dict:
-        """The decision-log row for a decision record (columns monitoring reads without the record)."""
-        segment_fields = load_contract(record["model"]).segment_fields
+    def log_row(
+        record: dict[str, Any],
+        index: int,
+        caller: str,
+        key: str | None,
+        digest: str | None,
+        segment_fields: Sequence[str],
+    ) -> dict:
+        """The decision-log row for a decision record (columns monitoring reads without the record);
+        `segment_fields` come from the spec of the version that decided it."""
         segments = {f: record["inputs"].get(f) for f in segment_fields}
         return {
             "decision_id": record["decision_id"],
@@ -280,7 +287,7 @@ class Decider:
         decision = self.log.get_decision(decision_id)
         if decision is None:
             raise NotFound(f"no decision {decision_id}")
-        classes = load_contract(decision["model"]).classes
+        classes = self.models.spec(decision["model"], decision["model_version"]).classes
         if final_outcome not in classes:
             raise InvalidInput(
                 "final_outcome is not a class of this model",

@@ -1,7 +1,8 @@
 """The served models: loaded from the registry by alias, swapped atomically on reload.
 
 A request takes one `Snapshot` and uses it to the end, so a reload never changes the model
-under an in-flight request. A version that fails to load or verify leaves the old one serving.
+under an in-flight request. A version that fails to load or verify, for any reason, leaves the
+old one serving and is reported; the next reload tries again.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.feature_defs.contract import MODEL_NAMES
-from keel.models.registry import LoadedModel, load, resolve
-from keel.serving.policy import Policy, load_policy
+from keel.models.registry import LoadedModel, keel_model_names, load, resolve
+from keel.models.spec import DecisionSpec
+from keel.serving.policy import Policy
 
 from keel.errors import KeelError, ModelLoadError
+
+__all__ = ["ModelSet", "ReloadReport", "Served", "Snapshot"]
 
 log = logging.getLogger("keel.models")
 
@@ -24,7 +27,15 @@ log = logging.getLogger("keel.models")
 @dataclass(frozen=True)
 class Served:
     loaded: LoadedModel
-    policy: Policy
+    policy: Policy = None  # type: ignore[assignment]  # None: the policy sealed in the version's spec
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            object.__setattr__(self, "policy", self.loaded.model.spec.policy)
+
+    @property
+    def spec(self) -> DecisionSpec:
+        return self.loaded.model.spec
 
     @property
     def versions(self) -> dict[str, Any]:
@@ -51,10 +62,13 @@ class ReloadReport:
 
 
 class ModelSet:
-    def __init__(self, alias: str, cache_dir: Path, names: tuple[str, ...] = MODEL_NAMES) -> None:
+    """Every registered Keel model holding `alias` (or only `names`, when given)."""
+
+    def __init__(self, alias: str, cache_dir: Path, names: tuple[str, ...] | None = None) -> None:
         self.alias = alias
         self.cache_dir = cache_dir
-        self.names = names
+        self.fixed_names = names
+        self.names: tuple[str, ...] = names or ()
         self._snapshot = Snapshot()
         self._lock = threading.Lock()  # one reload at a time; readers never take it
 
@@ -64,13 +78,28 @@ class ModelSet:
 
     @property
     def ready(self) -> bool:
-        return all(n in self._snapshot.models for n in self.names)
+        return bool(self.names) and all(n in self._snapshot.models for n in self.names)
+
+    def spec(self, name: str, version: str) -> DecisionSpec:
+        """The spec of a version: the served one when it is loaded, else loaded from the registry."""
+        served = self._snapshot.models.get(name)
+        if served is not None and served.loaded.ref.version == str(version):
+            return served.spec
+        from keel.models.registry import get_version
+
+        return load(get_version(name, str(version)), self.cache_dir).model.spec
 
     def reload(self) -> ReloadReport:
         """Load every alias whose version changed beside the old ones, then swap in one step."""
         report = ReloadReport()
         with self._lock:
             current = dict(self._snapshot.models)
+            if self.fixed_names is None:
+                try:
+                    self.names = tuple(sorted({*keel_model_names(self.alias), *current}))
+                except Exception as exc:  # a registry outage must not stop polling
+                    report.failed["*"] = f"cannot list registered models: {exc}"
+                    log.error("cannot list registered models: %s", exc)
             for name in self.names:
                 try:
                     ref = resolve(name, self.alias)
@@ -78,10 +107,10 @@ class ModelSet:
                     if old is not None and old.loaded.ref.version == ref.version:
                         report.unchanged[name] = ref.version
                         continue
-                    current[name] = Served(load(ref, self.cache_dir), load_policy(name))
+                    current[name] = Served(load(ref, self.cache_dir))
                     report.loaded[name] = ref.version
-                except (KeelError, OSError, ValueError) as exc:
-                    message = exc.message if isinstance(exc, KeelError) else str(exc)
+                except Exception as exc:  # any failure refuses this version only; the old one serves on
+                    message = exc.message if isinstance(exc, KeelError) else f"{type(exc).__name__}: {exc}"
                     report.failed[name] = message
                     log.error("model %s@%s not loaded: %s", name, self.alias, message)
             self._snapshot = Snapshot(current)

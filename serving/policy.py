@@ -121,12 +121,20 @@ class Policy:
         }
 
 
+def packaged_policy_text(model_name: str) -> str | None:
+    """The policy shipped beside the code for a model, if any (the default sealed at registration)."""
+    path = resources.files("keel.serving") / "policies" / f"{model_name}.yaml"
+    return path.read_text() if path.is_file() else None
+
+
 @cache
 def load_policy(model_name: str) -> Policy:
-    """The packaged policy of one of the three models (cached: policies change with a release)."""
-    if model_name not in MODEL_NAMES:
+    """The packaged policy of one of the three models (cached: policies change with a release).
+
+    Serving never uses it directly: a version decides with the policy sealed in its bundle."""
+    text = packaged_policy_text(model_name) if model_name in MODEL_NAMES else None
+    if text is None:
         raise ValueError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
-    text = (resources.files("keel.serving") / "policies" / f"{model_name}.yaml").read_text()
     policy = load_policy_text(text)
     if policy.model != model_name:
         raise ValueError(f"policies/{model_name}.yaml declares model {policy.model!r}")

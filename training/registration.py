@@ -11,7 +11,21 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from keel.feature_defs.contract import Contract, load_contract
-from keel.models.registry import CHALLENGER, CHAMPION, HASH_TAG
+from keel.models.bundle import POLICY, REFERENCE, REFERENCE_OUTPUTS, SPEC, reseal_bundle, write_json
+from keel.models.decision_model import DecisionModel
+from keel.models.model_code import keel_code_tree, public_requirements
+from keel.models.registry import (
+    CHALLENGER,
+    CHAMPION,
+    HASH_TAG,
+    MODEL_TAG,
+    PYFUNC_HASHES,
+    PYFUNC_MODEL,
+    PYFUNC_RUN,
+)
+from keel.models.spec import seal_policy
+from keel.monitoring.frames import reference_frame
+from keel.serving.policy import Policy, packaged_policy_text
 from keel.training.evaluation import flatten_metrics
 from keel.training.pipeline import TrainResult, train
 from keel.training.settings import TrainingSettings
@@ -71,18 +85,52 @@ def _signature(contract: Contract) -> object:
     return infer_signature(example, out)
 
 
+def default_policy_text(name: str) -> str:
+    """The packaged policy of a shipped model; a model defined only by its contract starts with none."""
+    return packaged_policy_text(name) or f"model: {name}\nrules: []\n"
+
+
+def seal_spec(bundle_dir: Path, policy: Policy) -> dict[str, str]:
+    """Add the policy, the spec summary and the reference sample's model outputs to a trained
+    bundle, then seal it again; returns every file's hash.
+
+    The outputs (probabilities, exact SHAP, policy routes) are computed here once, with the
+    version's own policy, so monitoring compares each window with what this version did."""
+    (bundle_dir / POLICY).write_text(policy.source)
+    reseal_bundle(bundle_dir)
+    model = DecisionModel.load(bundle_dir)
+    write_json(bundle_dir / SPEC, model.spec.public())
+    reference = pd.read_parquet(bundle_dir / REFERENCE)
+    outputs = reference_frame(model, "", reference, model.spec.policy)
+    batch = model.predict_frame(reference[model.contract.field_names], explain=False)
+    for j, cls in enumerate(model.classes):
+        outputs[f"proba.{cls}"] = batch.probabilities[:, j]
+    outputs.to_parquet(bundle_dir / REFERENCE_OUTPUTS, index=False)
+    return reseal_bundle(bundle_dir)
+
+
 def train_and_register(
     name: str,
     frame: pd.DataFrame,
     state: StateSettings,
     settings: TrainingSettings,
     source: str = "generator",
+    contract: Contract | None = None,
+    policy_text: str | None = None,
 ) -> Registered:
-    """Train on `frame`, log the run, register a version; first version becomes champion."""
-    contract = load_contract(name)
+    """Train on `frame`, log the run, register a version; first version becomes champion.
+
+    `contract` and `policy_text` default to the packaged ones of a shipped model; both are sealed
+    in the version. A policy that does not fit the contract is refused before training."""
+    contract = contract or load_contract(name)
+    if contract.name != name:
+        raise ValueError(f"the contract is for model {contract.name!r}, not {name!r}")
+    policy = seal_policy(default_policy_text(name) if policy_text is None else policy_text, contract)
     experiment_id = ensure_experiment(state)
     with tempfile.TemporaryDirectory(prefix=f"keel-{name}-") as tmp:
         result = train(contract, frame, Path(tmp) / "bundle", settings)
+        result.hashes = seal_spec(result.bundle_dir, policy)
+        code_tree = keel_code_tree(Path(tmp) / "code")
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
             mlflow.set_tags(
                 {"keel.model": name, "keel.data_source": source, "keel.code_version": code_version()}
@@ -106,13 +154,13 @@ def train_and_register(
                 python_model=str(code),
                 artifacts={"bundle": result.bundle_dir.as_posix()},
                 signature=_signature(contract),
-                pip_requirements=[f"keel=={keel.__version__}"],
-                registered_model_name=name,
+                code_paths=[code_tree.as_posix()],
+                pip_requirements=public_requirements(),
+                model_config={PYFUNC_MODEL: name, PYFUNC_RUN: run.info.run_id, PYFUNC_HASHES: result.hashes},
             )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
     tags = {
         "keel.contract_version": contract.version,
+        "keel.policy_version": policy.version,
         "keel.data_fingerprint": result.data_fingerprint,
         "keel.data_source": source,
         "keel.code_version": code_version(),
@@ -123,8 +171,11 @@ def train_and_register(
         "keel.test_accuracy": f"{result.metrics['accuracy']:.4f}",
         **{f"{HASH_TAG}{file}": digest for file, digest in result.hashes.items()},
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    client = MlflowClient()
+    # Tags go on with the version itself, so no reader ever sees it without its recorded hashes.
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    version = str(mv.version)
+    client.set_registered_model_tag(name, MODEL_TAG, code_version())
     aliases: tuple[str, ...]
     if _is_first_version(client, name):
         client.set_registered_model_alias(name, CHAMPION, version)
