@@ -4,6 +4,7 @@ installs nothing, and verifies the registry's recorded hashes; the wheel holds o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -108,25 +109,24 @@ def test_pyfunc_refuses_a_bundle_the_registry_did_not_record(
 
 
 @pytest.mark.slow
-def test_the_wheel_holds_only_keel(tmp_path: Path) -> None:
+def test_the_wheel_holds_only_keel(bare_python: Path, tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", ".keel", "*.egg-info", "__pycache__", ".*_cache", "mlruns"
+        ),
+    )
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (wheel,) = tmp_path.glob("keel_decisions-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("keel_decisions-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"keel"}
@@ -136,3 +136,17 @@ def test_the_wheel_holds_only_keel(tmp_path: Path) -> None:
         "keel/serving/policies/routing.yaml",
     ):
         assert part in names
+    # Unpacked as pip would lay it into site-packages: only `keel` imports, from outside the checkout.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = "import keel.models.decision_model, keel.serving.policy; print(keel.models.__file__)"
+    done = subprocess.run([str(bare_python), "-c", probe], cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(str(site)), done.stderr[-2000:]
+    for stranger in ("models", "training", "serving", "monitoring", "feature_defs"):
+        done = subprocess.run(
+            [str(bare_python), "-c", f"import {stranger}"], cwd=work, env=env, capture_output=True, text=True
+        )
+        assert done.returncode != 0, stranger
