@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -23,9 +24,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from keel.decision_log import api_keys
 from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
-from keel.errors import Conflict, Forbidden, NotFound, Unauthorized
+from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
 
-__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "hash_key"]
+__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]
 
 ROLES = ("decide", "feedback", "read", "admin")
 PREFIX = "keel_"
@@ -42,6 +43,20 @@ class KeySettings(BaseSettings):
 
     burst_seconds: float = 1.0
     """A key may burst this many seconds' worth of its rate at once."""
+
+
+class RateLimited(KeelError):
+    """429: the key is over its request rate; `Retry-After` says when to come back."""
+
+    status_code = 429
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"key {name!r} is over its request rate; retry after {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def hash_key(key: str) -> str:
@@ -173,6 +188,12 @@ class KeyStore:
             capacity = max(1.0, rate * self.settings.burst_seconds)
             bucket = self._buckets[key.name] = _Bucket(rate, capacity)
         return bucket.take()
+
+    def check_rate(self, key: ApiKey) -> None:
+        """429 (RateLimited) when the key is over its rate; the gate calls this per request."""
+        wait = self.retry_after(key)
+        if wait is not None:
+            raise RateLimited(key.name, wait)
 
     @staticmethod
     def authorize(key: ApiKey, role: str) -> None:

@@ -10,6 +10,7 @@ the hot write path pays no SQL compilation per row (see bench/log_write.py for t
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sqlite3
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 import sqlalchemy as sa
 
+from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.settings import LogSettings
 
 __all__ = ["GENESIS", "Connection", "Database", "redact"]
@@ -28,6 +30,7 @@ __all__ = ["GENESIS", "Connection", "Database", "redact"]
 GENESIS = "0" * 64
 """prev_hash of the first row of every chain."""
 
+log = logging.getLogger("keel.log")
 SQLITE_BUSY_MS = 10_000
 """SQLite: how long a statement waits for another process's write lock."""
 
@@ -147,7 +150,10 @@ class Database:
     def reading(self, snapshot: bool = False) -> Iterator[Reader]:
         """A read transaction; with `snapshot`, every read in it sees one consistent state of the log
         (SQLite: one read transaction over the WAL; PostgreSQL: REPEATABLE READ, read only)."""
-        conn = self.connect()
+        try:
+            conn = self.connect()
+        except DATABASE_ERRORS as exc:
+            raise _unreadable(exc) from exc
         try:
             if snapshot:
                 conn.execute(
@@ -157,6 +163,9 @@ class Database:
                 )
             yield Reader(conn, self.is_postgres)
             conn.rollback()  # reads only: ends the (possibly implicit) transaction
+        except DATABASE_ERRORS as exc:
+            _invalidate(conn)
+            raise _unreadable(exc) from exc
         finally:
             conn.close()
 
@@ -204,6 +213,18 @@ def _setup_sqlite(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA journal_mode=WAL")
     dbapi_conn.execute("PRAGMA synchronous=FULL")
     dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+
+
+def _unreadable(exc: BaseException) -> LogUnavailable:
+    # The driver's words (which may name hosts, users or SQL) stay in the server log.
+    log.warning("decision log read failed: %s", exc)
+    return LogUnavailable("the decision log cannot be read at the moment", outcome=None)
+
+
+def _invalidate(conn: Connection) -> None:
+    invalidate = getattr(conn, "invalidate", None)
+    if invalidate is not None:
+        invalidate()
 
 
 def _begin_sqlite(conn: sa.Connection) -> None:

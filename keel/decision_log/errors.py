@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
+
+import psycopg
+import sqlalchemy.exc
 
 from keel.errors import KeelError
 
-__all__ = ["LogUnavailable"]
+__all__ = ["DATABASE_ERRORS", "LogUnavailable"]
 
+DATABASE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error)
+"""What the database or its drivers raise when it is away, read-only, or refuses a statement."""
 NOT_RECORDED = "not_recorded"
 UNKNOWN = "unknown"
 
@@ -17,7 +23,7 @@ class LogUnavailable(KeelError):
 
     status_code = 503
 
-    def __init__(self, message: str, outcome: str = NOT_RECORDED, retry_after: float = 2.0) -> None:
+    def __init__(self, message: str, outcome: str | None = NOT_RECORDED, retry_after: float = 2.0) -> None:
         if outcome == UNKNOWN:
             message += (
                 "; it may or may not have been recorded. A retry with the same Idempotency-Key is "
@@ -28,7 +34,8 @@ class LogUnavailable(KeelError):
         self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "outcome": self.outcome, "retry_after_seconds": self.retry_after}
+        outcome = {"outcome": self.outcome} if self.outcome else {}  # a failed read has none
+        return {**super().to_dict(), **outcome, "retry_after_seconds": self.retry_after}
 
     @property
     def headers(self) -> dict[str, str]:
