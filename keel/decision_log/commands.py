@@ -18,7 +18,11 @@ def verify_log(log_url: str, checkpoint: Path | None = None) -> int:
 
     Exit 0: intact; 1: broken (table and seq named on stderr); 2: could not verify (no key)."""
     settings = LogSettings()
-    keys = load_keys(settings.key_file)
+    try:
+        keys = load_keys(settings.key_file)
+    except ValueError as exc:
+        print(f"keel: {exc}", file=sys.stderr)
+        return 2
     if checkpoint is not None and keys.current is None:
         print("keel: --checkpoint needs the chain key file (KEEL_LOG_KEY_FILE)", file=sys.stderr)
         return 2

@@ -409,3 +409,36 @@ def test_pg_dump_and_pg_restore_give_a_log_that_verifies(pg_url: str, tmp_path: 
         log.append("decisions", [row(7)])
         log.close()
         assert verify(Database(target), keys).rows_checked == 6
+
+
+def test_log_key_and_checkpoint_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line in-process (`keel.cli.main`, as the `keel` script runs it)."""
+    from keel.cli import main
+
+    url = sqlite_url(tmp_path)
+    keyfile, checkpoints = tmp_path / "chain.key", tmp_path / "cp.jsonl"
+    for name, value in {
+        "KEEL_HOME": tmp_path,
+        "KEEL_DECISION_LOG_URL": url,
+        "KEEL_LOG_KEY_FILE": keyfile,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 2  # no key file yet
+    assert main(["log-key", "create"]) == 0
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    assert main(["log-key", "create"]) == 1  # never overwritten silently
+    log = opened(url, key_file=keyfile)
+    log.append("decisions", [row(i) for i in range(3)])
+    log.close()
+    capsys.readouterr()
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 0
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 0
+    assert "1 checkpoints matched" in capsys.readouterr().out
+    conn = sqlite3.connect(tmp_path / "decisions.db")
+    conn.execute("DELETE FROM decisions WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 1
+    assert "BROKEN in table decisions" in capsys.readouterr().err
