@@ -184,7 +184,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.if_missing and any(k.name == args.name for k in store.list_keys() if not k.revoked_at):
             print(f"key {args.name!r} exists; not creating another (--if-missing)")
             return 0
-        key = store.add(args.name, args.role)
+        key = store.add(args.name, args.role, args.rate)
         print(f"created key {args.name!r} with roles {', '.join(sorted(args.role))}; it is shown only once:")
         print(f"export KEEL_KEY={key}")
     elif args.keys_command == "list":
@@ -198,21 +198,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
-    from keel.serving.database import Database, redact
-    from keel.serving.decision_log import DecisionLog
+    from keel.decision_log.commands import verify_log
     from keel.settings import StateSettings
 
-    state = StateSettings()
-    result = DecisionLog(Database(state.log_url)).verify()
-    if result.ok:
-        print(f"decision log {redact(state.log_url)}: {result.rows_checked} rows, hash chains intact")
-        return 0
-    print(
-        f"decision log BROKEN in table {result.table} at seq {result.bad_seq}: {result.problem} "
-        f"({result.rows_checked} rows checked)",
-        file=sys.stderr,
-    )
-    return 1
+    return verify_log(StateSettings().log_url, Path(args.checkpoint) if args.checkpoint else None)
+
+
+def cmd_log_key(args: argparse.Namespace) -> int:
+    from keel.decision_log.commands import log_key_create
+
+    return log_key_create(Path(args.file) if args.file else None, args.rotate)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -337,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("name")
     k.add_argument("--role", nargs="+", required=True, choices=["decide", "feedback", "read", "admin"])
     k.add_argument("--if-missing", action="store_true", help="do nothing if an active key has this name")
+    k.add_argument("--rate", type=float, help="requests per second this key may make (default: KEEL_KEYS_*)")
     ksub.add_parser("list", help="list keys (names, roles, state; never the keys)")
     k = ksub.add_parser("revoke", help="revoke a key")
     k.add_argument("name")
@@ -373,8 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON summary line per model")
     p.set_defaults(func=cmd_monitor)
 
-    p = sub.add_parser("verify-log", help="check the decision log's hash chains")
+    p = sub.add_parser("verify-log", help="check the decision log's hash chains on one snapshot")
+    p.add_argument("--checkpoint", help="signed checkpoint file: check the earlier ones, append a new one")
     p.set_defaults(func=cmd_verify_log)
+
+    p = sub.add_parser("log-key", help="create (or --rotate) the chain key file every replica receives")
+    lsub = p.add_subparsers(dest="log_key_command", required=True)
+    k = lsub.add_parser("create", help="write a new key file (default $KEEL_LOG_KEY_FILE)")
+    k.add_argument("--file", help="where to write it")
+    k.add_argument("--rotate", action="store_true", help="add a new current key to an existing file")
+    p.set_defaults(func=cmd_log_key)
     return parser
 
 

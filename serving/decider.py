@@ -26,6 +26,7 @@ from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
 
+from keel.decision_log import reads
 from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
 
 log = logging.getLogger("keel.decide")
@@ -145,7 +146,7 @@ class Decider:
         served = self.models.get(model)
         digest = request_digest(cases) if idempotency_key else None
         if idempotency_key:
-            earlier = self.log.query(_REPLAY_SQL, (caller, model, idempotency_key))
+            earlier = reads.decisions_by_key(self.log.db, caller, model, idempotency_key)
             if earlier:
                 replayed = [public(r["record"]) for r in reject_changed_replay(earlier, digest or "")]
                 return _Plan(model, [], None, replayed)
@@ -161,7 +162,7 @@ class Decider:
             key = idempotency_key
 
             def replay(conn: Any) -> list[dict[str, Any]] | None:
-                found = self.log.query(_REPLAY_SQL, (caller, model, key), conn=conn)
+                found = reads.decisions_by_key(conn, caller, model, key)
                 return reject_changed_replay(found, digest or "") if found else None
 
         return _Plan(model, rows, replay, None)
@@ -281,7 +282,13 @@ class Decider:
 
     # -- feedback and lookups ----------------------------------------------------------------
     def feedback(
-        self, decision_id: str, final_outcome: str, actor: str, reason: str | None, caller: str
+        self,
+        decision_id: str,
+        final_outcome: str,
+        actor: str,
+        reason: str | None,
+        caller: str,
+        idempotency_key: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Append a reviewer's final outcome; returns (feedback record, newly created)."""
         decision = self.log.get_decision(decision_id)
@@ -297,12 +304,14 @@ class Decider:
             kind = "label"
         else:
             kind = "override" if final_outcome != decision["outcome"] else "confirmation"
-        feedback_id = str(
-            uuid.UUID(
-                hashlib.sha256(json.dumps([decision_id, final_outcome, actor, reason]).encode()).hexdigest()[
-                    :32
-                ]
-            )
+        # A revision is identified by its Idempotency-Key, so a late retry replays its own revision
+        # and never becomes a newer one; without a key, a repeat of the reviewer's latest word is
+        # a replay and anything else (A, B, then A again) is a new revision.
+        asked = request_digest([decision_id, final_outcome, actor, reason])
+        feedback_id = (
+            str(uuid.UUID(hashlib.sha256(json.dumps([caller, idempotency_key]).encode()).hexdigest()[:32]))
+            if idempotency_key
+            else str(uuid.uuid4())
         )
         record = {
             "feedback_id": feedback_id,
@@ -317,17 +326,22 @@ class Decider:
             "reason": reason,
             "caller": caller,
             "created_at": datetime.now(UTC).isoformat(),
+            "request_hash": asked,
+            "idempotency_key": idempotency_key,
         }
         row = {**{k: record[k] for k in FEEDBACK_COLUMNS if k != "record"}, "record": record}
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
-            return (
-                self.log.query("SELECT * FROM feedback WHERE feedback_id = ?", (feedback_id,), conn=conn)
-                or None
-            )
+            if idempotency_key:
+                return reject_changed_replay(reads.feedback_by_id(conn, feedback_id), asked) or None
+            latest = reads.latest_feedback(conn, decision_id, actor)
+            same = latest is not None and latest["record"].get("request_hash", _digest_of(latest)) == asked
+            return [latest] if same and latest is not None else None
 
         stored = self.log.append("feedback", [row], replay=replay)[0]
-        created = stored["record"]["created_at"] == record["created_at"]
+        created = (
+            stored["feedback_id"] == feedback_id and stored["record"]["created_at"] == record["created_at"]
+        )
         if created:
             self.metrics.feedback.labels(decision["model"], kind).inc()
         return stored["record"], created
@@ -343,6 +357,7 @@ class Decider:
         }
 
 
-_REPLAY_SQL = (
-    "SELECT * FROM decisions WHERE caller = ? AND model = ? AND idempotency_key = ? ORDER BY request_index"
-)
+def _digest_of(feedback: dict[str, Any]) -> str:
+    """The request digest of a feedback row logged before feedback records carried one."""
+    r = feedback["record"]
+    return request_digest([r["decision_id"], r["final_outcome"], r["actor"], r.get("reason")])

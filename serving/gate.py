@@ -134,6 +134,7 @@ class Gate:
             role = required_role(method, path)
             if role is not None:
                 keys.authorize(key, role)
+            keys.check_rate(key)
             scope.setdefault("state", {})["caller"] = key.name
             if method == "POST" and role in ("decide", "feedback"):
                 ctype = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -142,6 +143,7 @@ class Gate:
                 receive = await self._bounded(headers, receive)
         except KeelError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
+            extra += [(k.lower().encode(), v.encode()) for k, v in getattr(exc, "headers", {}).items()]
             await send_json(send, exc.status_code, error_payload(exc), extra)
             return
         await self.app(scope, receive, _rewrite_validation_errors(send))

@@ -1,25 +1,62 @@
 """API keys: stored as sha256 hashes with roles; checked in constant time; never logged.
 
 Keys are 256-bit random tokens, so a fast hash is enough (no password stretching needed).
-The table lives beside the decision log so every replica sees the same keys.
+The table lives beside the decision log (keel.decision_log.api_keys) so every replica sees the
+same keys. A serving process never waits on the database to authenticate: a background thread
+refreshes the in-memory key set every few seconds (each attempt bounded by the connect timeout)
+and, when the database is away, the last good set keeps authenticating.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from keel.serving.database import Database
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.errors import Conflict, Forbidden, NotFound, Unauthorized
+from keel.decision_log import api_keys
+from keel.decision_log.database import Database
+from keel.decision_log.errors import LogUnavailable
+from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
+
+__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]
 
 ROLES = ("decide", "feedback", "read", "admin")
 PREFIX = "keel_"
+log = logging.getLogger("keel.keys")
+
+
+class KeySettings(BaseSettings):
+    """Per-key request rates (KEEL_KEYS_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="KEEL_KEYS_", extra="ignore")
+
+    default_rate_per_second: float | None = None
+    """Requests per second a key may make when it has no rate of its own (unset: unlimited)."""
+
+    burst_seconds: float = 1.0
+    """A key may burst this many seconds' worth of its rate at once."""
+
+
+class RateLimited(KeelError):
+    """429: the key is over its request rate; `Retry-After` says when to come back."""
+
+    status_code = 429
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"key {name!r} is over its request rate; retry after {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def hash_key(key: str) -> str:
@@ -32,75 +69,98 @@ class ApiKey:
     roles: frozenset[str]
     created_at: str
     revoked_at: str | None = None
+    rate_per_second: float | None = None
+
+
+class _Bucket:
+    """A token bucket: `rate` tokens a second, holding at most `capacity`."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate, self.capacity, self.tokens, self.stamp = rate, capacity, capacity, time.monotonic()
+
+    def take(self) -> float | None:
+        """None when a token was taken; else the seconds until one is there."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / self.rate
 
 
 class KeyStore:
-    """Manages keys and authenticates bearer tokens against a short-lived in-memory copy."""
+    """Manages keys and authenticates bearer tokens against an in-memory copy of the key set."""
 
-    def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 2.0, settings: KeySettings | None = None) -> None:
         self.db = db
         self.cache_seconds = cache_seconds
-        self._cache: list[tuple[str, ApiKey]] = []
+        self.settings = settings or KeySettings()
+        self._cache: list[tuple[str, ApiKey]] | None = None
         self._loaded_at = -1e9
         self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
 
-    def add(self, name: str, roles: list[str]) -> str:
+    # -- management (command line) ------------------------------------------------------------
+    def add(self, name: str, roles: list[str], rate_per_second: float | None = None) -> str:
         bad = sorted(set(roles) - set(ROLES))
         if bad or not roles:
             raise ValueError(f"roles must be among {', '.join(ROLES)}; got {', '.join(bad) or 'none'}")
+        if rate_per_second is not None and not rate_per_second > 0:
+            raise ValueError("a key's rate must be a positive number of requests per second")
         key = PREFIX + secrets.token_urlsafe(32)
-        conn = self.db.connect()
-        try:
-            if conn.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"a key named {name!r} exists; revoke it first or pick another name")
-            conn.execute(
-                "INSERT INTO api_keys (name, key_hash, roles, created_at) VALUES (?, ?, ?, ?)",
-                (name, hash_key(key), ",".join(sorted(set(roles))), _now()),
-            )
-            conn.commit()
-        finally:
-            conn.close()
+        if not api_keys.insert_key(
+            self.db, name, hash_key(key), ",".join(sorted(set(roles))), _now(), rate_per_second
+        ):
+            raise Conflict(f"a key named {name!r} exists; revoke it first or pick another name")
         return key
 
     def list_keys(self) -> list[ApiKey]:
-        conn = self.db.connect()
-        try:
-            rows = conn.execute(
-                "SELECT name, roles, created_at, revoked_at FROM api_keys ORDER BY name"
-            ).fetchall()
-            conn.commit()
-        finally:
-            conn.close()
-        return [ApiKey(r[0], frozenset(r[1].split(",")), r[2], r[3]) for r in rows]
+        return [_key(r) for r in api_keys.all_keys(self.db)]
 
     def revoke(self, name: str) -> None:
-        conn = self.db.connect()
-        try:
-            cur = conn.execute(
-                "UPDATE api_keys SET revoked_at = ?, key_hash = ? WHERE name = ? AND revoked_at IS NULL",
-                (_now(), f"revoked:{name}", name),
-            )
-            conn.commit()
-        finally:
-            conn.close()
-        if cur.rowcount == 0:
+        if not api_keys.revoke_key(self.db, name, _now()):
             raise NotFound(f"no active key named {name!r}")
         self._loaded_at = -1e9
 
-    def _active(self) -> list[tuple[str, ApiKey]]:
+    # -- the serving side ---------------------------------------------------------------------
+    def start(self) -> KeyStore:
+        """Load the keys once (bounded by the connect timeout), then refresh them in the background."""
+        self.refresh()
+        self._refresher = threading.Thread(target=self._refresh_loop, name="key-refresh", daemon=True)
+        self._refresher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> bool:
+        """Re-read the active keys; on a database error keep the last good set. True on success."""
+        try:
+            rows = api_keys.active_keys(self.db)
+        except Exception as exc:
+            log.warning("could not refresh API keys (%s); keeping the last good set", type(exc).__name__)
+            return False
         with self._lock:
-            if time.monotonic() - self._loaded_at > self.cache_seconds:
-                conn = self.db.connect()
-                try:
-                    rows = conn.execute(
-                        "SELECT key_hash, name, roles, created_at FROM api_keys WHERE revoked_at IS NULL"
-                    ).fetchall()
-                    conn.commit()
-                finally:
-                    conn.close()
-                self._cache = [(r[0], ApiKey(r[1], frozenset(r[2].split(",")), r[3])) for r in rows]
-                self._loaded_at = time.monotonic()
-            return self._cache
+            self._cache = [(r.key_hash, _key(r)) for r in rows]
+            self._loaded_at = time.monotonic()
+        return True
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.cache_seconds):
+            self.refresh()
+
+    def _active(self) -> list[tuple[str, ApiKey]]:
+        if self._refresher is None and time.monotonic() - self._loaded_at > self.cache_seconds:
+            self.refresh()  # not serving (no background refresh): read on demand
+        cache = self._cache
+        if cache is None:
+            raise LogUnavailable("API keys are not loaded yet: the decision log's database is unreachable")
+        return cache
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         """The key's identity for an `Authorization: Bearer <key>` header, or 401."""
@@ -116,10 +176,33 @@ class KeyStore:
             raise Unauthorized("unknown or revoked API key")
         return found
 
+    def retry_after(self, key: ApiKey) -> float | None:
+        """Seconds until this key may make another request, or None if it may now (takes a token).
+
+        In memory only, no database on the hot path; one bucket per key name and process."""
+        rate = key.rate_per_second or self.settings.default_rate_per_second
+        if not rate:
+            return None
+        bucket = self._buckets.get(key.name)
+        if bucket is None or bucket.rate != rate:
+            capacity = max(1.0, rate * self.settings.burst_seconds)
+            bucket = self._buckets[key.name] = _Bucket(rate, capacity)
+        return bucket.take()
+
+    def check_rate(self, key: ApiKey) -> None:
+        """429 (RateLimited) when the key is over its rate; the gate calls this per request."""
+        wait = self.retry_after(key)
+        if wait is not None:
+            raise RateLimited(key.name, wait)
+
     @staticmethod
     def authorize(key: ApiKey, role: str) -> None:
         if role not in key.roles:
             raise Forbidden(f"key {key.name!r} lacks the {role!r} role")
+
+
+def _key(r: api_keys.KeyRow) -> ApiKey:
+    return ApiKey(r.name, frozenset(r.roles.split(",")), r.created_at, r.revoked_at, r.rate_per_second)
 
 
 def _now() -> str:

@@ -45,7 +45,7 @@ class Runtime:
             settings,
             metrics,
             decisions,
-            KeyStore(db, settings.key_cache_seconds),
+            KeyStore(db, settings.key_cache_seconds).start(),
             models,
             Decider(models, decisions, settings, metrics),
         )
@@ -77,6 +77,7 @@ class Runtime:
 
     def close(self) -> None:
         self.stopping.set()
+        self.keys.stop()
         self.decisions.close()
 
 

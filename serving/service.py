@@ -44,6 +44,7 @@ def _answer(ctx: bentoml.Context, fn: Any, *args: Any, status: int = 200) -> Any
         return fn(*args)
     except KeelError as exc:
         ctx.response.status_code = exc.status_code
+        ctx.response.headers.update(getattr(exc, "headers", {}))
         return exc.to_dict()
 
 
@@ -66,7 +67,7 @@ class DecisionService:
 
     def __is_ready__(self) -> bool:
         rt = runtime.current()
-        return rt is not None and rt.loaded.is_set()
+        return rt is not None and rt.loaded.is_set() and rt.decisions.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -86,7 +87,7 @@ class DecisionService:
             )
         except KeelError as exc:
             ctx.response.status_code = exc.status_code
-            return _json(exc.to_dict())
+            return _json(exc.to_dict(), getattr(exc, "headers", None))
 
     @bentoml.api(route="/v1/invoice_classification/decide")
     async def invoice_classification(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
@@ -105,11 +106,13 @@ class DecisionService:
 
     @bentoml.api(route="/v1/feedback")
     def feedback(self, req: FeedbackRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """Record a reviewer's final outcome (idempotent: a repeat returns the first record)."""
+        """Record a reviewer's final outcome; a new Idempotency-Key is a new revision (the latest
+        counts), a repeat with the same key and body returns the first record."""
 
         def run() -> dict[str, Any]:
+            key = (ctx.request.headers.get("idempotency-key") or "").strip() or None
             record, created = _rt().decider.feedback(
-                req.decision_id, req.final_outcome, req.actor, req.reason, _caller(ctx)
+                req.decision_id, req.final_outcome, req.actor, req.reason, _caller(ctx), key
             )
             ctx.response.status_code = 201 if created else 200
             return record
@@ -148,14 +151,14 @@ class DecisionService:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def _json(body: dict[str, Any]) -> Response:
+def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """The JSON response BentoML would make of `body`, byte for byte (`json.dumps` of it).
 
     Returned as a ready response because BentoML's own path for a `dict` return value rebuilds
     the output model's JSON schema on every request just to find its media type (~0.5 ms).
     The routes keep their `dict` annotation, which is what the OpenAPI document describes.
     """
-    return Response(json.dumps(body).encode(), media_type="application/json")
+    return Response(json.dumps(body).encode(), media_type="application/json", headers=headers)
 
 
 def _plain(response: Response, fn: Any) -> Any:

@@ -7,46 +7,28 @@ new labels, and both champion and challenger are scored on the same held-out cas
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from keel.feature_defs.contract import Contract
 from keel.models.decision_model import DecisionModel
-from keel.serving.database import Database
 from sklearn.metrics import f1_score
 
+from keel.decision_log import reads
+from keel.decision_log.database import Database
 from keel.errors import InvalidInput
-
-LABELLED_SQL = """
-SELECT d.record, f.final_outcome, d.created_at
-FROM decisions d
-JOIN feedback f ON f.decision_id = d.decision_id
-WHERE d.model = ? AND f.seq = (SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)
-ORDER BY d.created_at, d.seq
-"""
 
 
 def labelled_from_log(db: Database, contract: Contract, chunk: int = 5000) -> pd.DataFrame:
-    """Every logged case of the model with a human final outcome, oldest first."""
-    conn = db.connect()
-    rows: list[dict[str, Any]] = []
-    try:
-        cur = conn.execute(LABELLED_SQL, (contract.name,))
-        while batch := cur.fetchmany(chunk):
-            for record, final, created in batch:
-                inputs = json.loads(record)["inputs"]
-                rows.append(
-                    {
-                        **{f: inputs.get(f) for f in contract.field_names},
-                        contract.target: final,
-                        "event_time": created,
-                    }
-                )
-        conn.commit()
-    finally:
-        conn.close()
+    """Every logged case of the model with a human final outcome (its latest word), oldest first."""
+    rows = [
+        {
+            **{f: record["inputs"].get(f) for f in contract.field_names},
+            contract.target: final,
+            "event_time": created,
+        }
+        for record, final, created in reads.labelled_rows(db, contract.name, chunk)
+    ]
     return pd.DataFrame(rows, columns=[*contract.field_names, contract.target, "event_time"])
 
 

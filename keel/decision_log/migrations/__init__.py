@@ -1,0 +1,31 @@
+"""Alembic migrations of the decision log; `upgrade` brings any log (new, ad hoc, older) to head.
+
+Logs made before migrations existed have the tables but no `alembic_version`: the baseline
+revision creates only what is missing, so they upgrade in place like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+__all__ = ["HEAD", "upgrade"]
+
+HEAD = "0002"
+_ADVISORY_LOCK = 4242
+"""PostgreSQL: replicas that start together take turns migrating."""
+
+
+def upgrade(engine: sa.Engine, postgres: bool) -> None:
+    """Run every revision the log lacks, in one transaction that holds the write lock."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent))
+    # One transaction for the lock and every revision (SQLite: BEGIN IMMEDIATE, from the engine).
+    with engine.execution_options(keel_write=True).begin() as conn:
+        if postgres:
+            conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})"))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")

@@ -1,0 +1,99 @@
+"""Reads of single decisions and feedback: lookups, idempotent replays, the latest word.
+
+Every statement here runs either on a pooled connection (pre-pinged, so a database restart
+costs nothing) or on the writer's connection inside its transaction, when a replay must see
+exactly what the write would race with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from keel.decision_log.database import Connection, Database
+
+__all__ = [
+    "as_dicts",
+    "decision",
+    "decisions_by_key",
+    "feedback_by_id",
+    "feedback_for",
+    "labelled_rows",
+    "latest_feedback",
+]
+
+_BY_KEY = (
+    "SELECT * FROM decisions WHERE caller = ? AND model = ? AND idempotency_key = ? ORDER BY request_index"
+)
+
+
+def as_dicts(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [_from_db(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+
+
+def _one_shot(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    with db.reading() as reader:
+        return as_dicts(reader.conn, sql, params)
+
+
+def decision(db: Database, decision_id: str) -> dict[str, Any] | None:
+    rows = _one_shot(db, "SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
+    return rows[0] if rows else None
+
+
+def feedback_for(db: Database, decision_id: str) -> list[dict[str, Any]]:
+    """Every feedback revision on a decision, oldest first (the last one counts)."""
+    return _one_shot(db, "SELECT * FROM feedback WHERE decision_id = ? ORDER BY seq", (decision_id,))
+
+
+def decisions_by_key(
+    target: Database | Connection, caller: str, model: str, key: str
+) -> list[dict[str, Any]]:
+    """The decisions an earlier request with this Idempotency-Key logged, in request order."""
+    if isinstance(target, Database):
+        return _one_shot(target, _BY_KEY, (caller, model, key))
+    return as_dicts(target, _BY_KEY, (caller, model, key))
+
+
+def feedback_by_id(conn: Connection, feedback_id: str) -> list[dict[str, Any]]:
+    return as_dicts(conn, "SELECT * FROM feedback WHERE feedback_id = ?", (feedback_id,))
+
+
+def latest_feedback(conn: Connection, decision_id: str, actor: str) -> dict[str, Any] | None:
+    """This reviewer's latest word on a decision, or None."""
+    rows = as_dicts(
+        conn,
+        "SELECT * FROM feedback WHERE decision_id = ? AND actor = ? ORDER BY seq DESC LIMIT 1",
+        (decision_id, actor),
+    )
+    return rows[0] if rows else None
+
+
+LABELLED_SQL = """
+SELECT d.record, f.final_outcome, d.created_at
+FROM decisions d
+JOIN feedback f ON f.decision_id = d.decision_id
+WHERE d.model = ? AND f.seq = (SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)
+ORDER BY d.created_at, d.seq
+"""
+
+
+def labelled_rows(db: Database, model: str, chunk: int = 5000) -> Iterator[tuple[dict[str, Any], str, str]]:
+    """(record, latest final outcome, created_at) of every reviewed decision of a model, oldest
+    first, streamed (a server-side cursor on PostgreSQL)."""
+    with db.reading() as reader:
+        for batch in reader.stream(LABELLED_SQL, (model,), chunk):
+            for record, final, created in batch:
+                yield json.loads(record), final, created
+
+
+def _from_db(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out.get("record"), str):
+        out["record"] = json.loads(out["record"])
+    if "abstained" in out:
+        out["abstained"] = bool(out["abstained"])
+    return out

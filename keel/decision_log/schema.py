@@ -1,0 +1,108 @@
+"""The decision log's tables as SQLAlchemy Core definitions: the schema the migrations arrive at.
+
+`decisions` and `feedback` are hash chains (keel.decision_log.chain); `chain_heads` holds each
+chain's last (seq, hash) so a truncation shows; `api_keys` sits beside the log so every replica
+sees the same keys. `key_id` names the chain key a row was signed with (NULL: an unkeyed row).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["api_keys", "chain_heads", "decisions", "feedback", "metadata"]
+
+metadata = sa.MetaData()
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("decision_id", sa.Text, nullable=False, unique=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("caller", sa.Text, nullable=False),
+    sa.Column("case_id", sa.Text),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("request_hash", sa.Text),
+    sa.Column("request_index", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.Text),
+    sa.Column("abstained", sa.Integer, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("confidence", sa.Double),
+    sa.Column("segments", sa.Text),
+    sa.Column("intervened", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False),
+    sa.Column("row_hash", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
+)
+sa.Index(
+    "decisions_idempotency",
+    decisions.c.caller,
+    decisions.c.model,
+    decisions.c.idempotency_key,
+    decisions.c.request_index,
+    unique=True,
+    sqlite_where=decisions.c.idempotency_key.isnot(None),
+    postgresql_where=decisions.c.idempotency_key.isnot(None),
+)
+sa.Index("decisions_model_time", decisions.c.model, decisions.c.created_at)
+# Covers every column monitoring aggregates, so a window of a million decisions is counted
+# from the index without reading the (large) records.
+sa.Index(
+    "decisions_monitoring",
+    *(
+        decisions.c[c]
+        for c in (
+            "model",
+            "created_at",
+            "model_version",
+            "outcome",
+            "abstained",
+            "route",
+            "confidence",
+            "intervened",
+            "segments",
+        )
+    ),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("feedback_id", sa.Text, nullable=False, unique=True),
+    sa.Column("decision_id", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("caller", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("final_outcome", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False),
+    sa.Column("row_hash", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
+)
+sa.Index("feedback_decision", feedback.c.decision_id)
+
+chain_heads = sa.Table(
+    "chain_heads",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("row_hash", sa.Text, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("roles", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("revoked_at", sa.Text),
+    sa.Column("rate_per_second", sa.Double),
+)

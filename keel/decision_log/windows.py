@@ -1,0 +1,157 @@
+"""Monitoring's reads of one model's time window: aggregates in SQL, records streamed in chunks.
+
+A window may hold millions of decisions, so counts are SQL aggregates over the
+`segments`/`intervened` columns and the covering `decisions_monitoring` index (rows logged before
+those columns existed are read from the record JSON, in a separate query), and whole records are
+streamed (a server-side cursor on PostgreSQL). The window is half-open, [start, end), on
+`decisions.created_at`; only a decision's latest feedback row counts (a reviewer may revise).
+keel.monitoring.log_reader shapes these rows into frames and summaries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from keel.decision_log.database import Database
+
+__all__ = ["Window", "WindowQueries"]
+
+Window = tuple[str, str, str]
+"""(model, start, end) with the bounds in the writer's UTC isoformat."""
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_WINDOW = "d.model = ? AND d.created_at >= ? AND d.created_at < ?"
+# Latest feedback per decision of the window, in two steps that suit SQLite on big logs: walk the
+# feedback index in decision_id order, touching only indexes (decision_id -> seq, restricted to
+# the window's seq range), then fetch the decision and feedback rows in seq order and apply the
+# exact window. Random row lookups by decision_id cost ~15 us each on a 4 GB log; these don't.
+_HITS = (
+    "WITH hit AS MATERIALIZED (SELECT MAX(d.seq) AS dseq, MAX(f.seq) AS fseq, COUNT(*) AS n_rows "
+    "FROM feedback f CROSS JOIN decisions d WHERE d.decision_id = f.decision_id AND d.seq BETWEEN ? AND ? "
+    "GROUP BY f.decision_id ORDER BY 1) "
+)
+_HIT_ROWS = (
+    "FROM hit h CROSS JOIN decisions d CROSS JOIN feedback f "
+    f"WHERE d.seq = h.dseq AND f.seq = h.fseq AND {_WINDOW}"
+)
+
+
+class WindowQueries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- SQL fragments ------------------------------------------------------------------------
+    def _json(self, column: str, *path: str) -> str:
+        for part in path:
+            if not _NAME.match(part):
+                raise ValueError(f"not a plain field name: {part!r}")
+        if self.db.is_postgres:
+            return f"({column}::json" + "".join(f"->'{p}'" for p in path[:-1]) + f"->>'{path[-1]}')"
+        return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+    def _segment(self, name: str, legacy: bool) -> str:
+        """A segment value: from the `segments` column, or the record JSON on legacy rows."""
+        return self._json("d.record", "inputs", name) if legacy else self._json("d.segments", name)
+
+    def _fired(self, legacy: bool) -> str:
+        """1 when a policy rule fired: the `intervened` column, or the record JSON on legacy rows."""
+        if not legacy:
+            return "d.intervened"
+        rules = "(d.record::json)->'rules_fired'" if self.db.is_postgres else "d.record, '$.rules_fired'"
+        return f"(CASE WHEN json_array_length({rules}) > 0 THEN 1 ELSE 0 END)"
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self.db.reading() as reader:
+            return reader.all(sql, params)
+
+    def _both(self, sql: str, window: Window, names: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """`sql` (taking the window's parameters) over rows with the monitoring columns, then over
+        legacy rows (`segments` NULL), apart so the first stays an index-only scan. In `sql`,
+        <kind> selects the rows, <fired> is 1 when a rule fired, <segments> lists s0, s1, ..."""
+        rows = []
+        # Legacy rows are rare (migrated logs); their query reads every row, so skip it if none.
+        (legacy_rows,) = self._query(
+            f"SELECT COUNT(*) FROM decisions d WHERE {_WINDOW} AND d.segments IS NULL", window
+        )[0]
+        for legacy in (False, True) if legacy_rows else (False,):
+            segs = "".join(f"{self._segment(s, legacy)} AS s{i}, " for i, s in enumerate(names))
+            kind = f"d.segments IS {'' if legacy else 'NOT '}NULL"
+            text = sql.replace("<kind>", kind).replace("<fired>", self._fired(legacy))
+            rows += self._query(text.replace("<segments>", segs), window)
+        return rows
+
+    # -- the reads ----------------------------------------------------------------------------
+    def seq_range(self, window: Window) -> tuple[int, int, int]:
+        """(decisions, lowest seq, highest seq) of the window, from the (model, created_at) index."""
+        n, lo, hi = self._query(
+            f"SELECT COUNT(*), MIN(d.seq), MAX(d.seq) FROM decisions d WHERE {_WINDOW}", window
+        )[0]
+        return int(n), int(lo or 0), int(hi or 0)
+
+    def groups(self, window: Window) -> list[tuple[Any, ...]]:
+        """(version, outcome, route, abstained, n, n rule fired, first, last) per combination."""
+        return self._both(
+            "SELECT d.model_version, d.outcome, d.route, d.abstained, COUNT(*), SUM(<fired>), "
+            f"MIN(d.created_at), MAX(d.created_at) FROM decisions d WHERE {_WINDOW} AND <kind> "
+            "GROUP BY 1, 2, 3, 4",
+            window,
+        )
+
+    def feedback_kinds(self, window: Window) -> list[tuple[Any, ...]]:
+        """(kind of the latest feedback, decisions, feedback rows incl. revisions) per kind."""
+        _, lo, hi = self.seq_range(window)
+        return self._query(
+            f"{_HITS}SELECT f.kind, COUNT(*), SUM(h.n_rows) {_HIT_ROWS} GROUP BY f.kind", (lo, hi, *window)
+        )
+
+    def sample(self, window: Window, k: int, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Every k-th decision in time order with its latest feedback, in chunks of
+        (record JSON, final_outcome, kind, actor, reason)."""
+        sql = (
+            "WITH picked AS MATERIALIZED (SELECT seq, rn FROM (SELECT d.seq, ROW_NUMBER() OVER "
+            f"(ORDER BY d.created_at, d.seq) AS rn FROM decisions d WHERE {_WINDOW}) AS numbered "
+            f"WHERE (rn - 1) / {int(k)} * {int(k)} = rn - 1) "
+            f"SELECT d.record, f.final_outcome, f.kind, f.actor, {self._json('f.record', 'reason')} "
+            "FROM picked p JOIN decisions d ON d.seq = p.seq LEFT JOIN feedback f ON f.seq = "
+            "(SELECT MAX(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id) ORDER BY p.rn"
+        )
+        with self.db.reading() as reader:
+            yield from reader.stream(sql, window, chunk)
+
+    def reviewed(self, window: Window, names: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Every decision of the window with feedback, latest feedback joined, in chunks of
+        (decision_id, created_at, model_version, outcome, abstained, confidence, most likely class,
+        final_outcome, kind, reason, actor, *segment values)."""
+        _, lo, hi = self.seq_range(window)
+        seg_sql = "".join(
+            f", CASE WHEN d.segments IS NULL THEN {self._segment(s, True)} ELSE {self._segment(s, False)} END"
+            for s in names
+        )
+        sql = (
+            f"{_HITS}SELECT d.decision_id, d.created_at, d.model_version, d.outcome, d.abstained, "
+            f"d.confidence, COALESCE(d.outcome, {self._json('d.record', 'explanation_full', 'class')}), "
+            f"f.final_outcome, f.kind, {self._json('f.record', 'reason')}, f.actor{seg_sql} {_HIT_ROWS}"
+        )
+        with self.db.reading() as reader:
+            yield from reader.stream(sql, (lo, hi, *window), chunk)
+
+    def decided_cube(
+        self, window: Window, names: Sequence[str], bands: Sequence[float]
+    ) -> list[tuple[Any, ...]]:
+        """Decided cases per combination of segment values and confidence band: (s0.., band,
+        n_decided, n_intervened, n_routed). Band i: edges[i] <= c < edges[i+1], outer bands open."""
+        whens = " ".join(f"WHEN d.confidence < {float(e)!r} THEN {i}" for i, e in enumerate(bands[1:-1]))
+        band_sql = f"CASE {whens} ELSE {len(bands) - 2} END" if whens else "0"
+        keys = ", ".join([*(f"s{i}" for i in range(len(names))), "band"])
+        # Grouping by every segment field at once is one scan; the combinations are few.
+        # Materialised so SQLite does not carry each JSON text through the GROUP BY sorter to
+        # re-extract the keys afterwards (13 s instead of 9 s on a million legacy rows).
+        return self._both(
+            f"WITH x AS MATERIALIZED (SELECT <segments>{band_sql} AS band, d.route, <fired> AS fired "
+            f"FROM decisions d WHERE {_WINDOW} AND d.abstained = 0 AND <kind>) SELECT {keys}, COUNT(*), "
+            f"SUM(fired), SUM(CASE WHEN route <> 'auto' THEN 1 ELSE 0 END) FROM x GROUP BY {keys}",
+            window,
+            names,
+        )
