@@ -19,6 +19,7 @@ from keel.serving import decide_endpoint, docs_page, routes
 from keel.serving.decider import Decider
 from keel.serving.keys import KeyStore
 from keel.serving.metrics import Metrics
+from keel.serving.rate_limit import RateLimited, RateLimiter, key_rate_per_second
 
 from keel.errors import (
     FieldError,
@@ -58,6 +59,7 @@ class Gate:
         self.max_body_bytes = max_body_bytes
         self.decider = decider
         self.served = served
+        self.rates = RateLimiter()
         """Names of the models served right now (decide routes and their metric labels)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,6 +121,7 @@ class Gate:
                 raise ModelLoadError("service is starting")
             key = keys.authenticate(headers.get(b"authorization"))
             scope.setdefault("state", {})["caller"] = key.name
+            self.rates.check(key.name, key_rate_per_second(key))
             if found is None:
                 raise NotFound("no such route; see /openapi.json")
             route = found.route
@@ -140,6 +143,8 @@ class Gate:
                 return
         except KeelError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
+            if isinstance(exc, RateLimited):
+                extra = exc.headers
             await decide_endpoint.send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), extra)
             return
         await self.app(scope, _replay(body, receive) if found.route.json_body else receive, _as_422(send))
@@ -220,4 +225,5 @@ def _as_422(send: Send) -> Send:
 
 def _field_error(detail: dict[str, Any]) -> FieldError:
     loc = [str(x) for x in detail.get("loc", [])]
+    loc = loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc  # FastAPI's "where": not a field
     return FieldError(-1, ".".join(loc) or "body", str(detail.get("msg", "invalid")))

@@ -25,6 +25,7 @@ ERROR_STATUSES = {
     "413": "More than 1,000 cases or body over the size limit",
     "415": "Body is not application/json",
     "422": "Field-level validation errors (the first 100; error_count has them all)",
+    "429": "The key is over its requests per second; wait Retry-After seconds",
     "503": "Models not loaded yet or decision log unavailable",
 }
 ERROR_SCHEMA = {
