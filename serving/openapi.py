@@ -49,7 +49,7 @@ ERROR_SCHEMA = {
     },
 }
 SCHEMA_REF = "#/components/schemas/{model}"
-MEDIA = {"metrics": "text/plain", "docs": "text/html"}
+MEDIA = {"metrics": "text/plain", "docs": "text/html", "livez": "text/plain", "readyz": "text/plain"}
 
 
 class FeedbackRequest(BaseModel):
@@ -138,6 +138,8 @@ def _operation(route: Route, components: dict[str, Any], path: str, model: str |
             "description": text,
             "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="KeelError")}}},
         }
+    if params:  # a path segment the router cannot take gets its plain-text 404
+        op["responses"]["404"]["content"]["text/plain"] = {"schema": {"type": "string"}}
     if route.name == "decide":
         body: dict[str, Any] = {"schema": {"type": "object", "required": ["cases"]}}
         if model is not None:
