@@ -18,7 +18,7 @@ import anyio.to_thread
 import orjson
 from keel.serving.decider import Decider
 
-from keel.errors import FieldError, InvalidInput, KeelError, NotFound
+from keel.errors import FieldError, InvalidInput, KeelError, ModelLoadError, NotFound
 
 __all__ = ["INLINE_BODY_BYTES", "answer", "parse_cases", "send_json"]
 
@@ -79,6 +79,8 @@ async def answer(
 ) -> None:
     """Decide the body's cases for `model` and send the response (errors as Keel's JSON)."""
     try:
+        if not served:
+            raise ModelLoadError("no model is loaded yet; retry shortly")
         if model not in served:
             raise NotFound(f"no served model {model[:100]!r}; served models: {sorted(served)}")
         if len(body) > INLINE_BODY_BYTES:
