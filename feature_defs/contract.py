@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import islice
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
