@@ -1,19 +1,18 @@
-"""The bare baseline for `bench.serving`: one sync BentoML route around the booster's `predict`.
+"""The bare baseline for `bench.serving`: a plain `@bentoml.api` route around `booster.predict`.
 
-It loads the same registered model Keel serves (registry alias, hash-verified bundle), takes
-the same request body as Keel's decide route (`{"cases": [case]}`) and answers with the
-booster's class probabilities. Per request it does what any endpoint serving this booster
-must do at the least: parse the JSON body, encode the case with the contract
-(`contract.validate_records`) and call `booster.predict` on that row (one OpenMP thread,
-as Keel does). No explanation, no policy, no log, no auth.
+It shares no code with Keel: it imports only BentoML, pydantic, numpy and LightGBM, and reads
+two files the benchmark writes from the registered model version Keel serves: the booster in
+LightGBM's text format and a JSON feature spec (input fields with their category lists,
+feature order, derived differences, class names). Per request it does what any user's
+endpoint for this booster does at the least: BentoML parses the JSON body into the request
+model, the route encodes each case into a feature row and calls `booster.predict`
+(one OpenMP thread) and returns the class probabilities. No auth, no explanation, no policy,
+no log.
 
-With BENCH_BARE_ENCODE=startup it encodes the contract's example case once at start and
-predicts on that matrix for every request (the body is still parsed): an even barer baseline.
+Its launch is its own too: one process, uvicorn over `BareService.to_asgi(is_main=True)`
+(BentoML's HTTP app without its multi-process supervisor), as `keel serve` is run.
 
-It is run like `keel serve` (see serving/server.py): one process, uvicorn over
-`BareService.to_asgi(is_main=True)`, threads from KEEL_SERVE_THREADS.
-
-    KEEL_HOME=... python -m bench.bare_service --port 3001 [--model invoice_classification]
+    BARE_SPEC=spec.json BARE_THREADS=8 python -m bench.bare_service --port 3001
 """
 
 from __future__ import annotations
@@ -27,73 +26,65 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 import argparse
 import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import bentoml
-import bentoml.exceptions
+import lightgbm as lgb
 import numpy as np
-from keel.serving.settings import ServingSettings
 from pydantic import BaseModel
 
-MODEL_ENV = "BENCH_BARE_MODEL"
-ENCODE_ENV = "BENCH_BARE_ENCODE"
+__all__ = ["BareService", "main"]
+
+SPEC_ENV = "BARE_SPEC"
+THREADS_ENV = "BARE_THREADS"
 
 
 class BareRequest(BaseModel):
     cases: list[dict[str, Any]]
 
 
-def _load(model: str) -> Any:
-    from keel.models.registry import load, resolve
-
-    from keel.settings import StateSettings, prepare_state
-
-    state = prepare_state(StateSettings())
-    # Own cache folder: `registry.download` replaces cache/<name>/<version>, which Keel uses.
-    return load(resolve(model, ServingSettings().alias), state.home_dir / "bench-bare-cache")
-
-
-def _train_rows(run_id: str | None) -> int | None:
-    """Rows the registered version was trained on (its MLflow run's `rows` param), if recorded."""
-    import mlflow
-
-    try:
-        return int(mlflow.get_run(run_id).data.params["rows"]) if run_id else None
-    except Exception:  # informational only
-        return None
-
-
 @bentoml.service(
     name="bare",
     workers=1,
-    threads=ServingSettings().threads,
-    metrics={"enabled": False},  # as Keel: its own /metrics replaces BentoML's middleware
+    threads=int(os.environ.get(THREADS_ENV, "8")),
+    metrics={"enabled": False},  # as Keel, whose own /metrics replaces BentoML's middleware
     traffic={"timeout": 60},
 )
 class BareService:
     def __init__(self) -> None:
-        name = os.environ.get(MODEL_ENV, "invoice_classification")
-        loaded = _load(name)
-        self.model_version = loaded.ref.version
-        self.contract = loaded.model.contract
-        self.booster = loaded.model.tree.booster
-        self.classes = list(self.contract.classes)
-        self.booster_sha256 = hashlib.sha256(self.booster.model_to_string().encode()).hexdigest()
-        self.encode = os.environ.get(ENCODE_ENV, "per_request")
-        if self.encode not in ("per_request", "startup"):
-            raise ValueError(f"{ENCODE_ENV} must be per_request or startup, not {self.encode!r}")
-        self.fixed = self.contract.validate_records([self.contract.example_case]).matrix
-        self.train_rows = _train_rows(loaded.ref.run_id)
+        spec = json.loads(Path(os.environ[SPEC_ENV]).read_text())
+        text = Path(spec["booster"]).read_text()
+        self.booster = lgb.Booster(model_str=text)
+        self.booster_sha256 = hashlib.sha256(text.encode()).hexdigest()
+        self.fields: list[tuple[str, dict[str, int] | None]] = [
+            (f["name"], {c: i for i, c in enumerate(f["categories"])} if f["categories"] else None)
+            for f in spec["fields"]
+        ]
+        self.features: list[str] = spec["features"]
+        self.derived: list[tuple[str, str]] = [(a, b) for a, b in spec["derived"]]
+        self.classes: list[str] = spec["classes"]
+        self.model_version = spec["model_version"]
+
+    def encode(self, case: dict[str, Any]) -> list[float]:
+        values: dict[str, float] = {}
+        for name, codes in self.fields:
+            value = case[name]
+            if value is None:
+                values[name] = np.nan
+            elif codes is not None:
+                values[name] = float(codes[value])
+            else:
+                values[name] = float(value)
+        return [values[f] for f in self.features] + [values[a] - values[b] for a, b in self.derived]
 
     @bentoml.api(route="/v1/predict")
     def predict(self, req: BareRequest, /) -> dict[str, Any]:
-        if self.encode == "startup":
-            matrix = self.fixed
-        else:
-            checked = self.contract.validate_records(req.cases)
-            if checked.matrix is None:
-                raise bentoml.exceptions.InvalidArgument(f"{len(checked.errors)} field error(s)")
-            matrix = checked.matrix
+        try:
+            matrix = np.array([self.encode(c) for c in req.cases], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bentoml.exceptions.InvalidArgument(f"bad case: {type(exc).__name__}") from None
         proba = np.asarray(self.booster.predict(matrix, num_threads=1))
         return {
             "model_version": self.model_version,
@@ -106,9 +97,6 @@ class BareService:
             "model_version": self.model_version,
             "booster_sha256": self.booster_sha256,
             "booster_trees": int(self.booster.num_trees()),
-            "train_rows": self.train_rows,
-            "encode": self.encode,
-            "threads": ServingSettings().threads,
             "pid": os.getpid(),
         }
 
@@ -117,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bare BentoML predict endpoint (bench baseline)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
-    parser.add_argument("--model", default=None, help="registered model (default invoice_classification)")
     args = parser.parse_args(argv)
-    if args.model:
-        os.environ[MODEL_ENV] = args.model
-    from keel.serving.server import run_service
+    import uvicorn
+    from bentoml._internal.context import server_context
 
-    run_service(BareService, args.host, args.port)
+    server_context.service_name = BareService.name  # type: ignore[attr-defined]
+    app = BareService.to_asgi(is_main=True)  # type: ignore[attr-defined]
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, server_header=False
+    )
     return 0
 
 

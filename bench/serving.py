@@ -1,29 +1,27 @@
 """Benchmark: Keel's decide route against a bare BentoML predict endpoint, side by side. Prints JSON.
 
-Both servers run in the same run, each in its own subprocess on 127.0.0.1, started the same
-way (`keel serve` and `python -m bench.bare_service`: one process, uvicorn over the service's
-ASGI app, KEEL_SERVE_THREADS threads) and loaded from the same registered model version, so
-both call the same booster on the same row: the contract's example invoice case, sent as
-`{"cases": [case]}` to both. The bare endpoint parses the body, encodes the case with the
-contract and calls `booster.predict`; Keel's decide route also authenticates, explains the
-decided class (exact TreeSHAP), applies the policy and commits the decision to its SQLite log
-(WAL, synchronous=FULL) before answering. Explanation and durable logging cannot be turned
-off in Keel, so they are on in every measurement; the benchmark checks both.
+Both servers run in the same run, each in its own subprocess on 127.0.0.1: `keel serve`, and
+`python -m bench.bare_service` (a plain `@bentoml.api` service sharing no code with Keel,
+launched the same way: one process, uvicorn over the service's ASGI app, the same thread
+count). Both use the same registered model version: the bare one reads its booster text and a
+feature spec this benchmark writes from that version. Both get the contract's example invoice
+case as `{"cases": [case]}`. The bare endpoint parses the body (BentoML + pydantic), encodes
+the case and calls `booster.predict`; Keel's decide route also authenticates, validates the case
+against the contract, explains the decided class (exact TreeSHAP), applies the policy and
+commits the decision to its SQLite log (WAL, synchronous=FULL) before answering. Explanation
+and durable logging cannot be turned off in Keel, so they are on in every measurement; the
+benchmark checks both, and afterwards looks up every decision_id Keel answered in the log.
 
 Measured per endpoint and round: latency at concurrency 1 (`--requests` sequential requests on
 one keep-alive connection after `--warmup`), then throughput at `--concurrency` (one thread and
 one keep-alive connection each, for `--duration` seconds). Rounds alternate which endpoint goes
 first; reported numbers are medians over `--repeats` rounds. Non-200 answers and failed
 requests are counted as errors and excluded from latencies and throughput. Each phase also
-records the server process's CPU time per answered request (from /proc): both servers are one
-Python process, so at concurrency 16 each keeps about one CPU busy and throughput is close to
-1 / (CPU time per request).
+records the server process's CPU time per answered request (from /proc).
 
-The load generator runs in this process on the same machine. The default raw-socket client
-costs little CPU per request; `--client httpx` costs much more and can cap the bare endpoint's
-throughput below what the server can do, which flatters the ratio.
+The load generator (bench/http_load.py) runs in this process on the same machine.
 
-Targets (from the issue): Keel's p50 <= 1.5x the bare endpoint's, throughput >= 0.6x.
+Targets (from issue 9): Keel's p50 <= the bare endpoint's, throughput at 16 connections >= it.
 
     python -m bench.serving [--requests 1000] [--duration 5] [--concurrency 16] [--repeats 3]
                             [--keep-state DIR] [--threads 8] [--client raw|httpx]
@@ -37,349 +35,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 
+from bench.http_load import Client, Endpoint, HttpxClient, RawClient, latency_c1, throughput
+from bench.servers import Server, base_env, free_port, keel_cli, measure_cpu, wait_ready
+
 MODEL = "invoice_classification"
-TARGET_P50_RATIO = 1.5
+TARGET_P50_RATIO = 1.0
 """Keel's decide p50 at concurrency 1 may be at most this multiple of the bare endpoint's."""
-TARGET_THROUGHPUT_RATIO = 0.6
+TARGET_THROUGHPUT_RATIO = 1.0
 """Keel's throughput at concurrency 16 must be at least this fraction of the bare endpoint's."""
-REQUEST_TIMEOUT_S = 30.0
-READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 15.0
 
 
 def note(msg: str) -> None:
     print(f"[bench.serving] {msg}", file=sys.stderr, flush=True)
-
-
-# -- HTTP clients ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    port: int
-    path: str
-    body: bytes
-    headers: dict[str, str]
-
-
-class Client(Protocol):
-    def post(self) -> tuple[int, bytes]: ...
-    def close(self) -> None: ...
-
-
-class RawClient:
-    """One keep-alive HTTP/1.1 connection over a plain socket; the request bytes are prebuilt.
-
-    Much cheaper per request than a full client library, so on a small machine the load
-    generator takes less CPU away from the server it measures.
-    """
-
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-        head = [f"POST {ep.path} HTTP/1.1", f"Host: 127.0.0.1:{ep.port}", f"Content-Length: {len(ep.body)}"]
-        head += [f"{k}: {v}" for k, v in ep.headers.items()]
-        self.request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + ep.body
-        self.sock: socket.socket | None = None
-        self.buf = b""
-
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.ep.port), timeout=REQUEST_TIMEOUT_S)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        return sock
-
-    def _fill(self, sock: socket.socket) -> None:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        self.buf += chunk
-
-    def post(self) -> tuple[int, bytes]:
-        if self.sock is None:
-            self.sock = self._connect()
-        sock = self.sock
-        try:
-            sock.sendall(self.request)
-            while b"\r\n\r\n" not in self.buf:
-                self._fill(sock)
-            head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            headers = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                headers[k.strip().lower()] = v.strip().lower()
-            if "content-length" in headers:
-                n = int(headers["content-length"])
-                while len(self.buf) < n:
-                    self._fill(sock)
-                body, self.buf = self.buf[:n], self.buf[n:]
-            elif headers.get("transfer-encoding") == "chunked":
-                body = self._read_chunked(sock)
-            else:
-                raise ValueError("response without a length: not supported by the raw client")
-            if headers.get("connection") == "close":
-                self.close()
-            return status, body
-        except BaseException:
-            self.close()
-            raise
-
-    def _read_chunked(self, sock: socket.socket) -> bytes:
-        parts = []
-        while True:
-            while b"\r\n" not in self.buf:
-                self._fill(sock)
-            size_line, _, self.buf = self.buf.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            while len(self.buf) < size + 2:
-                self._fill(sock)
-            parts.append(self.buf[:size])
-            self.buf = self.buf[size + 2 :]
-            if size == 0:
-                while not (self.buf.startswith(b"\r\n") or b"\r\n\r\n" in self.buf):
-                    self._fill(sock)  # trailers, rarely sent
-                self.buf = (
-                    self.buf.split(b"\r\n\r\n", 1)[1] if not self.buf.startswith(b"\r\n") else self.buf[2:]
-                )
-                return b"".join(parts)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-            self.buf = b""
-
-
-class HttpxClient:
-    def __init__(self, ep: Endpoint) -> None:
-        import httpx
-
-        self.ep = ep
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{ep.port}", timeout=REQUEST_TIMEOUT_S)
-
-    def post(self) -> tuple[int, bytes]:
-        r = self.client.post(self.ep.path, content=self.ep.body, headers=self.ep.headers)
-        return r.status_code, r.content
-
-    def close(self) -> None:
-        self.client.close()
-
-
-# -- measurements ------------------------------------------------------------------------------
-@dataclass
-class Tally:
-    ok: int = 0
-    errors: int = 0
-    error_samples: list[str] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-
-    def call(self, client: Client, keep: bool = True) -> None:
-        t0 = time.perf_counter()
-        try:
-            status, body = client.post()
-        except Exception as exc:  # a failed request is an error, never a crash of the benchmark
-            self._error(f"{type(exc).__name__}: {exc}")
-            time.sleep(0.01)
-            return
-        dt = time.perf_counter() - t0
-        if status != 200:
-            self._error(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
-            return
-        self.ok += 1
-        if keep:
-            self.latencies.append(dt)
-
-    def _error(self, what: str) -> None:
-        self.errors += 1
-        if len(self.error_samples) < 3:
-            self.error_samples.append(what)
-
-
-def _ms(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000, 3) if values else None
-
-
-def latency_c1(ep: Endpoint, make: Callable[[Endpoint], Client], n: int, warmup: int) -> dict[str, Any]:
-    client = make(ep)
-    warm, tally = Tally(), Tally()
-    try:
-        for _ in range(warmup):
-            warm.call(client, keep=False)
-        for _ in range(n):
-            tally.call(client)
-    finally:
-        client.close()
-    return {
-        "p50_ms": _ms(tally.latencies, 50),
-        "p90_ms": _ms(tally.latencies, 90),
-        "p99_ms": _ms(tally.latencies, 99),
-        "mean_ms": round(float(np.mean(tally.latencies)) * 1000, 3) if tally.latencies else None,
-        "requests": n,
-        "errors": tally.errors + warm.errors,
-        "error_samples": tally.error_samples + warm.error_samples,
-        "ok_total": tally.ok + warm.ok,
-    }
-
-
-def throughput(
-    ep: Endpoint, make: Callable[[Endpoint], Client], concurrency: int, duration: float, cap: int
-) -> dict[str, Any]:
-    """`concurrency` threads, each with its own keep-alive connection, for `duration` seconds."""
-    tallies = [Tally() for _ in range(concurrency)]
-    warm = [Tally() for _ in range(concurrency)]
-    clients = [make(ep) for _ in range(concurrency)]
-    per_thread_cap = max(1, cap // concurrency)
-    ready = threading.Barrier(concurrency + 1)
-    go = threading.Event()
-    clock: dict[str, float] = {}
-
-    def worker(i: int) -> None:
-        c, t = clients[i], tallies[i]
-        for _ in range(3):  # open the connection and warm the path before the clock starts
-            warm[i].call(c, keep=False)
-        ready.wait()
-        go.wait()
-        deadline = clock["deadline"]
-        while time.perf_counter() < deadline and t.ok + t.errors < per_thread_cap:
-            t.call(c)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
-    for th in threads:
-        th.start()
-    try:
-        ready.wait(timeout=120)  # every thread warmed up and connected
-        start = time.perf_counter()
-        clock["deadline"] = start + duration
-        go.set()
-        for th in threads:
-            th.join(timeout=duration + REQUEST_TIMEOUT_S + 5)
-        elapsed = time.perf_counter() - start
-    finally:
-        go.set()
-        for c in clients:
-            c.close()
-    ok = sum(t.ok for t in tallies)
-    lat = [x for t in tallies for x in t.latencies]
-    samples = [s for t in tallies + warm for s in t.error_samples][:3]
-    return {
-        "throughput_rps": round(ok / elapsed, 1) if elapsed > 0 else None,
-        "completed": ok,
-        "elapsed_s": round(elapsed, 3),
-        "errors": sum(t.errors for t in tallies + warm),
-        "error_samples": samples,
-        "p50_ms": _ms(lat, 50),
-        "p99_ms": _ms(lat, 99),
-        "ok_total": ok + sum(t.ok for t in warm),
-    }
-
-
-# -- servers -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A server subprocess on 127.0.0.1; always stopped with terminate, then kill after a timeout."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
-        self.name, self.argv, self.env, self.log_path, self.port = name, argv, env, log_path, port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-
-    def start(self) -> Server:
-        self.started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def is_ready(self) -> bool:
-        """True once /readyz answers 200; raises if the process has exited."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/readyz")
-                return conn.getresponse().status == 200
-            finally:
-                conn.close()
-        return False
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self) -> int | None:
-        p = self.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=STOP_TIMEOUT_S)
-        return p.returncode
-
-
-def wait_ready(servers: list[Server], timeout: float = READY_TIMEOUT_S) -> dict[str, float]:
-    """Poll every server until all are ready; seconds from each one's start to its first 200."""
-    ready: dict[str, float] = {}
-    deadline = time.perf_counter() + timeout
-    while len(ready) < len(servers):
-        for s in servers:
-            if s.name not in ready and s.is_ready():
-                ready[s.name] = round(time.perf_counter() - s.started, 2)
-        if time.perf_counter() > deadline:
-            late = [s for s in servers if s.name not in ready]
-            raise RuntimeError(f"{late[0].name} not ready after {timeout:.0f} s:\n{late[0].log_tail()}")
-        time.sleep(0.1)
-    return ready
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # Self-contained state: MLflow store and decision log inside KEEL_HOME (SQLite).
-    for var in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL"):
-        env.pop(var, None)
-    env["KEEL_HOME"] = str(home)
-    env["BENTOML_DO_NOT_TRACK"] = "True"
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-def keel_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "keel.cli", *args]
 
 
 def prepare_state(home: Path, invoice_rows: int, other_rows: int, work: Path) -> str:
@@ -406,26 +90,6 @@ def prepare_state(home: Path, invoice_rows: int, other_rows: int, work: Path) ->
     raise RuntimeError(f"no key in `keel keys add` output: {done.stdout!r}")
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process, all threads (Linux /proc); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def measure_cpu(pid: int, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a phase and add the server's CPU time per answered request (and CPUs kept busy)."""
-    c0, t0 = proc_cpu_seconds(pid), time.perf_counter()
-    res = phase()
-    c1, wall = proc_cpu_seconds(pid), time.perf_counter() - t0
-    if c0 is not None and c1 is not None and res["ok_total"]:
-        res["server_cpu_ms_per_request"] = round((c1 - c0) / res["ok_total"] * 1000, 3)
-        res["server_cpus_busy"] = round((c1 - c0) / wall, 2)
-    return res
-
-
 def filesystem_of(path: Path) -> str:
     best, fstype = "", "unknown"
     with contextlib.suppress(OSError):
@@ -442,6 +106,49 @@ def decision_rows(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
     finally:
         conn.close()
+
+
+def missing_decisions(db: Path, ids: list[bytes]) -> int:
+    """How many of the answered decision_ids the log does not hold."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.execute("CREATE TEMP TABLE answered (decision_id TEXT PRIMARY KEY)")
+        conn.executemany("INSERT OR IGNORE INTO answered VALUES (?)", ((i.decode(),) for i in ids))
+        found = conn.execute(
+            "SELECT COUNT(*) FROM answered a JOIN decisions d ON d.decision_id = a.decision_id"
+        ).fetchone()[0]
+        return len(ids) - int(found)  # a repeated id (never expected) also counts as missing
+    finally:
+        conn.close()
+
+
+def bare_spec(home: Path, work: Path) -> Path:
+    """Write the booster text and feature spec of the served invoice model for bench.bare_service."""
+    out = work / "bare-spec.json"
+    if out.exists():
+        return out
+    from keel.models.registry import load, resolve
+
+    from keel.settings import StateSettings, prepare_state
+
+    os.environ["KEEL_HOME"] = str(home)
+    for var in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL"):
+        os.environ.pop(var, None)
+    prepare_state(StateSettings())
+    loaded = load(resolve(MODEL, "champion"), work / "bare-cache")
+    contract = loaded.model.contract
+    booster = work / "bare-booster.txt"
+    booster.write_text(loaded.model.tree.booster.model_to_string())
+    spec = {
+        "booster": str(booster),
+        "model_version": loaded.ref.version,
+        "classes": list(contract.classes),
+        "fields": [{"name": f.name, "categories": list(f.categories)} for f in contract.fields],
+        "features": [f.name for f in contract.feature_fields],
+        "derived": [list(d.args) for d in contract.derived],
+    }
+    out.write_text(json.dumps(spec))
+    return out
 
 
 def log_pragmas(db: Path) -> dict[str, Any]:
@@ -529,8 +236,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             envs = {}
             for name in ("keel", "bare"):
                 env = base_env(home)
-                env["KEEL_SERVE_THREADS"] = str(args.threads)
-                env["BENCH_BARE_ENCODE"] = args.bare_encode
+                env["KEEL_SERVE_THREADS"] = env["BARE_THREADS"] = str(args.threads)
+                env["BARE_SPEC"] = str(bare_spec(home, work))
                 for var, sub in (("PROMETHEUS_MULTIPROC_DIR", "prom"), ("BENTOML_HOME", "bentoml")):
                     d = work / f"{name}-{sub}"
                     d.mkdir()
@@ -565,6 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             bare = Endpoint("bare", bport, "/v1/predict", body, json_ct)
             check = check_answers(keel, bare, make)
+            keel = Endpoint(keel.name, keel.port, keel.path, keel.body, keel.headers, ids=[])
             info_client = RawClient(Endpoint("bare-info", bport, "/v1/info", b"{}", json_ct))
             try:
                 info = json.loads(info_client.post()[1])
@@ -601,6 +309,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 rounds.append(rnd)
             rows_logged = decision_rows(db) - rows_before
+            assert keel.ids is not None
+            missing = missing_decisions(db, keel.ids)
             load = {
                 "before": [round(x, 2) for x in load_before],
                 "after": [round(x, 2) for x in os.getloadavg()],
@@ -609,7 +319,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stopped = {s.name: s.stop() for s in servers}
             note(f"servers stopped: {stopped}")
-    return report(args, rounds, check, info, ready, pragmas, rows_logged, keel_ok, prepare_s, home, load)
+    logged = {"rows": rows_logged, "answered": keel_ok, "ids_checked": len(keel.ids), "ids_missing": missing}
+    return report(args, rounds, check, info, ready, pragmas, logged, prepare_s, home, load)
 
 
 def report(
@@ -619,8 +330,7 @@ def report(
     info: dict[str, Any],
     ready: dict[str, float],
     pragmas: dict[str, Any],
-    rows_logged: int,
-    keel_ok: int,
+    logged: dict[str, Any],
     prepare_s: float,
     home: Path,
     load: dict[str, list[float]],
@@ -646,6 +356,10 @@ def report(
             ),
             "server_cpus_busy_throughput_phase": _median([x.get("server_cpus_busy") for x in cn]),
         }
+    for name in ("bare", "keel"):  # the issue's per-request server CPU, from the throughput phase
+        endpoints[name]["server_cpu_ms_per_request"] = endpoints[name][
+            "server_cpu_ms_per_request_throughput_phase"
+        ]
     p50_ratio = _ratio(endpoints["keel"]["p50_ms"], endpoints["bare"]["p50_ms"])
     thr_ratio = _ratio(endpoints["keel"]["throughput_rps"], endpoints["bare"]["throughput_rps"])
     return {
@@ -663,6 +377,9 @@ def report(
             "throughput_keel_over_bare_at_least": TARGET_THROUGHPUT_RATIO,
             "p50_met": p50_ratio is not None and p50_ratio <= TARGET_P50_RATIO,
             "throughput_met": thr_ratio is not None and thr_ratio >= TARGET_THROUGHPUT_RATIO,
+            "zero_errors": endpoints["keel"]["errors"] == 0 and endpoints["bare"]["errors"] == 0,
+            "every_acknowledged_decision_logged": not logged["ids_missing"]
+            and logged["ids_checked"] == logged["answered"],
         },
         "keel_features": {
             "explanation": "on: exact TreeSHAP of the decided class computed for every decision "
@@ -670,9 +387,10 @@ def report(
             "durable_logging": "on: SQLite decision log "
             f"(journal_mode={pragmas['journal_mode']}, synchronous={pragmas['synchronous']}), each decision "
             "committed (group commit, hash chained) before its response",
-            "decisions_logged_during_run": rows_logged,
-            "keel_200s_during_run": keel_ok,
-            "every_200_logged": rows_logged == keel_ok,
+            "decisions_logged_during_run": logged["rows"],
+            "keel_200s_during_run": logged["answered"],
+            "decision_ids_looked_up_in_log": logged["ids_checked"],
+            "decision_ids_missing_from_log": logged["ids_missing"],
             "auth": "on (Bearer key, decide role)",
         },
         "settings": {
@@ -688,16 +406,13 @@ def report(
             "same_decided_class": check["same_decided_class"],
             "keel_answer": {k: check[k] for k in ("keel_outcome", "keel_abstained", "keel_route")},
             "response_bytes": {"keel": check["keel_response_bytes"], "bare": check["bare_response_bytes"]},
-            "bare_per_request": (
-                "parse JSON body (pydantic) -> contract.validate_records([case]) -> "
-                "booster.predict(row, num_threads=1) -> class probabilities"
-                if args.bare_encode == "per_request"
-                else "parse JSON body (pydantic) -> booster.predict(row encoded at startup, num_threads=1)"
-            ),
-            "keel_per_request": "auth -> body limit -> validate -> predict -> TreeSHAP of the decided class "
-            "-> policy -> durable log commit -> response",
+            "bare_per_request": "BentoML sync @bentoml.api: parse JSON body (pydantic request model) -> "
+            "encode the case (own code, category codes from the spec file) -> "
+            "booster.predict(row, num_threads=1) -> class probabilities",
+            "keel_per_request": "auth -> body limit -> parse (orjson) -> contract validation -> predict -> "
+            "TreeSHAP of the decided class -> policy -> durable log commit -> response",
             "servers": "one process each: uvicorn over Service.to_asgi(is_main=True), workers=1, "
-            "BentoML metrics middleware off in both",
+            "BentoML metrics middleware off in both; bench/bare_service.py imports nothing of Keel",
             "threads": args.threads,
             "requests_at_c1": args.requests,
             "warmup_at_c1": args.warmup,
@@ -735,7 +450,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--invoice-rows", type=int, default=40_000, help="training rows of the invoice model")
     p.add_argument("--other-rows", type=int, default=5_000, help="training rows of the two other models")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw")
-    p.add_argument("--bare-encode", choices=("per_request", "startup"), default="per_request")
     args = p.parse_args(argv)
     for name in ("requests", "concurrency", "repeats", "max_requests", "threads"):
         if getattr(args, name) < 1:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ FieldType = Literal["float", "int", "bool", "category"]
 RESERVED_KEYS = frozenset({"case_id"})
 """Keys a case may carry besides its contract fields."""
 MODEL_NAMES = ("invoice_classification", "discount_band", "routing")
+MAX_ERRORS = 100
+"""Field errors collected per validation; past it only their number is kept (`error_count`),
+so one pathological request costs bounded time and answer size."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ class ValidationResult:
 
     matrix: np.ndarray | None
     errors: list[FieldError]
+    error_count: int = -1
+    """All errors found, including those past MAX_ERRORS that `errors` leaves out."""
+
+    def __post_init__(self) -> None:
+        self.error_count = max(self.error_count, len(self.errors))
 
     @property
     def ok(self) -> bool:
@@ -152,16 +161,21 @@ class Contract:
         if not records:
             return ValidationResult(None, [FieldError(-1, "cases", "no cases given")])
         known = set(self.field_names) | RESERVED_KEYS
+        count = 0
         for row, rec in enumerate(records):
             if not isinstance(rec, Mapping):
+                count += 1
                 errors.append(FieldError(row, "", "a case must be a JSON object"))
                 continue
-            errors.extend(FieldError(row, k, "unknown field") for k in rec if k not in known)
-            case_id = rec.get("case_id")
-            if case_id is not None and not (isinstance(case_id, str) and 0 < len(case_id) <= 200):
+            count += len(rec.keys() - known)  # a C-speed count, however many keys were sent
+            room = max(0, MAX_ERRORS - len(errors))
+            listed = islice((k for k in rec if k not in known), room)  # in the order sent
+            errors.extend(FieldError(row, k, "unknown field") for k in listed)
+            if "case_id" in rec and not _valid_case_id(rec["case_id"]):
+                count += 1
                 errors.append(FieldError(row, "case_id", "must be a string of 1 to 200 characters"))
         if errors:
-            return ValidationResult(None, errors)
+            return ValidationResult(None, errors[:MAX_ERRORS], count)
         columns = {f.name: [rec.get(f.name, _MISSING) for rec in records] for f in self.fields}
         return self._validate_columns(columns, len(records))
 
@@ -186,7 +200,7 @@ class Contract:
             encoded[spec.name] = values
         if errors:
             errors.sort(key=lambda e: (e.row, e.field))
-            return ValidationResult(None, errors)
+            return ValidationResult(None, errors[:MAX_ERRORS], len(errors))
         matrix = np.empty((n, len(self.feature_names)), dtype=np.float64)
         for j, f in enumerate(self.feature_fields):
             matrix[:, j] = encoded[f.name]
@@ -239,6 +253,10 @@ class _Missing:
 _MISSING = _Missing()
 
 
+def _valid_case_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200
+
+
 def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -282,7 +300,10 @@ def _encode_value(spec: FieldSpec, value: Any, codes: dict[str, int]) -> tuple[s
         return f"expected a boolean, got {type(value).__name__}", 0.0
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
         return f"expected a number, got {type(value).__name__}", 0.0
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of 309+ digits
+        return "outside the range of a 64-bit float", 0.0
     if math.isinf(number):
         return "must be finite", 0.0
     if spec.type == "int" and not number.is_integer():

@@ -36,12 +36,15 @@ class InvalidInput(KeelError):
 
     status_code = 422
 
-    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(self, message: str, errors: list[FieldError] | None = None, error_count: int = 0) -> None:
         super().__init__(message)
         self.errors = errors or []
+        self.error_count = max(error_count, len(self.errors))
+        """All problems found; `errors` may list only the first of them."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "errors": [e.to_dict() for e in self.errors]}
+        errors = [e.to_dict() for e in self.errors]
+        return {**super().to_dict(), "error_count": self.error_count, "errors": errors}
 
 
 class PayloadTooLarge(KeelError):

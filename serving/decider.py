@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import numpy as np
-from keel.models.decision_model import BatchDecision
+from keel.serving import decision_record
 from keel.serving.decision_log import DecisionLog, Replay, reject_changed_replay
+from keel.serving.decision_record import public
 from keel.serving.log_chain import FEEDBACK_COLUMNS
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
@@ -31,14 +32,10 @@ from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
 
 log = logging.getLogger("keel.decide")
 
-MODEL_ERROR = "MODEL_ERROR"
-ABSTAINED = "ABSTAINED_LOW_CONFIDENCE"
 INLINE_CASES = 4
 """Batches up to this size are decided on the event loop (about 0.5 ms of CPU per case, much
 of it in LightGBM with the GIL released); bigger ones go to a worker thread so they do not hold
 up the loop's other requests."""
-PRIVATE_FIELDS = ("inputs", "explanation_full")
-"""Logged with each decision but not echoed back in decide responses."""
 
 
 def request_digest(payload: Any) -> str:
@@ -50,10 +47,6 @@ T = TypeVar("T")
 
 def _same(decisions: list[dict]) -> list[dict]:
     return decisions
-
-
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in PRIVATE_FIELDS}
 
 
 @dataclass
@@ -92,6 +85,7 @@ class Decider:
         caller: str,
         idempotency_key: str | None = None,
         render: Callable[[list[dict]], T] = _same,  # type: ignore[assignment]
+        offload: bool = False,
     ) -> T:
         """`decide` for the event loop; returns `render(decisions)`.
 
@@ -99,11 +93,12 @@ class Decider:
         thread, so one request costs no thread hop. The decisions are rendered while the writer
         commits them (the result is still handed back only after the commit). A request with an
         Idempotency-Key reads the log before deciding: that read and everything else runs in a
-        worker thread, as do batches too big to compute without holding up other requests.
+        worker thread, as do batches too big to compute without holding up other requests and
+        anything the caller asks to `offload` (a large body: its validation cost is unknown).
         """
-        if idempotency_key or len(cases) > INLINE_CASES:
+        if offload or idempotency_key or len(cases) > INLINE_CASES:
             decisions = await anyio.to_thread.run_sync(
-                self.decide, model, cases, caller, idempotency_key, limiter=self._limiter()
+                self.decide, model, cases, caller, idempotency_key, limiter=self.limiter()
             )
             return render(decisions)
         self._inflight += 1
@@ -127,7 +122,8 @@ class Decider:
         self.metrics.observe_decisions(plan.model, out)
         return rendered
 
-    def _limiter(self) -> anyio.CapacityLimiter:
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The worker threads the decide path may occupy at once."""
         # Created on first use: a CapacityLimiter belongs to the running event loop.
         if self._threads is None:
             self._threads = anyio.CapacityLimiter(self.settings.threads)
@@ -153,7 +149,9 @@ class Decider:
         contract = served.loaded.model.contract
         checked = contract.validate_records(cases)
         if checked.matrix is None:
-            raise InvalidInput(f"{len(checked.errors)} field error(s) in the cases", checked.errors)
+            raise InvalidInput(
+                f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count
+            )
         records = self._decide_valid(served, cases, checked.matrix)
         segments = served.spec.segment_fields
         rows = [self.log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
@@ -174,111 +172,9 @@ class Decider:
         return out
 
     def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[dict[str, Any]]:
-        model = served.loaded.model
-        now = datetime.now(UTC).isoformat()
-        try:
-            batch: BatchDecision | None = model.predict_matrix(matrix, explain=False)
-        except Exception:
-            log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
-            self.metrics.model_failures.labels(model.name).inc()
-            batch = None
-        explanation_ok = False
-        if batch is not None:
-            try:
-                batch.contributions = model.tree.contributions(matrix, batch.predicted)
-                explanation_ok = True
-            except Exception:
-                log.exception("explanation failed for model %s", model.name)
-                self.metrics.explanation_failures.labels(model.name).inc()
-        return [self._record(served, batch, explanation_ok, i, case, now) for i, case in enumerate(cases)]
+        return decision_record.decide_valid(served, cases, matrix, self.settings.top_k, self.metrics)
 
-    def _record(
-        self,
-        served: Served,
-        batch: BatchDecision | None,
-        explained: bool,
-        i: int,
-        case: dict[str, Any],
-        now: str,
-    ) -> dict[str, Any]:
-        model = served.loaded.model
-        base = {
-            "decision_id": str(uuid.uuid4()),
-            "case_id": case.get("case_id"),
-            "model": model.name,
-            "created_at": now,
-            "versions": served.versions,
-        }
-        if batch is None:
-            return {
-                **base,
-                "outcome": None,
-                "abstained": True,
-                "route": "human_review",
-                "reason_codes": [MODEL_ERROR],
-                "notify": [],
-                "rules_fired": [],
-                "confidence": None,
-                "probabilities": None,
-                "explanation": None,
-                "explanation_status": "unavailable",
-                "inputs": case,
-                "explanation_full": None,
-            }
-        outcome, abstained, confidence = (
-            batch.outcome(i),
-            bool(batch.abstained[i]),
-            float(batch.confidence[i]),
-        )
-        policy = served.policy.apply(case, outcome, confidence, abstained)
-        full = batch.explanation(i, model.contract) if explained else None
-        top = dict(full, contributions=full["contributions"][: self.settings.top_k]) if full else None
-        return {
-            **base,
-            "outcome": outcome,
-            "abstained": abstained,
-            "route": policy.route,
-            "reason_codes": list(policy.reason_codes),
-            "notify": list(policy.notify),
-            "rules_fired": list(policy.rules_fired),
-            "confidence": confidence,
-            "probabilities": batch.probability_map(i),
-            "explanation": top,
-            "explanation_status": "exact" if explained else "unavailable",
-            "inputs": case,
-            "explanation_full": full,
-        }
-
-    @staticmethod
-    def log_row(
-        record: dict[str, Any],
-        index: int,
-        caller: str,
-        key: str | None,
-        digest: str | None,
-        segment_fields: Sequence[str],
-    ) -> dict:
-        """The decision-log row for a decision record (columns monitoring reads without the record);
-        `segment_fields` come from the spec of the version that decided it."""
-        segments = {f: record["inputs"].get(f) for f in segment_fields}
-        return {
-            "decision_id": record["decision_id"],
-            "model": record["model"],
-            "model_version": record["versions"]["model_version"],
-            "created_at": record["created_at"],
-            "caller": caller,
-            "case_id": record["case_id"],
-            "idempotency_key": key,
-            "request_hash": digest,
-            "request_index": index,
-            "outcome": record["outcome"],
-            "abstained": record["abstained"],
-            "route": record["route"],
-            "confidence": record["confidence"],
-            "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
-            "intervened": int(bool(record["rules_fired"])),
-            "record": record,
-        }
+    log_row = staticmethod(decision_record.log_row)
 
     # -- feedback and lookups ----------------------------------------------------------------
     def feedback(

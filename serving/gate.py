@@ -1,23 +1,36 @@
-"""ASGI middleware in front of every route: size limit, content type, API keys, request logs.
+"""ASGI middleware in front of every route: route table, API keys, content type, size limit, logs.
 
-BentoML has no auth, body limit or content-type check of its own, and answers pydantic
-validation errors with a bare 400; this gate supplies the first three and turns the 400
-into Keel's 422 with field-level errors.
+BentoML has no auth, body limit or content-type check of its own. The gate authorises every
+request from the one route table (serving/routes.py): a path not declared there is denied (401
+without a key, 404 with one), public routes pass without a key. The decide route is answered by
+Keel's own handler (serving/decide_endpoint.py); every other route goes on to the BentoML app,
+whose bare 400 for a pydantic error the gate turns into Keel's 422 with field-level errors.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
+from keel.serving import decide_endpoint, docs_page, routes
+from keel.serving.decider import Decider
 from keel.serving.keys import KeyStore
 from keel.serving.metrics import Metrics
 
-from keel.errors import FieldError, InvalidInput, KeelError, PayloadTooLarge, UnsupportedMediaType
+from keel.errors import (
+    FieldError,
+    InvalidInput,
+    KeelError,
+    ModelLoadError,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+__all__ = ["Gate"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,53 +38,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/openapi.json", "/"})
-ROUTES: list[tuple[str, re.Pattern[str], str | None]] = [
-    ("POST", re.compile(r"^/v1/(invoice_classification|discount_band|routing)/decide$"), "decide"),
-    ("POST", re.compile(r"^/v1/feedback$"), "feedback"),
-    ("GET", re.compile(r"^/v1/decisions/[^/]+$"), "read"),
-    ("GET", re.compile(r"^/v1/models$"), None),
-    ("POST", re.compile(r"^/v1/admin/reload$"), "admin"),
-]
+WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-length", b"idempotency-key"})
 log = logging.getLogger("keel.http")
-
-
-def route_template(path: str) -> str:
-    """Bounded label for metrics and logs: never the raw path (it may carry ids)."""
-    if path in OPEN_PATHS:
-        return path
-    if path.startswith("/v1/decisions/"):
-        return "/v1/decisions/{decision_id}"
-    if any(p.match(path) for _, p, _ in ROUTES):
-        return path
-    return "other"
-
-
-def required_role(method: str, path: str) -> str | None:
-    for m, pattern, role in ROUTES:
-        if m == method and pattern.match(path):
-            return role
-    return None
-
-
-async def send_json(send: Send, status: int, payload: dict[str, Any], headers: list | None = None) -> None:
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def error_payload(exc: KeelError) -> dict[str, Any]:
-    return exc.to_dict()
 
 
 class Gate:
@@ -81,76 +49,106 @@ class Gate:
         keys: Callable[[], KeyStore | None],
         metrics: Callable[[], Metrics | None],
         max_body_bytes: int,
+        decider: Callable[[], Decider | None] = lambda: None,
+        served: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.app = app
         self.keys = keys
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.decider = decider
+        self.served = served
+        """Names of the models served right now (decide routes and their metric labels)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = {"code": 500}
+        seen: dict[str, Any] = {"status": 500}
 
         async def tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                seen["status"] = message["status"]
+            elif seen["status"] >= 400 and "error" not in seen:
+                seen["error"] = _error_code(message.get("body", b""))
             await send(message)
 
+        found = routes.match(scope["method"], scope["path"])
         try:
-            await self._handle(scope, receive, tracked)
+            await self._handle(scope, found, receive, tracked)
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(scope["path"])
-            metrics = self.metrics()
-            if metrics is not None:
-                metrics.requests.labels(scope["method"], route, str(status["code"])).observe(elapsed)
-            caller = scope.get("state", {}).get("caller", "-")
-            log.info(
-                json.dumps(
-                    {
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status["code"],
-                        "ms": round(elapsed * 1000, 2),
-                        "caller": caller,
-                    }
-                )
-            )
+            self._observe(scope, found, seen, time.perf_counter() - started)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
-        if path in OPEN_PATHS or path.startswith("/static_content"):
-            await self.app(scope, receive, send)
+    def _observe(
+        self, scope: Scope, found: routes.Match | None, seen: dict[str, Any], elapsed: float
+    ) -> None:
+        """One metric sample and one log line per request: route template, status, caller, error code.
+
+        Never the raw path, a body or a key: they may hold ids, case data or secrets.
+        """
+        route = found.route.path if found else "other"
+        if found and found.route.handler == "decide" and found.params["model"] in self.served():
+            route = f"/v1/{found.params['model']}/decide"  # bounded: served model names only
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.requests.labels(scope["method"], route, str(seen["status"])).observe(elapsed)
+        line: dict[str, Any] = {
+            "method": scope["method"],
+            "route": route,
+            "status": seen["status"],
+            "ms": round(elapsed * 1000, 2),
+            "caller": scope.get("state", {}).get("caller", "-"),
+        }
+        if "error" in seen:
+            line["error"] = seen["error"]
+        log.info(orjson.dumps(line).decode())
+
+    async def _handle(self, scope: Scope, found: routes.Match | None, receive: Receive, send: Send) -> None:
+        if found is not None and found.route.public:
+            if found.route.handler == "docs":
+                await docs_page.answer(scope["path"], send)
+            else:
+                await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k.lower() in WANTED_HEADERS}
+        body = b""
         try:
             keys = self.keys()
             if keys is None:
-                raise KeelError("service is starting")
-            key = keys.authenticate(headers.get("authorization"))
-            role = required_role(method, path)
-            if role is not None:
-                keys.authorize(key, role)
-            keys.check_rate(key)
+                raise ModelLoadError("service is starting")
+            key = keys.authenticate(headers.get(b"authorization"))
             scope.setdefault("state", {})["caller"] = key.name
-            if method == "POST" and role in ("decide", "feedback"):
-                ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            keys.check_rate(key)
+            if found is None:
+                raise NotFound("no such route; see /openapi.json")
+            route = found.route
+            if route.role != routes.ANY_KEY:
+                keys.authorize(key, route.role)
+            if route.json_body:
+                ctype = headers.get(b"content-type", "").split(";")[0].strip().lower()
                 if ctype != "application/json":
                     raise UnsupportedMediaType("send the request body as application/json")
-                receive = await self._bounded(headers, receive)
+                body = await self._read_body(headers, receive)
+            if route.handler == "decide":
+                decider = self.decider()
+                if decider is None:
+                    raise ModelLoadError("service is starting")
+                idempotency_key = (headers.get(b"idempotency-key") or "").strip() or None
+                await decide_endpoint.answer(
+                    decider, found.params["model"], self.served(), body, key.name, idempotency_key, send
+                )
+                return
         except KeelError as exc:
-            extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
-            extra += [(k.lower().encode(), v.encode()) for k, v in getattr(exc, "headers", {}).items()]
-            await send_json(send, exc.status_code, error_payload(exc), extra)
+            await decide_endpoint.send_json(
+                send, exc.status_code, orjson.dumps(exc.to_dict()), decide_endpoint.error_headers(exc)
+            )
             return
-        await self.app(scope, receive, _rewrite_validation_errors(send))
+        await self.app(scope, _replay(body, receive) if found.route.json_body else receive, _as_422(send))
 
-    async def _bounded(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """Read the body up to the limit (413 past it) and replay it to the app."""
-        declared = headers.get("content-length")
+    async def _read_body(self, headers: dict[bytes, str], receive: Receive) -> bytes:
+        """The whole body, up to the limit (413 past it, before reading it if it says so)."""
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise PayloadTooLarge(f"request body over {self.max_body_bytes} bytes")
         chunks: list[bytes] = []
@@ -165,26 +163,39 @@ class Gate:
                 raise PayloadTooLarge(f"request body over {self.max_body_bytes} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
+        return b"".join(chunks)
 
 
-def _rewrite_validation_errors(send: Send) -> Send:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the app the body the gate already read, then the connection's own messages."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _error_code(body: bytes) -> str:
+    """The `error` name of a Keel error body, for the request log line (nothing else of it)."""
+    try:
+        value = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "-"
+    return str(value)[:60] if value else "-"
+
+
+def _as_422(send: Send) -> Send:
     """BentoML answers pydantic errors with 400 {"error", "detail": [...]}: make them Keel 422s."""
     held: dict[str, Any] = {}
     chunks: list[bytes] = []
 
     async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 400:
+        if message["type"] == "http.response.start" and message["status"] in (400, 422):
             held["start"] = message
             return
         if "start" not in held:
@@ -195,23 +206,21 @@ def _rewrite_validation_errors(send: Send) -> Send:
             return
         body = b"".join(chunks)
         try:
-            detail = json.loads(body).get("detail")
-        except (ValueError, AttributeError):
+            detail = orjson.loads(body).get("detail")
+        except (orjson.JSONDecodeError, AttributeError):
             detail = None
         if not isinstance(detail, list):
             await send(held["start"])
             await send({"type": "http.response.body", "body": body})
             return
-        errors = [_field_error(d) for d in detail if isinstance(d, dict)]
-        await send_json(
-            send, 422, InvalidInput("the request body does not match the schema", errors).to_dict()
-        )
+        errors = [_field_error(d) for d in detail[:100] if isinstance(d, dict)]
+        error = InvalidInput("the request body does not match the schema", errors, len(detail))
+        await decide_endpoint.send_json(send, 422, orjson.dumps(error.to_dict()))
 
     return wrapped
 
 
 def _field_error(detail: dict[str, Any]) -> FieldError:
     loc = [str(x) for x in detail.get("loc", [])]
-    if len(loc) >= 2 and loc[0] == "cases" and loc[1].isdigit():
-        return FieldError(int(loc[1]), ".".join(loc[2:]) or "", str(detail.get("msg", "invalid")))
+    loc = loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc  # FastAPI's "where": not a field
     return FieldError(-1, ".".join(loc) or "body", str(detail.get("msg", "invalid")))

@@ -1,26 +1,31 @@
-"""The OpenAPI document Keel serves at /openapi.json.
+"""The OpenAPI document at /openapi.json, generated from the route table and the served contracts.
 
-BentoML's /docs.json describes its own error bodies (400/500), not Keel's, marks request
-bodies optional and types cases as free objects. This document starts from it and states what
-the service really does: typed cases per contract, Keel's error body and status codes, and
-bearer-key security on every route but the probes.
+Every documented route of serving/routes.py appears once; the decide route once per served
+model, its request schema a pydantic model generated from that version's contract (types,
+ranges, categories, nullability, no extra fields) with the contract's example case. Routes
+other than the public ones carry bearer security and Keel's error body.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.feature_defs.contract import Contract, FieldSpec
+from keel.serving.routes import ROUTES, Route
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+__all__ = ["FeedbackRequest", "case_model", "decide_request_model", "document"]
 
 ERROR_STATUSES = {
     "401": "Missing or unknown API key",
     "403": "The key lacks the route's role",
-    "404": "Unknown decision",
+    "404": "Unknown route, model or decision",
     "409": "Idempotency-Key reused with a different body",
     "413": "More than 1,000 cases or body over the size limit",
     "415": "Body is not application/json",
-    "422": "Field-level validation errors",
+    "422": "Field-level validation errors (the first 100; error_count has them all)",
+    "429": "The key is over its requests per second; wait Retry-After seconds",
     "503": "Models not loaded yet or decision log unavailable",
 }
 ERROR_SCHEMA = {
@@ -29,6 +34,7 @@ ERROR_SCHEMA = {
     "properties": {
         "error": {"type": "string"},
         "message": {"type": "string"},
+        "error_count": {"type": "integer"},
         "errors": {
             "type": "array",
             "items": {
@@ -42,87 +48,157 @@ ERROR_SCHEMA = {
         },
     },
 }
-OPEN = ("/livez", "/readyz", "/healthz", "/metrics")
+SCHEMA_REF = "#/components/schemas/{model}"
+MEDIA = {"metrics": "text/plain", "docs": "text/html", "livez": "text/plain", "readyz": "text/plain"}
 
 
-def case_schema(contract: Contract) -> dict[str, Any]:
-    props: dict[str, Any] = {"case_id": {"type": "string", "minLength": 1, "maxLength": 200}}
-    for f in contract.fields:
-        if f.type == "category":
-            s: dict[str, Any] = {"type": "string", "enum": list(f.categories)}
-        elif f.type == "bool":
-            s = {"type": "boolean"}
-        else:
-            s = {"type": "number" if f.type == "float" else "integer"}
-            if f.minimum is not None:
-                s["minimum"] = f.minimum
-            if f.maximum is not None:
-                s["maximum"] = f.maximum
-        if f.nullable:
-            s["nullable"] = True
-        s["description"] = f.description + (f" ({f.unit})" if f.unit else "")
-        props[f.name] = s
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": props,
-        "required": contract.field_names,
-        "example": contract.example_case,
-    }
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision_id: str = Field(
+        min_length=1, max_length=200, description="decision_id returned by a decide call"
+    )
+    final_outcome: str = Field(min_length=1, max_length=200, description="the reviewer's final class")
+    actor: str = Field(min_length=1, max_length=200, description="who decided (reviewer id)")
+    reason: str | None = Field(default=None, max_length=2000, description="why, in the reviewer's words")
 
 
-def document(bento_spec: dict[str, Any]) -> dict[str, Any]:
-    spec = copy.deepcopy(bento_spec)
-    spec["openapi"] = "3.0.3"
-    spec.setdefault("info", {})["title"] = "Keel decision service"
-    components = spec.setdefault("components", {})
-    components.setdefault("schemas", {})["KeelError"] = ERROR_SCHEMA
-    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    paths = spec.get("paths", {})
-    for path, ops in paths.items():
-        for op in ops.values():
-            responses = op.setdefault("responses", {})
-            for code in ("400", "500"):
-                responses.pop(code, None)
-            if path == "/metrics":
-                responses["200"] = {
-                    "description": "Prometheus text",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            if path in OPEN:
-                continue
-            op["security"] = [{"bearer": []}]
-            for code, text in ERROR_STATUSES.items():
-                responses[code] = {
-                    "description": text,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/KeelError"}}},
-                }
-            body = op.get("requestBody")
-            if body:
-                body["required"] = True
-                for media in body.get("content", {}).values():
-                    media.get("schema", {}).pop("root_input", None)
-            if "{" in path:  # an unroutable id gets the router's plain-text 404
-                responses["404"]["content"]["text/plain"] = {"schema": {"type": "string"}}
-            if path == "/v1/feedback":
-                responses["201"] = {
-                    "description": "Feedback recorded",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                }
-    for name in MODEL_NAMES:
-        op = paths.get(f"/v1/{name}/decide", {}).get("post")
-        if op is None:
-            continue
-        contract = load_contract(name)
-        op["requestBody"]["content"]["application/json"]["schema"] = {
-            "type": "object",
-            "required": ["cases"],
-            "additionalProperties": False,
-            "properties": {
-                "cases": {"type": "array", "minItems": 1, "maxItems": 1000, "items": case_schema(contract)}
-            },
-        }
-        op.setdefault("parameters", []).append(
-            {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}
+def _field_type(spec: FieldSpec) -> tuple[Any, Any]:
+    described = spec.description + (f" ({spec.unit})" if spec.unit else "")
+    kind: Any
+    if spec.type == "category":
+        kind = Literal[spec.categories]
+    else:
+        kind = {"bool": bool, "int": int, "float": float}[spec.type]
+    bounds: dict[str, Any] = (
+        {} if spec.type in ("category", "bool") else {"ge": spec.minimum, "le": spec.maximum}
+    )
+    if spec.nullable:
+        kind = kind | None
+    return kind, Field(..., description=described, **bounds)
+
+
+def case_model(contract: Contract) -> type[BaseModel]:
+    """One case of `contract` as a pydantic model (its JSON schema is what the docs show)."""
+    fields: dict[str, Any] = {
+        "case_id": (
+            str,
+            Field(default=None, min_length=1, max_length=200, description="your reference, echoed back"),
         )
-    return spec
+    }
+    fields.update({f.name: _field_type(f) for f in contract.fields})
+    example = dict(contract.example_case)
+    config = ConfigDict(extra="forbid", json_schema_extra={"example": example})
+    return create_model(f"Case_{contract.name}", __config__=config, **fields)
+
+
+def decide_request_model(contract: Contract) -> type[BaseModel]:
+    case = case_model(contract)
+    cases = (list[case], Field(..., min_length=1, max_length=1000, description="decided in this order"))  # type: ignore[valid-type]
+    config = ConfigDict(extra="forbid")
+    return create_model(f"DecideRequest_{contract.name}", __config__=config, cases=cases)
+
+
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key and body replay the first answer and write nothing twice.",
+    "schema": {"type": "string", "maxLength": 200},
+}
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=SCHEMA_REF)
+    components.update(schema.pop("$defs", {}))
+    for definition in (schema, *components.values()):
+        definition.get("properties", {}).get("case_id", {}).pop("default", None)  # optional, never null
+    components[model.__name__] = schema
+    return {"$ref": SCHEMA_REF.format(model=model.__name__)}
+
+
+def _operation(
+    route: Route, components: dict[str, Any], path: str, model: str | None, contract: Contract | None = None
+) -> dict[str, Any]:
+    media = MEDIA.get(route.name, "application/json")
+    op: dict[str, Any] = {
+        "summary": route.summary if model is None else f"{route.summary} ({model})",
+        "operationId": route.name if model is None else f"decide_{model}",
+        "responses": {
+            str(code): {
+                "description": "OK",
+                "content": {
+                    media: {
+                        "schema": {"type": "object"} if media == "application/json" else {"type": "string"}
+                    }
+                },
+            }
+            for code in route.statuses
+        },
+    }
+    params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+    if params:
+        op["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+        ]
+    if route.public:
+        return op
+    op["security"] = [{"bearer": []}]
+    for code, text in ERROR_STATUSES.items():
+        op["responses"][code] = {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="KeelError")}}},
+        }
+    if params:  # a path segment the router cannot take gets its plain-text 404
+        op["responses"]["404"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+    if route.name == "decide":
+        body: dict[str, Any] = {"schema": {"type": "object", "required": ["cases"]}}
+        if contract is not None:
+            body = {
+                "schema": _schema(decide_request_model(contract), components),
+                "example": {"cases": [dict(contract.example_case)]},
+            }
+        op["requestBody"] = {"required": True, "content": {"application/json": body}}
+        op.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+    elif route.name == "feedback":
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(FeedbackRequest, components)}},
+        }
+        op.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+    return op
+
+
+def document(served: Mapping[str, Contract]) -> dict[str, Any]:
+    """The whole document for the models served now (decide routes only for those), each decide
+    request schema generated from the contract sealed in the version being served."""
+    models = sorted(served)
+    components: dict[str, Any] = {"KeelError": ERROR_SCHEMA}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        if not route.documented:
+            continue
+        if route.name == "decide" and models:
+            for model in models:
+                path = route.path.replace("{model}", model)
+                paths.setdefault(path, {})[route.method.lower()] = _operation(
+                    route, components, path, model, served[model]
+                )
+        else:
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(
+                route, components, route.path, None
+            )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Keel decision service",
+            "version": "1",
+            "description": "Decisions or explicit abstentions with exact explanations; see GET /v1/models "
+            "for each model's contract. Send an API key as `Authorization: Bearer <key>`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

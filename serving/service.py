@@ -1,55 +1,123 @@
-"""The BentoML service: thin routes over `serving.decider`; see PRODUCT.md for the interface."""
+"""The BentoML service: Keel's routes (serving/routes.py) mounted inside it; see PRODUCT.md.
+
+Each route of the table is answered once: decide by Keel's own handler in the gate, the docs
+page by serving/docs_page.py, probes by BentoML, and every other route by a function below,
+registered on the mounted FastAPI app from the table (a route without a function, or a
+function without a route, fails at import).
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI, Response
-from keel.serving import runtime
+from fastapi import FastAPI, Request, Response
+from keel.serving import routes, runtime
 from keel.serving.gate import Gate
+from keel.serving.openapi import FeedbackRequest, document
 from keel.serving.settings import ServingSettings
-from pydantic import BaseModel, Field
 
-from keel.errors import KeelError
+from keel.errors import KeelError, ModelLoadError
 
-admin = FastAPI(title="Keel reads and admin", docs_url=None, redoc_url=None, openapi_url=None)
+__all__ = ["DecisionService", "served_models"]
 
-
-class DecideRequest(BaseModel):
-    cases: list[dict[str, Any]] = Field(
-        description="1 to 1,000 cases; each holds the model's contract fields (GET /v1/models) and an "
-        "optional case_id. Decisions come back in the same order."
-    )
-
-
-class FeedbackRequest(BaseModel):
-    decision_id: str = Field(description="decision_id returned by a decide call")
-    final_outcome: str = Field(description="the reviewer's final class for the case")
-    actor: str = Field(min_length=1, max_length=200, description="who decided (reviewer id)")
-    reason: str | None = Field(default=None, max_length=2000, description="why, in the reviewer's words")
+admin = FastAPI(title="Keel", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _rt() -> runtime.Runtime:
     rt = runtime.current()
     if rt is None:
-        raise KeelError("service is starting")
+        raise ModelLoadError("service is starting")
     return rt
 
 
-def _answer(ctx: bentoml.Context, fn: Any, *args: Any, status: int = 200) -> Any:
+def _caller(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("caller", "anonymous"))
+
+
+def _answer(response: Response, fn: Callable[[], Any]) -> Any:
     try:
-        ctx.response.status_code = status
-        return fn(*args)
+        return fn()
     except KeelError as exc:
-        ctx.response.status_code = exc.status_code
-        ctx.response.headers.update(getattr(exc, "headers", {}))
+        response.status_code = exc.status_code
+        response.headers.update(getattr(exc, "headers", {}))
         return exc.to_dict()
 
 
-def _caller(ctx: bentoml.Context) -> str:
-    return str(ctx.request.scope.get("state", {}).get("caller", "anonymous"))
+# Sync functions: FastAPI runs them in its thread pool, so their database reads and writes
+# never hold the event loop.
+def feedback(req: FeedbackRequest, request: Request, response: Response) -> Any:
+    """A reviewer's final outcome; a new Idempotency-Key is a new revision (the latest counts), a
+    repeat with the same key and body returns the first record."""
+
+    def run() -> dict[str, Any]:
+        key = (request.headers.get("idempotency-key") or "").strip() or None
+        record, created = _rt().decider.feedback(
+            req.decision_id, req.final_outcome, req.actor, req.reason, _caller(request), key
+        )
+        response.status_code = 201 if created else 200
+        return record
+
+    return _answer(response, run)
+
+
+def decision(decision_id: str, response: Response) -> Any:
+    return _answer(response, lambda: _rt().decider.lookup(decision_id))
+
+
+def models(response: Response) -> Any:
+    from keel.serving.catalogue import catalogue
+
+    return _answer(response, lambda: catalogue(_rt()))
+
+
+def reload(response: Response) -> Any:
+    def run() -> dict[str, Any]:
+        report = _rt().reload()
+        response.status_code = 200 if not report.failed else 207
+        return {"loaded": report.loaded, "unchanged": report.unchanged, "failed": report.failed}
+
+    return _answer(response, run)
+
+
+def openapi() -> Any:
+    rt = runtime.current()
+    served = rt.models.snapshot.models if rt is not None else {}
+    return document({name: s.loaded.model.contract for name, s in served.items()})
+
+
+def metrics() -> Response:
+    body = _rt().metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+APP_HANDLERS: dict[str, Callable[..., Any]] = {
+    "feedback": feedback,
+    "decision": decision,
+    "models": models,
+    "reload": reload,
+    "openapi": openapi,
+    "metrics": metrics,
+}
+
+
+def _register(app: FastAPI) -> None:
+    wanted = {r.name for r in routes.ROUTES if r.handler == "app"}
+    if wanted != set(APP_HANDLERS):
+        raise RuntimeError(f"route table and handlers disagree: {sorted(wanted ^ set(APP_HANDLERS))}")
+    for route in routes.ROUTES:
+        if route.handler == "app":
+            app.add_api_route(route.path, APP_HANDLERS[route.name], methods=[route.method], name=route.name)
+
+
+_register(admin)
+
+
+def served_models() -> frozenset[str]:
+    """Names of the models served right now (empty while starting)."""
+    rt = runtime.current()
+    return frozenset(rt.models.snapshot.models) if rt is not None else frozenset()
 
 
 @bentoml.service(
@@ -58,6 +126,11 @@ def _caller(ctx: bentoml.Context) -> str:
     threads=ServingSettings().threads,
     metrics={"enabled": False},
     traffic={"timeout": 60},
+    # The gate writes one log line and one metric sample per request; BentoML's access log
+    # would be a second line, and its OpenTelemetry spans (no exporter is configured) cost
+    # about 8% of a decide request's server CPU for nothing.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ".*"},
 )
 @bentoml.asgi_app(admin, path="/")
 class DecisionService:
@@ -67,7 +140,7 @@ class DecisionService:
 
     def __is_ready__(self) -> bool:
         rt = runtime.current()
-        return rt is not None and rt.loaded.is_set() and rt.decisions.ready
+        return rt is not None and rt.loaded.is_set()
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -76,98 +149,6 @@ class DecisionService:
             rt.close()
             runtime.install(None)
 
-    async def _decide(self, model: str, req: DecideRequest, ctx: bentoml.Context) -> Any:
-        # Async on purpose: BentoML runs a sync route in a worker thread, and that hop (plus the
-        # writer thread waking a parked request thread) cost more than deciding one case.
-        key = (ctx.request.headers.get("idempotency-key") or "").strip() or None
-        ctx.response.status_code = 200
-        try:
-            return await _rt().decider.decide_async(
-                model, req.cases, _caller(ctx), key, render=lambda d: _json({"decisions": d})
-            )
-        except KeelError as exc:
-            ctx.response.status_code = exc.status_code
-            return _json(exc.to_dict(), getattr(exc, "headers", None))
-
-    @bentoml.api(route="/v1/invoice_classification/decide")
-    async def invoice_classification(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """Decide supplier invoices' exception paths."""
-        return await self._decide("invoice_classification", req, ctx)
-
-    @bentoml.api(route="/v1/discount_band/decide")
-    async def discount_band(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """Decide the discount band sales quotes may be approved at."""
-        return await self._decide("discount_band", req, ctx)
-
-    @bentoml.api(route="/v1/routing/decide")
-    async def routing(self, req: DecideRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """Decide which team queue operational exceptions go to."""
-        return await self._decide("routing", req, ctx)
-
-    @bentoml.api(route="/v1/feedback")
-    def feedback(self, req: FeedbackRequest, /, ctx: bentoml.Context) -> dict[str, Any]:
-        """Record a reviewer's final outcome; a new Idempotency-Key is a new revision (the latest
-        counts), a repeat with the same key and body returns the first record."""
-
-        def run() -> dict[str, Any]:
-            key = (ctx.request.headers.get("idempotency-key") or "").strip() or None
-            record, created = _rt().decider.feedback(
-                req.decision_id, req.final_outcome, req.actor, req.reason, _caller(ctx), key
-            )
-            ctx.response.status_code = 201 if created else 200
-            return record
-
-        return _answer(ctx, run)
-
-    @admin.get("/v1/decisions/{decision_id}")
-    def get_decision(self, decision_id: str, response: Response) -> Any:
-        return _plain(response, lambda: _rt().decider.lookup(decision_id))
-
-    @admin.get("/v1/models")
-    def list_models(self, response: Response) -> Any:
-        from keel.serving.catalogue import catalogue
-
-        return _plain(response, lambda: catalogue(_rt()))
-
-    @admin.post("/v1/admin/reload")
-    def reload(self, response: Response) -> Any:
-        def run() -> dict[str, Any]:
-            report = _rt().reload()
-            response.status_code = 200 if not report.failed else 207
-            return {"loaded": report.loaded, "unchanged": report.unchanged, "failed": report.failed}
-
-        return _plain(response, run)
-
-    @admin.get("/openapi.json")
-    def openapi(self) -> Any:
-        from keel.serving.openapi import document
-
-        service: Any = DecisionService  # the bentoml.Service the decorators made
-        return document(service.openapi_spec.asdict())
-
-    @admin.get("/metrics")
-    def metrics(self) -> Response:
-        body = _rt().metrics.render()
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    """The JSON response BentoML would make of `body`, byte for byte (`json.dumps` of it).
-
-    Returned as a ready response because BentoML's own path for a `dict` return value rebuilds
-    the output model's JSON schema on every request just to find its media type (~0.5 ms).
-    The routes keep their `dict` annotation, which is what the OpenAPI document describes.
-    """
-    return Response(json.dumps(body).encode(), media_type="application/json", headers=headers)
-
-
-def _plain(response: Response, fn: Any) -> Any:
-    try:
-        return fn()
-    except KeelError as exc:
-        response.status_code = exc.status_code
-        return exc.to_dict()
-
 
 # The decorators turn the class into a bentoml.Service, which mypy cannot see.
 DecisionService.add_asgi_middleware(  # type: ignore[attr-defined]
@@ -175,4 +156,6 @@ DecisionService.add_asgi_middleware(  # type: ignore[attr-defined]
     keys=lambda: rt.keys if (rt := runtime.current()) else None,
     metrics=lambda: rt.metrics if (rt := runtime.current()) else None,
     max_body_bytes=ServingSettings().max_body_bytes,
+    decider=lambda: rt.decider if (rt := runtime.current()) else None,
+    served=served_models,
 )

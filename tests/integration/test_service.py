@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -218,15 +220,132 @@ def test_feedback_semantics(server: Server) -> None:
 
 
 def test_openapi_document_is_served(server: Server) -> None:
-    assert httpx.get(server.url + "/docs.json").status_code == 200  # BentoML's own
     doc = httpx.get(server.url + "/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    cases = doc["paths"]["/v1/routing/decide"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert cases["properties"]["cases"]["maxItems"] == 1000
+    body = doc["paths"]["/v1/routing/decide"]["post"]["requestBody"]["content"]["application/json"]
+    request = doc["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert request["properties"]["cases"]["maxItems"] == 1000
+    case = doc["components"]["schemas"][request["properties"]["cases"]["items"]["$ref"].rsplit("/", 1)[1]]
+    contract = load_contract("routing")
+    assert case["additionalProperties"] is False and set(case["required"]) == set(contract.field_names)
+    assert case["properties"]["case_id"]["type"] == "string" and case["example"] == contract.example_case
+    assert body["example"] == {"cases": [contract.example_case]}
     assert doc["openapi"].startswith("3.")
     for name in MODEL_NAMES:
         assert f"/v1/{name}/decide" in doc["paths"]
     assert "/v1/feedback" in doc["paths"] and "/v1/decisions/{decision_id}" in doc["paths"]
+
+
+def test_docs_page_is_swagger_over_keels_document_with_only_local_scripts(server: Server) -> None:
+    for path in ("/", "/docs"):
+        page = httpx.get(server.url + path)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/docs/assets/") for s in sources), sources
+        for src in sources:
+            assert httpx.get(server.url + src).status_code == 200, src
+    init = httpx.get(server.url + "/docs/assets/keel-docs.js").text
+    assert '"/openapi.json"' in init and "validatorUrl: null" in init
+    assert httpx.get(server.url + "/docs/assets/nothing.js").status_code == 404
+
+
+UNDECLARED = ["/docs.json", "/healthz", "/schema.json", "/static_content/index.css", "/v1", "/v1/nope/x"]
+
+
+def test_every_route_but_the_public_ones_is_denied_without_a_key(server: Server) -> None:
+    """Walks the route table, the OpenAPI document and paths nobody declared."""
+    from keel.serving.routes import ROUTES
+
+    doc = httpx.get(server.url + "/openapi.json").json()
+    calls = {(r.method, re.sub(r"\{\w+\}", "x", r.path)): r.public for r in ROUTES}
+    for path, ops in doc["paths"].items():
+        for method in ops:
+            calls.setdefault((method.upper(), re.sub(r"\{\w+\}", "x", path)), "security" not in ops[method])
+    calls.update({(m, p): False for p in UNDECLARED for m in ("GET", "POST")})
+    public = {p for (_, p), is_public in calls.items() if is_public}
+    assert public == {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/x"}
+    for (method, path), is_public in calls.items():
+        r = httpx.request(
+            method, server.url + path, content=b"{}", headers={"Content-Type": "application/json"}
+        )
+        if is_public:
+            assert r.status_code != 401, (method, path)
+        else:
+            assert r.status_code == 401 and r.json()["error"] == "Unauthorized", (method, path, r.text)
+    with server.client("read") as c:  # with a key: an undeclared path is a JSON 404
+        r = c.get("/docs.json")
+        assert r.status_code == 404 and r.json()["error"] == "NotFound"
+
+
+def test_unknown_model_is_a_json_404_naming_the_served_models(server: Server) -> None:
+    r = decide(server, "no_such_model", [load_contract("routing").example_case])
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert all(name in r.json()["message"] for name in MODEL_NAMES)
+
+
+def test_numbers_beyond_float_range_and_null_case_ids_are_422(server: Server) -> None:
+    good = load_contract("routing").example_case
+    with server.client() as c:
+        for digits in (310, 5000):
+            raw = json.dumps({"cases": [good]}).replace('"days_open": 3', '"days_open": ' + "9" * digits)
+            assert raw != json.dumps({"cases": [good]})
+            r = c.post("/v1/routing/decide", content=raw, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, (digits, r.text)
+        r = c.post("/v1/routing/decide", json={"cases": [{**good, "case_id": None}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "case_id"
+
+
+def test_unknown_field_floods_are_capped_and_do_not_stall_readyz(server: Server) -> None:
+    """Four 2 MB cases of 150,000 unknown fields each, twice over, while /readyz is polled."""
+    case = {f"x{i:06d}": 0 for i in range(150_000)}
+    body = json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+    assert len(body) < 2 * 1024 * 1024
+    results: list[httpx.Response] = []
+    key = {"Authorization": f"Bearer {server.keys['decide']}", "Content-Type": "application/json"}
+
+    def flood() -> None:
+        with httpx.Client(base_url=server.url, timeout=60, headers=key) as c:
+            for _ in range(2):
+                results.append(c.post("/v1/routing/decide", content=body))
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    probes: list[int] = []
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        while any(t.is_alive() for t in threads) and len(probes) < 2000:
+            probes.append(c.get("/readyz").status_code)
+    for t in threads:
+        t.join(timeout=120)
+    assert probes and set(probes) == {200}  # answered while the floods were in flight
+    assert len(results) == 8
+    for r in results:
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["error_count"] == 150_000
+        assert len(r.json()["errors"]) == 100
+
+
+def test_client_errors_are_one_log_line_without_traceback_or_body(server: Server) -> None:
+    with server.client() as c:
+        c.post(
+            "/v1/routing/decide",
+            content=b'{"cases": [MARKER-BROKEN',
+            headers={"Content-Type": "application/json"},
+        )
+        c.post(
+            "/v1/feedback",
+            content=b'{"decision_id": "MARKER-FB-77"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert server.log_path is not None
+    text = server.log_path.read_text()
+    assert "MARKER-BROKEN" not in text and "MARKER-FB-77" not in text and "Traceback" not in text
+    lines = [json.loads(ln.split("keel.http: ", 1)[1]) for ln in text.splitlines() if "keel.http" in ln]
+    for route in ("/v1/routing/decide", "/v1/feedback"):
+        assert any(
+            e["route"] == route and e["status"] == 422 and e.get("error") == "InvalidInput" for e in lines
+        )
 
 
 def test_simulate_drives_real_traffic_and_regional_overrides(server: Server) -> None:

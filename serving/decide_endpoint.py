@@ -1,0 +1,104 @@
+"""POST /v1/{model}/decide: Keel's own ASGI handler, mounted by the gate inside the BentoML service.
+
+Why not a `@bentoml.api` method: BentoML's route path (Starlette routing, its request context,
+pydantic parsing of `{"cases": [...]}` into a model, its response rendering) cost more server
+CPU per request than deciding one case, and it answers a malformed body with an ERROR traceback
+that quotes the body. This handler parses the already size-checked body once with orjson,
+hands the cases to the Decider and sends the pre-rendered JSON. Bodies above
+INLINE_BODY_BYTES are parsed, validated and decided in a worker thread, so a large or
+pathological request never holds the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from keel.serving.decider import Decider
+
+from keel.errors import FieldError, InvalidInput, KeelError, ModelLoadError, NotFound
+
+__all__ = ["INLINE_BODY_BYTES", "answer", "error_headers", "parse_cases", "send_json"]
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+INLINE_BODY_BYTES = 16 * 1024
+"""Bodies up to this size (a few cases) are parsed on the event loop: orjson takes
+microseconds for them. Bigger bodies are parsed off the loop."""
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _invalid(problem: str, field: str = "body") -> InvalidInput:
+    return InvalidInput("the request body does not match the schema", [FieldError(-1, field, problem)])
+
+
+def parse_cases(body: bytes) -> list[Any]:
+    """The `cases` of a decide body, or a 422 saying what is wrong with its shape."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity and integers beyond 64 bits here; its message names the
+        # position only, never the input.
+        raise _invalid(f"not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise _invalid('expected a JSON object {"cases": [...]}')
+    extra = sorted(k for k in payload if k != "cases")[:10]
+    if extra:
+        raise _invalid("unknown top-level field(s); only 'cases' is allowed", field=",".join(extra)[:200])
+    cases = payload.get("cases")
+    if not isinstance(cases, list):
+        raise _invalid("required: a list of 1 to 1000 case objects", field="cases")
+    return cases
+
+
+def render(decisions: list[dict]) -> bytes:
+    return orjson.dumps({"decisions": decisions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_headers(exc: KeelError) -> list[tuple[bytes, bytes]]:
+    """Headers an error carries (Retry-After on 429 and 503, WWW-Authenticate on 401)."""
+    extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
+    return extra + [(k.lower().encode(), v.encode()) for k, v in getattr(exc, "headers", {}).items()]
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def answer(
+    decider: Decider,
+    model: str,
+    served: frozenset[str] | set[str],
+    body: bytes,
+    caller: str,
+    idempotency_key: str | None,
+    send: Send,
+) -> None:
+    """Decide the body's cases for `model` and send the response (errors as Keel's JSON)."""
+    try:
+        if not served:
+            raise ModelLoadError("no model is loaded yet; retry shortly")
+        if model not in served:
+            raise NotFound(f"no served model {model[:100]!r}; served models: {sorted(served)}")
+        if len(body) > INLINE_BODY_BYTES:
+            cases = await anyio.to_thread.run_sync(parse_cases, body, limiter=decider.limiter())
+            offload = True
+        else:
+            cases = parse_cases(body)
+            offload = False
+        out = await decider.decide_async(
+            model, cases, caller, idempotency_key, render=render, offload=offload
+        )
+    except KeelError as exc:
+        await send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), error_headers(exc))
+        return
+    await send_json(send, 200, out)

@@ -1,0 +1,150 @@
+"""Pure decision-record building: a validated matrix -> decision records -> decision-log rows.
+
+Shared by the online decide path (serving/decider.py) and batch scoring, so that a batch
+decision is built by the same code as an online one. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from keel.models.decision_model import BatchDecision
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import Served
+
+__all__ = ["MODEL_ERROR", "PRIVATE_FIELDS", "decide_valid", "log_row", "public", "record"]
+
+log = logging.getLogger("keel.decide")
+
+MODEL_ERROR = "MODEL_ERROR"
+PRIVATE_FIELDS = ("inputs", "explanation_full")
+"""Logged with each decision but not echoed back in decide responses."""
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in PRIVATE_FIELDS}
+
+
+def decide_valid(
+    served: Served, cases: list[Any], matrix: np.ndarray, top_k: int, metrics: Metrics | None = None
+) -> list[dict[str, Any]]:
+    """Decision records for validated cases (`matrix` is the contract's encoding of `cases`).
+
+    A failing model routes its cases to human review and a failing explanation is marked
+    unavailable; neither raises.
+    """
+    model = served.loaded.model
+    now = datetime.now(UTC).isoformat()
+    try:
+        batch: BatchDecision | None = model.predict_matrix(matrix, explain=False)
+    except Exception:
+        log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
+        if metrics is not None:
+            metrics.model_failures.labels(model.name).inc()
+        batch = None
+    explanation_ok = False
+    if batch is not None:
+        try:
+            batch.contributions = model.tree.contributions(matrix, batch.predicted)
+            explanation_ok = True
+        except Exception:
+            log.exception("explanation failed for model %s", model.name)
+            if metrics is not None:
+                metrics.explanation_failures.labels(model.name).inc()
+    return [record(served, batch, explanation_ok, i, case, now, top_k) for i, case in enumerate(cases)]
+
+
+def record(
+    served: Served,
+    batch: BatchDecision | None,
+    explained: bool,
+    i: int,
+    case: dict[str, Any],
+    now: str,
+    top_k: int,
+) -> dict[str, Any]:
+    """The decision record of case `i` of a batch (`batch` None: the model failed on it)."""
+    model = served.loaded.model
+    base = {
+        "decision_id": str(uuid.uuid4()),
+        "case_id": case.get("case_id"),
+        "model": model.name,
+        "created_at": now,
+        "versions": served.versions,
+    }
+    if batch is None:
+        return {
+            **base,
+            "outcome": None,
+            "abstained": True,
+            "route": "human_review",
+            "reason_codes": [MODEL_ERROR],
+            "notify": [],
+            "rules_fired": [],
+            "confidence": None,
+            "probabilities": None,
+            "explanation": None,
+            "explanation_status": "unavailable",
+            "inputs": case,
+            "explanation_full": None,
+        }
+    outcome, abstained, confidence = (
+        batch.outcome(i),
+        bool(batch.abstained[i]),
+        float(batch.confidence[i]),
+    )
+    policy = served.policy.apply(case, outcome, confidence, abstained)
+    full = batch.explanation(i, model.contract) if explained else None
+    top = dict(full, contributions=full["contributions"][:top_k]) if full else None
+    return {
+        **base,
+        "outcome": outcome,
+        "abstained": abstained,
+        "route": policy.route,
+        "reason_codes": list(policy.reason_codes),
+        "notify": list(policy.notify),
+        "rules_fired": list(policy.rules_fired),
+        "confidence": confidence,
+        "probabilities": batch.probability_map(i),
+        "explanation": top,
+        "explanation_status": "exact" if explained else "unavailable",
+        "inputs": case,
+        "explanation_full": full,
+    }
+
+
+def log_row(
+    record: dict[str, Any],
+    index: int,
+    caller: str,
+    key: str | None,
+    digest: str | None,
+    segment_fields: Sequence[str],
+) -> dict:
+    """The decision-log row for a decision record (columns monitoring reads without the record);
+    `segment_fields` come from the spec of the version that decided it."""
+    segments = {f: record["inputs"].get(f) for f in segment_fields}
+    return {
+        "decision_id": record["decision_id"],
+        "model": record["model"],
+        "model_version": record["versions"]["model_version"],
+        "created_at": record["created_at"],
+        "caller": caller,
+        "case_id": record["case_id"],
+        "idempotency_key": key,
+        "request_hash": digest,
+        "request_index": index,
+        "outcome": record["outcome"],
+        "abstained": record["abstained"],
+        "route": record["route"],
+        "confidence": record["confidence"],
+        "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
+        "intervened": int(bool(record["rules_fired"])),
+        "record": record,
+    }

@@ -1,0 +1,64 @@
+"""The route table: matching, default denial, and the OpenAPI document generated from it."""
+
+from __future__ import annotations
+
+import pytest
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.serving import routes
+from keel.serving.openapi import decide_request_model, document
+from pydantic import ValidationError
+
+PUBLIC = {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}"}
+
+
+def test_only_the_probes_metrics_and_docs_are_public() -> None:
+    assert {r.path for r in routes.ROUTES if r.public} == PUBLIC
+    assert len({(r.method, r.path) for r in routes.ROUTES}) == len(routes.ROUTES)
+    assert len({r.name for r in routes.ROUTES}) == len(routes.ROUTES)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("POST", "/v1/anything_new/decide", "decide"),
+        ("GET", "/v1/decisions/abc", "decision"),
+        ("HEAD", "/readyz", "readyz"),
+        ("GET", "/v1/models", "models"),
+    ],
+)
+def test_paths_match_their_route(method: str, path: str, name: str) -> None:
+    found = routes.match(method, path)
+    assert found is not None and found.route.name == name
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/routing/decide"), ("POST", "/v1/a/b/decide"), ("GET", "/docs.json"), ("GET", "/healthz")],
+)
+def test_undeclared_paths_match_nothing(method: str, path: str) -> None:
+    assert routes.match(method, path) is None and routes.route_label(method, path) == "other"
+
+
+def test_document_has_one_decide_path_per_served_model_and_security_off_only_when_public() -> None:
+    doc = document({m: load_contract(m) for m in ("routing", "discount_band")})
+    assert "/v1/routing/decide" in doc["paths"] and "/v1/invoice_classification/decide" not in doc["paths"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            found = routes.match(method.upper(), path)
+            assert found is not None, path
+            assert ("security" in op) == (not found.route.public), path
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name: str) -> None:
+    contract = load_contract(name)
+    model = decide_request_model(contract)
+    model.model_validate({"cases": [contract.example_case]})
+    for bad in (
+        {"cases": []},
+        {"cases": [{**contract.example_case, "surprise": 1}]},
+        {"cases": [{**contract.example_case, "case_id": None}]},
+        {"cases": [contract.example_case], "extra": 1},
+    ):
+        with pytest.raises(ValidationError):
+            model.model_validate(bad)
