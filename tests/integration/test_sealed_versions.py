@@ -17,7 +17,7 @@ from keel.feature_defs.contract import load_contract, load_contract_text
 from keel.models import registry
 from keel.models.bundle import BOOSTER, POLICY, REFERENCE_OUTPUTS, SPEC, reseal_bundle
 from keel.serving.model_set import ModelSet
-from keel.serving.policy import load_policy, packaged_policy_text
+from keel.serving.policy import load_policy
 from keel.training.generators import generate
 from keel.training.registration import ensure_experiment, train_and_register
 from keel.training.settings import TrainingSettings
@@ -57,39 +57,21 @@ def _renamed_frame() -> pd.DataFrame:
     return generate("invoice_classification", SMALL.rows, 4).rename(columns={"amount": "invoice_amount"})
 
 
-def test_renamed_field_is_refused_at_registration_or_fires_with_a_sealed_policy(
+def test_a_policy_naming_a_field_the_contract_renamed_is_refused_before_training(
     store: Store, registered: dict[str, str]
 ) -> None:
+    """The issue's case: a contract renames `amount` to `invoice_amount`, the packaged policy still
+    says `amount`. It is refused with the rule and field named, and nothing is registered; the
+    same policy rewritten for the new name fires (tests/unit/test_spec.py)."""
     contract = load_contract_text(
         RENAMED.sub("invoice_amount", load_contract("invoice_classification").source)
     )
     before = len(MlflowClient().search_model_versions("name='invoice_classification'"))
-    with pytest.raises(ValueError, match=r"field 'amount' is not in the invoice_classification contract"):
+    with pytest.raises(ValueError, match=r"rule 'large_invoice_review': field 'amount' is not in"):
         train_and_register(
             "invoice_classification", _renamed_frame(), StateSettings(), SMALL, contract=contract
         )
     assert len(MlflowClient().search_model_versions("name='invoice_classification'")) == before
-
-    text = packaged_policy_text("invoice_classification")
-    assert text is not None
-    reg = train_and_register(
-        "invoice_classification",
-        _renamed_frame(),
-        StateSettings(),
-        SMALL,
-        contract=contract,
-        policy_text=RENAMED.sub("invoice_amount", text),
-    )
-    try:
-        model = registry.load(registry.get_version(reg.name, reg.version), store.home / "cache").model
-        case = {**contract.example_case, "invoice_amount": 80_000.0}
-        batch = model.predict_records([case])
-        result = model.spec.policy.apply(
-            case, batch.outcome(0), float(batch.confidence[0]), bool(batch.abstained[0])
-        )
-        assert "large_invoice_review" in result.rules_fired and result.route == "human_review"
-    finally:
-        MlflowClient().delete_registered_model_alias("invoice_classification", registry.CHALLENGER)
 
 
 @pytest.fixture(scope="module")
