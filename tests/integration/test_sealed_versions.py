@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -76,7 +77,9 @@ def test_a_policy_naming_a_field_the_contract_renamed_is_refused_before_training
 
 
 @pytest.fixture(scope="module")
-def new_model(store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+def new_model(
+    store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A model that exists only as a contract file and a data file, registered through the CLI."""
     tmp = tmp_path_factory.mktemp("new-model")
     source = load_contract("routing").source.replace("name: routing", f"name: {NEW_MODEL}", 1)
@@ -93,7 +96,9 @@ def new_model(store: Store, registered: dict[str, str], tmp_path_factory: pytest
         env, "train", NEW_MODEL, "--contract", str(tmp / "contract.yaml"), "--data", str(tmp / "data.csv")
     )
     assert done.returncode == 0, done.stderr
-    return registry.resolve(NEW_MODEL, registry.CHAMPION).version
+    yield registry.resolve(NEW_MODEL, registry.CHAMPION).version
+    # The session's other tests (and their server) serve exactly the three shipped models.
+    MlflowClient().delete_registered_model(NEW_MODEL)
 
 
 def test_a_model_defined_by_a_contract_file_is_discovered_and_served(store: Store, new_model: str) -> None:
