@@ -15,7 +15,7 @@ from keel.feature_defs.contract import Contract
 from keel.models.bundle import Bundle
 from keel.serving.policy import Policy, load_policy_text, packaged_policy_text
 
-from keel.errors import ModelLoadError
+from keel.errors import InvalidInput, ModelLoadError
 
 __all__ = ["DecisionSpec", "decision_spec", "seal_policy"]
 
@@ -65,7 +65,7 @@ def seal_policy(text: str, contract: Contract) -> Policy:
     try:
         policy = load_policy_text(text, contract)
     except ValueError as exc:
-        raise ValueError(
+        raise InvalidInput(
             f"the policy does not fit the {contract.name} contract being registered: {exc}. "
             "Fix the policy (or pass --policy FILE) so that every rule names a field of this contract."
         ) from exc

@@ -33,6 +33,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 import keel
+from keel.errors import InvalidInput
 from keel.settings import StateSettings
 
 PYFUNC_CODE = "pyfunc_model.py"
@@ -124,7 +125,7 @@ def train_and_register(
     in the version. A policy that does not fit the contract is refused before training."""
     contract = contract or load_contract(name)
     if contract.name != name:
-        raise ValueError(f"the contract is for model {contract.name!r}, not {name!r}")
+        raise InvalidInput(f"the contract file defines model {contract.name!r}, not {name!r}")
     policy = seal_policy(default_policy_text(name) if policy_text is None else policy_text, contract)
     experiment_id = ensure_experiment(state)
     with tempfile.TemporaryDirectory(prefix=f"keel-{name}-") as tmp:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -23,6 +24,7 @@ from keel.training.registration import ensure_experiment, train_and_register
 from keel.training.settings import TrainingSettings
 from mlflow.tracking import MlflowClient
 
+from keel.errors import InvalidInput
 from keel.settings import StateSettings
 from tests.conftest import Store, cli_env, run_keel
 
@@ -57,43 +59,27 @@ def _renamed_frame() -> pd.DataFrame:
     return generate("invoice_classification", SMALL.rows, 4).rename(columns={"amount": "invoice_amount"})
 
 
-def test_renamed_field_is_refused_at_registration_or_fires_with_a_sealed_policy(
+def test_a_policy_naming_a_field_the_contract_renamed_is_refused_before_training(
     store: Store, registered: dict[str, str]
 ) -> None:
+    """The issue's case: a contract renames `amount` to `invoice_amount`, the packaged policy still
+    says `amount`. It is refused with the rule and field named, and nothing is registered; the
+    same policy rewritten for the new name fires (tests/unit/test_spec.py)."""
     contract = load_contract_text(
         RENAMED.sub("invoice_amount", load_contract("invoice_classification").source)
     )
     before = len(MlflowClient().search_model_versions("name='invoice_classification'"))
-    with pytest.raises(ValueError, match=r"field 'amount' is not in the invoice_classification contract"):
+    with pytest.raises(InvalidInput, match=r"rule 'large_invoice_review': field 'amount' is not in"):
         train_and_register(
             "invoice_classification", _renamed_frame(), StateSettings(), SMALL, contract=contract
         )
     assert len(MlflowClient().search_model_versions("name='invoice_classification'")) == before
 
-    text = packaged_policy_text("invoice_classification")
-    assert text is not None
-    reg = train_and_register(
-        "invoice_classification",
-        _renamed_frame(),
-        StateSettings(),
-        SMALL,
-        contract=contract,
-        policy_text=RENAMED.sub("invoice_amount", text),
-    )
-    try:
-        model = registry.load(registry.get_version(reg.name, reg.version), store.home / "cache").model
-        case = {**contract.example_case, "invoice_amount": 80_000.0}
-        batch = model.predict_records([case])
-        result = model.spec.policy.apply(
-            case, batch.outcome(0), float(batch.confidence[0]), bool(batch.abstained[0])
-        )
-        assert "large_invoice_review" in result.rules_fired and result.route == "human_review"
-    finally:
-        MlflowClient().delete_registered_model_alias("invoice_classification", registry.CHALLENGER)
-
 
 @pytest.fixture(scope="module")
-def new_model(store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+def new_model(
+    store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A model that exists only as a contract file and a data file, registered through the CLI."""
     tmp = tmp_path_factory.mktemp("new-model")
     source = load_contract("routing").source.replace("name: routing", f"name: {NEW_MODEL}", 1)
@@ -102,11 +88,17 @@ def new_model(store: Store, registered: dict[str, str], tmp_path_factory: pytest
     env = cli_env(store)
     refused = run_keel(env, "train", NEW_MODEL, "--contract", str(tmp / "contract.yaml"))
     assert refused.returncode != 0 and "--contract needs --data" in refused.stderr
+    (tmp / "policy.yaml").write_text(packaged_policy_text("routing") or "")  # declares model: routing
+    args = ("--contract", str(tmp / "contract.yaml"), "--data", str(tmp / "data.csv"))
+    refused = run_keel(env, "train", NEW_MODEL, *args, "--policy", str(tmp / "policy.yaml"))
+    assert refused.returncode == 2 and "keel: the policy does not fit the ticket_routing" in refused.stderr
     done = run_keel(
         env, "train", NEW_MODEL, "--contract", str(tmp / "contract.yaml"), "--data", str(tmp / "data.csv")
     )
     assert done.returncode == 0, done.stderr
-    return registry.resolve(NEW_MODEL, registry.CHAMPION).version
+    yield registry.resolve(NEW_MODEL, registry.CHAMPION).version
+    # The session's other tests (and their server) serve exactly the three shipped models.
+    MlflowClient().delete_registered_model(NEW_MODEL)
 
 
 def test_a_model_defined_by_a_contract_file_is_discovered_and_served(store: Store, new_model: str) -> None:
@@ -122,20 +114,56 @@ def test_a_model_defined_by_a_contract_file_is_discovered_and_served(store: Stor
     assert len(batch) == 1 and served.versions["policy_version"] == served.spec.policy.version
 
 
+def _register_bundle(name: str, bundle: Path, pip_requirements: list[str]) -> str:
+    """Register a bundle folder the way versions were registered before specs were sealed:
+    no code_paths, no hashes in the logged model, hashes only on the registry version."""
+    hashes = reseal_bundle(bundle)
+    code = Path(registry.__file__).with_name("pyfunc_model.py")
+    with mlflow.start_run(experiment_id=ensure_experiment(StateSettings())):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"bundle": str(bundle)},
+            pip_requirements=pip_requirements,
+        )
+    tags = {f"{registry.HASH_TAG}{k}": v for k, v in hashes.items()}
+    return str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+
+
 def _broken_version(store: Store, good_version: str, tmp: Path) -> str:
     """Register a version whose files verify but whose booster LightGBM cannot parse."""
     good = registry.load(registry.get_version(NEW_MODEL, good_version), store.home / "cache")
     bundle = tmp / "bundle"
     shutil.copytree(good.model.bundle.path, bundle)
     (bundle / BOOSTER).write_text("tree\nnot a LightGBM model\n")
-    hashes = reseal_bundle(bundle)
-    code = Path(registry.__file__).with_name("pyfunc_model.py")
-    with mlflow.start_run(experiment_id=ensure_experiment(StateSettings())):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(code), artifacts={"bundle": str(bundle)}, pip_requirements=[]
-        )
-    tags = {f"{registry.HASH_TAG}{k}": v for k, v in hashes.items()}
-    return str(mlflow.register_model(info.model_uri, NEW_MODEL, tags=tags).version)
+    return _register_bundle(NEW_MODEL, bundle, [])
+
+
+def test_a_version_registered_before_specs_were_sealed_still_loads_and_serves(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    name, alias = "discount_band", "legacy_probe"
+    good = registry.load(registry.get_version(name, registered[name]), store.home / "cache")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(good.model.bundle.path, bundle)
+    for sealed_later in (POLICY, SPEC, REFERENCE_OUTPUTS):
+        (bundle / sealed_later).unlink()
+    legacy = _register_bundle(name, bundle, ["keel==0.1.0"])
+    client = MlflowClient()
+    client.set_registered_model_alias(name, alias, legacy)
+    try:
+        models = ModelSet(alias, store.home / "cache", names=(name,))
+        assert models.reload().loaded == {name: legacy}
+        served = models.get(name)
+        assert not served.spec.sealed and served.policy.version == load_policy(name).version
+        case = served.spec.contract.example_case
+        batch = served.loaded.model.predict_records([case])
+        assert batch.probability_map(0) == good.model.predict_records([case]).probability_map(0)
+        frame = pd.DataFrame([{k: v for k, v in case.items() if k != "case_id"}])
+        out = mlflow.pyfunc.load_model(f"models:/{name}/{legacy}").predict(frame)
+        assert out["most_likely"][0] == batch.most_likely(0)
+    finally:
+        client.delete_registered_model_alias(name, alias)
 
 
 def test_a_version_that_fails_to_load_is_reported_and_the_old_one_serves_on(

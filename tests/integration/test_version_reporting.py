@@ -4,6 +4,7 @@ policy edit (registered as a new version) and a hot reload under load."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_reported_versions_are_those_that_decided_across_a_policy_edit_and_a_hot
     try:
         with server.client() as c:
             cases = generate("routing", 40, seed=21)[["case_id", *load_contract("routing").field_names]]
-            payload = {"cases": cases.head(5).to_dict(orient="records")}
+            payload = {"cases": json.loads(cases.head(5).to_json(orient="records"))}  # NaN -> null
             r = c.post("/v1/routing/decide", json=payload)
             assert r.status_code == 200, r.text
             before = r.json()["decisions"]

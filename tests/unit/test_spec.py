@@ -12,6 +12,8 @@ from keel.models.model_code import keel_code_tree, public_requirements
 from keel.models.spec import seal_policy
 from keel.serving.policy import packaged_policy_text
 
+from keel.errors import InvalidInput
+
 RENAMED = re.compile(r"\bamount\b")
 
 
@@ -24,7 +26,7 @@ def test_packaged_policy_is_refused_for_a_contract_that_renamed_its_field() -> N
     contract = load_contract_text(renamed_contract_text())
     text = packaged_policy_text("invoice_classification")
     assert text is not None
-    with pytest.raises(ValueError, match=r"field 'amount' is not in the invoice_classification contract"):
+    with pytest.raises(InvalidInput, match=r"field 'amount' is not in the invoice_classification contract"):
         seal_policy(text, contract)
 
 
