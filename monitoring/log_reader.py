@@ -7,7 +7,8 @@ and only `sample` parses whole records, at most `n`, in chunks. The window is ha
 [start, end), on `decisions.created_at`; feedback belongs to the window of the decision it
 reviews, and only a decision's latest feedback row counts (a reviewer may revise a verdict).
 "Policy-intervened" means a rule fired, as the frame's `policy_intervened`; "routed" means the
-model decided and a rule moved the case off the automatic route.
+model decided and a rule moved the case off the automatic route. The SQL itself lives in
+keel.decision_log.windows (the package that owns the log); this module shapes its rows.
 """
 
 from __future__ import annotations

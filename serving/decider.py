@@ -229,7 +229,9 @@ class Decider:
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             if idempotency_key:
-                return reject_changed_replay(reads.feedback_by_id(conn, feedback_id), asked) or None
+                found = reads.feedback_by_id(conn, feedback_id)
+                reject_changed_replay([f["record"] for f in found], asked)  # the digest is in the record
+                return found or None
             latest = reads.latest_feedback(conn, decision_id, actor)
             same = latest is not None and latest["record"].get("request_hash", _digest_of(latest)) == asked
             return [latest] if same and latest is not None else None

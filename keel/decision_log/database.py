@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.settings import LogSettings
 
-__all__ = ["GENESIS", "Connection", "Database", "redact"]
+__all__ = ["GENESIS", "Connection", "Database", "discard", "is_alive", "redact"]
 
 GENESIS = "0" * 64
 """prev_hash of the first row of every chain."""
@@ -225,6 +225,24 @@ def _invalidate(conn: Connection) -> None:
     invalidate = getattr(conn, "invalidate", None)
     if invalidate is not None:
         invalidate()
+
+
+def is_alive(conn: Connection) -> bool:
+    """Whether the connection still answers (after rolling back whatever failed on it)."""
+    try:
+        conn.rollback()
+        conn.execute("SELECT 1").fetchall()
+        conn.rollback()
+        return True
+    except Exception:
+        return False
+
+
+def discard(conn: Connection) -> None:
+    """Drop a connection that failed, so the pool never hands it out again."""
+    _invalidate(conn)
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _begin_sqlite(conn: sa.Connection) -> None:

@@ -27,16 +27,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from keel.decision_log import reads
 from keel.decision_log.chain import CHAINS, chain_hash, content_digest
-from keel.decision_log.database import GENESIS, Connection, Database
+from keel.decision_log.database import GENESIS, Connection, Database, discard, is_alive
 from keel.decision_log.errors import NOT_RECORDED, UNKNOWN, LogUnavailable
 from keel.decision_log.log_key import ChainKeys, load_keys
 from keel.decision_log.settings import LogSettings
 from keel.decision_log.strict_json import dumps
+from keel.decision_log.submission import Replay, Submission, deliver, expire
 from keel.errors import KeelError
 
 __all__ = ["DecisionLog", "Replay"]
@@ -48,24 +48,6 @@ BACKOFF = (0.1, 1.0)
 """Reconnect delays: first and longest; recovery after the database returns takes at most ~1 s."""
 
 log = logging.getLogger("keel.log")
-
-Replay = Callable[[Connection], list[dict[str, Any]] | None]
-"""Looks up an earlier identical write (idempotency); its rows are returned instead."""
-
-
-@dataclass(eq=False)
-class _Submission:
-    table: str
-    values: list[tuple[Any, ...]]
-    digests: list[str]
-    rows: list[dict[str, Any]]
-    """What the caller gets back once the values are committed."""
-    replay: Replay | None = None
-    future: Future[list[dict[str, Any]]] | None = None  # a waiting thread
-    loop: asyncio.AbstractEventLoop | None = None  # or a waiting coroutine
-    waiter: asyncio.Future[list[dict[str, Any]]] | None = None
-    result: list[dict[str, Any]] | None = None
-    error: BaseException | None = None
 
 
 class _Broken(Exception):
@@ -87,7 +69,7 @@ class DecisionLog:
         self.max_batch = max_batch or settings.batch_rows
         self.timeout = timeout or settings.commit_timeout
         self.keys: ChainKeys = load_keys(settings.key_file)
-        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
         self._queued_rows = 0
         self._count_lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -150,7 +132,7 @@ class DecisionLog:
         sub.loop = loop = asyncio.get_running_loop()
         sub.waiter = waiter = loop.create_future()
         self._enqueue(sub)
-        timer = loop.call_later(self.timeout, _expire, waiter, self._timed_out())
+        timer = loop.call_later(self.timeout, expire, waiter, self._timed_out())
         waiter.add_done_callback(lambda _: timer.cancel())
         return waiter
 
@@ -162,7 +144,7 @@ class DecisionLog:
     def _refuse(self, why: str) -> LogUnavailable:
         return LogUnavailable(why, NOT_RECORDED, self.settings.retry_after)
 
-    def _submission(self, table: str, rows: list[dict[str, Any]], replay: Replay | None) -> _Submission:
+    def _submission(self, table: str, rows: list[dict[str, Any]], replay: Replay | None) -> Submission:
         if self._writer is None:
             raise self._refuse("the decision log is not open")
         if not self.ready:
@@ -170,9 +152,9 @@ class DecisionLog:
         columns = CHAINS[table]
         values = [tuple(_to_db(col, row.get(col)) for col in columns) for row in rows]
         stored = [_stored(columns, row) for row in rows]
-        return _Submission(table, values, [content_digest(v) for v in values], stored, replay)
+        return Submission(table, values, [content_digest(v) for v in values], stored, replay)
 
-    def _enqueue(self, sub: _Submission) -> None:
+    def _enqueue(self, sub: Submission) -> None:
         n = len(sub.values)
         with self._count_lock:
             if self._queued_rows and self._queued_rows + n > self.settings.queue_rows:
@@ -180,7 +162,7 @@ class DecisionLog:
             self._queued_rows += n
         self._queue.put(sub)
 
-    def _take(self, timeout: float | None) -> tuple[list[_Submission], bool]:
+    def _take(self, timeout: float | None) -> tuple[list[Submission], bool]:
         """The next batch (blocking up to `timeout`), capped by rows; and whether to stop after it."""
         first = self._queue.get(timeout=timeout)
         if first is None:
@@ -228,7 +210,7 @@ class DecisionLog:
             except Exception:
                 log.exception("decision log writer lost its connection; reconnecting")
             self._healthy.clear()
-            _drop(conn)
+            discard(conn)
             conn = None
 
     def _serve(self, conn: Connection) -> bool:
@@ -255,7 +237,7 @@ class DecisionLog:
                 return False
             for sub in batch:
                 sub.error = self._refuse("the decision log cannot commit at the moment")
-            _deliver(batch)
+            deliver(batch)
             if stop:
                 return True
         return False
@@ -298,20 +280,20 @@ class DecisionLog:
                     conn.execute("BEGIN IMMEDIATE")
                 conn.execute("UPDATE chain_heads SET seq = seq WHERE name = ?", ("decisions",))
         except Exception:
-            _drop(conn)
+            discard(conn)
             raise
         return conn
 
-    def _write_batch(self, conn: Connection, batch: list[_Submission]) -> None:
+    def _write_batch(self, conn: Connection, batch: list[Submission]) -> None:
         started = time.perf_counter()
         self._unchecked = not self.db.is_postgres
         try:
             results = self._commit(conn, batch)
         except Exception as exc:
-            if not _alive(conn):
+            if not is_alive(conn):
                 for sub in batch:
                     sub.error = self._timed_out_by(exc)
-                _deliver(batch)
+                deliver(batch)
                 raise _Broken from exc
             # One bad submission must not fail its neighbours: retry each on its own.
             failed_by_db = 0
@@ -324,13 +306,13 @@ class DecisionLog:
                     failed_by_db += 1
                     log.warning("decision log write failed: %s", err)
                     sub.error = self._timed_out_by(err)
-                    if not _alive(conn):
+                    if not is_alive(conn):
                         for rest in batch:
                             if rest.result is None and rest.error is None:
                                 rest.error = self._timed_out_by(err)
-                        _deliver(batch)
+                        deliver(batch)
                         raise _Broken from err
-            _deliver(batch)
+            deliver(batch)
             if failed_by_db == len(batch):
                 raise _Broken from exc  # the database refuses every write (read-only, full disk...)
             return
@@ -338,7 +320,7 @@ class DecisionLog:
             self.on_commit(sum(len(s.values) for s in batch), time.perf_counter() - started)
         for sub, result in zip(batch, results, strict=True):
             sub.result = result
-        _deliver(batch)
+        deliver(batch)
 
     def _timed_out_by(self, exc: BaseException) -> LogUnavailable:
         # The database's own words stay in the server log; the client hears only the outcome.
@@ -347,7 +329,7 @@ class DecisionLog:
             "the decision log could not commit the write", UNKNOWN, self.settings.retry_after
         )
 
-    def _commit(self, conn: Connection, batch: list[_Submission]) -> list[list[dict[str, Any]]]:
+    def _commit(self, conn: Connection, batch: list[Submission]) -> list[list[dict[str, Any]]]:
         tables = sorted({s.table for s in batch})
         results: list[list[dict[str, Any]]] = []
         key_id, key = self.keys.current, self.keys.current_key
@@ -396,57 +378,6 @@ class DecisionLog:
         from keel.decision_log.verify import verify
 
         return verify(self.db, self.keys, batch_size)
-
-
-def _alive(conn: Connection) -> bool:
-    """Whether the connection still answers (after rolling back whatever failed)."""
-    try:
-        conn.rollback()
-        conn.execute("SELECT 1").fetchall()
-        conn.rollback()
-        return True
-    except Exception:
-        return False
-
-
-def _drop(conn: Connection) -> None:
-    invalidate = getattr(conn, "invalidate", None)
-    if invalidate is not None:
-        invalidate()
-    with contextlib.suppress(Exception):
-        conn.close()
-
-
-def _deliver(batch: list[_Submission]) -> None:
-    """Wake every waiter of a written batch: threads directly, each event loop once."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Submission]] = {}
-    for sub in batch:
-        if sub.future is not None:
-            if sub.error is not None:
-                sub.future.set_exception(sub.error)
-            else:
-                sub.future.set_result(sub.result or [])
-        elif sub.loop is not None:
-            by_loop.setdefault(sub.loop, []).append(sub)
-    for loop, subs in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, subs)
-
-
-def _settle(subs: list[_Submission]) -> None:
-    for sub in subs:
-        waiter = sub.waiter
-        if waiter is None or waiter.done():
-            continue
-        if sub.error is not None:
-            waiter.set_exception(sub.error)
-        else:
-            waiter.set_result(sub.result or [])
-
-
-def _expire(waiter: asyncio.Future[list[dict[str, Any]]], error: LogUnavailable) -> None:
-    if not waiter.done():
-        waiter.set_exception(error)
 
 
 def _read_head(conn: Connection, table: str) -> tuple[int, str]:

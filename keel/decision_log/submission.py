@@ -1,0 +1,65 @@
+"""A write waiting for the log's writer, and how its waiter hears back (thread or event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from keel.decision_log.database import Connection
+from keel.decision_log.errors import LogUnavailable
+
+__all__ = ["Replay", "Submission", "deliver", "expire"]
+
+Replay = Callable[[Connection], list[dict[str, Any]] | None]
+"""Looks up an earlier identical write (idempotency); its rows are returned instead."""
+
+
+@dataclass(eq=False)
+class Submission:
+    table: str
+    values: list[tuple[Any, ...]]
+    digests: list[str]
+    rows: list[dict[str, Any]]
+    """What the caller gets back once the values are committed."""
+    replay: Replay | None = None
+    future: Future[list[dict[str, Any]]] | None = None  # a waiting thread
+    loop: asyncio.AbstractEventLoop | None = None  # or a waiting coroutine
+    waiter: asyncio.Future[list[dict[str, Any]]] | None = None
+    result: list[dict[str, Any]] | None = None
+    error: BaseException | None = None
+
+
+def deliver(batch: list[Submission]) -> None:
+    """Wake every waiter of a written batch: threads directly, each event loop once."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Submission]] = {}
+    for sub in batch:
+        if sub.future is not None:
+            if sub.error is not None:
+                sub.future.set_exception(sub.error)
+            else:
+                sub.future.set_result(sub.result or [])
+        elif sub.loop is not None:
+            by_loop.setdefault(sub.loop, []).append(sub)
+    for loop, subs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, subs)
+
+
+def _settle(subs: list[Submission]) -> None:
+    for sub in subs:
+        waiter = sub.waiter
+        if waiter is None or waiter.done():
+            continue
+        if sub.error is not None:
+            waiter.set_exception(sub.error)
+        else:
+            waiter.set_result(sub.result or [])
+
+
+def expire(waiter: asyncio.Future[list[dict[str, Any]]], error: LogUnavailable) -> None:
+    if not waiter.done():
+        waiter.set_exception(error)
