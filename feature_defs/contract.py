@@ -167,7 +167,9 @@ class Contract:
                 count += 1
                 errors.append(FieldError(row, "", "a case must be a JSON object"))
                 continue
-            count += len(rec.keys() - known)  # a C-speed count, however many keys were sent
+            # Counted by intersecting with the known names, which CPython does by walking the
+            # smaller side: constant time however many keys were sent.
+            count += len(rec) - len(rec.keys() & known)
             room = max(0, MAX_ERRORS - len(errors))
             listed = islice((k for k in rec if k not in known), room)  # in the order sent
             errors.extend(FieldError(row, k, "unknown field") for k in listed)

@@ -26,7 +26,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 INLINE_BODY_BYTES = 16 * 1024
 """Bodies up to this size (a few cases) are parsed on the event loop: orjson takes
-microseconds for them. Bigger bodies are parsed off the loop."""
+microseconds for them. Bigger bodies are parsed, validated and decided in a worker thread."""
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -74,6 +74,21 @@ async def send_json(send: Send, status: int, body: bytes, headers: list | None =
     await send({"type": "http.response.body", "body": body})
 
 
+def _decide_body(
+    decider: Decider, model: str, body: bytes, caller: str, idempotency_key: str | None
+) -> bytes | KeelError:
+    """Parse, validate and decide a large body in a worker thread; an error is returned, not raised.
+
+    Everything built from the body is created and freed in this thread: a raised error's
+    traceback would keep the parsed cases alive until the event loop dropped it, and freeing
+    150,000 keys there holds the loop for tens of milliseconds.
+    """
+    try:
+        return render(decider.decide(model, parse_cases(body), caller, idempotency_key))
+    except KeelError as exc:
+        return exc.with_traceback(None)
+
+
 async def answer(
     decider: Decider,
     model: str,
@@ -90,15 +105,29 @@ async def answer(
         if model not in served:
             raise NotFound(f"no served model {model[:100]!r}; served models: {sorted(served)}")
         if len(body) > INLINE_BODY_BYTES:
-            cases = await anyio.to_thread.run_sync(parse_cases, body, limiter=decider.limiter())
-            offload = True
+            # One large body at a time: parsing holds the GIL in C for its whole length, and
+            # several such parses in a row would keep the event loop from running between them.
+            out = await anyio.to_thread.run_sync(
+                _decide_body, decider, model, body, caller, idempotency_key, limiter=_large_bodies()
+            )
+            if isinstance(out, KeelError):
+                raise out
         else:
-            cases = parse_cases(body)
-            offload = False
-        out = await decider.decide_async(
-            model, cases, caller, idempotency_key, render=render, offload=offload
-        )
+            out = await decider.decide_async(model, parse_cases(body), caller, idempotency_key, render=render)
     except KeelError as exc:
         await send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), error_headers(exc))
         return
     await send_json(send, 200, out)
+
+
+_limiters: dict[int, anyio.CapacityLimiter] = {}
+
+
+def _large_bodies() -> anyio.CapacityLimiter:
+    """The one worker slot for large bodies, created in the running event loop on first use."""
+    import asyncio
+
+    loop = id(asyncio.get_running_loop())
+    if loop not in _limiters:
+        _limiters[loop] = anyio.CapacityLimiter(1)
+    return _limiters[loop]

@@ -85,7 +85,6 @@ class Decider:
         caller: str,
         idempotency_key: str | None = None,
         render: Callable[[list[dict]], T] = _same,  # type: ignore[assignment]
-        offload: bool = False,
     ) -> T:
         """`decide` for the event loop; returns `render(decisions)`.
 
@@ -93,10 +92,9 @@ class Decider:
         thread, so one request costs no thread hop. The decisions are rendered while the writer
         commits them (the result is still handed back only after the commit). A request with an
         Idempotency-Key reads the log before deciding: that read and everything else runs in a
-        worker thread, as do batches too big to compute without holding up other requests and
-        anything the caller asks to `offload` (a large body: its validation cost is unknown).
+        worker thread, as do batches too big to compute without holding up other requests.
         """
-        if offload or idempotency_key or len(cases) > INLINE_CASES:
+        if idempotency_key or len(cases) > INLINE_CASES:
             decisions = await anyio.to_thread.run_sync(
                 self.decide, model, cases, caller, idempotency_key, limiter=self.limiter()
             )

@@ -59,6 +59,7 @@ class Gate:
         self.decider = decider
         self.served = served
         """Names of the models served right now (decide routes and their metric labels)."""
+        self.rates = RateLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,7 +191,7 @@ def _error_code(body: bytes) -> str:
 
 
 def _as_422(send: Send) -> Send:
-    """BentoML answers pydantic errors with 400 {"error", "detail": [...]}: make them Keel 422s."""
+    """FastAPI answers a bad body with 400/422 {"detail": [...] or "..."}: make them Keel 422s."""
     held: dict[str, Any] = {}
     chunks: list[bytes] = []
 
@@ -209,6 +210,8 @@ def _as_422(send: Send) -> Send:
             detail = orjson.loads(body).get("detail")
         except (orjson.JSONDecodeError, AttributeError):
             detail = None
+        if isinstance(detail, str):  # FastAPI's answer to a body that is not JSON at all
+            detail = [{"loc": ["body"], "msg": detail}]
         if not isinstance(detail, list):
             await send(held["start"])
             await send({"type": "http.response.body", "body": body})

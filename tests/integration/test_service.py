@@ -338,6 +338,8 @@ def test_client_errors_are_one_log_line_without_traceback_or_body(server: Server
             content=b'{"decision_id": "MARKER-FB-77"}',
             headers={"Content-Type": "application/json"},
         )
+        not_json = c.post("/v1/feedback", content=b"\x80p\x80", headers={"Content-Type": "application/json"})
+        assert not_json.status_code == 422 and not_json.json()["errors"][0]["field"] == "body"
     assert server.log_path is not None
     text = server.log_path.read_text()
     assert "MARKER-BROKEN" not in text and "MARKER-FB-77" not in text and "Traceback" not in text
