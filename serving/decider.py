@@ -176,7 +176,9 @@ class Decider:
         model = served.loaded.model
         now = datetime.now(UTC).isoformat()
         try:
-            batch: BatchDecision | None = model.predict_matrix(matrix, explain=False)
+            seg = model.threshold_rule.field
+            values = [c.get(seg) for c in cases] if seg else None
+            batch: BatchDecision | None = model.predict_matrix(matrix, explain=False, segment_values=values)
         except Exception:
             log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
             self.metrics.model_failures.labels(model.name).inc()
@@ -241,6 +243,7 @@ class Decider:
             "notify": list(policy.notify),
             "rules_fired": list(policy.rules_fired),
             "confidence": confidence,
+            "threshold": batch.applied_threshold(i),
             "probabilities": batch.probability_map(i),
             "explanation": top,
             "explanation_status": "exact" if explained else "unavailable",

@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str | None]] = [
     ("POST", re.compile(r"^/v1/feedback$"), "feedback"),
     ("GET", re.compile(r"^/v1/decisions/[^/]+$"), "read"),
     ("GET", re.compile(r"^/v1/models$"), None),
+    ("GET", re.compile(r"^/v1/models/(invoice_classification|discount_band|routing)/history$"), "read"),
     ("POST", re.compile(r"^/v1/admin/reload$"), "admin"),
 ]
 log = logging.getLogger("keel.http")

@@ -126,6 +126,12 @@ class DecisionService:
 
         return _plain(response, lambda: catalogue(_rt()))
 
+    @admin.get("/v1/models/{model}/history")
+    def model_history(self, model: str, response: Response) -> Any:
+        from keel.models.history import history_json, shared_history
+
+        return _plain(response, lambda: history_json(shared_history(_rt().state.log_url), model))
+
     @admin.post("/v1/admin/reload")
     def reload(self, response: Response) -> Any:
         def run() -> dict[str, Any]:

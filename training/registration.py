@@ -11,7 +11,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from keel.feature_defs.contract import Contract, load_contract
-from keel.models.registry import CHALLENGER, CHAMPION, HASH_TAG
+from keel.models.registry import CHAMPION, HASH_TAG
+from keel.training.certification import first_alias, risk_metrics, risk_tags
 from keel.training.evaluation import flatten_metrics
 from keel.training.pipeline import TrainResult, train
 from keel.training.settings import TrainingSettings
@@ -77,6 +78,7 @@ def train_and_register(
     state: StateSettings,
     settings: TrainingSettings,
     source: str = "generator",
+    extra_tags: dict[str, str] | None = None,
 ) -> Registered:
     """Train on `frame`, log the run, register a version; first version becomes champion."""
     contract = load_contract(name)
@@ -92,9 +94,7 @@ def train_and_register(
             mlflow.log_metrics(flatten_metrics("segment", result.segments))
             mlflow.log_metrics(
                 {
-                    "risk.threshold": result.risk.threshold,
-                    "risk.coverage": result.risk.coverage,
-                    "risk.upper_bound": result.risk.upper_bound,
+                    **risk_metrics(result.risk, result.segment_control),
                     "best_iteration": float(result.best_iteration),
                 }
             )
@@ -122,16 +122,14 @@ def train_and_register(
         "keel.coverage": f"{result.risk.coverage:.4f}",
         "keel.test_accuracy": f"{result.metrics['accuracy']:.4f}",
         **{f"{HASH_TAG}{file}": digest for file, digest in result.hashes.items()},
+        **risk_tags(result.risk, result.segment_control),
+        **(extra_tags or {}),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    aliases: tuple[str, ...]
-    if _is_first_version(client, name):
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases = (CHAMPION,)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        aliases = (CHALLENGER,)
+    alias = first_alias(result.risk.certified, not _is_first_version(client, name))
+    client.set_registered_model_alias(name, alias, version)
+    aliases = (alias,)
     return Registered(name, version, aliases, run.info.run_id, result)
 
 
