@@ -167,8 +167,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--rows", type=int, default=40_000, help="training rows per model")
-    parser.add_argument("--pool", type=int, default=120_000, help="generated cases the splits are drawn from")
-    parser.add_argument("--test", type=int, default=120_000, help="fresh cases measuring selective error")
+    parser.add_argument("--pool", type=int, default=80_000, help="generated cases the splits are drawn from")
+    parser.add_argument("--test", type=int, default=80_000, help="fresh cases measuring selective error")
     args = parser.parse_args()
     started = time.perf_counter()
     report: dict[str, Any] = {"model": MODEL, "alpha": ALPHA, "delta": DELTA, "split_rows": SPLIT_ROWS}

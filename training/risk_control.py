@@ -93,8 +93,9 @@ def start_points(
     """Where the sequences begin, chosen on the ordering split only.
 
     The first start is the candidate with the lowest upper bound there (ties: more coverage);
-    the others are spread evenly between the most conservative candidate and that one, so a
-    sequence that stumbles near the easiest point still leaves a more conservative one certified.
+    the others are spread evenly between the most conservative candidate and that one (not at
+    it: its few decided cases make its test fragile), so a sequence that stumbles near the
+    easiest point still leaves a more conservative one certified.
     """
     wrong = ~correct.astype(bool)
     bounds = []
@@ -103,7 +104,7 @@ def start_points(
         bounds.append(clopper_pearson_upper(int(wrong[decided].sum()), int(decided.sum()), delta))
     lowest = min(bounds)
     easiest = max(i for i, b in enumerate(bounds) if b == lowest)
-    spread = np.linspace(0, easiest, starts)[:-1] if starts > 1 else np.array([])
+    spread = np.linspace(0, easiest, starts + 1)[1:-1]
     return sorted({easiest, *(round(i) for i in spread)}, reverse=True)
 
 
