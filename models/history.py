@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -108,10 +109,10 @@ class History:
         with self.engine.begin() as conn:
             yield conn
 
-    def append(self, entry: HistoryEntry, attempts: int = 5) -> HistoryEntry:
+    def append(self, entry: HistoryEntry, attempts: int = 8) -> HistoryEntry:
         """Append at the chain's head (bounded retries if another writer got there first)."""
         entry = HistoryEntry(**{**asdict(entry), "created_at": entry.created_at or _now()})
-        for _ in range(attempts):
+        for attempt in range(attempts):
             try:
                 with self._begin() as conn:
                     head = conn.execute(
@@ -132,8 +133,9 @@ class History:
                 saved = HistoryEntry(**{**asdict(entry), "seq": int(seq), "row_hash": row_hash})
                 self._mirror(saved)
                 return saved
-            except sa.exc.IntegrityError:
-                continue
+            except (sa.exc.IntegrityError, sa.exc.OperationalError):
+                # Another writer took the head (unique prev_hash) or held SQLite's write lock.
+                time.sleep(0.05 * (attempt + 1))
         raise KeelError(f"{entry.model}: could not append to the alias history after {attempts} attempts")
 
     def _mirror(self, entry: HistoryEntry) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,29 @@ def test_training_refuses_a_class_with_too_few_rows() -> None:
     with pytest.raises(InvalidInput, match=r"too few training rows per class \(.*\); need at least 50 each"):
         check_class_counts(contract, frame, 50)
     check_class_counts(contract, pd.concat([generate("discount_band", 4000, seed=1)]), 50)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_writers_never_fork_the_chain(backend: str, tmp_path: Path) -> None:
+    from tests.conftest import fresh_postgres_database
+
+    def run(url: str) -> None:
+        history = History(url)
+
+        def writer(who: str) -> None:
+            for i in range(4):
+                history.append(move(PROMOTE, str(i), str(i + 1), actor=who))
+
+        threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        check = history.verify()
+        assert check.ok and check.rows_checked == 12, check
+
+    if backend == "sqlite":
+        run(f"sqlite:///{tmp_path / 'log.db'}")
+    else:
+        with fresh_postgres_database("keel_history") as url:
+            run(url)
