@@ -3,6 +3,7 @@ with a real `keel serve` polling the registry and taking traffic throughout."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -31,8 +32,9 @@ class Traffic:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        case = generate(MODEL, 1, seed=3).drop(columns=["event_time", MODEL]).iloc[0].to_dict()
-        body = {"cases": [{k: (v.item() if hasattr(v, "item") else v) for k, v in case.items()}]}
+        frame = generate(MODEL, 1, seed=3).drop(columns=["event_time", MODEL])
+        case = json.loads(frame.to_json(orient="records"))[0]  # NaN -> null, numpy -> JSON types
+        body = {"cases": [case]}
         deadline = time.monotonic() + self.seconds
         with self.server.client("decide") as http:
             while not self.stop.is_set() and len(self.statuses) < self.limit and time.monotonic() < deadline:
