@@ -46,11 +46,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from keel.training.settings import TrainingSettings
 
     state = prepare_state(StateSettings())
-    overrides = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-    settings = TrainingSettings(**overrides)
+    overrides: dict[str, Any] = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
     if args.contract and not args.data:
         raise SystemExit("keel: --contract needs --data (there is no generator for a new model)")
     names = [args.model] if args.contract else _models(args.model)
+    if args.segment_field:
+        overrides["segment_fields"] = {n: args.segment_field for n in names}
+    settings = TrainingSettings(**overrides)
+    failed = False
     if args.data and len(names) != 1:
         raise SystemExit("keel: --data needs a single model name")
     for name in names:
@@ -62,11 +65,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             frame, source = generate(name, settings.rows, settings.seed), f"generator:seed={settings.seed}"
         if args.from_log:
-            _train_from_log(name, frame, source, state, settings)
-            continue
-        reg = train_and_register(name, frame, state, settings, source=source, **_spec_files(args))
-        _print_registered(reg)
-    return 0
+            reg = _train_from_log(name, frame, source, state, settings)
+        else:
+            reg = train_and_register(name, frame, state, settings, source=source, **_spec_files(args))
+            _print_registered(reg)
+        failed |= _refuse_uncertified(reg)
+    return 1 if failed else 0
+
+
+def _refuse_uncertified(reg: Any) -> bool:
+    from keel.training.certification import uncertified_message
+
+    if reg.result.risk.certified:
+        return False
+    print(f"keel: {uncertified_message(reg.name, reg.version, reg.result)}", file=sys.stderr)
+    return True
 
 
 def _spec_files(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,7 +104,7 @@ def _print_registered(reg: Any) -> None:
     )
 
 
-def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> None:
+def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> Any:
     from keel.models import registry
     from keel.serving.database import Database
     from keel.training import from_log
@@ -100,17 +113,19 @@ def _train_from_log(name: str, original: Any, source: str, state: Any, settings:
     champion = registry.load_alias(name, registry.CHAMPION, state.home_dir / "cache")
     contract = champion.model.contract  # the champion's sealed spec, not the packaged file
     split = from_log.split_log(from_log.labelled_from_log(Database(state.log_url), contract))
-    frame = from_log.mixed_training_frame(original, split.train, contract, settings.seed)
+    mixed = from_log.mixed_training_frame(original, split.train, contract, settings.seed)
     reg = train_and_register(
         name,
-        frame,
+        mixed.frame,
         state,
         settings,
-        source=f"log({len(split.train)} reviewed)+{source}",
+        source=f"log({mixed.reviewed_used} reviewed)+{source}",
+        extra_tags=mixed.tags,
         contract=contract,
         policy_text=champion.model.spec.policy.source,
     )
     _print_registered(reg)
+    print(f"{name}: {from_log.REVIEW_HANDLING} ({mixed.reviewed_dropped} oldest reviewed cases left out)")
     challenger = registry.load(registry.get_version(name, reg.version), state.home_dir / "cache")
     print(
         f"{name}: champion v{champion.ref.version} vs challenger v{reg.version} on the newest "
@@ -121,15 +136,103 @@ def _train_from_log(name: str, original: Any, source: str, state: Any, settings:
             from_log.score(champion.model, split.holdout), from_log.score(challenger.model, split.holdout)
         )
     )
+    return reg
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from keel.models.registry import promote
+    from keel.training import promotion
+    from keel.training.settings import PromotionSettings
 
-    _state()
-    ref = promote(_models(args.model, registered=True)[0], args.version)
-    print(f"{ref.name}: champion -> version {ref.version}")
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    out = promotion.promote(
+        name,
+        args.version,
+        actor=args.actor,
+        force=args.force,
+        reason=args.reason or "",
+        state=state,
+        settings=PromotionSettings(),
+    )
+    print(f"{name}: promotion gates for version {out.version}:")
+    for c in out.criteria:
+        print(c.line())
+    if out.pending:
+        print(
+            f"{name}: two-person rule: request #{out.entry.seq if out.entry else '?'} recorded by "
+            f"{args.actor}; `keel approve {name} {out.version}` by another person moves champion"
+        )
+        return 0
+    if not out.moved:
+        print(
+            f"keel: {name}: gates failed; champion not moved (use --force --reason TEXT to override)",
+            file=sys.stderr,
+        )
+        return 1
+    forced = " (FORCED past failed gates)" if out.entry and out.entry.forced else ""
+    return _moved(name, out.entry, f"{forced} by {args.actor}")
+
+
+def _moved(name: str, entry: Any, how: str) -> int:
+    from keel.training.promotion import pickup_note
+
+    print(f"{name}: champion v{entry.from_version} -> v{entry.to_version}{how}")
+    print(f"{name}: {pickup_note()}")
     return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from keel.training import promotion
+
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    entry = promotion.approve(name, args.version, actor=args.actor, state=state)
+    return _moved(name, entry, f", approved by {args.actor} ({entry.reason})")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from keel.training import promotion
+
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    entry = promotion.rollback(name, actor=args.actor, reason=args.reason or "", state=state)
+    return _moved(name, entry, f" (rollback) by {args.actor}")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from keel.models.history import history_json
+    from keel.training.promotion import history_for
+
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    body = history_json(history_for(state), name)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0 if body["chain_intact"] else 1
+    print(
+        f"{name}: {len(body['moves'])} alias moves; "
+        f"hash chain {'intact' if body['chain_intact'] else 'BROKEN'}"
+    )
+    for m in body["moves"]:
+        failed = [g["criterion"] for g in m["gates"] if not g["passed"]]
+        gates = (
+            f"gates failed: {', '.join(failed)}" if failed else ("gates passed" if m["gates"] else "no gates")
+        )
+        print(
+            f"#{m['seq']} {m['created_at']} {m['action']:<8} {m['alias']} {m['from_version']} -> "
+            f"{m['to_version']} by {m['actor']}{' FORCED' if m['forced'] else ''}; {gates}"
+            f"{'; reason: ' + m['reason'] if m['reason'] else ''}"
+        )
+    return 0 if body["chain_intact"] else 1
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -311,12 +414,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="add reviewed cases from the decision log (overrides, labelled abstentions) and "
         "compare the new challenger with the champion on the newest reviewed cases",
     )
+    p.add_argument(
+        "--segment-field",
+        help="certify a threshold per value of this segment field (e.g. region), jointly with the "
+        "overall one (default KEEL_TRAIN_SEGMENT_FIELDS)",
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("promote", help="move the champion alias to a model version")
+    p = sub.add_parser("promote", help="move champion to a version after its promotion gates pass")
     p.add_argument("model")
     p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="move even if gates fail (needs --reason)")
+    p.add_argument("--reason", help="why; recorded in the alias history")
+    p.add_argument("--actor", default=_actor(), help="who moves it (default: the operating-system user)")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("approve", help="second person's approval of a pending promotion (two-person rule)")
+    p.add_argument("model")
+    p.add_argument("version")
+    p.add_argument("--actor", default=_actor(), help="who approves (default: the operating-system user)")
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("rollback", help="return champion to the previous champion")
+    p.add_argument("model")
+    p.add_argument("--reason", help="why; recorded in the alias history")
+    p.add_argument("--actor", default=_actor(), help="who rolls back (default: the operating-system user)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("history", help="every alias move of a model: when, who, from, to, gates, reason")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the JSON of GET /v1/models/{model}/history")
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("models", help="list registered champion and challenger versions")
     p.set_defaults(func=cmd_models)

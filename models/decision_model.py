@@ -14,6 +14,7 @@ from keel.models.booster import TreeModel
 from keel.models.bundle import Bundle, read_bundle
 from keel.models.calibration import softmax
 from keel.models.spec import DecisionSpec, decision_spec
+from keel.models.thresholds import OVERALL, ThresholdRule
 
 from keel.errors import InvalidInput, ModelLoadError
 
@@ -31,12 +32,19 @@ class BatchDecision:
     confidence: np.ndarray
     abstained: np.ndarray
     contributions: np.ndarray | None
+    thresholds: np.ndarray | None = None
+    threshold_applied: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.predicted)
 
     def outcome(self, i: int) -> str | None:
         return None if self.abstained[i] else self.classes[int(self.predicted[i])]
+
+    def applied_threshold(self, i: int) -> dict[str, Any]:
+        """The abstention threshold this case was held to and which one it was (overall or segment)."""
+        value = None if self.thresholds is None else float(self.thresholds[i])
+        return {"value": value, "applied": self.threshold_applied[i] if self.threshold_applied else OVERALL}
 
     def most_likely(self, i: int) -> str:
         return self.classes[int(self.predicted[i])]
@@ -84,6 +92,7 @@ class DecisionModel:
             raise ModelLoadError("booster and contract disagree on the number of features")
         self.temperature = self.spec.temperature
         self.threshold = self.spec.threshold
+        self.threshold_rule = ThresholdRule.from_abstention(bundle.abstention)
         self.alpha = self.spec.alpha
         self.delta = self.spec.delta
 
@@ -95,11 +104,15 @@ class DecisionModel:
     def name(self) -> str:
         return self.bundle.model_name
 
-    def predict_matrix(self, matrix: np.ndarray, explain: bool = True) -> BatchDecision:
+    def predict_matrix(
+        self, matrix: np.ndarray, explain: bool = True, segment_values: Sequence[object] | None = None
+    ) -> BatchDecision:
+        """`segment_values`: each case's value of the segment field of a per-segment-certified model."""
         raw = self.tree.raw_scores(matrix)
         proba = softmax(raw, self.temperature)
         predicted = raw.argmax(axis=1)
         confidence = proba[np.arange(len(proba)), predicted]
+        thresholds, applied = self.threshold_rule.applies(segment_values, len(matrix))
         return BatchDecision(
             classes=self.classes,
             feature_names=self.contract.feature_names,
@@ -108,19 +121,23 @@ class DecisionModel:
             probabilities=proba,
             predicted=predicted,
             confidence=confidence,
-            abstained=confidence < self.threshold,
+            abstained=confidence < thresholds,
             contributions=self.tree.contributions(matrix, predicted) if explain else None,
+            thresholds=thresholds,
+            threshold_applied=applied,
         )
 
     def predict_records(self, records: Sequence[Mapping[str, Any]], explain: bool = True) -> BatchDecision:
         result = self.contract.validate_records(records)
         if result.matrix is None:
             raise InvalidInput(f"{len(result.errors)} field error(s) in the cases", result.errors)
-        return self.predict_matrix(result.matrix, explain)
+        seg = self.threshold_rule.field
+        return self.predict_matrix(result.matrix, explain, [r.get(seg) for r in records] if seg else None)
 
     def predict_frame(self, frame: pd.DataFrame, explain: bool = False) -> BatchDecision:
         extra = [c for c in frame.columns if c not in self.contract.field_names]
         result = self.contract.validate_frame(frame, extra_ok=extra)
         if result.matrix is None:
             raise InvalidInput(f"{len(result.errors)} field error(s) in the frame", result.errors)
-        return self.predict_matrix(result.matrix, explain)
+        seg = self.threshold_rule.field
+        return self.predict_matrix(result.matrix, explain, frame[seg].tolist() if seg else None)

@@ -42,7 +42,10 @@ def decide_valid(
     model = served.loaded.model
     now = datetime.now(UTC).isoformat()
     try:
-        batch: BatchDecision | None = model.predict_matrix(matrix, explain=False)
+        # A model with per-segment thresholds needs each case's segment value (models/thresholds.py).
+        seg = model.threshold_rule.field
+        values = [c.get(seg) for c in cases] if seg else None
+        batch: BatchDecision | None = model.predict_matrix(matrix, explain=False, segment_values=values)
     except Exception:
         log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
         if metrics is not None:
@@ -111,6 +114,7 @@ def record(
         "notify": list(policy.notify),
         "rules_fired": list(policy.rules_fired),
         "confidence": confidence,
+        "threshold": batch.applied_threshold(i),
         "probabilities": batch.probability_map(i),
         "explanation": top,
         "explanation_status": "exact" if explained else "unavailable",

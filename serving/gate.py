@@ -59,7 +59,6 @@ class Gate:
         self.decider = decider
         self.served = served
         """Names of the models served right now (decide routes and their metric labels)."""
-        self.rates = RateLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -93,6 +93,13 @@ ROUTES: tuple[Route, ...] = (
     Route("decision", "GET", "/v1/decisions/{decision_id}", "read", "The logged decision with its feedback"),
     Route("models", "GET", "/v1/models", ANY_KEY, "Served models, versions, thresholds, contracts, policies"),
     Route(
+        "history",
+        "GET",
+        "/v1/models/{model}/history",
+        "read",
+        "Every alias move of a model: when, by whom, from and to which version, gates, reason",
+    ),
+    Route(
         "reload",
         "POST",
         "/v1/admin/reload",

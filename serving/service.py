@@ -72,6 +72,12 @@ def models(response: Response) -> Any:
     return _answer(response, lambda: catalogue(_rt()))
 
 
+def history(model: str, response: Response) -> Any:
+    from keel.models.history import history_json, shared_history
+
+    return _answer(response, lambda: history_json(shared_history(_rt().state.log_url), model))
+
+
 def reload(response: Response) -> Any:
     def run() -> dict[str, Any]:
         report = _rt().reload()
@@ -96,6 +102,7 @@ APP_HANDLERS: dict[str, Callable[..., Any]] = {
     "feedback": feedback,
     "decision": decision,
     "models": models,
+    "history": history,
     "reload": reload,
     "openapi": openapi,
     "metrics": metrics,

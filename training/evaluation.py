@@ -23,7 +23,10 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 15)
     return float(ece)
 
 
-def classification_metrics(proba: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(
+    proba: np.ndarray, y: np.ndarray, threshold: float | np.ndarray
+) -> dict[str, float]:
+    """`threshold`: one for all cases, or one per case (segment-conditional abstention)."""
     pred = proba.argmax(axis=1)
     conf = proba.max(axis=1)
     decided = conf >= threshold
@@ -41,9 +44,14 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray, threshold: float) -
 
 
 def segment_metrics(
-    proba: np.ndarray, y: np.ndarray, threshold: float, segments: pd.DataFrame, min_rows: int = 30
+    proba: np.ndarray,
+    y: np.ndarray,
+    threshold: float | np.ndarray,
+    segments: pd.DataFrame,
+    min_rows: int = 30,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """The same metrics per value of every segment field (values with fewer rows are skipped)."""
+    per_case = np.broadcast_to(np.asarray(threshold, dtype=float), (len(y),))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for column in segments.columns:
         values = segments[column].to_numpy()
@@ -51,7 +59,7 @@ def segment_metrics(
         for value in pd.unique(values):
             m = values == value
             if m.sum() >= min_rows:
-                per[str(value)] = classification_metrics(proba[m], y[m], threshold)
+                per[str(value)] = classification_metrics(proba[m], y[m], per_case[m])
         out[column] = per
     return out
 

@@ -1,17 +1,25 @@
 """Retraining from the decision log: reviewed cases (overrides and labelled abstentions) as labels.
 
-The newest share of logged labelled cases is held out; the challenger trains on the original
-data plus the older logged cases, mixed in random order so every split of the pipeline sees the
-new labels, and both champion and challenger are scored on the same held-out cases.
+The newest share of logged labelled cases is held out; the challenger fits on the original
+data plus the older logged cases, and both champion and challenger are scored on the same
+held-out cases.
+
+Reviewed cases are a selection-biased sample (every abstention plus a sample of decided cases),
+so they only ever fit the booster: they are placed in the pipeline's fitting share and never in
+the calibration, risk-control or test splits, which hold original data only, so the certified
+alpha refers to the same population as a training without the log. The registration records it
+(`REVIEW_HANDLING_TAG`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from keel.feature_defs.contract import Contract
 from keel.models.decision_model import DecisionModel
+from keel.training.pipeline import FIT_SHARE
 from sklearn.metrics import f1_score
 
 from keel.decision_log import reads
@@ -47,14 +55,51 @@ def split_log(labelled: pd.DataFrame, holdout_share: float = 0.3, min_rows: int 
     return LogSplit(labelled.iloc[:cut].reset_index(drop=True), labelled.iloc[cut:].reset_index(drop=True))
 
 
+LOG_CUTOFF_TAG = "keel.log_trained_until"
+"""Newest decision-log time among the reviewed cases a version trained on; later ones are unseen."""
+REVIEW_HANDLING_TAG = "keel.review_handling"
+REVIEW_HANDLING = "reviewed cases fit the booster only; calibration, risk control and test hold original data"
+
+
+@dataclass(frozen=True)
+class MixedFrame:
+    frame: pd.DataFrame
+    reviewed_used: int
+    reviewed_dropped: int
+    trained_until: str
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            REVIEW_HANDLING_TAG: REVIEW_HANDLING,
+            LOG_CUTOFF_TAG: self.trained_until,
+            "keel.reviewed_cases_used": str(self.reviewed_used),
+            "keel.reviewed_cases_dropped": str(self.reviewed_dropped),
+        }
+
+
 def mixed_training_frame(
     original: pd.DataFrame, logged: pd.DataFrame, contract: Contract, seed: int
-) -> pd.DataFrame:
+) -> MixedFrame:
+    """Original rows in random order with the reviewed rows mixed into the fitting share only.
+
+    The pipeline splits by `event_time`; every reviewed row gets a time inside the first
+    FIT_SHARE of the frame. If there are more reviewed rows than fit there, the newest are kept.
+    """
     columns = [*contract.field_names, contract.target]
-    combined = pd.concat([original[columns], logged[columns]], ignore_index=True)
-    combined = combined.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    base = original[columns].sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    # Largest k with k <= FIT_SHARE * (len(base) + k) - 1, one row of margin for rounding.
+    room = max(0, int((FIT_SHARE * len(base) - 2) / (1 - FIT_SHARE)))
+    keep = logged[columns].iloc[max(0, len(logged) - room) :]
+    fit_len = int(FIT_SHARE * (len(base) + len(keep))) - 1
+    n_orig_fit = max(0, fit_len - len(keep))
+    head = pd.concat([base.iloc[:n_orig_fit], keep], ignore_index=True)
+    head = head.iloc[rng.permutation(len(head))]
+    combined = pd.concat([head, base.iloc[n_orig_fit:]], ignore_index=True)
     combined["event_time"] = pd.date_range("2026-01-01", periods=len(combined), freq="min", tz="UTC")
-    return combined
+    until = str(logged["event_time"].astype(str).max()) if "event_time" in logged and len(logged) else ""
+    return MixedFrame(combined, len(keep), len(logged) - len(keep), until)
 
 
 def score(model: DecisionModel, holdout: pd.DataFrame) -> dict[str, float]:

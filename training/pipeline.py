@@ -27,11 +27,20 @@ from keel.models.bundle import (
     write_json,
 )
 from keel.models.calibration import TemperatureScaler
+from keel.models.thresholds import ThresholdRule
 from keel.training.data import check_training_frame, fingerprint
 from keel.training.evaluation import classification_metrics, segment_metrics
 from keel.training.importance import plot_importance
-from keel.training.risk_control import RiskControl, select_threshold
+from keel.training.risk_control import (
+    RiskControl,
+    SegmentControl,
+    abstention_record,
+    select_segment_thresholds,
+    select_threshold,
+)
 from keel.training.settings import TrainingSettings
+
+from keel.errors import InvalidInput
 
 
 @dataclass
@@ -43,8 +52,13 @@ class Splits:
     test: np.ndarray
 
 
+FIT_SHARE = 0.6
+"""Leading share of the time-ordered rows that only fits the booster (train + early stopping);
+calibration, risk control and test come after it."""
+
+
 def time_splits(n: int) -> Splits:
-    cut = [int(n * q) for q in (0.5, 0.6, 0.7, 0.8)]
+    cut = [int(n * q) for q in (0.5, FIT_SHARE, 0.7, 0.8)]
     idx = np.arange(n)
     return Splits(
         idx[: cut[0]], idx[cut[0] : cut[1]], idx[cut[1] : cut[2]], idx[cut[2] : cut[3]], idx[cut[3] :]
@@ -63,6 +77,7 @@ class TrainResult:
     data_fingerprint: str
     best_iteration: int
     extra: dict[str, Any] = field(default_factory=dict)
+    segment_control: SegmentControl | None = None
 
 
 def lgb_params(contract: Contract, s: TrainingSettings) -> dict[str, Any]:
@@ -104,9 +119,22 @@ def fit_booster(
     )
 
 
+def check_class_counts(contract: Contract, frame: pd.DataFrame, minimum: int) -> None:
+    """Refuse data with a class rarer than `minimum` rows: its splits could not calibrate or certify it."""
+    counts = frame[contract.target].value_counts()
+    short = {c: int(counts.get(c, 0)) for c in contract.classes if counts.get(c, 0) < minimum}
+    if short:
+        listed = ", ".join(f"{c} {n}" for c, n in short.items())
+        raise InvalidInput(
+            f"{contract.name}: too few training rows per class ({listed}); need at least {minimum} "
+            f"each (KEEL_TRAIN_MIN_ROWS_PER_CLASS); nothing registered"
+        )
+
+
 def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSettings) -> TrainResult:
     """Fit, calibrate, certify and evaluate one model and write its sealed bundle to `out_dir`."""
     frame = check_training_frame(contract, frame)
+    check_class_counts(contract, frame, s.min_rows_per_class)
     matrix = contract.validate_frame(frame, extra_ok=list(frame.columns)).matrix
     assert matrix is not None  # check_training_frame raised otherwise
     y, _ = contract.encode_target(list(frame[contract.target]))
@@ -119,28 +147,34 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
     order_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.calib_fit]))
     order_conf = order_proba.max(axis=1)
     risk_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.risk]))
-    risk = select_threshold(
-        risk_proba.max(axis=1),
-        risk_proba.argmax(axis=1) == y[sp.risk],
-        s.alpha,
-        s.delta,
-        order_conf,
-        min_decided=s.min_decided,
-        order_correct=order_proba.argmax(axis=1) == y[sp.calib_fit],
+    certified = certify(
+        contract,
+        frame,
+        sp,
+        s,
+        (risk_proba.max(axis=1), risk_proba.argmax(axis=1) == y[sp.risk]),
+        (order_conf, order_proba.argmax(axis=1) == y[sp.calib_fit]),
     )
+    risk = certified.overall if isinstance(certified, SegmentControl) else certified
+    seg_control = certified if isinstance(certified, SegmentControl) else None
+    abstention = abstention_record(risk, seg_control)
+    rule = ThresholdRule.from_abstention(abstention)
     test_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.test]))
-    metrics = classification_metrics(test_proba, y[sp.test], risk.threshold)
+    test_thresholds, _ = rule.applies(
+        frame.loc[sp.test, rule.field].tolist() if rule.field else None, len(sp.test)
+    )
+    metrics = classification_metrics(test_proba, y[sp.test], test_thresholds)
     segments = segment_metrics(
         test_proba,
         y[sp.test],
-        risk.threshold,
+        test_thresholds,
         frame.loc[sp.test, contract.segment_fields].reset_index(drop=True),
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BOOSTER).write_text(model_text)
     write_json(out_dir / CALIBRATION, {"method": "temperature", "temperature": scaler.temperature_})
-    write_json(out_dir / ABSTENTION, risk.to_dict())
+    write_json(out_dir / ABSTENTION, abstention)
     (out_dir / CONTRACT).write_text(contract.source)
     # Held-out rows: on its own training rows the model is over-confident, which would make every
     # later window look like confidence and explanation drift.
@@ -160,7 +194,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         },
         "best_iteration": booster.best_iteration,
         "temperature": scaler.temperature_,
-        "risk_control": risk.to_dict(),
+        "risk_control": abstention,
         "test": metrics,
         "test_by_segment": segments,
     }
@@ -185,5 +219,56 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         "early_stopping_rounds": s.early_stopping_rounds,
     }
     return TrainResult(
-        contract, out_dir, hashes, params, metrics, segments, risk, data_fp, booster.best_iteration
+        contract,
+        out_dir,
+        hashes,
+        params,
+        metrics,
+        segments,
+        risk,
+        data_fp,
+        booster.best_iteration,
+        segment_control=seg_control,
+    )
+
+
+Scored = tuple[np.ndarray, np.ndarray]
+"""Confidence and correctness of a split's cases."""
+
+
+def certify(
+    contract: Contract, frame: pd.DataFrame, sp: Splits, s: TrainingSettings, risk: Scored, order: Scored
+) -> RiskControl | SegmentControl:
+    """The overall threshold, or overall plus per-segment ones when the model has a segment field."""
+    seg = s.segment_fields.get(contract.name)
+    if not seg:
+        return select_threshold(
+            risk[0],
+            risk[1],
+            s.alpha,
+            s.delta,
+            order[0],
+            s.min_decided,
+            order_correct=order[1],
+            starts=s.risk_starts,
+        )
+    if seg not in contract.segment_fields:
+        raise InvalidInput(
+            f"{contract.name}: segment control field {seg!r} is not a segment field of the contract"
+        )
+    return select_segment_thresholds(
+        risk[0],
+        risk[1],
+        frame.loc[sp.risk, seg].tolist(),
+        order[0],
+        order[1],
+        frame.loc[sp.calib_fit, seg].tolist(),
+        field_name=seg,
+        alpha=s.alpha,
+        delta=s.delta,
+        min_cases=s.segment_min_cases,
+        fallback=s.segment_fallback,
+        min_decided=s.min_decided,
+        starts=s.risk_starts,
+        known_values=contract.spec(seg).categories,
     )

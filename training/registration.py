@@ -15,7 +15,6 @@ from keel.models.bundle import POLICY, REFERENCE, REFERENCE_OUTPUTS, SPEC, resea
 from keel.models.decision_model import DecisionModel
 from keel.models.model_code import keel_code_tree, public_requirements
 from keel.models.registry import (
-    CHALLENGER,
     CHAMPION,
     HASH_TAG,
     MODEL_TAG,
@@ -26,6 +25,7 @@ from keel.models.registry import (
 from keel.models.spec import seal_policy
 from keel.monitoring.frames import reference_frame
 from keel.serving.policy import Policy, packaged_policy_text
+from keel.training.certification import first_alias, risk_metrics, risk_tags
 from keel.training.evaluation import flatten_metrics
 from keel.training.pipeline import TrainResult, train
 from keel.training.settings import TrainingSettings
@@ -118,6 +118,7 @@ def train_and_register(
     source: str = "generator",
     contract: Contract | None = None,
     policy_text: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> Registered:
     """Train on `frame`, log the run, register a version; first version becomes champion.
 
@@ -141,9 +142,7 @@ def train_and_register(
             mlflow.log_metrics(flatten_metrics("segment", result.segments))
             mlflow.log_metrics(
                 {
-                    "risk.threshold": result.risk.threshold,
-                    "risk.coverage": result.risk.coverage,
-                    "risk.upper_bound": result.risk.upper_bound,
+                    **risk_metrics(result.risk, result.segment_control),
                     "best_iteration": float(result.best_iteration),
                 }
             )
@@ -171,19 +170,18 @@ def train_and_register(
         "keel.coverage": f"{result.risk.coverage:.4f}",
         "keel.test_accuracy": f"{result.metrics['accuracy']:.4f}",
         **{f"{HASH_TAG}{file}": digest for file, digest in result.hashes.items()},
+        **risk_tags(result.risk, result.segment_control),
+        **(extra_tags or {}),
     }
     client = MlflowClient()
     # Tags go on with the version itself, so no reader ever sees it without its recorded hashes.
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     version = str(mv.version)
     client.set_registered_model_tag(name, MODEL_TAG, code_version())
-    aliases: tuple[str, ...]
-    if _is_first_version(client, name):
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases = (CHAMPION,)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        aliases = (CHALLENGER,)
+    # A version that certifies nothing never becomes champion by itself (training/certification.py).
+    alias = first_alias(result.risk.certified, not _is_first_version(client, name))
+    client.set_registered_model_alias(name, alias, version)
+    aliases: tuple[str, ...] = (alias,)
     return Registered(name, version, aliases, run.info.run_id, result)
 
 

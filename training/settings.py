@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +44,47 @@ class TrainingSettings(BaseSettings):
 
     min_decided: int = 300
     """Decided risk-control cases at the most conservative threshold the search starts from."""
+
+    risk_starts: int = 3
+    """Fixed sequences the threshold search runs, each at delta/risk_starts (Bonferroni), so one
+    unlucky first test cannot end the search at zero coverage."""
+
+    segment_fields: dict[str, str] = {}
+    """Per-model segment field for segment-conditional risk control, e.g. {"discount_band": "region"}
+    (JSON in KEEL_TRAIN_SEGMENT_FIELDS): each value with enough cases gets its own threshold."""
+
+    segment_min_cases: int = 400
+    """Risk-control cases a segment value needs for its own certified threshold."""
+
+    segment_fallback: Literal["review", "overall"] = "review"
+    """Threshold for segment values with too few cases: `review` abstains on all of them (human
+    review), `overall` uses the overall threshold (certified overall, not for that segment)."""
+
+    min_rows_per_class: int = 50
+    """Fewest training rows per class; a data set with a rarer class is refused before training."""
+
+
+class PromotionSettings(BaseSettings):
+    """Promotion gates and the two-person rule (KEEL_PROMOTE_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="KEEL_PROMOTE_", extra="ignore")
+
+    coverage_tolerance: float = 0.02
+    """How far the candidate's test coverage may fall below the champion's (absolute share)."""
+
+    accuracy_tolerance: float = 0.01
+    """How far the candidate's test accuracy may fall below the champion's (absolute share)."""
+
+    override_tolerance: float = 0.02
+    """How far the candidate's would-be override rate on held-out reviewed cases may exceed the
+    champion's (absolute share)."""
+
+    min_reviewed_cases: int = 50
+    """Reviewed cases from the decision log (neither version trained on) needed to gate on them."""
+
+    min_segment_decided: int = 200
+    """Decided test cases a segment value needs before its selective error is gated."""
+
+    two_person: bool = False
+    """Require a second actor's `keel approve` for every model (a model can also require it with
+    the registered-model tag keel.two_person=true)."""

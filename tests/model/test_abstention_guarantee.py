@@ -17,6 +17,9 @@ from keel.training.generators import generate
 from keel.training.pipeline import train
 from keel.training.risk_control import select_threshold
 from keel.training.settings import TrainingSettings
+from scipy.stats import binom
+
+from bench.risk_control import scored, segment_draws, trained_model
 
 ALPHA, DELTA, SEEDS = 0.02, 0.05, 40
 
@@ -59,3 +62,14 @@ def test_selective_error_is_at_most_alpha_in_1_minus_delta_of_draws(name: str, t
     assert violations <= int(DELTA * SEEDS), f"{violations}/{SEEDS} draws broke alpha"
     # Not vacuous: the model decides a real share of cases on average.
     assert np.mean(coverages) > 0.3, f"mean coverage {np.mean(coverages):.2f}"
+
+
+def test_segment_control_holds_every_region_jointly(tmp_path: Path) -> None:
+    """discount_band under region_process_change (EMEA harder): per-region thresholds keep every
+    region's selective error <= alpha jointly in >= 1-delta of fresh draws."""
+    scenario, draws = "region_process_change", 40
+    model = trained_model(scenario, 12_000, 0, tmp_path)
+    pool, test = scored(model, 30_000, 40_001, scenario), scored(model, 40_000, 40_002, scenario)
+    result = segment_draws(pool, test, draws, seed=7, hard="EMEA")
+    allowed = int(binom.ppf(0.999, draws, DELTA))
+    assert result["segment_control_any_region_above_alpha"]["count"] <= allowed, result
