@@ -120,7 +120,7 @@ def test_report_files_sections_escaping_and_summary(setup: Setup, tmp_path: Path
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert len(re.findall(r"src='data:image/png;base64,", page)) >= 3  # outcomes, SHAP, override CIs
     for file in ("feature_drift.html", "prediction_drift.html", "explanation_drift.html"):
-        assert f"href='{file}'" in page
+        assert f'href="{file}"' in page
     assert "not a random sample" in page and "2026-01-08" in page
 
     summary = json.loads(paths.summary_json.read_text())
