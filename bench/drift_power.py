@@ -9,8 +9,8 @@ applies the perturbation and `keel simulate`'s reviewer (every abstention and 30
 cases, reviewers right 98% of the time), and runs `monitoring.monitor.assess` + its verdicts,
 the same code `keel monitor` runs. Reusing a pool is sound for these checks because every
 repetition draws its own window and its own reviewer randomness; windows of one pool share
-cases, which correlates repetitions (the intervals assume independence; the pool is 3-7x a
-window to keep that small). Perturbation families:
+cases, which correlates repetitions (the intervals assume independence; the pool is 5x a
+window, 2x for the covariate shift). Perturbation families:
 
 - numeric covariate shift: the generator's covariate_shift scenario (inputs move) at full size;
 - categorical mix: one value of a segment field drawn `ratio` times as often (share x ratio);
@@ -308,18 +308,18 @@ def main() -> int:
     parser.add_argument(
         "--drift-null-reps",
         type=int,
-        help="of those, how many also run the Evidently checks (default 30; quick 2)",
+        help="of those, how many also run the Evidently checks (default 20; quick 2)",
     )
-    parser.add_argument("--train-rows", type=int, help="training rows per model (default 20000; quick 3000)")
+    parser.add_argument("--train-rows", type=int, help="training rows per model (default 10000; quick 3000)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--home", help="state folder (default: a temporary one)")
     args = parser.parse_args()
     cases = args.cases or (400 if args.quick else 3000)
     reps = args.reps or (2 if args.quick else 20)
     null_reps = args.null_reps or (3 if args.quick else 100)
-    drift_null_reps = min(null_reps, args.drift_null_reps or (2 if args.quick else 30))
-    train_rows = args.train_rows or (3000 if args.quick else 20_000)
-    pool = {"none": 5 * cases if args.quick else 7 * cases, "covariate_shift": 2 * cases}
+    drift_null_reps = min(null_reps, args.drift_null_reps or (2 if args.quick else 20))
+    train_rows = args.train_rows or (3000 if args.quick else 10_000)
+    pool = {"none": 5 * cases, "covariate_shift": 2 * cases}
     rng = np.random.default_rng(args.seed)
     # Import every module the runs use now, so one run measures one version of the code.
     import keel.monitoring.monitor

@@ -271,7 +271,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
-    from keel.monitoring.explain_report import render_decision
+    from keel.monitoring.explain_report import decision_context, render_decision
     from keel.serving.decision_log import DecisionLog
 
     if not args.decision_id:
@@ -286,7 +286,8 @@ def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {**row["record"], "caller": row["caller"]}
-    path = render_decision(record, [f["record"] for f in log.feedback_for(args.decision_id)], out)
+    feedback = [f["record"] for f in log.feedback_for(args.decision_id)]
+    path = render_decision(record, feedback, out, decision_context(record, state.home_dir / "cache"))
     print(path)
     return 0
 
