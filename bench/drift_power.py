@@ -98,7 +98,10 @@ def prepare(home: Path, models: list[str], train_rows: int, pool: dict[str, int]
     settings = TrainingSettings(rows=train_rows, seed=seed)
     out = []
     for model in models:
-        train_and_register(model, generate(model, settings.rows, settings.seed), state, settings)
+        # A kept --home with this model's pools already logged is reused as it is (same seeds).
+        reuse = registry.has_alias(model) and all((home / f"{model}-{s}.db").exists() for s in pool)
+        if not reuse:
+            train_and_register(model, generate(model, settings.rows, settings.seed), state, settings)
         loaded = registry.load_alias(model, registry.CHAMPION, state.home_dir / "cache")
         contract = loaded.model.contract
         ref_rows = pd.read_parquet(loaded.model.bundle.path / "reference.parquet").iloc[:5000]
@@ -108,21 +111,20 @@ def prepare(home: Path, models: list[str], train_rows: int, pool: dict[str, int]
         pools = {}
         for scenario, n in pool.items():
             url = f"sqlite:///{home}/{model}-{scenario}.db"
-            log = DecisionLog(Database(url)).open()
-            decider = Decider(models_, log, ServingSettings(), Metrics())
+            everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+            if reuse:
+                n = LogReader(Database(url)).summary(model, *everything).n_decisions
             frame = generate(model, n, seed + 101, scenario)
-            cases = case_payloads(frame, contract)
-            ids: list[str] = []
-            for lo in range(0, n, 1000):
-                ids += [
-                    d["decision_id"] for d in decider.decide(model, cases[lo : lo + 1000], caller="bench")
-                ]
-            log.close()
-            logged, _ = LogReader(Database(url)).sample(
-                model, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC), contract, n
-            )
-            truth = dict(zip(ids, frame[contract.target].astype(str), strict=True))
-            logged["truth"] = logged["decision_id"].map(truth)
+            if not reuse:
+                log = DecisionLog(Database(url)).open()
+                decider = Decider(models_, log, ServingSettings(), Metrics())
+                cases = case_payloads(frame, contract)
+                for lo in range(0, n, 1000):
+                    decider.decide(model, cases[lo : lo + 1000], caller="bench")
+                log.close()
+            logged, _ = LogReader(Database(url)).sample(model, *everything, contract, n)
+            # The sample is in logging order, which is the generated frame's order.
+            logged["truth"] = frame[contract.target].astype(str).to_numpy()
             pools[scenario] = Pool(logged.reset_index(drop=True))
         out.append(Setup(model, contract, float(loaded.model.alpha), reference, pools))
     return out
@@ -202,7 +204,13 @@ def most_common(frame: pd.DataFrame, column: str, rank: int = 0) -> str:
 
 
 def single_window(
-    setup: Setup, cases: int, reps: int, null_reps: int, drift_null_reps: int, rng: np.random.Generator
+    setup: Setup,
+    cases: int,
+    reps: int,
+    null_reps: int,
+    drift_null_reps: int,
+    drift_reps: int,
+    rng: np.random.Generator,
 ) -> dict[str, Any]:
     none = setup.pools["none"]
     out: dict[str, Any] = {}
@@ -239,7 +247,7 @@ def single_window(
 
     shifted = setup.pools.get("covariate_shift")
     if shifted is not None:
-        ws = [draw(shifted, cases, rng) for _ in range(reps)]
+        ws = [draw(shifted, cases, rng) for _ in range(drift_reps)]
         record("numeric_covariate_shift", "generator covariate_shift", "important_feature_drift",
                [(w, reviewed_frame(w, setup, rng)) for w in ws], True)  # fmt: skip
     field = "channel" if "channel" in none.frame else setup.contract.segment_fields[0]
@@ -310,6 +318,7 @@ def main() -> int:
         type=int,
         help="of those, how many also run the Evidently checks (default 20; quick 2)",
     )
+    parser.add_argument("--drift-reps", type=int, help="repetitions of the covariate shift (default: --reps)")
     parser.add_argument("--train-rows", type=int, help="training rows per model (default 10000; quick 3000)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--home", help="state folder (default: a temporary one)")
@@ -346,7 +355,10 @@ def main() -> int:
             t1 = time.perf_counter()
             result["models"][setup.model] = {
                 "alpha": setup.alpha,
-                "single_window": single_window(setup, cases, reps, null_reps, drift_null_reps, rng),
+                "pool_rows": {k: len(v.frame) for k, v in setup.pools.items()},
+                "single_window": single_window(
+                    setup, cases, reps, null_reps, drift_null_reps, args.drift_reps or reps, rng
+                ),
                 "sequential": sequential(setup, cases, reps, null_reps, rng),
                 "seconds": round(time.perf_counter() - t1, 1),
             }
