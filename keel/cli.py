@@ -336,6 +336,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from keel.monitoring.checks import COULD_NOT_RUN
+
+    try:
+        return _monitor(args)
+    except KeelError:
+        raise  # main() prints its message; monitor's exit is 3
+    except Exception as exc:  # every failure to run is one clear line and exit 3, never a traceback
+        print(f"keel: monitor could not run: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return COULD_NOT_RUN
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from keel.monitoring.checks import COULD_NOT_RUN
     from keel.serving.database import Database
     from keel.settings import StateSettings, prepare_state
 
@@ -344,7 +360,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.target == "explain":
         return _explain(db, state, args)
     from keel.monitoring.log_reader import LogReader
-    from keel.monitoring.monitor import monitor_model, parse_window
+    from keel.monitoring.monitor import model_names, monitor_model, parse_window
+    from keel.monitoring.publish import publish
     from keel.monitoring.settings import MonitorSettings
 
     settings = MonitorSettings()
@@ -352,27 +369,32 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else state.home_dir / "reports"
     reader = LogReader(db)
     worst = 0
-    for name in _models(args.target, registered=True):
+    results = []
+    for name in model_names(args.target):
         try:
             result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
-        except KeelError as exc:
-            print(f"{name}: could not run: {exc.message}", file=sys.stderr)
+        except Exception as exc:  # `monitor all` goes on with the other models
+            message = exc.message if isinstance(exc, KeelError) else f"{type(exc).__name__}: {_one_line(exc)}"
+            print(f"{name}: could not run: {message}", file=sys.stderr)
             worst = max(worst, COULD_NOT_RUN)
             continue
+        results.append(result)
         worst = max(worst, result.exit_code)
         if args.json:
             print(json.dumps(result.summary, default=str))
             continue
         print(f"{name}: {result.status.upper()} - {result.recommendation}")
         for v in result.verdicts:
-            print(f"  {v.status:<8} {v.check:<22} {v.detail}")
+            print(f"  {v.status:<8} {v.check:<24} {v.detail}")
         if result.paths:
             print(f"  report: {result.paths.index_html}")
+    for problem in publish(results, out_root, settings):
+        print(f"keel: {problem}", file=sys.stderr)
     return worst
 
 
 def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
-    from keel.monitoring.explain_report import render_decision
+    from keel.monitoring.explain_report import decision_context, render_decision
     from keel.serving.decision_log import DecisionLog
 
     if not args.decision_id:
@@ -387,7 +409,8 @@ def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {**row["record"], "caller": row["caller"]}
-    path = render_decision(record, [f["record"] for f in log.feedback_for(args.decision_id)], out)
+    feedback = [f["record"] for f in log.feedback_for(args.decision_id)]
+    path = render_decision(record, feedback, out, decision_context(record, state.home_dir / "cache"))
     print(path)
     return 0
 
@@ -488,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drift, override and process-drift reports (exit 0 ok, 1 warn, 2 alert, "
         "3 could not run); `monitor explain DECISION_ID` renders one decision",
     )
-    p.add_argument("target", help=f"{' | '.join(MODEL_NAMES)} | all | explain")
+    p.add_argument("target", help="a registered model's name | all | explain")
     p.add_argument("decision_id", nargs="?", help="with explain: the decision to render")
     p.add_argument(
         "--window", help="7d, 24h, 30m or START..END in ISO 8601 (default KEEL_MONITOR_WINDOW or 7d)"

@@ -19,8 +19,32 @@ MODEL_CHECKS = frozenset(
         "outcome_shift",
         "abstention_rate",
         "reviewed_accuracy",
+        "concept_drift",
     }
 )
+
+
+# What each check is called where people read it (reports, webhook, trend page).
+TITLES = {
+    "decisions_in_window": "Decisions in the window",
+    "feature_drift": "Input drift",
+    "important_feature_drift": "Drift in the most important inputs",
+    "outcome_shift": "Outcome mix",
+    "abstention_rate": "Abstention rate",
+    "policy_interventions": "Policy rule interventions",
+    "explanation_drift": "Explanation drift",
+    "segment_mix": "Segment mix (how cases arrive)",
+    "override_rate": "Human override rate",
+    "reviewed_accuracy": "Accuracy on reviewed decided cases",
+    "concept_drift": "Model wrong in a segment (concept drift)",
+    "expected_error": "Expected error from confidences (early warning)",
+    "process_drift": "Process drift in this window",
+    "sequential_process_drift": "Process drift accumulated over windows",
+}
+
+
+def title(check: str) -> str:
+    return TITLES.get(check, check.replace("_", " ").capitalize())
 
 
 @dataclass(frozen=True)
@@ -58,9 +82,9 @@ def recommendation(results: list[CheckResult]) -> str:
     alerts = [r.check for r in results if r.status == "alert"]
     warns = [r.check for r in results if r.status == "warn"]
     if any(a in MODEL_CHECKS for a in alerts):
-        return "retrain: " + ", ".join(a for a in alerts if a in MODEL_CHECKS)
+        return "retrain: " + ", ".join(title(a).lower() for a in alerts if a in MODEL_CHECKS)
     if alerts or warns:
-        return "investigate: " + ", ".join(alerts + warns)
+        return "investigate: " + ", ".join(title(a).lower() for a in alerts + warns)
     return "no action"
 
 

@@ -134,10 +134,27 @@ class PredictionDriftResult:
 def feature_drift(
     reference: pd.DataFrame, current: pd.DataFrame, contract: Contract, cfg: DriftConfig
 ) -> DriftResult:
-    """Per-input-feature drift; bools count as categorical, like the contract encodes them."""
+    """Per-input-feature drift; bools count as categorical, like the contract encodes them.
+
+    Derived features (e.g. tax_rate_gap_pp) are checked too, computed from their inputs as the
+    model computes them: a gap can move while both of its inputs look unchanged.
+    """
     numerical = [f.name for f in contract.feature_fields if f.type in ("float", "int")]
     categorical = [f.name for f in contract.feature_fields if f.type in ("category", "bool")]
+    reference, current = with_derived(reference, contract), with_derived(current, contract)
+    numerical += [d.name for d in contract.derived if d.name in current]
     return _drift_result("feature", reference, current, numerical, categorical, cfg)
+
+
+def with_derived(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The frame plus each derived feature (difference of its two inputs) that it lacks."""
+    extra = {
+        d.name: pd.to_numeric(frame[d.args[0]], errors="coerce")
+        - pd.to_numeric(frame[d.args[1]], errors="coerce")
+        for d in contract.derived
+        if d.name not in frame and d.op == "difference" and all(a in frame for a in d.args)
+    }
+    return frame.assign(**extra) if extra else frame
 
 
 def explanation_drift(

@@ -199,8 +199,71 @@ def rate_ci_plot(
 # -- one decision ------------------------------------------------------------------------------------
 
 
-def render_decision(record: Mapping[str, Any], feedback: Sequence[Mapping[str, Any]], out_path: Path) -> Path:
-    """Write the auditor's page for one logged decision and its feedback history to `out_path`."""
+def decision_context(record: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+    """What the decision was compared with: the serving version's abstention threshold (with its
+    alpha and delta) and each fired rule's description from the policy. Missing pieces are None,
+    so the page still renders for a version or policy no longer available."""
+    from keel.models import registry
+    from keel.serving.policy import load_policy
+
+    versions = record.get("versions") or {}
+    model, version = str(record.get("model") or versions.get("model", "")), versions.get("model_version")
+    out: dict[str, Any] = {"threshold": None, "alpha": None, "delta": None, "rules": [], "policy_note": None}
+    try:
+        loaded = registry.load(registry.get_version(model, str(version)), cache_dir).model
+        out.update(threshold=loaded.threshold, alpha=loaded.alpha, delta=loaded.delta)
+    except Exception as exc:  # an unloadable version still gets its audit page
+        out["policy_note"] = f"model version {version} could not be loaded: {exc}"
+    fired = list(record.get("rules_fired") or [])
+    if fired:
+        try:
+            policy = load_policy(model)
+        except Exception as exc:
+            out["policy_note"] = f"policy not available: {exc}"
+            return out
+        by_id = {r.id: r for r in policy.rules}
+        out["rules"] = [
+            {"rule": rid, "description": by_id[rid].description if rid in by_id else "(not in this policy)",
+             "route": by_id[rid].route if rid in by_id else None}
+            for rid in fired
+        ]  # fmt: skip
+        if policy.version != versions.get("policy_version"):
+            out["policy_note"] = (
+                f"descriptions from policy {policy.version}; "
+                f"the decision used {versions.get('policy_version')}"
+            )
+    return out
+
+
+def _compared_block(record: Mapping[str, Any], context: Mapping[str, Any] | None) -> str:
+    if not context:
+        return empty("Not available.")
+    confidence, threshold = record.get("confidence"), context.get("threshold")
+    if threshold is None or confidence is None:
+        text = "The threshold of the serving version is not available."
+    else:
+        verb = "at or above" if float(confidence) >= float(threshold) else "below"
+        result = "so the model decided" if verb == "at or above" else "so the model abstained"
+        text = (
+            f"Confidence {float(confidence):.4f} is {verb} the version's threshold {float(threshold):.4f}, "
+            f"{result}. The threshold was chosen so that, with probability at least "
+            f"{1 - float(context['delta']):.0%}, at most {float(context['alpha']):.1%} of the cases the "
+            "model decides itself are wrong."
+        )
+    rules = context.get("rules") or []
+    rules_html = table(rules) if rules else "<p>No policy rule fired.</p>"
+    note = f"<p class='muted'>{esc(context['policy_note'])}</p>" if context.get("policy_note") else ""
+    return f"<p>{esc(text)}</p><h3>Policy rules that fired</h3>{rules_html}{note}"
+
+
+def render_decision(
+    record: Mapping[str, Any],
+    feedback: Sequence[Mapping[str, Any]],
+    out_path: Path,
+    context: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the auditor's page for one logged decision and its feedback history to `out_path`;
+    `context` is `decision_context(record, ...)`: the threshold compared and the fired rules."""
     full = record.get("explanation_full")
     contributions = {c["feature"]: c.get("contribution") for c in (full or {}).get("contributions", [])}
     # Inputs exactly as the caller sent them (JSON literals, no rounding): this is the audit trail.
@@ -225,6 +288,7 @@ def render_decision(record: Mapping[str, Any], feedback: Sequence[Mapping[str, A
         f"<h1>Decision {esc(record.get('decision_id', ''))}</h1>",
         kv_table(about),
         section("Decision", kv_table(decided)),
+        section("What the confidence was compared with", _compared_block(record, context)),
         section("Versions", kv_table(record.get("versions") or {})),
         section("Class probabilities", table([{"class": c, "probability": p} for c, p in probabilities])),
         section("Explanation (SHAP waterfall)", _waterfall_block(full)),

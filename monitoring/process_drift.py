@@ -16,7 +16,7 @@ Outliers are found step-down (most significant first, Bonferroni gate) before th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from keel.monitoring.overrides import decided_reviews
-from keel.monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, holm
+from keel.monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, weighted_holm
 
 METRIC_NAMES = {"override_rate": "override rate", "intervention_rate": "policy-intervention rate"}
 
@@ -130,7 +130,16 @@ def process_drift(
     decided_by_segment: pd.DataFrame | None = None,
     min_n: int = 50,
     alpha: float = 0.01,
+    primary: str | None = None,
+    primary_share: float = 0.5,
 ) -> ProcessDriftReport:
+    """Every eligible segment value against the others, in the same score bands.
+
+    Each metric is its own family. Within it the error budget is split (weighted Holm):
+    `primary_share` of it goes to the values of the `primary` field (regions: few, and where a
+    process difference matters most), the rest to all other fields' values, so four regions are
+    not drowned by thirty entities and channels.
+    """
     metrics = {"override_rate": override_cells(reviewed, segments, bands)}
     if decided_by_segment is not None:
         metrics["intervention_rate"] = intervention_cells(decided_by_segment)
@@ -146,14 +155,39 @@ def process_drift(
                 else:
                     skipped.append({"metric": metric, "field": fld.name, "value": str(value), "n": count})
             fields.append(fld)
-    gate = alpha / max(1, sum(len(f.eligible) for f in fields))
-    findings = [f for fld in fields for f in _findings(fld, labels, gate)]
-    for finding, p in zip(findings, holm([f.p_value for f in findings]), strict=True):
-        finding.p_holm = p
-        finding.significant = p < alpha
-        finding.sentence = _sentence(finding)
+    findings = []
+    for metric in metrics:
+        family = [fld for fld in fields if fld.metric == metric]
+        weight = _weights(family, primary, primary_share)
+        # Step-down outlier gate: Bonferroni at the smallest per-value budget of the field.
+        found = [f for fld in family for f in _findings(fld, labels, alpha * min(weight(fld), 1.0))]
+        adjusted = weighted_holm([f.p_value for f in found], [weight(_field_of(family, f)) for f in found])
+        for finding, p in zip(found, adjusted, strict=True):
+            finding.p_holm = p
+            finding.significant = p < alpha
+            finding.sentence = _sentence(finding)
+        findings += found
     findings.sort(key=lambda f: (not f.significant, f.p_holm, -abs(math.log(f.rate_ratio or 1.0))))
     return ProcessDriftReport(list(map(float, bands)), min_n, alpha, len(findings), findings, skipped)
+
+
+def _weights(family: list[_Field], primary: str | None, share: float) -> Callable[[_Field], float]:
+    """Per-test weight (a share of the family's budget) for a test of a value of `fld`."""
+    main = sum(len(f.eligible) for f in family if f.name == primary)
+    rest = sum(len(f.eligible) for f in family if f.name != primary)
+    if not main or not rest:
+        share = 1.0 if main else 0.0
+
+    def weight(fld: _Field) -> float:
+        if fld.name == primary:
+            return share / max(main, 1)
+        return (1.0 - share) / max(rest, 1)
+
+    return weight
+
+
+def _field_of(family: list[_Field], finding: Finding) -> _Field:
+    return next(f for f in family if f.name == finding.field)
 
 
 def _prepare(metric: str, name: str, cells: pd.DataFrame, n_bands: int) -> _Field:

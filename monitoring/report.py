@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from keel.monitoring import explain_report as h
+from keel.monitoring.checks import title as check_title
 from keel.monitoring.drift import json_safe
+from keel.monitoring.pages import percent, render
 
 log = logging.getLogger("keel.monitor.report")
 
@@ -27,9 +29,9 @@ EVIDENTLY_PAGES = {
     "explanation_drift": "Explanation drift (Evidently)",
 }
 SECTION_HEADINGS = (
-    "Verdicts", "Feature drift", "Prediction drift", "Abstention and policy interventions",
-    "Explanation drift", "Human overrides", "Quality on reviewed cases", "Process drift",
-    "Evidently reports",
+    "All checks", "Process drift", "Segment mix", "Concept drift by segment", "Early warning",
+    "Evidently reports", "Feature drift", "Prediction drift", "Abstention and policy interventions",
+    "Explanation drift", "Human overrides", "Quality on reviewed cases",
 )  # fmt: skip
 REVIEWED_CAVEAT = (
     "Reviewed cases are not a random sample: humans review abstentions, policy escalations and "
@@ -63,6 +65,10 @@ class ReportSections:
     overrides: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     process_drift: dict[str, Any] | None = None
+    segment_mix: dict[str, Any] | None = None
+    concept_drift: dict[str, Any] | None = None
+    expected_quality: dict[str, Any] | None = None
+    sequential: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -144,33 +150,151 @@ def add_to_workspace(workspace_dir: Path, project_name: str, snapshots: Mapping[
 
 
 def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: Mapping[str, str]) -> str:
-    status = summary["status"]
-    about = {
-        "window": f"{s.window.get('start') or '…'} to {s.window.get('end') or '…'}",
-        "generated": summary["generated_at"],
-        **{f"version: {k}": v for k, v in s.versions.items()},
-    }
-    body = [
-        f"<h1>Keel monitoring: {h.esc(model)}</h1>",
-        f"<div class='banner {h.esc(status)}'>Overall: <b>{h.esc(status)}</b> — recommendation: "
-        f"<b>{h.esc(s.recommendation or 'none given')}</b></div>",
-        h.kv_table(about),
-        "<h3>Rows used (and sample sizes)</h3>",
-        h.kv_table(s.counts) if s.counts else h.empty(),
-        "<h3>Thresholds</h3>",
-        h.kv_table(s.thresholds) if s.thresholds else h.empty(),
-        *(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"]),
-        h.section("Verdicts", _verdict_table(s.verdicts)),
-        h.section("Feature drift", _drift_block(s.feature_drift)),
-        h.section("Prediction drift", _prediction_block(s.prediction_drift)),
-        h.section("Abstention and policy interventions", _rates_block(s.prediction_drift)),
-        h.section("Explanation drift", _explanation_block(s.explanation_drift)),
-        h.section("Human overrides", _overrides_block(s.overrides)),
-        h.section("Quality on reviewed cases", _quality_block(s.quality)),
-        h.section("Process drift", _process_block(s.process_drift)),
-        h.section("Evidently reports", _evidently_block(files)),
+    status = str(summary["status"])
+    verdicts = [_verdict_words(v) for v in s.verdicts]
+    window = _window_words(s.window)
+    findings = [
+        {**v, "sentence": f"{v['detail']} (decisions from {window}).", "action": ACTIONS.get(v["check"], "")}
+        for v in sorted(verdicts, key=lambda v: -h.STATUS_RANK.get(v["status"], 0))
+        if v["status"] in ("warn", "alert")
     ]
-    return h.page(f"Keel monitoring: {model}", "\n".join(body))
+    counts = s.counts
+    return render(
+        "report.html.j2",
+        model=model,
+        status=status,
+        status_words=STATUS_WORDS.get(status, status),
+        recommendation_words=_recommendation_words(s.recommendation),
+        window_text=window,
+        counts_text=(
+            f"{counts.get('decisions', 0):,} decisions, {counts.get('n_abstained', 0):,} abstained, "
+            f"{counts.get('reviewed', 0):,} reviewed by a person; reference version "
+            f"{s.versions.get('reference_version', 'n/a')}"
+        ),
+        findings=findings,
+        verdicts=verdicts,
+        process_rows=_process_rows(s.process_drift),
+        process_total=len((s.process_drift or {}).get("findings") or []),
+        sequential=s.sequential,
+        sequential_path=f"{model}/sequential.json under the reports folder",
+        mix=s.segment_mix,
+        concept=s.concept_drift,
+        expected=s.expected_quality,
+        drift_share=(s.feature_drift or {}).get("drift_share_threshold", 0.4),
+        evidently=[(EVIDENTLY_PAGES.get(k, k), f) for k, f in files.items()],
+        details=[
+            ("Feature drift", _drift_block(s.feature_drift)),
+            ("Prediction drift", _prediction_block(s.prediction_drift)),
+            ("Abstention and policy interventions", _rates_block(s.prediction_drift)),
+            ("Explanation drift", _explanation_block(s.explanation_drift)),
+            ("Human overrides", _overrides_block(s.overrides)),
+            ("Quality on reviewed cases", _quality_block(s.quality)),
+            ("Notes", "".join(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"])),
+        ],
+        generated_at=summary["generated_at"],
+    )
+
+
+STATUS_WORDS = {
+    "ok": "nothing wrong found",
+    "warn": "something to look at",
+    "alert": "something is wrong",
+    "no_data": "not enough data to judge",
+}
+# The first thing to do about each check's finding, in the words of the person who does it.
+ACTIONS = {
+    "feature_drift": "check the upstream systems feeding the moved inputs; retrain if the change is real.",
+    "important_feature_drift": "an input the model leans on moved: confirm with its owner, then retrain.",
+    "outcome_shift": "check whether the case mix or a policy changed before trusting the new outcome mix.",
+    "abstention_rate": "more cases go to people: check staffing of the review queue and input drift.",
+    "policy_interventions": "a policy rule fires more often: check recent rule changes and amounts.",
+    "explanation_drift": "the model decides for different reasons: read the feature drift details.",
+    "segment_mix": "ask the process owner why cases arrive differently; the model may still be fine.",
+    "override_rate": "read the most common override pairs and reasons in the details below.",
+    "reviewed_accuracy": "read the override pairs; if they agree on a pattern, retrain from the log.",
+    "concept_drift": "the outcome rule changed there: retrain from reviewed cases (keel train --from-log).",
+    "expected_error": "the model is unsure on more cases than certified: expect errors; check input drift.",
+    "process_drift": "ask that segment's review lead why the same cases are overridden more often.",
+    "sequential_process_drift": "a lasting difference, not a one-off: raise it with that segment's owner.",
+}
+_PERCENT = {"feature_drift", "outcome_shift", "abstention_rate", "policy_interventions", "explanation_drift",
+            "override_rate", "reviewed_accuracy", "concept_drift"}  # fmt: skip
+
+
+def _number_words(check: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    v = float(value)
+    if check in _PERCENT:
+        return percent(v)
+    if check in ("segment_mix", "process_drift"):
+        return f"{v:.2f}×" if v else "none"
+    if check == "expected_error":
+        return f"{v:.2f}× certified"
+    if check == "sequential_process_drift":
+        return f"{v:.0%} of the evidence needed"
+    if check == "important_feature_drift":
+        return f"{int(v)} input(s)"
+    return f"{v:.4g}"
+
+
+def _verdict_words(v: Mapping[str, Any]) -> dict[str, Any]:
+    check = str(v.get("check"))
+    warn, alert = v.get("warn"), v.get("alert")
+    if warn is None and alert is None:
+        limits = "—"
+    elif warn == alert:
+        limits = f"alerts at {_number_words(check, alert)}"
+    else:
+        limits = f"{_number_words(check, warn)} / {_number_words(check, alert)}"
+    return {
+        "check": check,
+        "title": check_title(check),
+        "status": str(v.get("status", "no_data")),
+        "value_words": _number_words(check, v.get("value")),
+        "limits_words": limits,
+        "detail": str(v.get("detail", "")),
+    }
+
+
+def _recommendation_words(text: str) -> str:
+    if not text or text == "no action":
+        return "no action needed."
+    head, _, rest = text.partition(": ")
+    verb = {"retrain": "Retrain the model", "investigate": "Investigate"}.get(head, head.capitalize())
+    return f"{verb}: {rest}." if rest else f"{verb}."
+
+
+def _window_words(window: Mapping[str, Any]) -> str:
+    try:
+        start = datetime.fromisoformat(str(window["start"]))
+        end = datetime.fromisoformat(str(window["end"]))
+    except (KeyError, ValueError):
+        return "the requested window"
+    hours = (end - start).total_seconds() / 3600
+    span = f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.1f} days"
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({span})"
+
+
+def _process_rows(d: Mapping[str, Any] | None, top: int = 10) -> list[dict[str, Any]]:
+    findings = sorted((d or {}).get("findings") or [], key=lambda f: (not _flagged(f), f.get("p_holm", 1.0)))
+    rows = []
+    for f in findings[:top]:
+        ratio = f.get("rate_ratio")
+        rows.append(
+            {
+                "field": f.get("field"),
+                "value": f.get("value"),
+                "metric": str(f.get("metric", "")).replace("_", " "),
+                "rate": f.get("rate"),
+                "expected_rate": f.get("expected_rate"),
+                "ratio": "n/a" if ratio is None else f"{ratio:.2f}×",
+                "n": f.get("n"),
+                "p": f"{f.get('p_holm', 1.0):.2g}",
+                "significant": _flagged(f),
+            }
+        )
+    return rows
 
 
 def _verdict_table(verdicts: list[dict[str, Any]]) -> str:

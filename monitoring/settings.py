@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -52,6 +54,48 @@ class MonitorSettings(BaseSettings):
 
     process_drift_ratio: tuple[float, float] = (1.5, 2.5)
     """Override-rate ratio (segment vs rest, same score bands) for warn and alert."""
+
+    min_decisions: int = 30
+    """Fewer decisions than this in the window: the monitor says it could not run (exit 3)."""
+
+    primary_segment: str = "region"
+    """Segment field that gets `primary_share` of process drift's error budget (and the
+    sequential test); models without it use their first segment field."""
+
+    primary_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    """Share of process drift's false-alarm budget spent on the primary segment's values."""
+
+    segment_mix_p: float = 0.01
+    """Holm-adjusted p-value (chi-squared, window vs reference) below which a segment's mix moved."""
+
+    segment_mix_ratio: tuple[float, float] = (1.25, 2.0)
+    """Largest share ratio (current / reference, or its inverse) of one value of a moved segment."""
+
+    concept_tolerance: float = 0.05
+    """Error above the certified alpha a segment may show (reviewer slips, harder segments)
+    before its reviewed error on decided cases counts as the model being wrong there."""
+
+    concept_p: float = 0.01
+    """Holm-adjusted p-value below which a segment's reviewed error exceeds alpha + tolerance."""
+
+    expected_error_ratio: tuple[float, float] = (1.5, 3.0)
+    """Worst segment's expected selective error (from confidences) as a multiple of alpha."""
+
+    sequential_alpha: float = 0.05
+    """False-alarm probability of the sequential process-drift test over all runs, ever."""
+
+    sequential_rho: float = 0.5
+    """Prior variance of the log rate ratio in the sequential test's mixture (tunes its power
+    to rate ratios around exp(sqrt(rho)), i.e. 2x for 0.5)."""
+
+    sequential_settle_hours: float = 0.0
+    """Decisions younger than this are left to a later run, so their feedback can arrive first."""
+
+    webhook_url: str | None = None
+    """If set, each run's one-line summaries are POSTed here as JSON."""
+
+    prometheus_file: str | None = None
+    """If set, verdicts are written here in the Prometheus textfile-collector format."""
 
     score_bands: list[float] = Field(default_factory=lambda: [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001])
     """Confidence band edges used to condition process-drift comparisons."""

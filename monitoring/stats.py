@@ -171,3 +171,34 @@ def check_edges(edges: Sequence[float]) -> None:
 
 def band_labels(edges: Sequence[float]) -> list[str]:
     return [f"[{lo:g}, {hi:g})" for lo, hi in itertools.pairwise(edges)]
+
+
+def weighted_holm(p_values: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """Weighted Holm (Holm 1979, section 5) adjusted p-values, in input order.
+
+    A test with weight w is rejected at level a when p <= a * w / (sum of the weights still in
+    play), step-down. Weights spend the error budget where a finding matters most (e.g. half of
+    it on the few regions, half on the many entities and channels); equal weights give `holm`.
+    statsmodels' multipletests has no weighted variant, hence this.
+    """
+    m = len(p_values)
+    if len(weights) != m or any(w <= 0 for w in weights):
+        raise ValueError("need one positive weight per p-value")
+    order = sorted(range(m), key=lambda i: p_values[i] / weights[i])
+    remaining = float(sum(weights))
+    adjusted = [1.0] * m
+    running = 0.0
+    for i in order:
+        running = max(running, min(1.0, float(p_values[i]) * remaining / weights[i]))
+        adjusted[i] = running
+        remaining -= weights[i]
+    return adjusted
+
+
+def binomial_above(k: int, n: int, rate: float) -> float:
+    """One-sided exact binomial p-value of k or more events in n trials if the true rate were `rate`."""
+    from scipy.stats import binom
+
+    if n <= 0:
+        return 1.0
+    return float(binom.sf(k - 1, n, min(max(rate, 0.0), 1.0)))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -171,7 +174,7 @@ def test_report_files_hold_every_section(store: Store, windows: dict[str, Window
     assert result.paths is not None
     html = result.paths.index_html.read_text()
     for heading in (
-        "Verdicts",
+        "All checks",
         "Feature drift",
         "Prediction drift",
         "Explanation drift",
@@ -203,6 +206,68 @@ def test_exit_codes_follow_the_monitoring_plugin_convention(
     assert empty.returncode == 3
     bad = keel(store, windows["covariate_shift"].url, "monitor", "routing", "--window", "yesterday-ish")
     assert bad.returncode == 3 and "cannot read window" in bad.stderr
+    unknown = keel(store, windows["covariate_shift"].url, "monitor", "credit")
+    assert unknown.returncode == 3 and "unknown model 'credit'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr + bad.stderr + empty.stderr
+
+
+def test_a_window_with_a_few_decisions_could_not_run(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    few = fill_log(store, tmp_path / "few.db", "routing", "none", 12, seed=5)
+    done = keel(store, few.url, "monitor", "all", "--window", "2h", "--out", str(tmp_path / "r"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "12 decisions of routing logged in the window; need at least 30" in done.stdout
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.bodies.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+def test_results_reach_people_and_evidence_accumulates(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    """One real run over HTTP-free CLI: webhook to a local receiver, Prometheus textfile,
+    history + trend page, and the sequential evidence file; a second run consumes nothing twice."""
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    prom = tmp_path / "textfile" / "keel.prom"
+    try:
+        extra = {
+            "KEEL_MONITOR_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
+            "KEEL_MONITOR_PROMETHEUS_FILE": str(prom),
+            "KEEL_DECISION_LOG_URL": windows["segment_overrides"].url,
+        }
+        args = ("monitor", "routing", "--window", "2h", "--out", str(tmp_path))
+        first = run_keel(cli_env(store, **extra), *args, timeout=600)
+        second = run_keel(cli_env(store, **extra), *args, timeout=600)
+    finally:
+        server.shutdown()
+    assert first.returncode in (1, 2) and second.returncode == first.returncode, first.stderr
+    body = _Receiver.bodies[0]
+    assert body["models"][0]["model"] == "routing" and body["models"][0]["findings"]
+    assert any(f["check"] == "process_drift" for f in body["models"][0]["findings"])
+    text = prom.read_text()
+    assert 'keel_monitor_check_status{check="process_drift",model="routing"}' in text
+    assert 'keel_monitor_exit_code{model="routing"}' in text
+    history = (tmp_path / "routing" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2 and json.loads(history[0])["verdicts"]["process_drift"]["status"] != "ok"
+    trend = (tmp_path / "routing" / "trend.html").read_text()
+    assert trend.count("<tr>") == 3 and "sequential process drift" in trend
+    state = json.loads((tmp_path / "routing" / "sequential.json").read_text())
+    assert len(state["chunks"]) == 1 and state["field"] == "region"
+    assert state["values"]["EMEA"]["s"] > 0 and state["values"]["EMEA"]["n"] > 100
 
 
 def test_explain_renders_one_logged_decision(
@@ -214,6 +279,7 @@ def test_explain_renders_one_logged_decision(
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     assert window.decision_ids[0] in page and "data:image/png;base64," in page
+    assert "threshold" in page and ("so the model decided" in page or "so the model abstained" in page)
     assert keel(store, window.url, "monitor", "explain", "no-such-id").returncode == 3
 
 

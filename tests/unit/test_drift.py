@@ -72,7 +72,9 @@ def test_no_drift_windows_raise_no_feature_or_outcome_alert(setup: Setup) -> Non
         features = feature_drift(setup.reference, current, setup.model.contract, cfg)
         assert features.drifted_share < ALERT_SHARE, features.drifted_columns
         assert features.current_rows == ROWS and features.reference_rows == len(setup.reference)
-        assert {c.column for c in features.columns} == {f.name for f in setup.model.contract.feature_fields}
+        contract = setup.model.contract
+        checked = {f.name for f in contract.feature_fields} | {d.name for d in contract.derived}
+        assert {c.column for c in features.columns} == checked
         outcome = prediction_drift(setup.reference, current, setup.model.classes, cfg)
         assert outcome.outcome is not None and not outcome.outcome.drifted
         assert outcome.max_share_change < OUTCOME_ALERT
@@ -174,3 +176,17 @@ def test_config_methods_thresholds_and_degenerate_inputs(setup: Setup) -> None:
     )
     assert rates.policy_intervention.reference == 0.0  # no policy passed to reference_frame
     assert sum(s["current"] for s in rates.outcome_shares.values()) == pytest.approx(1.0)
+
+
+def test_derived_features_are_drift_checked_from_their_inputs() -> None:
+    """invoice's tax_rate_gap_pp (billed - expected tax rate) moves while neither input's
+    distribution moves much: swapping the pairing of the inputs leaves both marginals intact."""
+    contract = load_contract("invoice_classification")
+    (gap,) = [d for d in contract.derived if d.name == "tax_rate_gap_pp"]
+    reference = generate("invoice_classification", 2000, seed=1)
+    current = generate("invoice_classification", 2000, seed=2)
+    billed, expected = gap.args
+    current[billed] = current[billed].sample(frac=1.0, random_state=0).to_numpy()  # break the pairing
+    result = feature_drift(reference, current, contract, DriftConfig())
+    assert gap.name in result.drifted_columns
+    assert billed not in result.drifted_columns and expected not in result.drifted_columns

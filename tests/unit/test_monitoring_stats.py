@@ -258,3 +258,126 @@ def test_process_drift_on_policy_interventions_from_sql_denominators() -> None:
     assert apac.sentence.startswith("APAC (region): policy-intervention rate")
     assert apac.rate_ratio is not None and apac.rate_ratio > 2.5
     assert not math.isnan(apac.p_holm) and {s["value"] for s in report.skipped} == {"LATAM"}
+
+
+# -- weighted Holm, segment checks, sequential evidence ------------------------------------------
+def test_weighted_holm_equals_holm_with_equal_weights_and_spends_budget_by_weight() -> None:
+    from keel.monitoring.stats import weighted_holm
+
+    p = [0.004, 0.03, 0.2, 0.011]
+    assert weighted_holm(p, [1, 1, 1, 1]) == pytest.approx(holm(p))
+    # Half the budget on the first test: its adjusted p is p * total / weight = 0.004 * 2.
+    adjusted = weighted_holm(p, [1.5, 0.5, 0.5, 0.5])
+    assert adjusted[0] == pytest.approx(0.004 * 3 / 1.5)
+    assert adjusted[3] == pytest.approx(max(adjusted[0], 0.011 * 1.5 / 0.5))
+    with pytest.raises(ValueError):
+        weighted_holm([0.1], [0.0])
+
+
+def test_process_drift_gives_the_primary_field_its_share_of_the_budget(reviewed: pd.DataFrame) -> None:
+    flat = process_drift(reviewed, ["region", "channel"], BANDS)
+    weighted = process_drift(reviewed, ["region", "channel"], BANDS, primary="region", primary_share=0.9)
+    emea = [next(f for f in r.findings if f.value == "EMEA") for r in (flat, weighted)]
+    assert emea[1].p_value == emea[0].p_value and emea[1].p_holm < emea[0].p_holm
+    assert [f.value for f in weighted.flagged if f.field == "region"] == ["EMEA"]
+
+
+def _decided_rows(n: int, errors: int, **segments: str) -> list[dict[str, Any]]:
+    rows = block(n, errors, 0.95, segments.get("region", "NA"))
+    for r in rows:
+        r.update(segments)
+    return rows
+
+
+def test_concept_by_segment_names_the_entity_where_the_model_is_wrong() -> None:
+    from keel.monitoring.segments import concept_by_segment
+
+    data = frame(
+        _decided_rows(300, 9, entity="US01"), _decided_rows(300, 12, entity="GB01"),
+        _decided_rows(150, 45, entity="DE01"),  # 30% overturned: a changed rule
+        labels(200, 20, 0.5, "NA"),  # abstentions: best guess right 10%, never counted here
+    )  # fmt: skip
+    report = concept_by_segment(data, ["entity"], alpha=0.02, tolerance=0.05)
+    assert [f.value for f in report.flagged] == ["DE01"]
+    assert report.tolerated == pytest.approx(0.07)
+    assert (
+        report.abstained_accuracy["entity=NA"]["n"] == 200
+        if "entity=NA" in report.abstained_accuracy
+        else True
+    )
+    quiet = concept_by_segment(frame(_decided_rows(300, 12, entity="US01")), ["entity"], 0.02, 0.05)
+    assert not quiet.flagged
+
+
+def test_segment_mix_flags_a_doubled_share_and_not_a_resample() -> None:
+    from keel.monitoring.segments import segment_mix
+
+    rng = np.random.default_rng(5)
+    values = np.array(["edi", "email_pdf", "portal", "api"])
+    ref = pd.DataFrame({"channel": rng.choice(values, 5000, p=[0.4, 0.3, 0.2, 0.1])})
+    same = pd.DataFrame({"channel": rng.choice(values, 3000, p=[0.4, 0.3, 0.2, 0.1])})
+    doubled = pd.DataFrame(
+        {"channel": rng.choice(values, 3000, p=[0.4 * 8 / 9, 0.3 * 8 / 9, 0.2 * 8 / 9, 0.2])}
+    )
+    assert not segment_mix(ref, same, ["channel"]).flagged
+    moved = segment_mix(ref, doubled, ["channel"]).flagged
+    assert [(f.field, f.value) for f in moved] == [("channel", "api")] and moved[0].ratio == pytest.approx(
+        2, rel=0.2
+    )
+
+
+def test_expected_quality_from_confidences() -> None:
+    from keel.monitoring.segments import expected_quality
+
+    cur = pd.DataFrame({
+        "abstained": [False] * 200 + [True] * 50, "confidence": [0.99] * 100 + [0.9] * 100 + [0.5] * 50,
+        "region": ["NA"] * 100 + ["EMEA"] * 100 + ["NA"] * 50,
+    })  # fmt: skip
+    ref = cur.assign(confidence=0.99)
+    got = expected_quality(cur, ref, ["region"], alpha=0.02)
+    assert got.expected_error == pytest.approx(0.055) and got.reference_expected_error == pytest.approx(0.01)
+    assert got.segments[0].value == "EMEA" and got.segments[0].expected_error == pytest.approx(0.1)
+    assert got.expected_accuracy == pytest.approx((99 + 90 + 25) / 250)
+
+
+def test_sequential_evidence_is_a_normal_mixture_and_persists(tmp_path: Any) -> None:
+    from keel.monitoring.sequential import SequentialState, chunk_statistics, e_value
+
+    assert e_value(0.0, 10.0, 0.5) == pytest.approx(2 / math.sqrt(6) * 0.5)
+    assert e_value(-5.0, 10.0, 0.5) < 1 < e_value(10.0, 10.0, 0.5)
+    data = frame(block(200, 4, 0.97, "NA"), block(200, 20, 0.97, "EMEA"))
+    stats = chunk_statistics(data, "region", BANDS)
+    # CMH numerator by hand: EMEA 20 observed vs 200 * 24 / 400 = 12 expected.
+    assert stats["EMEA"][0] == pytest.approx(8.0) and stats["NA"][0] == pytest.approx(-8.0)
+    state = SequentialState("m", "region", alpha=0.05, rho=0.5)
+    for k in range(3):
+        state.add_chunk(stats, f"t{k}", f"t{k + 1}")
+    assert state.alarms == ["EMEA"] and state.consumed_until == "t3"
+    path = tmp_path / "m" / "sequential.json"
+    state.save(path)
+    again = SequentialState.load(path, "m", "region", 0.05, 0.5)
+    assert again.values["EMEA"].max_e == pytest.approx(state.values["EMEA"].max_e) and len(again.chunks) == 3
+    assert not SequentialState.load(path, "m", "region", 0.01, 0.5).values  # new design, new test
+
+
+def test_sequential_false_alarms_stay_below_alpha_over_many_runs() -> None:
+    """Fair reviewers, 10 chunks per stream, 120 streams: alarms within binom.ppf(0.999, 120, 0.05)."""
+    from keel.monitoring.sequential import SequentialState, chunk_statistics
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(8)
+    regions = np.array(["NA", "EMEA", "APAC", "LATAM"])
+    alarms = 0
+    for _ in range(120):
+        state = SequentialState("m", "region", alpha=0.05, rho=0.5)
+        for k in range(10):
+            n = 160
+            conf = rng.choice([0.7, 0.97], n)
+            over = rng.random(n) < (1 - conf)
+            chunk = pd.DataFrame({
+                "abstained": False, "confidence": conf, "kind": np.where(over, "override", "confirmation"),
+                "region": rng.choice(regions, n),
+            })  # fmt: skip
+            state.add_chunk(chunk_statistics(chunk, "region", BANDS), str(k), str(k + 1))
+        alarms += bool(state.alarms)
+    assert alarms <= binom.ppf(0.999, 120, 0.05), alarms

@@ -120,7 +120,7 @@ def test_report_files_sections_escaping_and_summary(setup: Setup, tmp_path: Path
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert len(re.findall(r"src='data:image/png;base64,", page)) >= 3  # outcomes, SHAP, override CIs
     for file in ("feature_drift.html", "prediction_drift.html", "explanation_drift.html"):
-        assert f"href='{file}'" in page
+        assert f'href="{file}"' in page
     assert "not a random sample" in page and "2026-01-08" in page
 
     summary = json.loads(paths.summary_json.read_text())
@@ -180,3 +180,46 @@ def test_decision_page_has_waterfall_inputs_and_feedback(setup: Setup, tmp_path:
     unexplained = dict(record, explanation_full=None, explanation=None, explanation_status="unavailable")
     page = render_decision(unexplained, [], tmp_path / "u.html").read_text()
     assert "Explanation unavailable" in page and "data:image/png" not in page
+
+
+def _result(tmp_path: Path, status: str) -> Any:
+    from keel.monitoring.checks import CheckResult
+    from keel.monitoring.monitor import MonitorResult
+    from keel.monitoring.report import ReportPaths
+
+    verdicts = [
+        CheckResult("segment_mix", status, 2.1, 1.25, 2.0, f"channel {HOSTILE}: 20% vs 10%"),  # type: ignore[arg-type]
+        CheckResult("process_drift", "ok", 0.0, 1.5, 2.5, "no segment differs"),
+    ]
+    paths = ReportPaths(tmp_path, tmp_path / "index.html", tmp_path / "summary.json")
+    window = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T01:00:00+00:00"}
+    return MonitorResult(MODEL, status, 2 if status == "alert" else 0, "investigate: segment mix", verdicts,
+                         paths, {"window": window, "decisions": 3000})  # fmt: skip
+
+
+def test_history_trend_page_and_prometheus_textfile(tmp_path: Path) -> None:
+    from keel.monitoring.publish import publish, read_history, webhook_payload
+    from keel.monitoring.settings import MonitorSettings
+
+    prom = tmp_path / "keel.prom"
+    settings = MonitorSettings(prometheus_file=str(prom))
+    for status in ("ok", "alert"):
+        assert publish([_result(tmp_path, status)], tmp_path, settings) == []
+    runs = read_history(tmp_path / MODEL / "history.jsonl")
+    assert [r["status"] for r in runs] == ["ok", "alert"] and runs[1]["verdicts"]["segment_mix"][
+        "value"
+    ] == 2.1
+    trend = (tmp_path / MODEL / "trend.html").read_text()
+    assert trend.index(">alert<") < trend.index(">ok<")  # newest run first
+    assert "segment mix" in trend and "<script" not in trend.lower()
+    text = prom.read_text()
+    assert 'keel_monitor_check_status{check="segment_mix",model="routing"} 2.0' in text
+    assert 'keel_monitor_check_status{check="process_drift",model="routing"} 0.0' in text
+    assert "# TYPE keel_monitor_check_status gauge" in text
+    payload = webhook_payload([_result(tmp_path, "alert")])
+    assert payload["worst_exit_code"] == 2 and [f["check"] for f in payload["models"][0]["findings"]] == [
+        "segment_mix"
+    ]
+    refused = MonitorSettings(webhook_url="http://127.0.0.1:9/nothing-listens")
+    problems = publish([_result(tmp_path, "alert")], tmp_path, refused)
+    assert len(problems) == 1 and problems[0].startswith("webhook not delivered")
