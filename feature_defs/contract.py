@@ -160,10 +160,15 @@ class Contract:
             case_id = rec.get("case_id")
             if case_id is not None and not (isinstance(case_id, str) and 0 < len(case_id) <= 200):
                 errors.append(FieldError(row, "case_id", "must be a string of 1 to 200 characters"))
-        if errors:
+        if any(not isinstance(rec, Mapping) for rec in records):
             return ValidationResult(None, errors)
         columns = {f.name: [rec.get(f.name, _MISSING) for rec in records] for f in self.fields}
-        return self._validate_columns(columns, len(records))
+        result = self._validate_columns(columns, len(records))
+        if errors:
+            # An unknown key must not hide the same case's other problems: report them all at once.
+            both = sorted([*errors, *result.errors], key=lambda e: (e.row, e.field))
+            return ValidationResult(None, both)
+        return result
 
     def validate_frame(self, frame: pd.DataFrame, extra_ok: Sequence[str] = ()) -> ValidationResult:
         """Validate a whole table (training data, a user's CSV/Parquet, monitoring windows)."""

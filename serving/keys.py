@@ -51,8 +51,14 @@ class KeyStore:
         key = PREFIX + secrets.token_urlsafe(32)
         conn = self.db.connect()
         try:
-            if conn.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
-                raise Conflict(f"a key named {name!r} exists; revoke it first or pick another name")
+            if conn.execute(
+                "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ).fetchone():
+                raise Conflict(f"an active key named {name!r} exists; `keel keys rotate {name}` replaces it")
+            # A revoked key keeps its row under a dated name, so its name can be used again.
+            conn.execute(
+                "UPDATE api_keys SET name = name || '~revoked~' || revoked_at WHERE name = ?", (name,)
+            )
             conn.execute(
                 "INSERT INTO api_keys (name, key_hash, roles, created_at) VALUES (?, ?, ?, ?)",
                 (name, hash_key(key), ",".join(sorted(set(roles))), _now()),
@@ -78,7 +84,7 @@ class KeyStore:
         try:
             cur = conn.execute(
                 "UPDATE api_keys SET revoked_at = ?, key_hash = ? WHERE name = ? AND revoked_at IS NULL",
-                (_now(), f"revoked:{name}", name),
+                (now := _now(), f"revoked:{name}:{now}", name),
             )
             conn.commit()
         finally:
@@ -86,6 +92,14 @@ class KeyStore:
         if cur.rowcount == 0:
             raise NotFound(f"no active key named {name!r}")
         self._loaded_at = -1e9
+
+    def rotate(self, name: str) -> str:
+        """A new key with the same name and roles; the old one stops working (for a lost key)."""
+        active = [k for k in self.list_keys() if k.name == name and not k.revoked_at]
+        if not active:
+            raise NotFound(f"no active key named {name!r}; `keel keys add {name} --role ...` creates one")
+        self.revoke(name)
+        return self.add(name, sorted(active[0].roles))
 
     def _active(self) -> list[tuple[str, ApiKey]]:
         with self._lock:

@@ -7,6 +7,7 @@ the threshold), test 20%.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from keel.training.evaluation import classification_metrics, segment_metrics
 from keel.training.importance import plot_importance
 from keel.training.risk_control import RiskControl, select_threshold
 from keel.training.settings import TrainingSettings
+
+# Stage messages at INFO: `keel train` shows them as its live status line.
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,15 +110,18 @@ def fit_booster(
 
 def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSettings) -> TrainResult:
     """Fit, calibrate, certify and evaluate one model and write its sealed bundle to `out_dir`."""
+    _log.info("validating %d rows against the contract", len(frame))
     frame = check_training_frame(contract, frame)
     matrix = contract.validate_frame(frame, extra_ok=list(frame.columns)).matrix
     assert matrix is not None  # check_training_frame raised otherwise
     y, _ = contract.encode_target(list(frame[contract.target]))
     sp = time_splits(len(frame))
+    _log.info("fitting LightGBM on %d rows", len(sp.train))
     booster = fit_booster(contract, matrix[sp.train], y[sp.train], matrix[sp.valid], y[sp.valid], s)
     model_text = booster.model_to_string(num_iteration=booster.best_iteration)
     tree = TreeModel(model_text)
 
+    _log.info("calibrating and certifying the abstention threshold")
     scaler = TemperatureScaler().fit(tree.raw_scores(matrix[sp.calib_fit]), y[sp.calib_fit])
     order_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.calib_fit]))
     order_conf = order_proba.max(axis=1)
@@ -128,6 +135,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         min_decided=s.min_decided,
         order_correct=order_proba.argmax(axis=1) == y[sp.calib_fit],
     )
+    _log.info("evaluating on %d held-out rows", len(sp.test))
     test_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.test]))
     metrics = classification_metrics(test_proba, y[sp.test], risk.threshold)
     segments = segment_metrics(
@@ -137,6 +145,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         frame.loc[sp.test, contract.segment_fields].reset_index(drop=True),
     )
 
+    _log.info("writing the bundle and the SHAP importance plot")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BOOSTER).write_text(model_text)
     write_json(out_dir / CALIBRATION, {"method": "temperature", "temperature": scaler.temperature_})

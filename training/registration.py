@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from mlflow.tracking import MlflowClient
 
 import keel
 from keel.settings import StateSettings
+
+_log = logging.getLogger(__name__)
 
 PYFUNC_CODE = "pyfunc_model.py"
 
@@ -83,6 +86,7 @@ def train_and_register(
     experiment_id = ensure_experiment(state)
     with tempfile.TemporaryDirectory(prefix=f"keel-{name}-") as tmp:
         result = train(contract, frame, Path(tmp) / "bundle", settings)
+        _log.info("logging the run and registering the version in MLflow")
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
             mlflow.set_tags(
                 {"keel.model": name, "keel.data_source": source, "keel.code_version": code_version()}
