@@ -98,6 +98,7 @@ class DecisionLog:
         self._checkpointed = time.monotonic()
         self._local = threading.local()
         self.on_commit: Callable[[int, float], None] | None = None
+        self.on_failure: Callable[[int], None] | None = None  # rows that could not be written
         """Called after each commit with (rows written, seconds): metrics hook."""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -225,6 +226,8 @@ class DecisionLog:
                 except Exception as exc:
                     conn = self._reconnect(conn)
                     sub.error = exc if isinstance(exc, KeelError) else LogUnavailable(str(exc))
+                    if self.on_failure is not None and not isinstance(exc, KeelError):
+                        self.on_failure(len(sub.values))
             _deliver(batch)
             return conn
         if self.on_commit is not None:

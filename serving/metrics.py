@@ -57,6 +57,11 @@ class Metrics:
         self.reload_failures = Counter(
             "keel_reload_failures", "Model versions that failed to load", ["model"], registry=r
         )
+        # For alerting (ops/): rows the decision log could not write, and readiness as a series.
+        self.log_write_failures = Counter(
+            "keel_log_write_failures", "Decision-log rows that could not be written", registry=r
+        )
+        self.ready = Gauge("keel_ready", "1 when every model is loaded and the service is ready", registry=r)
 
     def observe_commit(self, rows: int, seconds: float) -> None:
         self.log_write.observe(seconds)
