@@ -32,8 +32,17 @@ RUN apt-get update \
 
 WORKDIR /app
 # Dependencies first, from the lock file with hashes, in their own layer: a source change reuses it.
+# Behind a TLS-intercepting proxy, pass its CA certificates (PEM text) as EXTRA_CA_CERTS; they are
+# trusted for this download only, never by the image.
+ARG EXTRA_CA_CERTS=""
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+        { cat "$(python -c 'import pip._vendor.certifi as c; print(c.where())')"; \
+          printf '%s\n' "$EXTRA_CA_CERTS"; } > /tmp/ca.pem \
+        && export PIP_CERT=/tmp/ca.pem; \
+    fi \
+    && pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock \
+    && rm -f /tmp/ca.pem
 
 COPY pyproject.toml README.md ./
 COPY keel ./keel

@@ -180,5 +180,5 @@ def test_status_names_the_state_models_and_log(
     assert code == 0
     assert f"KEEL_HOME      {store.home}" in out and "mlflow.db" in out
     for name in MODEL_NAMES:
-        assert any(line.split()[:1] == [name] and "champion v" in line for line in out.splitlines())
+        assert any(line.split()[:1] == [name] and "champion v" in line for line in out.splitlines()), out
     assert os.environ["KEEL_HOME"] == str(store.home)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from keel.feature_defs.contract import load_contract
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Server
@@ -66,3 +66,16 @@ def test_alert_rules_pass_promtool_when_it_is_installed() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_serve_prints_one_ready_line(server: Server) -> None:
+    assert server.log_path is not None
+    lines = [line for line in server.log_path.read_text().splitlines() if "keel serve: ready on" in line]
+    assert len(lines) == 1, server.log_path.read_text()[-2000:]
+    line = lines[0]
+    assert line.startswith(f"keel serve: ready on {server.url} ")
+    for name in MODEL_NAMES:
+        assert f"{name} v" in line
+    assert f"API docs {server.url}/" in line and "api_keys table of sqlite:///" in line
+    # Request logs are opt-in: the decide calls of this session left no per-request lines.
+    assert '"route": "/v1/' not in server.log_path.read_text()
