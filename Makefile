@@ -5,14 +5,20 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: run train serve test check typecheck-tree lint format bench clean
+.PHONY: run train serve test check typecheck-tree lint format bench clean lock container-check
 
 $(BIN)/python:
+	@echo "[1/3] creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/3] upgrading pip"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# One line per package as pip collects it (with --quiet a minute passes in silence); errors pass through.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "[3/3] installing Keel and its dependencies into $(VENV) (about a minute; once)"
+	@bash -o pipefail -c "$(BIN)/python -m pip install -e '.[dev]' 2>&1 \
+		| awk '/^(Collecting|Successfully|ERROR)/ { print substr(\$$0, 1, 100); fflush() }'"
+	@echo "installed: $$($(BIN)/keel --version)"
 	touch $@
 
 ## run: install, train and register the three models if none is registered yet, then serve
@@ -49,3 +55,14 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+## lock: pin every runtime dependency with hashes (requirements.lock, which the image installs)
+# Resolved with the versions this venv was tested with as constraints, so the image runs the same set.
+lock: $(VENV)/.installed
+	$(BIN)/python -m pip freeze --exclude-editable > build/tested-versions.txt
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps --strip-extras --no-emit-index-url \
+		--no-emit-find-links --constraint build/tested-versions.txt --output-file requirements.lock pyproject.toml
+
+## container-check: build the image on a local bookworm base, train, serve and decide in containers (root, minutes)
+container-check:
+	bash ops/container-check.sh

@@ -176,10 +176,15 @@ class Contract:
             if "case_id" in rec and not _valid_case_id(rec["case_id"]):
                 count += 1
                 errors.append(FieldError(row, "case_id", "must be a string of 1 to 200 characters"))
-        if errors:
+        if any(not isinstance(rec, Mapping) for rec in records):
             return ValidationResult(None, errors[:MAX_ERRORS], count)
         columns = {f.name: [rec.get(f.name, _MISSING) for rec in records] for f in self.fields}
-        return self._validate_columns(columns, len(records))
+        result = self._validate_columns(columns, len(records))
+        if errors:
+            # An unknown key must not hide the same case's other problems: report them all at once.
+            both = sorted([*errors, *result.errors], key=lambda e: (e.row, e.field))
+            return ValidationResult(None, both[:MAX_ERRORS], count + result.error_count)
+        return result
 
     def validate_frame(self, frame: pd.DataFrame, extra_ok: Sequence[str] = ()) -> ValidationResult:
         """Validate a whole table (training data, a user's CSV/Parquet, monitoring windows)."""

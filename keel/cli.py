@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from keel.errors import InvalidInput, KeelError
+import keel
+from keel.errors import ExitCode, InvalidInput, KeelError, first_problem
 from keel.feature_defs.contract import MODEL_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
@@ -27,50 +28,81 @@ def _models(arg: str, registered: bool = False) -> list[str]:
     if arg == "all":
         return known
     if arg not in known:
-        raise SystemExit(f"keel: unknown model {arg!r}; choose from {', '.join(known)} or all")
+        raise InvalidInput(f"unknown model {arg!r}; choose from {', '.join(known)} or all")
     return [arg]
 
 
-def _state() -> object:
-    from keel.settings import StateSettings, prepare_state
+def _state(registry: bool = True, log: bool = False) -> Any:
+    """The state a reading command uses, said on stderr; StateMissing (exit 3) where there is none."""
+    from keel import state
+    from keel.settings import StateSettings
 
-    return prepare_state(StateSettings())
+    settings = StateSettings()
+    found = state.require(settings, registry=registry, log=log)
+    state.announce(settings)
+    return found
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from keel.console import StageLog, stage
     from keel.models.registry import has_alias
     from keel.settings import StateSettings, prepare_state
     from keel.training.data import read_table
-    from keel.training.generators import generate
-    from keel.training.registration import train_and_register
     from keel.training.settings import TrainingSettings
 
-    state = prepare_state(StateSettings())
     overrides: dict[str, Any] = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
     if args.contract and not args.data:
-        raise SystemExit("keel: --contract needs --data (there is no generator for a new model)")
+        raise InvalidInput("--contract needs --data (there is no generator for a new model)")
     names = [args.model] if args.contract else _models(args.model)
     if args.segment_field:
         overrides["segment_fields"] = {n: args.segment_field for n in names}
     settings = TrainingSettings(**overrides)
-    failed = False
     if args.data and len(names) != 1:
-        raise SystemExit("keel: --data needs a single model name")
+        raise InvalidInput("--data needs a single model name, not all")
+    frames = {name: read_table(args.data) for name in names} if args.data else {}
+    if args.from_log:
+        state = _state(registry=True, log=True)
+    else:  # training creates the state it writes to
+        from keel.state import announce
+
+        state = prepare_state(StateSettings())
+        announce(state)
+    failed = False
     for name in names:
         if args.if_missing and has_alias(name):
             print(f"{name}: a champion is registered; skipping (--if-missing)")
             continue
-        if args.data:
-            frame, source = read_table(args.data), f"file:{args.data}"
-        else:
-            frame, source = generate(name, settings.rows, settings.seed), f"generator:seed={settings.seed}"
-        if args.from_log:
-            reg = _train_from_log(name, frame, source, state, settings)
-        else:
-            reg = train_and_register(name, frame, state, settings, source=source, **_spec_files(args))
+        with stage(f"{name}: training") as status, StageLog(name, status).attached():
+            try:
+                reg = _train_one(name, args, frames.get(name), state, settings)
+            except InvalidInput as exc:
+                if not args.data:
+                    raise
+                raise InvalidInput(_file_problem(exc, args.data)) from exc
+        if not args.from_log:
             _print_registered(reg)
         failed |= _refuse_uncertified(reg)
     return 1 if failed else 0
+
+
+def _train_one(name: str, args: argparse.Namespace, frame: Any, state: Any, settings: Any) -> Any:
+    from keel.training.generators import generate
+    from keel.training.registration import train_and_register
+
+    if frame is not None:
+        source = f"file:{args.data}"
+    else:
+        logging.getLogger("keel.training").info("generating %d rows", settings.rows)
+        frame, source = generate(name, settings.rows, settings.seed), f"generator:seed={settings.seed}"
+    if args.from_log:
+        return _train_from_log(name, frame, source, state, settings)
+    return train_and_register(name, frame, state, settings, source=source, **_spec_files(args))
+
+
+def _file_problem(exc: InvalidInput, path: str) -> str:
+    """Name the file and, for CSV, the line of the first bad cell (the header is line 1)."""
+    header = 1 if path.lower().endswith(".csv") else 0
+    return f"{path}: {first_problem(exc, header_lines=header)}"
 
 
 def _refuse_uncertified(reg: Any) -> bool:
@@ -261,28 +293,38 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from keel import state
     from keel.serving.server import serve
     from keel.serving.settings import ServingSettings
+    from keel.settings import StateSettings
 
+    # Refuse to start on a store that is not there (it would wait forever for models).
+    state.require(StateSettings(), registry=True)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     serve(ServingSettings(**overrides))
     return 0
 
 
-def _keys() -> Any:
+def _keys(create: bool) -> Any:
+    """The key store; only `keys add` may create the state it lives in."""
     from keel.serving.database import Database
     from keel.serving.keys import KeyStore
     from keel.settings import StateSettings
+    from keel.state import announce
 
     state = StateSettings()
-    state.home_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        state.home_dir.mkdir(parents=True, exist_ok=True)
+        announce(state)
+    else:
+        state = _state(registry=False, log=True)
     db = Database(state.log_url)
     db.create_schema()
     return KeyStore(db)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    store = _keys()
+    store = _keys(create=args.keys_command == "add")
     if args.keys_command == "add":
         if args.if_missing and any(k.name == args.name for k in store.list_keys() if not k.revoked_at):
             print(f"key {args.name!r} exists; not creating another (--if-missing)")
@@ -294,6 +336,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in store.list_keys():
             state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
             print(f"{k.name}\t{','.join(sorted(k.roles))}\t{k.created_at}\t{state}")
+    elif args.keys_command == "rotate":
+        key = store.rotate(args.name)
+        print(f"key {args.name!r} replaced (same roles); the old key no longer works. Shown only once:")
+        print(f"export KEEL_KEY={key}")
     else:
         store.revoke(args.name)
         print(f"revoked key {args.name!r}")
@@ -304,7 +350,8 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
     from keel.decision_log.commands import verify_log
     from keel.settings import StateSettings
 
-    return verify_log(StateSettings().log_url, Path(args.checkpoint) if args.checkpoint else None)
+    state: StateSettings = _state(registry=False, log=True)
+    return verify_log(state.log_url, Path(args.checkpoint) if args.checkpoint else None)
 
 
 def cmd_log_key(args: argparse.Namespace) -> int:
@@ -315,8 +362,14 @@ def cmd_log_key(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from keel.serving.simulate import SimulationConfig, run_simulation
+    from keel.simulation_progress import simulation_progress
 
     key = args.key or os.environ.get("KEEL_KEY", "")
+    if not key:
+        raise InvalidInput(
+            "no API key: pass --key or export KEEL_KEY "
+            "(`keel keys add NAME --role decide feedback` makes one)"
+        )
     cfg = SimulationConfig(
         url=args.url,
         key=key,
@@ -329,7 +382,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         feedback_share=args.feedback_share,
         seed=args.seed,
     )
-    report = run_simulation(cfg)
+    with simulation_progress(cfg) as progress:
+        report = run_simulation(cfg, progress=progress)
     print(json.dumps(report.to_dict(), indent=2))
     return 0 if not report.errors else 1
 
@@ -351,11 +405,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    from keel.console import stage
     from keel.monitoring.checks import COULD_NOT_RUN
     from keel.serving.database import Database
-    from keel.settings import StateSettings, prepare_state
 
-    state = prepare_state(StateSettings())
+    state = _state(registry=args.target != "explain", log=True)
     db = Database(state.log_url)
     if args.target == "explain":
         return _explain(db, state, args)
@@ -372,7 +426,8 @@ def _monitor(args: argparse.Namespace) -> int:
     results = []
     for name in model_names(args.target):
         try:
-            result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
+            with stage(f"{name}: monitoring {args.window or settings.window}"):
+                result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
         except Exception as exc:  # `monitor all` goes on with the other models
             message = exc.message if isinstance(exc, KeelError) else f"{type(exc).__name__}: {_one_line(exc)}"
             print(f"{name}: could not run: {message}", file=sys.stderr)
@@ -398,7 +453,7 @@ def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
     from keel.serving.decision_log import DecisionLog
 
     if not args.decision_id:
-        raise SystemExit("keel: monitor explain needs a DECISION_ID")
+        raise InvalidInput("monitor explain needs a DECISION_ID (a decision's `decision_id`)")
     log = DecisionLog(db)
     row = log.get_decision(args.decision_id)
     if row is None:
@@ -415,17 +470,56 @@ def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from keel.status import status_lines
+
+    for line in status_lines(as_json=args.json):
+        print(line)
+    return 0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each argument's default, except where there is none to show (flags, unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: help shows defaults; subparsers inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keel-decisions")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return keel.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="keel", description="Serve and monitor business decision models (see README.md)."
+    parser = _Parser(
+        prog="keel",
+        description="Serve and monitor business decision models (see README.md).",
+        epilog="exit status: 0 ok; 1 the command found a problem; 2 wrong arguments or input; "
+        "3 the state or service it needs is not there (keel monitor: 0 ok, 1 warning, 2 critical, "
+        "3 could not run)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train, evaluate and register a model (new version -> challenger)")
     p.add_argument("model", help=f"{' | '.join(MODEL_NAMES)} | all")
     p.add_argument("--data", help="CSV or Parquet file satisfying the contract (default: generated data)")
-    p.add_argument("--rows", type=int, help="rows to generate (default KEEL_TRAIN_ROWS or 40000)")
-    p.add_argument("--seed", type=int, help="generator and training seed")
+    p.add_argument("--rows", type=int, help="rows to generate (default: KEEL_TRAIN_ROWS or 40000)")
+    p.add_argument("--seed", type=int, help="generator and training seed (default: KEEL_TRAIN_SEED or 7)")
     p.add_argument("--if-missing", action="store_true", help="skip models that already have a champion")
     p.add_argument(
         "--contract", help="contract YAML defining the model (any name; needs --data); sealed in the version"
@@ -445,8 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("promote", help="move champion to a version after its promotion gates pass")
-    p.add_argument("model")
-    p.add_argument("version")
+    p.add_argument("model", help="model name (see keel models)")
+    p.add_argument("version", help="registered version number (see keel models)")
     p.add_argument("--force", action="store_true", help="move even if gates fail (needs --reason)")
     p.add_argument("--reason", help="why; recorded in the alias history")
     p.add_argument("--actor", default=_actor(), help="who moves it (default: the operating-system user)")
@@ -473,24 +567,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("serve", help="run the decision service")
-    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 3000)")
+    p.add_argument("--host", help="interface to bind (default: KEEL_SERVE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: KEEL_SERVE_PORT or 3000)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("keys", help="manage API keys (add prints the key once; only its hash is stored)")
-    ksub = p.add_subparsers(dest="keys_command", required=True)
-    k = ksub.add_parser("add", help="create a key")
-    k.add_argument("name")
-    k.add_argument("--role", nargs="+", required=True, choices=["decide", "feedback", "read", "admin"])
+    p = sub.add_parser(
+        "keys",
+        help="API keys: add, list, revoke, rotate (a new key is printed once; only its hash is stored)",
+    )
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    k = ksub.add_parser("add", help="create a key and print it once")
+    k.add_argument("name", help="who uses the key; recorded as the caller of every decision")
+    k.add_argument(
+        "--role",
+        nargs="+",
+        action="extend",
+        required=True,
+        choices=["decide", "feedback", "read", "admin"],
+        help="one or more roles; repeat --role or list several after one",
+    )
     k.add_argument("--if-missing", action="store_true", help="do nothing if an active key has this name")
     k.add_argument("--rate", type=float, help="requests per second this key may make (default: KEEL_KEYS_*)")
     ksub.add_parser("list", help="list keys (names, roles, state; never the keys)")
-    k = ksub.add_parser("revoke", help="revoke a key")
-    k.add_argument("name")
+    k = ksub.add_parser("revoke", help="revoke a key (its name can be used again)")
+    k.add_argument("name", help="the key's name")
+    k = ksub.add_parser(
+        "rotate", help="replace a key with a new one of the same name and roles (e.g. a lost key)"
+    )
+    k.add_argument("name", help="the key's name")
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("simulate", help="send realistic traffic and reviewer feedback to a running service")
-    p.add_argument("--url", default="http://127.0.0.1:3000")
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="the running service")
     p.add_argument("--key", help="API key with decide and feedback roles (default: $KEEL_KEY)")
     p.add_argument("--model", default="all", help="a model name or all")
     p.add_argument("--cases", type=int, default=500, help="cases per model")
@@ -499,11 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="none | covariate_shift | concept_shift | segment_overrides | region_process_change",
     )
-    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=20, help="cases per decide request")
     p.add_argument("--rate", type=float, default=0.0, help="max requests per second (0 = unthrottled)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
     p.add_argument("--feedback-share", type=float, default=0.3, help="share of decided cases reviewed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cases and reviewers")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
@@ -530,24 +638,31 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--file", help="where to write it")
     k.add_argument("--rotate", action="store_true", help="add a new current key to an existing file")
     p.set_defaults(func=cmd_log_key)
+    p = sub.add_parser(
+        "status", help="state directory, MLflow store and decision log in use; models, versions, log size"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from keel.console import quiet_dependencies
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_dependencies()
     args = build_parser().parse_args(argv)
     handler: Handler = args.func
     try:
         return handler(args)
-    except InvalidInput as exc:
-        print(f"keel: {exc.message}", file=sys.stderr)
-        for err in exc.errors:
-            where = "" if err.row < 0 else f"row {err.row}, "
-            print(f"  {where}{err.field}: {err.problem}", file=sys.stderr)
-        return 3 if args.command == "monitor" else 2
     except KeelError as exc:
-        print(f"keel: {exc.message}", file=sys.stderr)
-        return 3 if args.command == "monitor" else 1
+        # One line in the user's words; the exit code says which kind of problem it was.
+        text = first_problem(exc) if isinstance(exc, InvalidInput) else exc.message
+        print(f"keel: {text}", file=sys.stderr)
+        return int(ExitCode.NO_STATE) if args.command == "monitor" else exc.exit_code
+    except KeyboardInterrupt:
+        print("keel: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,9 +1,24 @@
-"""One error hierarchy; each error carries the HTTP status a caller should see."""
+"""One error hierarchy; each error carries the HTTP status a caller should see and the exit code
+the `keel` command line ends with."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Exit status of every `keel` command (`keel monitor` follows the monitoring-plugin
+    convention instead: 0 ok, 1 warning, 2 critical, 3 could not run)."""
+
+    OK = 0
+    FAILED = 1
+    """The command ran and found a problem: a broken log chain, a failed gate, errors while simulating."""
+    USAGE = 2
+    """Wrong arguments or input: unknown model, missing file, bad data, no API key (argparse uses 2 too)."""
+    NO_STATE = 3
+    """The state it needs is not there or cannot be reached: no KEEL_HOME, store, decision log or service."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,7 @@ class KeelError(Exception):
     """Base of every error Keel raises on purpose."""
 
     status_code: int = 500
+    exit_code: int = ExitCode.FAILED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -35,6 +51,7 @@ class InvalidInput(KeelError):
     """Input broke the contract; lists every field-level problem found."""
 
     status_code = 422
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, errors: list[FieldError] | None = None, error_count: int = 0) -> None:
         super().__init__(message)
@@ -85,3 +102,35 @@ class RegistryError(KeelError):
     """The MLflow registry does not hold what was asked for."""
 
     status_code = 404
+
+
+class StateMissing(KeelError):
+    """The state a command reads (state directory, MLflow store, decision log) is not there."""
+
+    status_code = 503
+    exit_code = ExitCode.NO_STATE
+
+
+class Unreachable(KeelError):
+    """A service the command talks to did not answer."""
+
+    status_code = 503
+    exit_code = ExitCode.NO_STATE
+
+
+def first_problem(exc: InvalidInput, header_lines: int = 0) -> str:
+    """One line for a terminal: the first field-level problem and how many more there are.
+
+    Rows are counted from 1 as a person reads them; with `header_lines` (a CSV file) the file's
+    line number is given too.
+    """
+    if not exc.errors:
+        return exc.message
+    first = exc.errors[0]
+    place = ""
+    if first.row >= 0:
+        line = f" (line {first.row + 1 + header_lines})" if header_lines else ""
+        place = f"row {first.row + 1}{line}, "
+    more = len(exc.errors) - 1
+    tail = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
+    return f"{exc.message}: {place}{first.field or 'case'}: {first.problem}{tail}"

@@ -116,7 +116,7 @@ class KeyStore:
         if not api_keys.insert_key(
             self.db, name, hash_key(key), ",".join(sorted(set(roles))), _now(), rate_per_second
         ):
-            raise Conflict(f"a key named {name!r} exists; revoke it first or pick another name")
+            raise Conflict(f"an active key named {name!r} exists; `keel keys rotate {name}` replaces it")
         return key
 
     def list_keys(self) -> list[ApiKey]:
@@ -126,6 +126,14 @@ class KeyStore:
         if not api_keys.revoke_key(self.db, name, _now()):
             raise NotFound(f"no active key named {name!r}")
         self._loaded_at = -1e9
+
+    def rotate(self, name: str) -> str:
+        """A new key with the same name, roles and rate; the old one stops working (for a lost key)."""
+        active = [k for k in self.list_keys() if k.name == name and not k.revoked_at]
+        if not active:
+            raise NotFound(f"no active key named {name!r}; `keel keys add {name} --role ...` creates one")
+        self.revoke(name)
+        return self.add(name, sorted(active[0].roles), active[0].rate_per_second)
 
     # -- the serving side ---------------------------------------------------------------------
     def start(self) -> KeyStore:

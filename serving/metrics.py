@@ -57,6 +57,13 @@ class Metrics:
         self.reload_failures = Counter(
             "keel_reload_failures", "Model versions that failed to load", ["model"], registry=r
         )
+        # For alerting (ops/): writes the decision log could not commit, and readiness as a series.
+        self.log_write_failures = Counter(
+            "keel_log_write_failures",
+            "Decision-log writes (submissions) the database failed to commit",
+            registry=r,
+        )
+        self.ready = Gauge("keel_ready", "1 when every model is loaded and the service is ready", registry=r)
 
     def observe_commit(self, rows: int, seconds: float) -> None:
         self.log_write.observe(seconds)

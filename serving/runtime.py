@@ -39,6 +39,7 @@ class Runtime:
         db = Database(state.log_url)
         decisions = DecisionLog(db).open()
         decisions.on_commit = metrics.observe_commit
+        decisions.on_failure = metrics.log_write_failures.inc
         models = ModelSet(settings.alias, state.home_dir / "cache")
         rt = cls(
             state,
@@ -49,6 +50,7 @@ class Runtime:
             models,
             Decider(models, decisions, settings, metrics),
         )
+        metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
         return rt
 

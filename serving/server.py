@@ -19,10 +19,17 @@ def serve(settings: ServingSettings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keel-prom-"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
+    # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
+    logging.getLogger("keel.http").setLevel(logging.INFO if settings.log_requests else logging.WARNING)
     from keel.serving import runtime
     from keel.serving.service import DecisionService
 
-    runtime.install(runtime.Runtime.start(settings=settings))
+    from keel.ready_line import announce_start, announce_when_ready
+
+    rt = runtime.Runtime.start(settings=settings)
+    announce_start(rt.state, settings)
+    announce_when_ready(rt)
+    runtime.install(rt)
     run_service(DecisionService, settings.host, settings.port)
 
 

@@ -36,3 +36,6 @@ class ServingSettings(BaseSettings):
 
     key_cache_seconds: float = 2.0
     """How long the service trusts its in-memory copy of the API keys (revocation delay)."""
+
+    log_requests: bool = False
+    """Log one INFO line per request (method, route, status, ms, caller); off by default."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -275,8 +275,13 @@ def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi
             report.overrides += outcome is not None and outcome != verdict.final_outcome
 
 
-def run_simulation(cfg: SimulationConfig, client: httpx.Client | None = None) -> SimulationReport:
-    """Post every model's cases in batches, interleaving models, and the reviewers' feedback."""
+def run_simulation(
+    cfg: SimulationConfig,
+    client: httpx.Client | None = None,
+    progress: Callable[[SimulationReport], None] | None = None,
+) -> SimulationReport:
+    """Post every model's cases in batches, interleaving models, and the reviewers' feedback;
+    `progress` sees the running report after every batch."""
     report = SimulationReport()
     started = time.monotonic()
     http = client or httpx.Client()
@@ -290,6 +295,9 @@ def run_simulation(cfg: SimulationConfig, client: httpx.Client | None = None) ->
                 if session.expired():
                     return report
                 _run_batch(session, cfg, s, lo, min(lo + cfg.batch_size, cfg.cases))
+                if progress is not None:
+                    report.seconds = round(time.monotonic() - started, 3)
+                    progress(report)
         return report
     finally:
         report.seconds = round(time.monotonic() - started, 3)

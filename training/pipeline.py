@@ -7,6 +7,7 @@ the threshold), test 20%.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ from keel.training.risk_control import (
 from keel.training.settings import TrainingSettings
 
 from keel.errors import InvalidInput
+
+# Stage messages at INFO: `keel train` shows them as its live status line.
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,16 +137,19 @@ def check_class_counts(contract: Contract, frame: pd.DataFrame, minimum: int) ->
 
 def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSettings) -> TrainResult:
     """Fit, calibrate, certify and evaluate one model and write its sealed bundle to `out_dir`."""
+    _log.info("validating %d rows against the contract", len(frame))
     frame = check_training_frame(contract, frame)
     check_class_counts(contract, frame, s.min_rows_per_class)
     matrix = contract.validate_frame(frame, extra_ok=list(frame.columns)).matrix
     assert matrix is not None  # check_training_frame raised otherwise
     y, _ = contract.encode_target(list(frame[contract.target]))
     sp = time_splits(len(frame))
+    _log.info("fitting LightGBM on %d rows", len(sp.train))
     booster = fit_booster(contract, matrix[sp.train], y[sp.train], matrix[sp.valid], y[sp.valid], s)
     model_text = booster.model_to_string(num_iteration=booster.best_iteration)
     tree = TreeModel(model_text)
 
+    _log.info("calibrating and certifying the abstention threshold")
     scaler = TemperatureScaler().fit(tree.raw_scores(matrix[sp.calib_fit]), y[sp.calib_fit])
     order_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.calib_fit]))
     order_conf = order_proba.max(axis=1)
@@ -159,6 +166,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
     seg_control = certified if isinstance(certified, SegmentControl) else None
     abstention = abstention_record(risk, seg_control)
     rule = ThresholdRule.from_abstention(abstention)
+    _log.info("evaluating on %d held-out rows", len(sp.test))
     test_proba = scaler.predict_proba(tree.raw_scores(matrix[sp.test]))
     test_thresholds, _ = rule.applies(
         frame.loc[sp.test, rule.field].tolist() if rule.field else None, len(sp.test)
@@ -171,6 +179,7 @@ def train(contract: Contract, frame: pd.DataFrame, out_dir: Path, s: TrainingSet
         frame.loc[sp.test, contract.segment_fields].reset_index(drop=True),
     )
 
+    _log.info("writing the bundle and the SHAP importance plot")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BOOSTER).write_text(model_text)
     write_json(out_dir / CALIBRATION, {"method": "temperature", "temperature": scaler.temperature_})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from mlflow.tracking import MlflowClient
 import keel
 from keel.errors import InvalidInput
 from keel.settings import StateSettings
+
+_log = logging.getLogger(__name__)
 
 PYFUNC_CODE = "pyfunc_model.py"
 
@@ -133,6 +136,7 @@ def train_and_register(
         result = train(contract, frame, Path(tmp) / "bundle", settings)
         result.hashes = seal_spec(result.bundle_dir, policy)
         code_tree = keel_code_tree(Path(tmp) / "code")
+        _log.info("logging the run and registering the version in MLflow")
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as run:
             mlflow.set_tags(
                 {"keel.model": name, "keel.data_source": source, "keel.code_version": code_version()}

@@ -31,10 +31,17 @@ def _rows(result: sa.Result) -> list[KeyRow]:
 def insert_key(
     db: Database, name: str, key_hash: str, roles: str, created_at: str, rate: float | None
 ) -> bool:
-    """Add a key; False when the name is taken (revoked names stay taken: the log names callers)."""
+    """Add a key; False while an active key has that name. A revoked key keeps its row under a
+    dated name (`NAME~revoked~WHEN`), so the name can be given to a new key."""
     with db.writing() as conn:
-        if conn.execute(sa.select(api_keys.c.name).where(api_keys.c.name == name)).first():
+        active = sa.select(api_keys.c.name).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+        if conn.execute(active).first():
             return False
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.name == name)
+            .values(name=api_keys.c.name + "~revoked~" + api_keys.c.revoked_at)
+        )
         conn.execute(
             api_keys.insert().values(
                 name=name, key_hash=key_hash, roles=roles, created_at=created_at, rate_per_second=rate
@@ -59,6 +66,6 @@ def revoke_key(db: Database, name: str, revoked_at: str) -> bool:
         done = conn.execute(
             api_keys.update()
             .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=revoked_at, key_hash=f"revoked:{name}")
+            .values(revoked_at=revoked_at, key_hash=f"revoked:{name}:{revoked_at}")
         )
     return done.rowcount > 0

@@ -79,6 +79,8 @@ class DecisionLog:
         self._checkpointed = time.monotonic()
         self.on_commit: Callable[[int, float], None] | None = None
         """Called after each commit with (rows written, seconds): metrics hook."""
+        self.on_failure: Callable[[], None] | None = None
+        """Called once for each submission the database failed to commit: metrics hook."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> DecisionLog:
@@ -325,6 +327,8 @@ class DecisionLog:
     def _timed_out_by(self, exc: BaseException) -> LogUnavailable:
         # The database's own words stay in the server log; the client hears only the outcome.
         log.warning("decision log write failed (%s)", type(exc).__name__)
+        if self.on_failure is not None:
+            self.on_failure()
         return LogUnavailable(
             "the decision log could not commit the write", UNKNOWN, self.settings.retry_after
         )

@@ -78,13 +78,21 @@ def test_unseen_category_wrong_type_missing_and_extra_fields(contract: Contract)
     found = contract.validate_records(cases).errors
     by_row = {e.row: e for e in found}
     assert "unknown field" in by_row[5].problem and by_row[5].field == "surprise"
-    # Unknown keys are reported before values are looked at; check the rest without row 5.
-    found = problems(contract, cases[:5])
+    found = problems(contract, cases)
     assert "unknown category" in found[(0, cat.name)]
     assert "expected one of" in found[(1, cat.name)]
     assert "boolean" in found[(2, bool_field.name)]
     assert "integer" in found[(3, int_field.name)]
     assert found[(4, cat.name)] == "missing field"
+
+
+def test_an_unknown_field_does_not_hide_the_same_cases_other_errors(contract: Contract) -> None:
+    int_field = next(f for f in contract.fields if f.type == "int")
+    case = {**contract.example_case, "surprise": 1, int_field.name: 2.5}
+    found = problems(contract, [contract.example_case, case])
+    assert found[(1, "surprise")] == "unknown field"
+    assert "integer" in found[(1, int_field.name)]
+    assert not any(row == 0 for row, _ in found)
 
 
 def test_range_and_empty_batch(contract: Contract) -> None:

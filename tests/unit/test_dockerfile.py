@@ -35,3 +35,17 @@ def test_image_runs_keel_serve_as_non_root_with_health_check_and_volume() -> Non
     # Every package the distribution declares is copied into the image.
     for package in ("keel", "feature_defs", "models", "training", "serving", "monitoring"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_image_installs_the_locked_set_before_the_source_and_lightgbms_runtime() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "libgomp1" in text  # LightGBM cannot import without OpenMP's runtime
+    lock_install = text.index("--require-hashes --no-deps -r requirements.lock")
+    assert text.index("COPY requirements.lock") < lock_install < text.index("COPY keel ./keel")
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = [line for line in lock.splitlines() if line and line[0].isalpha()]
+    assert all("==" in line for line in pinned) and len(pinned) > 50
+    # Every pin carries at least one hash, so pip refuses a changed file.
+    for name in ("mlflow", "lightgbm", "bentoml", "setuptools"):
+        at = lock.index(f"\n{name}==")
+        assert "--hash=sha256:" in lock[at : at + 400]

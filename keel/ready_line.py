@@ -1,0 +1,51 @@
+"""The lines `keel serve` prints: what it starts from, then one line once every model is loaded."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from keel.console import console
+
+__all__ = ["announce_start", "announce_when_ready"]
+
+
+def _address(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # a wildcard bind is reachable on loopback
+    return f"http://{shown}:{port}"
+
+
+def announce_start(state: Any, settings: Any) -> None:
+    from keel.state import locations
+
+    console().print(
+        f"keel serve: loading the {settings.alias!r} version of each model; using {locations(state).line()}"
+    )
+
+
+def ready_line(rt: Any) -> str:
+    """Address, models and versions served, the API docs, and where the API keys come from."""
+    from keel.serving.database import redact
+
+    url = _address(rt.settings.host, rt.settings.port)
+    served = ", ".join(
+        f"{name} v{s.loaded.ref.version}" for name, s in sorted(rt.models.snapshot.models.items())
+    )
+    active = sum(1 for k in rt.keys.list_keys() if not k.revoked_at)
+    return (
+        f"keel serve: ready on {url} (bound to {rt.settings.host}) - {served} ({rt.settings.alias}) - "
+        f"API docs {url}/ (OpenAPI {url}/docs.json) - {active} active API key(s) from the "
+        f"api_keys table of {redact(rt.state.log_url)} (`keel keys add` / `keel keys rotate`)"
+    )
+
+
+def announce_when_ready(rt: Any) -> None:
+    """Print the ready line from a daemon thread once the models are in (never if it stops first)."""
+
+    def wait() -> None:
+        while not rt.stopping.is_set():
+            if rt.loaded.wait(1.0):
+                console().print(ready_line(rt))
+                return
+
+    threading.Thread(target=wait, name="ready-line", daemon=True).start()
