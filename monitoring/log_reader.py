@@ -25,6 +25,7 @@ import pandas as pd
 from keel.feature_defs.contract import Contract
 from keel.monitoring.frames import records_to_frame
 from keel.monitoring.stats import check_edges
+from keel.serving.batch_io import BATCH_CALLER_PREFIX
 from keel.serving.database import Connection, Database
 
 CHUNK = 5000
@@ -86,8 +87,32 @@ def iso(moment: datetime) -> str:
 
 
 class LogReader:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, include_batch: bool = False) -> None:
         self.db = db
+        self.include_batch = include_batch
+        """Also count decisions logged by `keel score --log` (left out of live monitoring by default)."""
+        self._has_batch: bool | None = None
+
+    def _live(self, sql: str) -> str:
+        """`sql` with every window condition limited to live (not batch) decisions, if the log
+        holds any batch decision; asked once, through the idempotency index, where batch rows
+        always have a key, so logs without batch rows keep their index-only plans."""
+        if self.include_batch:
+            return sql
+        # A range, not LIKE: indexable in both databases, and no '%' for psycopg to misread.
+        lo, hi = BATCH_CALLER_PREFIX, BATCH_CALLER_PREFIX[:-1] + chr(ord(BATCH_CALLER_PREFIX[-1]) + 1)
+        if self._has_batch is None:
+            with self._reading() as conn:
+                self._has_batch = bool(
+                    conn.execute(
+                        "SELECT 1 FROM decisions WHERE caller >= ? AND caller < ? "
+                        "AND idempotency_key IS NOT NULL LIMIT 1",
+                        (lo, hi),
+                    ).fetchall()
+                )
+        if not self._has_batch:
+            return sql
+        return sql.replace(_WINDOW, f"{_WINDOW} AND NOT (d.caller >= '{lo}' AND d.caller < '{hi}')")
 
     def _json(self, column: str, *path: str) -> str:
         for part in path:
@@ -137,7 +162,7 @@ class LogReader:
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._reading() as conn:
-            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+            return [tuple(r) for r in conn.execute(self._live(sql), params).fetchall()]
 
     def _seq_range(self, window: tuple[str, str, str]) -> tuple[int, int, int]:
         """(decisions, lowest seq, highest seq) of the window, from the (model, created_at) index."""
@@ -195,7 +220,7 @@ class LogReader:
         )
         frames = []
         with self._reading() as conn:
-            cur = conn.execute(sql, window)
+            cur = conn.execute(self._live(sql), window)
             # Parse one chunk at a time so raw JSON text of the whole sample never coexists.
             while chunk := cur.fetchmany(CHUNK):
                 records, feedback = [], {}
@@ -229,7 +254,7 @@ class LogReader:
             f"f.final_outcome, f.kind, {self._json('f.record', 'reason')}, f.actor{seg_sql} {_HIT_ROWS}"
         )
         with self._reading() as conn:
-            cur = conn.execute(sql, (lo, hi, *window))
+            cur = conn.execute(self._live(sql), (lo, hi, *window))
             frame = _chunked_frame(cur, [*REVIEWED_COLUMNS, *names], [*_LOW_CARDINALITY, *names])
         frame["abstained"] = frame["abstained"].astype(bool)
         frame["confidence"] = frame["confidence"].astype("float64")

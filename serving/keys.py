@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from keel.serving.batch_io import BATCH_CALLER_PREFIX
 from keel.serving.database import Database
 
 from keel.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -48,6 +49,8 @@ class KeyStore:
         bad = sorted(set(roles) - set(ROLES))
         if bad or not roles:
             raise ValueError(f"roles must be among {', '.join(ROLES)}; got {', '.join(bad) or 'none'}")
+        if name.startswith(BATCH_CALLER_PREFIX):
+            raise ValueError(f"key names starting {BATCH_CALLER_PREFIX!r} are kept for batch decisions")
         key = PREFIX + secrets.token_urlsafe(32)
         conn = self.db.connect()
         try:
