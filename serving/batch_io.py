@@ -109,26 +109,38 @@ def _frames(path: Path, contract: Contract, rows: int) -> Iterator[pd.DataFrame]
 
 
 def frame_cases(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any]]:
-    columns = [c for c in ("case_id", *contract.field_names) if c in frame.columns]
+    """The JSON-like cases of a frame: Python scalars, None for missing, and whole numbers of an
+    int field as int (a column with a gap is read as float64). Converted a column at a time
+    (`tolist` yields Python scalars), since per-value conversion would cost more than deciding."""
+    names = [c for c in ("case_id", *contract.field_names) if c in frame.columns]
     ints = {f.name for f in contract.fields if f.type == "int"}
-    out = []
-    for values in frame[columns].itertuples(index=False, name=None):
-        case = {c: _plain(v, c in ints) for c, v in zip(columns, values, strict=True)}
-        if case.get("case_id") is None:
-            case.pop("case_id", None)  # as a request that sends no case_id
-        out.append(case)
-    return out
+    columns = [_plain_column(frame[c], c in ints) for c in names]
+    cases = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    if "case_id" in names:
+        for case in cases:
+            if case["case_id"] is None:
+                del case["case_id"]  # as a request that sends no case_id
+    return cases
 
 
-def _plain(value: Any, integer: bool) -> Any:
-    """The value a JSON request would carry: Python scalars, None for missing, and whole numbers of
-    an int field as int (a column with a gap is read as float64)."""
+def _plain_column(column: pd.Series, integer: bool) -> list[Any]:
+    values = column.tolist()
+    if column.dtype.kind == "f":
+        if integer:
+            return [None if v != v else int(v) if v.is_integer() else v for v in values]
+        if column.hasnans:
+            return [None if v != v else v for v in values]
+        return values
+    if column.dtype.kind in "biu":
+        return values
+    return [_plain(v) for v in values]
+
+
+def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
-    if integer and isinstance(value, float) and value.is_integer():
-        return int(value)
     return value
 
 

@@ -125,7 +125,7 @@ def _validator(contract_text: str) -> Any:
         contract = load_contract_text(contract_text)
         for frame in frames:
             cases = frame_cases(frame.drop(columns=["_row"]), contract)
-            _, errors = validate_cases(contract, cases)
+            _, errors, _ = validate_cases(contract, cases)
             by_row: dict[int, list[dict[str, str]]] = {}
             for e in errors:
                 by_row.setdefault(e.row, []).append({"field": e.field, "problem": e.problem})
