@@ -85,8 +85,10 @@ def online_errors(server: Server, case: dict[str, Any]) -> list[tuple[str, str]]
 
 def score(store: Store, tmp: Path, source: Path, out: str, *extra: str, **env: str) -> dict[str, Any]:
     done = run_keel(
-        cli_env(store, **env), "score", MODEL, "--input", str(source), "--output", str(tmp / out), *extra
-    )
+        cli_env(store, **env),
+        "score", MODEL, "--input", str(source), "--output", str(tmp / out), *extra,
+        timeout=900,  # Spark starts a JVM and Python workers: minutes on a busy 2-core machine
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
