@@ -18,11 +18,14 @@ import pandas as pd
 import pytest
 from keel.feature_defs.contract import load_contract
 from keel.monitoring.log_reader import LogReader
-from keel.serving.batch import BATCH_CALLER_PREFIX
+from keel.serving.batch import BATCH_CALLER_PREFIX, BatchJob, BatchSettings, run_local, served_version
+from keel.serving.batch_io import error_path
 from keel.serving.database import Database
+from keel.serving.decision_log import DecisionLog
 from keel.serving.simulate import case_payloads
 from keel.training.generators import generate
 
+from keel.errors import Conflict
 from tests.conftest import Store, cli_env, run_keel
 from tests.integration.conftest import Server
 
@@ -158,48 +161,51 @@ def test_csv_chunks_and_formats_read_like_json_requests(
     assert pd.read_parquet(tmp_path / "out.errors.parquet").empty
 
 
+def score_logged(store: Store, source: Path, out: Path, log_url: str, run_id: str | None = None) -> dict:
+    """`keel score --log` in this process (the CLI path is covered above), chunks of 50."""
+    served = served_version(MODEL, None, None, store.home / "cache")
+    job = BatchJob(MODEL, source, out, error_path(out), log=True, run_id=run_id)
+    log = DecisionLog(Database(log_url)).open()
+    try:
+        return run_local(job, served, BatchSettings(chunk_rows=50), log).to_dict()
+    finally:
+        log.close()
+
+
 def test_log_writes_each_batch_decision_once_marked_as_batch(
     store: Store, registered: dict[str, str], tmp_path: Path
 ) -> None:
     cases, broken = cases_with_errors(120, seed=9)
     source = tmp_path / "cases.parquet"
     pd.DataFrame(cases).to_parquet(source)
-    log = tmp_path / "decisions.db"
-    env = {"KEEL_DECISION_LOG_URL": f"sqlite:///{log}", "KEEL_BATCH_CHUNK_ROWS": "50"}
-    first = score(store, tmp_path, source, "a.jsonl", "--log", **env)
-    again = score(store, tmp_path, source, "b.jsonl", "--log", **env)
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    first = score_logged(store, source, tmp_path / "a.jsonl", url)
+    again = score_logged(store, source, tmp_path / "b.jsonl", url)
     n = 120 - len(broken)
     assert (first["logged"], first["replayed"]) == (n, 0), first
     assert (again["logged"], again["replayed"]) == (0, n), again
     # The repeated run answers with what was logged the first time.
     assert read_jsonl(tmp_path / "a.jsonl") == read_jsonl(tmp_path / "b.jsonl")
 
-    with sqlite3.connect(log) as db:
+    with sqlite3.connect(tmp_path / "decisions.db") as db:
         rows = db.execute("SELECT caller, idempotency_key, record FROM decisions ORDER BY seq").fetchall()
     assert len(rows) == n
     assert all(caller.startswith(BATCH_CALLER_PREFIX) for caller, _, _ in rows)
     assert all(key.startswith(first["run_id"]) for _, key, _ in rows)
     rows_logged = [json.loads(r)["batch"]["row"] for _, _, r in rows]
     assert rows_logged == [i for i in range(120) if i not in broken]
-
-    verified = run_keel(cli_env(store, **env), "verify-log")
-    assert verified.returncode == 0, verified.stderr
+    assert DecisionLog(Database(url)).verify().ok
 
     # Live monitoring leaves batch decisions out unless asked.
     start, end = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(minutes=1)
-    db = Database(env["KEEL_DECISION_LOG_URL"])
-    assert LogReader(db).summary(MODEL, start, end).n_decisions == 0
-    assert LogReader(db, include_batch=True).summary(MODEL, start, end).n_decisions == n
+    assert LogReader(Database(url)).summary(MODEL, start, end).n_decisions == 0
+    assert LogReader(Database(url), include_batch=True).summary(MODEL, start, end).n_decisions == n
 
     # The same run id over a changed file is refused, not mixed into the earlier run.
     cases[0]["amount"] = float(cases[0]["amount"]) + 1
     pd.DataFrame(cases).to_parquet(source)
-    clash = run_keel(
-        cli_env(store, **env),
-        "score", MODEL, "--input", str(source), "--output", str(tmp_path / "c.jsonl"),
-        "--log", "--run-id", first["run_id"],
-    )  # fmt: skip
-    assert clash.returncode != 0 and "Idempotency-Key" in clash.stderr, clash.stderr
+    with pytest.raises(Conflict):
+        score_logged(store, source, tmp_path / "c.jsonl", url, run_id=first["run_id"])
     assert not (tmp_path / "c.jsonl").exists()
 
 
