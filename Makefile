@@ -16,7 +16,7 @@ $(BIN)/python:
 # One line per package as pip collects it (with --quiet a minute passes in silence); errors pass through.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "[3/3] installing Keel and its dependencies into $(VENV) (about a minute; once)"
-	@bash -o pipefail -c "$(BIN)/python -m pip install -e '.[dev]' 2>&1 \
+	@bash -o pipefail -c "$(BIN)/python -m pip install -e '.[dev,spark]' 2>&1 \
 		| awk '/^(Collecting|Successfully|ERROR)/ { print substr(\$$0, 1, 100); fflush() }'"
 	@echo "installed: $$($(BIN)/keel --version)"
 	touch $@

@@ -421,7 +421,7 @@ def _monitor(args: argparse.Namespace) -> int:
     settings = MonitorSettings()
     start, end = parse_window(args.window or settings.window)
     out_root = Path(args.out) if args.out else state.home_dir / "reports"
-    reader = LogReader(db)
+    reader = LogReader(db, include_batch=args.include_batch)
     worst = 0
     results = []
     for name in model_names(args.target):
@@ -502,6 +502,12 @@ def _version() -> str:
         return version("keel-decisions")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return keel.__version__
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from keel.serving.batch_cli import score
+
+    return score(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -626,7 +632,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="report folder (default $KEEL_HOME/reports) or, with explain, the HTML file")
     p.add_argument("--json", action="store_true", help="print one JSON summary line per model")
+    p.add_argument(
+        "--include-batch", action="store_true", help="also count batch decisions (keel score --log)"
+    )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "score", help="decide a Parquet/CSV file of cases in batch, exactly as the online route would"
+    )
+    p.add_argument("model", help="model name (see keel models)")
+    p.add_argument("--input", required=True, help="Parquet or CSV file of cases (contract fields, case_id)")
+    p.add_argument("--output", required=True, help="decisions: .parquet, .csv or .jsonl")
+    p.add_argument("--errors", help="rejected cases with field-level problems (default OUTPUT.errors.SUFFIX)")
+    p.add_argument("--engine", choices=["local", "spark"], default="local")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", help="model version (default: the champion)")
+    which.add_argument("--alias", help="registry alias (default champion)")
+    p.add_argument("--log", action="store_true", help="record the decisions in the decision log, as batch")
+    p.add_argument("--run-id", help="names the run in the log (default: from version, file and chunking)")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify-log", help="check the decision log's hash chains on one snapshot")
     p.add_argument("--checkpoint", help="signed checkpoint file: check the earlier ones, append a new one")

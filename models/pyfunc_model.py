@@ -36,7 +36,17 @@ class KeelPyfunc(PythonModel):
         )
         for j, name in enumerate(batch.classes):
             out[f"p_{name}"] = batch.probabilities[:, j]
+        if params and params.get("keel_versions"):
+            out["record"] = _records(self.model, model_input, params)
         return out
+
+
+def _records(model: DecisionModel, frame: pd.DataFrame, params: dict[str, Any]) -> list[str]:
+    """Each case's full decision record as JSON, built by the online path's code (`keel score
+    --engine spark` asks for it by passing the `versions` the driver resolved)."""
+    from keel.serving.batch_spark import records_json
+
+    return records_json(model, pd.DataFrame(frame), params["keel_versions"])
 
 
 mlflow.models.set_model(KeelPyfunc())

@@ -204,11 +204,11 @@ def decision_context(record: Mapping[str, Any], cache_dir: Path) -> dict[str, An
     alpha and delta) and each fired rule's description from the policy. Missing pieces are None,
     so the page still renders for a version or policy no longer available."""
     from keel.models import registry
-    from keel.serving.policy import load_policy
 
     versions = record.get("versions") or {}
     model, version = str(record.get("model") or versions.get("model", "")), versions.get("model_version")
     out: dict[str, Any] = {"threshold": None, "alpha": None, "delta": None, "rules": [], "policy_note": None}
+    loaded = None
     try:
         loaded = registry.load(registry.get_version(model, str(version)), cache_dir).model
         out.update(threshold=loaded.threshold, alpha=loaded.alpha, delta=loaded.delta)
@@ -216,11 +216,9 @@ def decision_context(record: Mapping[str, Any], cache_dir: Path) -> dict[str, An
         out["policy_note"] = f"model version {version} could not be loaded: {exc}"
     fired = list(record.get("rules_fired") or [])
     if fired:
-        try:
-            policy = load_policy(model)
-        except Exception as exc:
-            out["policy_note"] = f"policy not available: {exc}"
+        if loaded is None:
             return out
+        policy = loaded.spec.policy  # the policy sealed in the version that decided
         by_id = {r.id: r for r in policy.rules}
         out["rules"] = [
             {"rule": rid, "description": by_id[rid].description if rid in by_id else "(not in this policy)",

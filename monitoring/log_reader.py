@@ -72,9 +72,11 @@ def iso(moment: datetime) -> str:
 
 
 class LogReader:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, include_batch: bool = False) -> None:
+        """`include_batch`: also count decisions logged by `keel score --log` (left out of live
+        monitoring by default)."""
         self.db = db
-        self.sql = WindowQueries(db)
+        self.sql = WindowQueries(db, include_batch)
 
     def summary(self, model: str, start: datetime, end: datetime) -> WindowSummary:
         window = (model, iso(start), iso(end))

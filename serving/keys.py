@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from keel.decision_log import api_keys
 from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
+from keel.decision_log.windows import BATCH_CALLER_PREFIX
 from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
 
 __all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]
@@ -112,6 +113,8 @@ class KeyStore:
             raise ValueError(f"roles must be among {', '.join(ROLES)}; got {', '.join(bad) or 'none'}")
         if rate_per_second is not None and not rate_per_second > 0:
             raise ValueError("a key's rate must be a positive number of requests per second")
+        if name.startswith(BATCH_CALLER_PREFIX):
+            raise ValueError(f"key names starting {BATCH_CALLER_PREFIX!r} are kept for batch decisions")
         key = PREFIX + secrets.token_urlsafe(32)
         if not api_keys.insert_key(
             self.db, name, hash_key(key), ",".join(sorted(set(roles))), _now(), rate_per_second

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from keel.feature_defs.contract import load_contract
+from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
 from keel.models.history import History, HistoryEntry
@@ -152,11 +152,13 @@ def _segment_evidence(c: Facts, alpha: float, delta: float, min_decided: int | N
     )
 
 
-def _contract_and_explanation(c: Facts) -> list[Criterion]:
+def _contract_and_explanation(c: Facts, h: Facts | None) -> list[Criterion]:
+    """The candidate takes the requests the champion takes (same sealed contract), and its
+    explanation of the contract's example case is exact."""
     model = c.loaded.model
-    served = load_contract(model.name)
+    served = h.loaded.model.contract if h is not None else model.contract
     same = model.contract.version == served.version
-    example = {k: v for k, v in served.example_case.items() if k != "case_id"}
+    example = {k: v for k, v in model.contract.example_case.items() if k != "case_id"}
     try:
         batch = model.predict_records([example], explain=True)
         assert batch.contributions is not None
@@ -168,7 +170,9 @@ def _contract_and_explanation(c: Facts) -> list[Criterion]:
         Criterion(
             "contract",
             same,
-            f"bundle contract {model.contract.version[:12]} vs served {served.version[:12]}",
+            f"candidate contract {model.contract.version[:12]} vs champion's {served.version[:12]}"
+            if h is not None
+            else "no champion: the candidate's own contract",
         ),
         Criterion("explanation exact", exact, detail),
     ]
@@ -227,18 +231,19 @@ def evaluate(
 ) -> list[Criterion]:
     return [
         *_certification(c),
-        *_contract_and_explanation(c),
+        *_contract_and_explanation(c, h),
         *_versus_champion(c, h, s),
         _reviewed(c, h, reviewed, s),
     ]
 
 
-def reviewed_cases(name: str, state: StateSettings) -> pd.DataFrame | None:
+def reviewed_cases(contract: Contract, state: StateSettings) -> pd.DataFrame | None:
+    """Reviewed cases of the model from the decision log, read with the candidate's contract."""
     from keel.serving.database import Database
     from keel.training.from_log import labelled_from_log
 
     try:
-        return labelled_from_log(Database(state.log_url), load_contract(name))
+        return labelled_from_log(Database(state.log_url), contract)
     except Exception:
         return None
 
@@ -281,7 +286,7 @@ def promote(
         champion = facts(name, current, cache) if current else None
         criteria = [
             Criterion("bundle verifies", True, f"v{version}: every artefact matches its recorded sha256"),
-            *evaluate(candidate, champion, reviewed_cases(name, state), settings),
+            *evaluate(candidate, champion, reviewed_cases(candidate.loaded.model.contract, state), settings),
         ]
     out = Outcome(name, str(version), criteria, moved=False)
     if not out.passed and not force:

@@ -32,6 +32,7 @@ from keel.training.pipeline import TrainResult, train
 from keel.training.settings import TrainingSettings
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
 
 import keel
 from keel.errors import InvalidInput
@@ -40,6 +41,9 @@ from keel.settings import StateSettings
 _log = logging.getLogger(__name__)
 
 PYFUNC_CODE = "pyfunc_model.py"
+BATCH_PARAMS = {"keel_versions": ""}
+"""Inference params of the pyfunc (read by models/pyfunc_model.py): with `keel_versions` set, predict
+also returns each case's full decision record, as `keel score --engine spark` asks for."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,10 @@ def _signature(contract: Contract) -> object:
             **{f"p_{c}": [0.1] for c in contract.classes},
         }
     )
-    return infer_signature(example, out)
+    signature = infer_signature(example, out, params=BATCH_PARAMS)
+    # case_id is optional input (MLflow drops undeclared columns, and a decision record names its case).
+    signature.inputs = Schema([*signature.inputs.inputs, ColSpec("string", "case_id", required=False)])
+    return signature
 
 
 def default_policy_text(name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from keel.decision_log.database import Database
 
-__all__ = ["Window", "WindowQueries"]
+__all__ = ["BATCH_CALLER_PREFIX", "Window", "WindowQueries"]
 
 Window = tuple[str, str, str]
 """(model, start, end) with the bounds in the writer's UTC isoformat."""
@@ -38,9 +38,37 @@ _HIT_ROWS = (
 )
 
 
+BATCH_CALLER_PREFIX = "batch:"
+"""Callers of decisions logged by `keel score --log`; live monitoring leaves them out."""
+
+
 class WindowQueries:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, include_batch: bool = False) -> None:
         self.db = db
+        self.include_batch = include_batch
+        """Also count batch decisions (`keel score --log`)."""
+        self._has_batch: bool | None = None
+
+    def _live(self, sql: str) -> str:
+        """`sql` with every window condition limited to live (not batch) decisions, if the log
+        holds any batch decision: asked once, through the idempotency index (batch rows always
+        carry a key), so logs without batch rows keep their index-only plans."""
+        if self.include_batch:
+            return sql
+        # A range, not LIKE: indexable in both databases, and no '%' for psycopg to misread.
+        lo = BATCH_CALLER_PREFIX
+        hi = BATCH_CALLER_PREFIX[:-1] + chr(ord(BATCH_CALLER_PREFIX[-1]) + 1)
+        if self._has_batch is None:
+            with self.db.reading() as reader:
+                found = reader.all(
+                    "SELECT 1 FROM decisions WHERE caller >= ? AND caller < ? "
+                    "AND idempotency_key IS NOT NULL LIMIT 1",
+                    (lo, hi),
+                )
+            self._has_batch = bool(found)
+        if not self._has_batch:
+            return sql
+        return sql.replace(_WINDOW, f"{_WINDOW} AND NOT (d.caller >= '{lo}' AND d.caller < '{hi}')")
 
     # -- SQL fragments ------------------------------------------------------------------------
     def _json(self, column: str, *path: str) -> str:
@@ -64,7 +92,7 @@ class WindowQueries:
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self.db.reading() as reader:
-            return reader.all(sql, params)
+            return reader.all(self._live(sql), params)
 
     def _both(self, sql: str, window: Window, names: Sequence[str] = ()) -> list[tuple[Any, ...]]:
         """`sql` (taking the window's parameters) over rows with the monitoring columns, then over
@@ -118,7 +146,7 @@ class WindowQueries:
             "(SELECT MAX(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id) ORDER BY p.rn"
         )
         with self.db.reading() as reader:
-            yield from reader.stream(sql, window, chunk)
+            yield from reader.stream(self._live(sql), window, chunk)
 
     def reviewed(self, window: Window, names: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
         """Every decision of the window with feedback, latest feedback joined, in chunks of
@@ -135,7 +163,7 @@ class WindowQueries:
             f"f.final_outcome, f.kind, {self._json('f.record', 'reason')}, f.actor{seg_sql} {_HIT_ROWS}"
         )
         with self.db.reading() as reader:
-            yield from reader.stream(sql, (lo, hi, *window), chunk)
+            yield from reader.stream(self._live(sql), (lo, hi, *window), chunk)
 
     def decided_cube(
         self, window: Window, names: Sequence[str], bands: Sequence[float]

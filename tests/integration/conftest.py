@@ -62,8 +62,9 @@ def start_server(
 ) -> Server:
     """Start `keel serve` on a free port and wait (bounded) until /readyz says yes."""
     port = free_port()
-    env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml"), **(extra_env or {})}
+    env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra_env or {})  # after the pop: a test may point the server at a tracking server
     if log_url:
         env["KEEL_DECISION_LOG_URL"] = log_url
     log_path = tmp / f"serve-{port}.log"

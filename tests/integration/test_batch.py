@@ -1,0 +1,224 @@
+"""`keel score`: the same cases through the online route, `--engine local` and `--engine spark`.
+
+Decisions and explanations must be identical (floats to 1e-9), rejected cases must carry the
+same field-level problems the online route answers with (422), and `--log` must write each batch
+decision once, marked as batch, however often the run is repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from keel.feature_defs.contract import load_contract
+from keel.monitoring.log_reader import LogReader
+from keel.serving.batch import BATCH_CALLER_PREFIX, BatchJob, BatchSettings, run_local, served_version
+from keel.serving.batch_io import error_path
+from keel.serving.database import Database
+from keel.serving.decision_log import DecisionLog
+from keel.serving.simulate import case_payloads
+from keel.training.generators import generate
+
+from keel.errors import Conflict
+from tests.conftest import Store, cli_env, run_keel
+from tests.integration.conftest import Server
+
+MODEL = "invoice_classification"
+VOLATILE = ("decision_id", "created_at")
+"""Differ between any two decisions of one case, online or batch."""
+BROKEN = [
+    ("amount", -5.0, "below the minimum"),
+    ("currency", "XXX", "unknown category"),
+    ("line_count", None, "must not be null"),
+    ("case_id", "x" * 201, "1 to 200 characters"),
+]
+
+
+def same(a: Any, b: Any, path: str = "") -> None:
+    """Equal, with floats to 1e-9 (JSON and Parquet both round-trip a double exactly)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=0, abs_tol=1e-9), (path, a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), (path, set(a) ^ set(b))
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+def stable(decision: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in decision.items() if k not in VOLATILE}
+
+
+def cases_with_errors(n: int, seed: int) -> tuple[list[dict[str, Any]], dict[int, tuple[str, str]]]:
+    """n generated cases; every 25th is broken in one field (row -> (field, problem))."""
+    contract = load_contract(MODEL)
+    cases = case_payloads(generate(MODEL, n, seed), contract)
+    broken = {}
+    for j, i in enumerate(range(3, n, 25)):
+        field, value, problem = BROKEN[j % len(BROKEN)]
+        cases[i][field] = value
+        broken[i] = (field, problem)
+    return cases, broken
+
+
+def online(server: Server, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    with server.client("decide") as c:
+        r = c.post(f"/v1/{MODEL}/decide", json={"cases": cases})
+    assert r.status_code == 200, r.text
+    return list(r.json()["decisions"])
+
+
+def online_errors(server: Server, case: dict[str, Any]) -> list[tuple[str, str]]:
+    with server.client("decide") as c:
+        r = c.post(f"/v1/{MODEL}/decide", json={"cases": [case]})
+    assert r.status_code == 422, r.text
+    return [(e["field"], e["problem"]) for e in r.json()["errors"]]
+
+
+def score(store: Store, tmp: Path, source: Path, out: str, *extra: str, **env: str) -> dict[str, Any]:
+    done = run_keel(
+        cli_env(store, **env),
+        "score", MODEL, "--input", str(source), "--output", str(tmp / out), *extra,
+        timeout=900,  # Spark starts a JVM and Python workers: minutes on a busy 2-core machine
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_online_local_and_spark_give_identical_decisions_and_explanations(
+    store: Store, registered: dict[str, str], server: Server, tmp_path: Path
+) -> None:
+    cases, broken = cases_with_errors(300, seed=71)
+    valid = [c for i, c in enumerate(cases) if i not in broken]
+    want = online(server, valid)
+    source = tmp_path / "cases.parquet"
+    pd.DataFrame(cases).to_parquet(source)
+
+    local = score(store, tmp_path, source, "local.jsonl", KEEL_BATCH_CHUNK_ROWS="64")
+    spark = score(store, tmp_path, source, "spark.jsonl", "--engine", "spark")
+    for summary in (local, spark):
+        assert summary["rows"] == 300 and summary["decided"] == len(valid), summary
+        assert summary["rejected"] == len(broken) and summary["version"] == registered[MODEL]
+
+    valid_rows = [i for i in range(len(cases)) if i not in broken]
+    for name in ("local", "spark"):
+        got = read_jsonl(tmp_path / f"{name}.jsonl")
+        assert [d.pop("row") for d in got] == valid_rows, name
+        for mine, theirs in zip(got, want, strict=True):
+            same(stable(mine), stable(theirs), name)
+        assert len({d["decision_id"] for d in got}) == len(got)
+        # Rejected cases: the online route's own field-level problems, under the input row.
+        errors = read_jsonl(tmp_path / f"{name}.errors.jsonl")
+        assert sorted({e["row"] for e in errors}) == sorted(broken), name
+        for row, (field, problem) in broken.items():
+            mine_errors = [(e["field"], e["problem"]) for e in errors if e["row"] == row]
+            assert mine_errors == online_errors(server, cases[row]), (name, row)
+            assert any(f == field and problem in p for f, p in mine_errors), (name, row, mine_errors)
+
+
+def test_csv_chunks_and_formats_read_like_json_requests(
+    store: Store, registered: dict[str, str], server: Server, tmp_path: Path
+) -> None:
+    """A CSV file (region "NA" is a region, not a null; empty cells are nulls) in chunks of 7
+    decides as the online route does; the Parquet output carries the same JSON object per row."""
+    model = "discount_band"
+    contract = load_contract(model)
+    cases = case_payloads(generate(model, 40, seed=5), contract)
+    cases[1]["region"] = "NA"
+    cases[2]["usage_growth_pct"] = None
+    source = tmp_path / "quotes.csv"
+    pd.DataFrame(cases).to_csv(source, index=False)
+    with server.client("decide") as c:
+        want = c.post(f"/v1/{model}/decide", json={"cases": cases}).json()["decisions"]
+    done = run_keel(
+        cli_env(store, KEEL_BATCH_CHUNK_ROWS="7"),
+        "score", model, "--input", str(source), "--output", str(tmp_path / "out.parquet"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(table["row"]) == list(range(40))
+    got = [json.loads(t) for t in table["decision"]]
+    assert got[1]["versions"]["model"] == model
+    for mine, theirs in zip(got, want, strict=True):
+        same(stable(mine), stable(theirs))
+    assert list(table["outcome"]) == [d["outcome"] for d in got]
+    assert pd.read_parquet(tmp_path / "out.errors.parquet").empty
+
+
+def score_logged(store: Store, source: Path, out: Path, log_url: str, run_id: str | None = None) -> dict:
+    """`keel score --log` in this process (the CLI path is covered above), chunks of 50."""
+    served = served_version(MODEL, None, None, store.home / "cache")
+    job = BatchJob(MODEL, source, out, error_path(out), log=True, run_id=run_id)
+    log = DecisionLog(Database(log_url)).open()
+    try:
+        return run_local(job, served, BatchSettings(chunk_rows=50), log).to_dict()
+    finally:
+        log.close()
+
+
+def test_log_writes_each_batch_decision_once_marked_as_batch(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    cases, broken = cases_with_errors(120, seed=9)
+    source = tmp_path / "cases.parquet"
+    pd.DataFrame(cases).to_parquet(source)
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    first = score_logged(store, source, tmp_path / "a.jsonl", url)
+    again = score_logged(store, source, tmp_path / "b.jsonl", url)
+    n = 120 - len(broken)
+    assert (first["logged"], first["replayed"]) == (n, 0), first
+    assert (again["logged"], again["replayed"]) == (0, n), again
+    # The repeated run answers with what was logged the first time.
+    assert read_jsonl(tmp_path / "a.jsonl") == read_jsonl(tmp_path / "b.jsonl")
+
+    with sqlite3.connect(tmp_path / "decisions.db") as db:
+        rows = db.execute("SELECT caller, idempotency_key, record FROM decisions ORDER BY seq").fetchall()
+    assert len(rows) == n
+    assert all(caller.startswith(BATCH_CALLER_PREFIX) for caller, _, _ in rows)
+    assert all(key.startswith(first["run_id"]) for _, key, _ in rows)
+    rows_logged = [json.loads(r)["batch"]["row"] for _, _, r in rows]
+    assert rows_logged == [i for i in range(120) if i not in broken]
+    assert DecisionLog(Database(url)).verify().ok
+
+    # Live monitoring leaves batch decisions out unless asked.
+    start, end = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(minutes=1)
+    assert LogReader(Database(url)).summary(MODEL, start, end).n_decisions == 0
+    assert LogReader(Database(url), include_batch=True).summary(MODEL, start, end).n_decisions == n
+
+    # The same run id over a changed file is refused, not mixed into the earlier run.
+    cases[0]["amount"] = float(cases[0]["amount"]) + 1
+    pd.DataFrame(cases).to_parquet(source)
+    with pytest.raises(Conflict):
+        score_logged(store, source, tmp_path / "c.jsonl", url, run_id=first["run_id"])
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_file_level_problems_stop_the_run_before_anything_is_decided(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    contract = load_contract(MODEL)
+    frame = pd.DataFrame(case_payloads(generate(MODEL, 5, seed=1), contract))
+    frame.rename(columns={"amount": "amout"}).to_parquet(tmp_path / "typo.parquet")
+    done = run_keel(
+        cli_env(store),
+        "score", MODEL, "--input", str(tmp_path / "typo.parquet"), "--output", str(tmp_path / "o.jsonl"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "amout: unknown column" in done.stderr and "amount: missing column" in done.stderr
+    assert not (tmp_path / "o.jsonl").exists()
