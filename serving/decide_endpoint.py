@@ -16,9 +16,11 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
+from keel.serving import body_check
+from keel.serving.body_check import parse_cases
 from keel.serving.decider import Decider
 
-from keel.errors import FieldError, InvalidInput, KeelError, ModelLoadError, NotFound
+from keel.errors import InvalidInput, KeelError, ModelLoadError, NotFound
 
 __all__ = ["INLINE_BODY_BYTES", "answer", "error_headers", "parse_cases", "send_json"]
 
@@ -27,30 +29,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 INLINE_BODY_BYTES = 16 * 1024
 """Bodies up to this size (a few cases) are parsed on the event loop: orjson takes
 microseconds for them. Bigger bodies are parsed, validated and decided in a worker thread."""
+CHECK_IN_PROCESS_BYTES = 256 * 1024
+"""Bodies over this size are first checked in a helper process (serving/body_check.py), so a
+pathological one never holds this process's GIL; a valid one costs one extra parse there."""
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def _invalid(problem: str, field: str = "body") -> InvalidInput:
-    return InvalidInput("the request body does not match the schema", [FieldError(-1, field, problem)])
-
-
-def parse_cases(body: bytes) -> list[Any]:
-    """The `cases` of a decide body, or a 422 saying what is wrong with its shape."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN/Infinity and integers beyond 64 bits here; its message names the
-        # position only, never the input.
-        raise _invalid(f"not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise _invalid('expected a JSON object {"cases": [...]}')
-    extra = sorted(k for k in payload if k != "cases")[:10]
-    if extra:
-        raise _invalid("unknown top-level field(s); only 'cases' is allowed", field=",".join(extra)[:200])
-    cases = payload.get("cases")
-    if not isinstance(cases, list):
-        raise _invalid("required: a list of 1 to 1000 case objects", field="cases")
-    return cases
 
 
 def render(decisions: list[dict]) -> bytes:
@@ -104,6 +86,12 @@ async def answer(
             raise ModelLoadError("no model is loaded yet; retry shortly")
         if model not in served:
             raise NotFound(f"no served model {model[:100]!r}; served models: {sorted(served)}")
+        if len(body) > CHECK_IN_PROCESS_BYTES:
+            contract = decider.models.get(model).loaded.model.contract
+            found = await body_check.check_in_process(body, contract, decider.settings.max_cases)
+            if found is not None:
+                message, errors, count = found
+                raise InvalidInput(message, errors, count)
         if len(body) > INLINE_BODY_BYTES:
             # One large body at a time: parsing holds the GIL in C for its whole length, and
             # several such parses in a row would keep the event loop from running between them.

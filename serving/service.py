@@ -13,7 +13,7 @@ from typing import Any
 
 import bentoml
 from fastapi import FastAPI, Request, Response
-from keel.serving import routes, runtime
+from keel.serving import body_check, routes, runtime
 from keel.serving.gate import Gate
 from keel.serving.openapi import FeedbackRequest, document
 from keel.serving.settings import ServingSettings
@@ -144,6 +144,7 @@ class DecisionService:
     def __init__(self) -> None:
         if runtime.current() is None:
             runtime.install(runtime.Runtime.start())
+        body_check.start()
 
     def __is_ready__(self) -> bool:
         rt = runtime.current()
@@ -151,6 +152,7 @@ class DecisionService:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
+        body_check.close()
         rt = runtime.current()
         if rt is not None:
             rt.close()

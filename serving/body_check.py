@@ -1,0 +1,85 @@
+"""A large decide body is first parsed and checked in a separate process.
+
+Why a process: parsing JSON (orjson) and freeing what it built run in C while holding the
+GIL. A 2 MB body of 150,000 keys holds it for tens to hundreds of milliseconds, and a worker
+thread doing that stalls the event loop, and so every other request, however the work is
+scheduled. In a spawned process the parse has its own GIL. Only bodies that pass (known fields,
+1 to max_cases cases, so at most a few thousand keys each) are parsed again in the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import orjson
+
+from keel.errors import FieldError, InvalidInput, KeelError
+
+__all__ = ["check_in_process", "close", "parse_cases", "start"]
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def _invalid(problem: str, field: str = "body") -> InvalidInput:
+    return InvalidInput("the request body does not match the schema", [FieldError(-1, field, problem)])
+
+
+def parse_cases(body: bytes) -> list[Any]:
+    """The `cases` of a decide body, or a 422 saying what is wrong with its shape."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity and integers beyond 64 bits here; its message names the
+        # position only, never the input.
+        raise _invalid(f"not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise _invalid('expected a JSON object {"cases": [...]}')
+    extra = sorted(k for k in payload if k != "cases")[:10]
+    if extra:
+        raise _invalid("unknown top-level field(s); only 'cases' is allowed", field=",".join(extra)[:200])
+    cases = payload.get("cases")
+    if not isinstance(cases, list):
+        raise _invalid("required: a list of 1 to 1000 case objects", field="cases")
+    return cases
+
+
+def _check(body: bytes, contract: Any, max_cases: int) -> tuple[str, list[Any], int] | None:
+    """In the child: None if the body may be parsed in the service, else (message, errors, count)."""
+    try:
+        cases = parse_cases(body)
+    except KeelError as exc:
+        return exc.message, list(getattr(exc, "errors", [])), 1
+    if not cases or len(cases) > max_cases:
+        return None  # the service answers these (422 / 413) without parsing much
+    checked = contract.validate_records(cases)
+    if checked.matrix is None:
+        return f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count
+    return None
+
+
+def start() -> ProcessPoolExecutor:
+    """The helper process, spawned in the background now (its imports take a while)."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _pool.submit(_warm)
+    return _pool
+
+
+def _warm() -> None:
+    import keel.feature_defs.contract  # noqa: F401  (unpickling a contract needs it)
+
+
+async def check_in_process(body: bytes, contract: Any, max_cases: int) -> tuple[str, list[Any], int] | None:
+    """Run `_check` in the helper process."""
+    return await asyncio.get_running_loop().run_in_executor(start(), _check, body, contract, max_cases)
+
+
+def close() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
