@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 ALARM = ("warn", "alert")
+FAMILIES = ("no_drift", "covariate", "mix", "overrides", "concept", "sequential")
 DRIFT_CHECKS = frozenset({"feature_drift", "important_feature_drift", "outcome_shift", "abstention_rate",
                           "policy_interventions", "explanation_drift"})  # fmt: skip
 REVIEW_SHARE = 0.3  # keel simulate's default: every abstention, 30% of decided cases
@@ -135,7 +137,7 @@ def reviewed_frame(
 ) -> pd.DataFrame:
     """`keel simulate`'s reviewer on the window, as `LogReader.reviewed` would return it."""
     from keel.monitoring.log_reader import REVIEWED_COLUMNS
-    from keel.serving.simulate import reviewer_verdicts
+    from keel.serving.simulate import REVIEWER_ACCURACY, reviewer_verdicts
 
     contract = setup.contract
     outcomes = [None if a else o for a, o in zip(window["abstained"], window["outcome"], strict=True)]
@@ -151,8 +153,10 @@ def reviewed_frame(
         # Same score bands, `ratio` times the overrides: the base override probability of a decided
         # case is about (1 - confidence) (the model is calibrated), so confirmations in the region
         # are turned into overrides with the probability that lifts it to ratio x base.
+        # Base: the model is wrong (1 - confidence) and the reviewer right, or the model right
+        # and the reviewer slips; leaving the slips out would make "3x" only about 1.7x.
         conf = rows["confidence"].to_numpy(dtype=float)
-        base = np.clip(1.0 - conf, 0.005, 0.99)
+        base = np.clip((1.0 - conf) * REVIEWER_ACCURACY + conf * (1.0 - REVIEWER_ACCURACY), 0.005, 0.99)
         extra = np.clip((override_ratio - 1.0) * base / (1.0 - base), 0.0, 1.0)
         region = rows["region"].astype(str).to_numpy() == OVERRIDE_REGION
         confirmed = final == rows["outcome"].astype(object).to_numpy()
@@ -211,6 +215,7 @@ def single_window(
     drift_null_reps: int,
     drift_reps: int,
     rng: np.random.Generator,
+    parts: Sequence[str] = FAMILIES,
 ) -> dict[str, Any]:
     none = setup.pools["none"]
     out: dict[str, Any] = {}
@@ -218,7 +223,7 @@ def single_window(
     # checks cost seconds per window, so they run on the first `drift_null_reps` windows only.
     per_check: dict[str, list[bool]] = defaultdict(list)
     runs_all, runs_label = [], []
-    for i in range(null_reps):
+    for i in range(null_reps if "no_drift" in parts else 0):
         window = draw(none, cases, rng)
         statuses = run_checks(setup, window, reviewed_frame(window, setup, rng), drift=i < drift_null_reps)
         for check, status in statuses.items():
@@ -227,11 +232,15 @@ def single_window(
         runs_label.append(any(s in ALARM for s in label_only.values()))
         if i < drift_null_reps:
             runs_all.append(any(s in ALARM for s in statuses.values()))
-    out["no_drift"] = {
-        "any_check_all_checks": rate(sum(runs_all), len(runs_all)),
-        "any_check_without_evidently_checks": rate(sum(runs_label), len(runs_label)),
-        "per_check": {c: rate(sum(v), len(v)) for c, v in sorted(per_check.items())},
-    }
+    out["no_drift"] = (
+        {}
+        if not runs_label
+        else {
+            "any_check_all_checks": rate(sum(runs_all), len(runs_all)),
+            "any_check_without_evidently_checks": rate(sum(runs_label), len(runs_label)),
+            "per_check": {c: rate(sum(v), len(v)) for c, v in sorted(per_check.items())},
+        }
+    )
     families: dict[str, dict[str, Any]] = defaultdict(dict)
 
     def record(
@@ -245,14 +254,14 @@ def single_window(
             "checks_run": "all" if drift else "all but the Evidently ones",
         }
 
-    shifted = setup.pools.get("covariate_shift")
+    shifted = setup.pools.get("covariate_shift") if "covariate" in parts else None
     if shifted is not None:
         ws = [draw(shifted, cases, rng) for _ in range(drift_reps)]
         record("numeric_covariate_shift", "generator covariate_shift", "important_feature_drift",
                [(w, reviewed_frame(w, setup, rng)) for w in ws], True)  # fmt: skip
     field = "channel" if "channel" in none.frame else setup.contract.segment_fields[0]
     value = most_common(none.frame, field, rank=-1 if none.frame[field].nunique() > 2 else 1)
-    for ratio in (1.5, 2.0):
+    for ratio in (1.5, 2.0) if "mix" in parts else ():
         weights = np.where(none.frame[field].astype(str) == value, ratio, 1.0)
         # Weighted draws give `value` share s*ratio/(1 + s*(ratio-1)); solve for "share x ratio".
         s = float((none.frame[field].astype(str) == value).mean())
@@ -262,13 +271,13 @@ def single_window(
         ws = [draw(none, cases, rng, weights) for _ in range(reps)]
         record("categorical_mix", f"{field}={value} share x{ratio}", "segment_mix",
                [(w_, reviewed_frame(w_, setup, rng)) for w_ in ws], False)  # fmt: skip
-    for ratio in (2.0, 3.0):
+    for ratio in (2.0, 3.0) if "overrides" in parts else ():
         ws = [draw(none, cases, rng) for _ in range(reps)]
         record("segment_overrides", f"region {OVERRIDE_REGION} x{ratio}", "process_drift",
                [(w, reviewed_frame(w, setup, rng, ratio)) for w in ws], False)  # fmt: skip
     entity = most_common(none.frame, "entity", rank=1) if "entity" in none.frame else None
     if entity is not None:
-        for share in (0.1, 0.3):
+        for share in (0.1, 0.3) if "concept" in parts else ():
             ws = [concept_change(draw(none, cases, rng), setup, entity, share, rng) for _ in range(reps)]
             record("concept_change", f"entity {entity} share {share}", "concept_drift",
                    [(w, reviewed_frame(w, setup, rng)) for w in ws], False)  # fmt: skip
@@ -318,6 +327,13 @@ def main() -> int:
         type=int,
         help="of those, how many also run the Evidently checks (default 20; quick 2)",
     )
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        choices=FAMILIES,
+        help="which parts to run (default all)",
+    )
     parser.add_argument("--drift-reps", type=int, help="repetitions of the covariate shift (default: --reps)")
     parser.add_argument("--train-rows", type=int, help="training rows per model (default 10000; quick 3000)")
     parser.add_argument("--seed", type=int, default=11)
@@ -329,6 +345,8 @@ def main() -> int:
     drift_null_reps = min(null_reps, args.drift_null_reps or (2 if args.quick else 20))
     train_rows = args.train_rows or (3000 if args.quick else 10_000)
     pool = {"none": 5 * cases, "covariate_shift": 2 * cases}
+    if "covariate" not in args.families:
+        del pool["covariate_shift"]
     rng = np.random.default_rng(args.seed)
     # Import every module the runs use now, so one run measures one version of the code.
     import keel.monitoring.monitor
@@ -357,9 +375,18 @@ def main() -> int:
                 "alpha": setup.alpha,
                 "pool_rows": {k: len(v.frame) for k, v in setup.pools.items()},
                 "single_window": single_window(
-                    setup, cases, reps, null_reps, drift_null_reps, args.drift_reps or reps, rng
+                    setup,
+                    cases,
+                    reps,
+                    null_reps,
+                    drift_null_reps,
+                    args.drift_reps or reps,
+                    rng,
+                    args.families,
                 ),
-                "sequential": sequential(setup, cases, reps, null_reps, rng),
+                "sequential": sequential(setup, cases, reps, null_reps, rng)
+                if "sequential" in args.families
+                else {},
                 "seconds": round(time.perf_counter() - t1, 1),
             }
     result["targets"] = targets(result)
@@ -370,7 +397,7 @@ def main() -> int:
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, each with the measured rate it is judged on."""
+    """The issue's targets, each with the measured rate it is judged on (None: not run)."""
     out = {}
     for model, r in result["models"].items():
         sw, seq = r["single_window"], r["sequential"]
@@ -380,16 +407,23 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             rows = [v for k, v in fam.get(family, {}).items() if needle in k]
             return rows[0]["target_check"]["rate"] if rows else None
 
+        def get(part: Any, *keys: str) -> Any:
+            for key in keys:
+                part = part.get(key) if isinstance(part, dict) else None
+            return part
+
         out[model] = {
-            "no_drift_false_alarm_runs<=0.05": sw["no_drift"]["any_check_all_checks"]["rate"],
-            "no_drift_false_alarm_runs_label_checks<=0.05": sw["no_drift"][
-                "any_check_without_evidently_checks"
-            ]["rate"],
+            "no_drift_false_alarm_runs<=0.05": get(sw, "no_drift", "any_check_all_checks", "rate"),
+            "no_drift_false_alarm_runs_label_checks<=0.05": get(
+                sw, "no_drift", "any_check_without_evidently_checks", "rate"
+            ),
             "mix_share_x2_detect>=0.9": best("categorical_mix", "x2.0"),
             "region_override_x3_detect>=0.9": best("segment_overrides", "x3.0"),
             "concept_30pct_entity_detect>=0.9": best("concept_change", "0.3"),
-            "sequential_x2_within_3_detect>=0.9": seq["region_x2.0_detected_within_3_windows"]["rate"],
-            "sequential_false_alarm_10_windows<=0.05": seq["no_drift_false_alarm_within_10_windows"]["rate"],
+            "sequential_x2_within_3_detect>=0.9": get(seq, "region_x2.0_detected_within_3_windows", "rate"),
+            "sequential_false_alarm_10_windows<=0.05": get(
+                seq, "no_drift_false_alarm_within_10_windows", "rate"
+            ),
         }
     return out
 

@@ -8,7 +8,7 @@ whose size the report states.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,8 @@ def _verdicts(s: MonitorSettings, ev: Evidence) -> list[CheckResult]:
             higher_is_worse=False,
         )
     )
-    out.append(_concept_verdict(s, ev.concept))
+    process_flagged = {(f.field, f.value) for f in ev.process.findings if f.significant}
+    out.append(_concept_verdict(s, ev.concept, process_flagged))
     out.append(_expected_verdict(s, ev.expected))
     # Overrides are where reviewers disagree; intervention rates differ by segment by design
     # (rules on amounts), so only override findings drive the verdict; all are in the report.
@@ -405,7 +406,9 @@ def _mix_verdict(s: MonitorSettings, mix: MixReport) -> CheckResult:
     return judge("segment_mix", worst.ratio if worst else 0.0, s.segment_mix_ratio, detail)
 
 
-def _concept_verdict(s: MonitorSettings, concept: ConceptReport) -> CheckResult:
+def _concept_verdict(
+    s: MonitorSettings, concept: ConceptReport, process_flagged: set[tuple[str, str]]
+) -> CheckResult:
     flagged = concept.flagged
     alert = concept.tolerated + 2 * s.concept_tolerance
     detail = (
@@ -417,7 +420,16 @@ def _concept_verdict(s: MonitorSettings, concept: ConceptReport) -> CheckResult:
         or f"no segment's reviewed error is above {_pct(concept.tolerated)}"
     )
     value = max((f.rate for f in flagged), default=0.0)
-    return judge("concept_drift", value, (concept.tolerated, alert), detail)
+    verdict = judge("concept_drift", value, (concept.tolerated, alert), detail)
+    if flagged and all((f.field, f.value) in process_flagged for f in flagged) and verdict.status == "alert":
+        # Overrides alone cannot tell a changed outcome rule from a local review practice: both
+        # raise one segment's overrides in the same score bands. Say so, and do not say retrain.
+        detail += (
+            "; the same segments' reviewers also differ in the same score bands, so this may be a "
+            "local review practice rather than a changed rule: read the override reasons first"
+        )
+        verdict = replace(verdict, status="warn", detail=detail)
+    return verdict
 
 
 def _expected_verdict(s: MonitorSettings, exp: ExpectedQuality) -> CheckResult:

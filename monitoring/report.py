@@ -232,7 +232,7 @@ def _number_words(check: str, value: Any) -> str:
     if check == "expected_error":
         return f"{v:.2f}× certified"
     if check == "sequential_process_drift":
-        return f"{v:.0%} of the evidence needed"
+        return f"{v:.3g}× the evidence needed" if v >= 1 else f"{v:.0%} of the evidence needed"
     if check == "important_feature_drift":
         return f"{int(v)} input(s)"
     return f"{v:.4g}"
