@@ -83,7 +83,8 @@ def test_train_promote_serve_decide_monitor_through_a_tracking_server(
     # A state directory of its own: nothing may come from the session's embedded store.
     store = Store(tmp_path / "home", {"KEEL_HOME": str(tmp_path / "home")})
     log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    env = cli_env(store, MLFLOW_TRACKING_URI=tracking_server, KEEL_DECISION_LOG_URL=log_url)
+    env = cli_env(store, KEEL_DECISION_LOG_URL=log_url)
+    env["MLFLOW_TRACKING_URI"] = tracking_server  # after cli_env, which drops it for the embedded store
 
     trained = run_keel(env, "train", "all", "--rows", "3000", timeout=900)
     assert trained.returncode == 0, trained.stdout + trained.stderr
