@@ -102,11 +102,26 @@ class History:
     def __init__(self, url: str, registry: MlflowClient | None = None) -> None:
         self.engine = sa.create_engine(engine_url(url), future=True)
         self.registry = registry
+        self._created = False
+
+    def _create(self) -> None:
+        # Once per process; concurrent CREATE TABLEs in other processes lose the race harmlessly.
+        if self._created:
+            return
+        try:
+            _metadata.create_all(self.engine, checkfirst=True)
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
+            _metadata.create_all(self.engine, checkfirst=True)  # the other creator has finished
+        self._created = True
 
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
-        _metadata.create_all(self.engine, checkfirst=True)
+        self._create()
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Appends take turns (the lock ends with the transaction); the UNIQUE prev_hash
+                # still refuses a fork if anything else writes the table.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('keel.alias_history'))"))
             yield conn
 
     def append(self, entry: HistoryEntry, attempts: int = 8) -> HistoryEntry:
