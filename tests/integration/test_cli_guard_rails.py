@@ -6,7 +6,6 @@ command line as its own process to show no traceback reaches the terminal.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -173,12 +172,10 @@ def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> Non
     assert "(default: None)" not in text
 
 
-def test_status_names_the_state_models_and_log(
-    store: Store, registered: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, out = run(capsys, "status")
-    assert code == 0
+def test_status_names_the_state_models_and_log(store: Store, registered: dict[str, str]) -> None:
+    done = run_keel(cli_env(store), "status", timeout=120)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
     assert f"KEEL_HOME      {store.home}" in out and "mlflow.db" in out
     for name in MODEL_NAMES:
         assert any(line.split()[:1] == [name] and "champion v" in line for line in out.splitlines()), out
-    assert os.environ["KEEL_HOME"] == str(store.home)
