@@ -6,6 +6,7 @@ command line as its own process to show no traceback reaches the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -38,14 +39,20 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str],
 
 
 @pytest.fixture()
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory with no Keel state, as outside a checkout."""
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory with no Keel state, as outside a checkout; MLflow's process-wide
+    tracking URI is put back afterwards, so later tests keep the session's store."""
+    import mlflow
+
     home = tmp_path / "nothing-here" / ".keel"
+    tracking = mlflow.get_tracking_uri()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEEL_HOME", str(home))
     for name in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL", "KEEL_KEY"):
         monkeypatch.delenv(name, raising=False)
-    return home
+    yield home
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
 
 
 @pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
