@@ -55,6 +55,9 @@ COPY monitoring ./monitoring
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip check
 
+# Run from the state volume: /app holds the source tree, whose keel/ would shadow the installed package
+# for `python -c "import keel..."`, and relative paths such as `--data cases.csv` then mean /data.
+WORKDIR /data
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 3000

@@ -28,7 +28,8 @@ def simulation_progress(cfg: Any) -> Iterator[Callable[[Any], None]]:
     c = console()
     with Progress(*columns, console=c, transient=False, disable=not c.is_terminal) as bar:
         task = bar.add_task("simulate", total=total, detail="")
-        next_line = [0.1]
+        step = max(total // 10, 1)
+        next_line = [step]
 
         def update(report: Any) -> None:
             errors = sum(report.errors.values())
@@ -38,8 +39,8 @@ def simulation_progress(cfg: Any) -> Iterator[Callable[[Any], None]]:
                 f"errors {errors}, {rate:.0f} cases/s"
             )
             bar.update(task, completed=report.sent, detail=detail)
-            if not c.is_terminal and total and report.sent / total >= next_line[0]:
+            if not c.is_terminal and report.sent >= next_line[0]:
                 c.print(f"simulate: {report.sent}/{total} cases; {detail}")
-                next_line[0] += 0.1
+                next_line[0] = (report.sent // step + 1) * step
 
         yield update

@@ -78,7 +78,8 @@ def require(settings: StateSettings, registry: bool = False, log: bool = False) 
         )
     if missing:
         raise StateMissing(missing[0])
-    return prepare_state(settings)
+    # Only commands that read the registry point MLflow at it (keys and the log do not need it).
+    return prepare_state(settings) if registry else settings
 
 
 def announce(settings: StateSettings) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make container-check: build the image on a local Debian bookworm base, then in containers train a
-# model on small data, serve it on loopback, decide one case over HTTP and stop. Needs root (dockerd,
+# make container-check: build the image on a local Debian bookworm base, then in containers train the
+# models on small data, serve it on loopback, decide one case over HTTP and stop. Needs root (dockerd,
 # debootstrap) and takes several minutes, so it is not part of `make test`.
 #
 # Container registries cannot be reached here, so the base is a stand-in: a debootstrap'ed bookworm
@@ -76,8 +76,9 @@ run python -c "import lightgbm; print('lightgbm', lightgbm.__version__)"
 run keel --version
 run id -u
 
-say "in a container: keel train routing on 3000 generated rows"
-run env KEEL_TRAIN_NUM_BOOST_ROUND=60 keel train routing --rows 3000
+# keel serve is ready once every model has a champion, so all three are trained (small and quick).
+say "in a container: keel train all on 3000 generated rows each"
+run env KEEL_TRAIN_NUM_BOOST_ROUND=60 keel train all --rows 3000
 run keel status
 key=$(run keel keys add check --role decide read | sed -n 's/^export KEEL_KEY=//p')
 [ -n "$key" ] || { echo "no key printed" >&2; exit 1; }
@@ -93,6 +94,7 @@ for _ in $(seq 120); do
   sleep 1
 done
 docker logs "$STATE-serve" 2>&1 | tail -5
+curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null || { echo "keel serve not ready in 120 s" >&2; exit 1; }
 
 say "decide one case over loopback"
 case_json=$(run python -c "import json; from keel.feature_defs.contract import load_contract; \
@@ -101,7 +103,7 @@ answer=$(curl -fsS -X POST "http://127.0.0.1:$PORT/v1/routing/decide" \
   -H "Authorization: Bearer $key" -H "Content-Type: application/json" -d "$case_json")
 echo "$answer" | python3 -c "import json, sys; d = json.load(sys.stdin)['decisions'][0]; \
 print('decision', d['decision_id'], 'outcome', d['outcome'], 'route', d['route'], \
-'confidence', round(d['confidence'], 3), 'version', d['versions']['version'])"
+'confidence', round(d['confidence'], 3), 'versions', d['versions'])"
 
 say "stop"
 docker stop -t 20 "$STATE-serve" > /dev/null

@@ -106,7 +106,8 @@ def server(
     tmp = tmp_path_factory.mktemp("serve")
     log_url = f"sqlite:///{tmp / 'decisions.db'}"
     keys = make_keys(log_url, "main")
-    srv = start_server(store, tmp, log_url)
+    # Per-request log lines are opt-in; the session's server turns them on so tests can read them.
+    srv = start_server(store, tmp, log_url, extra_env={"KEEL_SERVE_LOG_REQUESTS": "true"})
     srv.keys = keys
     yield srv
     srv.stop()

@@ -6,7 +6,7 @@ command line as its own process to show no traceback reaches the terminal.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -39,14 +39,20 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str],
 
 
 @pytest.fixture()
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory with no Keel state, as outside a checkout."""
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory with no Keel state, as outside a checkout; MLflow's process-wide
+    tracking URI is put back afterwards, so later tests keep the session's store."""
+    import mlflow
+
     home = tmp_path / "nothing-here" / ".keel"
+    tracking = mlflow.get_tracking_uri()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEEL_HOME", str(home))
     for name in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL", "KEEL_KEY"):
         monkeypatch.delenv(name, raising=False)
-    return home
+    yield home
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
 
 
 @pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
@@ -173,12 +179,10 @@ def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> Non
     assert "(default: None)" not in text
 
 
-def test_status_names_the_state_models_and_log(
-    store: Store, registered: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, out = run(capsys, "status")
-    assert code == 0
+def test_status_names_the_state_models_and_log(store: Store, registered: dict[str, str]) -> None:
+    done = run_keel(cli_env(store), "status", timeout=120)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
     assert f"KEEL_HOME      {store.home}" in out and "mlflow.db" in out
     for name in MODEL_NAMES:
         assert any(line.split()[:1] == [name] and "champion v" in line for line in out.splitlines()), out
-    assert os.environ["KEEL_HOME"] == str(store.home)

@@ -77,5 +77,3 @@ def test_serve_prints_one_ready_line(server: Server) -> None:
     for name in MODEL_NAMES:
         assert f"{name} v" in line
     assert f"API docs {server.url}/" in line and "api_keys table of sqlite:///" in line
-    # Request logs are opt-in: the decide calls of this session left no per-request lines.
-    assert '"route": "/v1/' not in server.log_path.read_text()
