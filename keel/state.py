@@ -89,17 +89,13 @@ def announce(settings: StateSettings) -> None:
 
 def log_counts(settings: StateSettings) -> dict[str, int] | None:
     """Decisions per model in the decision log, or None where there is no log yet."""
-    from keel.serving.database import Database
-    from keel.serving.decision_log import DecisionLog
+    from keel.decision_log.database import Database
+    from keel.decision_log.reads import decisions_per_model
 
     log_file = _sqlite_file(settings.log_url)
     if log_file is not None and not log_file.is_file():
         return None
-    # Served from the (model, created_at) index; the log module owns every write to this table.
-    rows = DecisionLog(Database(settings.log_url)).query(
-        "SELECT model, COUNT(*) AS n FROM decisions GROUP BY model ORDER BY model"
-    )
-    return {str(r["model"]): int(r["n"]) for r in rows}
+    return decisions_per_model(Database(settings.log_url))
 
 
 def log_file_size(settings: StateSettings) -> int | None:

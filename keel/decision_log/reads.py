@@ -17,6 +17,7 @@ __all__ = [
     "as_dicts",
     "decision",
     "decisions_by_key",
+    "decisions_per_model",
     "feedback_by_id",
     "feedback_for",
     "labelled_rows",
@@ -42,6 +43,12 @@ def _one_shot(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, A
 def decision(db: Database, decision_id: str) -> dict[str, Any] | None:
     rows = _one_shot(db, "SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
     return rows[0] if rows else None
+
+
+def decisions_per_model(db: Database) -> dict[str, int]:
+    """Decisions logged per model (from the (model, created_at) index)."""
+    rows = _one_shot(db, "SELECT model, COUNT(*) AS n FROM decisions GROUP BY model ORDER BY model", ())
+    return {str(r["model"]): int(r["n"]) for r in rows}
 
 
 def feedback_for(db: Database, decision_id: str) -> list[dict[str, Any]]:
