@@ -26,16 +26,19 @@ def announce_start(state: Any, settings: Any) -> None:
 def ready_line(rt: Any) -> str:
     """Address, models and versions served, the API docs, and where the API keys come from."""
     from keel.serving.database import redact
+    from keel.serving.routes import ROUTES
 
     url = _address(rt.settings.host, rt.settings.port)
+    path = {r.name: r.path for r in ROUTES}  # the route table owns where the docs are
     served = ", ".join(
         f"{name} v{s.loaded.ref.version}" for name, s in sorted(rt.models.snapshot.models.items())
     )
     active = sum(1 for k in rt.keys.list_keys() if not k.revoked_at)
     return (
         f"keel serve: ready on {url} (bound to {rt.settings.host}) - {served} ({rt.settings.alias}) - "
-        f"API docs {url}/ (OpenAPI {url}/docs.json) - {active} active API key(s) from the "
-        f"api_keys table of {redact(rt.state.log_url)} (`keel keys add` / `keel keys rotate`)"
+        f"API docs {url}{path['docs']} (OpenAPI {url}{path['openapi']}) - "
+        f"{active} active API key(s) from the api_keys table of {redact(rt.state.log_url)} "
+        "(`keel keys add` / `keel keys rotate`)"
     )
 
 
