@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             try:
                 reg = _train_one(name, args, frames.get(name), state, settings)
             except InvalidInput as exc:
-                if not args.data:
+                if not args.data or not exc.errors:  # not about the data file's rows and columns
                     raise
                 raise InvalidInput(_file_problem(exc, args.data)) from exc
         if not args.from_log:

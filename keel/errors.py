@@ -126,6 +126,10 @@ def first_problem(exc: InvalidInput, header_lines: int = 0) -> str:
     """
     if not exc.errors:
         return exc.message
+    whole = [e for e in exc.errors if e.row < 0]
+    if len(whole) == len(exc.errors) <= 5:
+        # Problems with the file's columns (or the request as a whole) are few: name them all.
+        return f"{exc.message}: " + "; ".join(f"{e.field or 'case'}: {e.problem}" for e in whole)
     first = exc.errors[0]
     place = ""
     if first.row >= 0:

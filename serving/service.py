@@ -147,8 +147,9 @@ class DecisionService:
         body_check.start()
 
     def __is_ready__(self) -> bool:
+        # Ready means: models loaded and the decision log's writer can commit (else 503).
         rt = runtime.current()
-        return rt is not None and rt.loaded.is_set()
+        return rt is not None and rt.loaded.is_set() and rt.decisions.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:

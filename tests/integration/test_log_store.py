@@ -425,7 +425,8 @@ def test_log_key_and_checkpoint_commands(
         "KEEL_LOG_KEY_FILE": keyfile,
     }.items():
         monkeypatch.setenv(name, str(value))
-    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 2  # no key file yet
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 3  # no decision log yet
+    assert not (tmp_path / "decisions.db").exists()  # and none was created by looking
     assert main(["log-key", "create"]) == 0
     assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
     assert main(["log-key", "create"]) == 1  # never overwritten silently
@@ -433,6 +434,9 @@ def test_log_key_and_checkpoint_commands(
     log.append("decisions", [row(i) for i in range(3)])
     log.close()
     capsys.readouterr()
+    monkeypatch.setenv("KEEL_LOG_KEY_FILE", str(tmp_path / "missing.key"))
+    assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 2  # the key file is not there
+    monkeypatch.setenv("KEEL_LOG_KEY_FILE", str(keyfile))
     assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 0
     assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 0
     assert "1 checkpoints matched" in capsys.readouterr().out
