@@ -37,6 +37,7 @@ __all__ = [
     "error_path",
     "frame_cases",
     "input_columns",
+    "json_value",
     "read_chunks",
     "table_format",
 ]
@@ -134,10 +135,11 @@ def _plain_column(column: pd.Series, integer: bool) -> list[Any]:
         return values
     if column.dtype.kind in "biu":
         return values
-    return [_plain(v) for v in values]
+    return [json_value(v) for v in values]
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A table cell as the JSON value a request would carry (numpy scalars unwrapped, NaN/NA null)."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pandas as pd
 from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
+from keel.serving.batch_io import json_value
 from keel.training.generators import SCENARIOS, generate
 
 from keel.errors import FieldError, InvalidInput, KeelError
@@ -97,15 +98,7 @@ def case_payloads(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any
     """JSON-ready request cases: case_id and the contract fields only (no event_time, no label)."""
     columns = ["case_id", *contract.field_names]
     rows = frame[columns].itertuples(index=False, name=None)
-    return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+    return [{c: json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
 
 def reviewer_verdicts(
