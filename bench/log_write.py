@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.decision_log.chain import DECISION_COLUMNS, chain_hash, content_digest
+from keel.decision_log.chain import DECISION_COLUMNS, chain_hash, content_digest, hashed_values
 from keel.decision_log.database import GENESIS, Database
 from keel.decision_log.schema import chain_heads, decisions
 
@@ -28,13 +28,14 @@ ROWS = 32
 def _values(i: int) -> tuple[Any, ...]:
     record = json.dumps({"decision_id": f"d{i}", "inputs": {"amount": i}, "explanation": [0.1] * 20})
     return (f"d{i}-{time.monotonic_ns()}", "routing", "1", "2026-01-01T00:00:00+00:00", "bench", None, None,
-            None, 0, "finance", 0, "auto", 0.9, "{}", 0, record)  # fmt: skip
+            None, 0, "finance", 0, "auto", 0.9, "{}", 0, record, "live")  # fmt: skip
 
 
 def raw_path(db: Database, n: int) -> float:
     conn = db.connect()
     cols = ", ".join(DECISION_COLUMNS)
-    sql = f"INSERT INTO decisions ({cols}, prev_hash, row_hash) VALUES ({', '.join('?' * 18)}) RETURNING seq"
+    marks = ", ".join("?" * (len(DECISION_COLUMNS) + 2))
+    sql = f"INSERT INTO decisions ({cols}, prev_hash, row_hash) VALUES ({marks}) RETURNING seq"
     started = time.perf_counter()
     for b in range(n):
         with db.transaction(conn, lock_heads=["decisions"]):
@@ -43,7 +44,7 @@ def raw_path(db: Database, n: int) -> float:
             ).fetchone()
             for i in range(ROWS):
                 values = _values(b * ROWS + i)
-                link = chain_hash(prev, content_digest(values))
+                link = chain_hash(prev, content_digest(hashed_values("decisions", values)))
                 seq, prev = conn.execute(sql, (*values, prev, link)).fetchone()[0], link
             conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = 'decisions'", (seq, prev))
     elapsed = time.perf_counter() - started
@@ -65,7 +66,7 @@ def core_path(db: Database, n: int) -> float:
             ).one()
             for i in range(ROWS):
                 values = _values(b * ROWS + i)
-                link = chain_hash(prev, content_digest(values))
+                link = chain_hash(prev, content_digest(hashed_values("decisions", values)))
                 params = dict(zip(DECISION_COLUMNS, values, strict=True))
                 seq = conn.execute(insert, {**params, "prev_hash": prev, "row_hash": link}).scalar_one()
                 prev = link

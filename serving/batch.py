@@ -42,6 +42,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log import reads
+from keel.decision_log.chain import BATCH
 from keel.errors import FieldError, InvalidInput
 
 __all__ = [
@@ -228,7 +229,10 @@ class BatchLog:
             return [r["record"] for r in reject_changed_replay(earlier, digest)]
         for row, record in zip(rows, records, strict=True):
             record["batch"] = {"run_id": self.run_id, "row": row}
-        out = [Decider.log_row(r, i, self.caller, key, digest, segments) for i, r in enumerate(records)]
+        out = [
+            Decider.log_row(r, i, self.caller, key, digest, segments, origin=BATCH)
+            for i, r in enumerate(records)
+        ]
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             found = reads.decisions_by_key(conn, self.caller, model, key)

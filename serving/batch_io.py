@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from keel.feature_defs.contract import RESERVED_KEYS, Contract
 
-from keel.decision_log.windows import BATCH_CALLER_PREFIX
+from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.errors import FieldError, InvalidInput
 
 # Decision-log rows written by `keel score --log` have a caller starting with BATCH_CALLER_PREFIX

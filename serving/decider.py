@@ -249,6 +249,7 @@ class Decider:
         return {
             **row["record"],
             "caller": row["caller"],
+            "origin": row["origin"],
             "feedback": [f["record"] for f in self.log.feedback_for(decision_id)],
         }
 

@@ -18,6 +18,8 @@ from keel.models.decision_model import BatchDecision
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Served
 
+from keel.decision_log.chain import LIVE
+
 __all__ = ["MODEL_ERROR", "PRIVATE_FIELDS", "decide_valid", "log_row", "public", "record"]
 
 log = logging.getLogger("keel.decide")
@@ -130,9 +132,11 @@ def log_row(
     key: str | None,
     digest: str | None,
     segment_fields: Sequence[str],
+    origin: str = LIVE,
 ) -> dict:
     """The decision-log row for a decision record (columns monitoring reads without the record);
-    `segment_fields` come from the spec of the version that decided it."""
+    `segment_fields` come from the spec of the version that decided it, `origin` says whether it
+    was answered online, logged by a batch run or scored in shadow (keel.decision_log.chain)."""
     segments = {f: record["inputs"].get(f) for f in segment_fields}
     return {
         "decision_id": record["decision_id"],
@@ -151,4 +155,5 @@ def log_row(
         "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
         "intervened": int(bool(record["rules_fired"])),
         "record": record,
+        "origin": origin,
     }

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log import api_keys
+from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
-from keel.decision_log.windows import BATCH_CALLER_PREFIX
 from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
 
 __all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]

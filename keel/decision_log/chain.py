@@ -19,11 +19,17 @@ import numbers
 from typing import Any
 
 __all__ = [
+    "BATCH",
+    "BATCH_CALLER_PREFIX",
     "CHAINS",
     "DECISION_COLUMNS",
     "FEEDBACK_COLUMNS",
+    "LIVE",
+    "ORIGINS",
+    "SHADOW",
     "chain_hash",
     "content_digest",
+    "hashed_values",
     "legacy_row_hash",
     "row_hash",
 ]
@@ -45,6 +51,7 @@ DECISION_COLUMNS = (
     "segments",
     "intervened",
     "record",
+    "origin",
 )
 FEEDBACK_COLUMNS = (
     "feedback_id",
@@ -58,6 +65,25 @@ FEEDBACK_COLUMNS = (
     "record",
 )
 CHAINS = {"decisions": DECISION_COLUMNS, "feedback": FEEDBACK_COLUMNS}
+
+BATCH_CALLER_PREFIX = "batch:"
+"""Callers of decisions logged by `keel score --log` (their origin is `batch`)."""
+LIVE, BATCH, SHADOW = "live", "batch", "shadow"
+ORIGINS = (LIVE, BATCH, SHADOW)
+"""Where a decision came from: answered on the online route (live), logged by `keel score --log`
+(batch), or scored beside the champion and never returned (shadow). Monitoring counts live ones."""
+
+
+def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The column values a row's hash covers (in CHAINS order).
+
+    A decision's `origin` is covered only when it is not `live`: rows logged before the column
+    existed verify unchanged, and moving a row into or out of `live` still breaks its hash (the
+    encoding is self-delimiting, so a value more or less never encodes alike).
+    """
+    if table == "decisions" and values[-1] == LIVE:
+        return values[:-1]
+    return values
 
 
 def _encode(value: Any) -> bytes:

@@ -37,6 +37,8 @@ decisions = sa.Table(
     sa.Column("prev_hash", sa.Text, nullable=False),
     sa.Column("row_hash", sa.Text, nullable=False),
     sa.Column("key_id", sa.Text),
+    # live, batch or shadow (keel.decision_log.chain.ORIGINS); monitoring windows count live rows
+    sa.Column("origin", sa.Text, nullable=False, server_default="live"),
 )
 sa.Index(
     "decisions_idempotency",
@@ -65,6 +67,7 @@ sa.Index(
             "confidence",
             "intervened",
             "segments",
+            "origin",
         )
     ),
 )

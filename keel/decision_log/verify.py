@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from keel.decision_log.chain import CHAINS, legacy_row_hash, row_hash
+from keel.decision_log.chain import (
+    BATCH,
+    BATCH_CALLER_PREFIX,
+    CHAINS,
+    hashed_values,
+    legacy_row_hash,
+    row_hash,
+)
 from keel.decision_log.database import GENESIS, Database
 from keel.decision_log.log_key import NO_KEYS, ChainKeys
 
@@ -100,7 +107,10 @@ def verify(
                         row[0], tuple(row[1:-3]), row[-3], row[-2], row[-1],
                     )  # fmt: skip
                     result.rows_checked += 1
-                    problem = _check_row(keys, prev, values, stored_prev, stored_hash, key_id, keyed)
+                    variants = _variants(table, values)
+                    problem = _origin_problem(table, values) or _check_row(
+                        keys, prev, variants, stored_prev, stored_hash, key_id, keyed
+                    )
                     if problem:
                         return _bad(result, table, seq, problem)
                     if key_id is None:
@@ -131,10 +141,30 @@ def verify(
     return result
 
 
+def _origin_problem(table: str, values: tuple[Any, ...]) -> str | None:
+    """Batch decisions, and only they, carry a batch caller (no API key may be named so); a row
+    whose origin and caller disagree had its origin edited."""
+    if table != "decisions":
+        return None
+    if str(values[4]).startswith(BATCH_CALLER_PREFIX) != (values[-1] == BATCH):
+        return f"origin {values[-1]!r} does not fit caller {values[4]!r} (the origin was edited)"
+    return None
+
+
+def _variants(table: str, values: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
+    """The value tuples a row's hash may cover: the current form, and for a batch decision logged
+    before the `origin` column existed (migration 0003 set its origin from its caller) the form
+    without it."""
+    current = hashed_values(table, values)
+    if table == "decisions" and values[-1] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
+        return current, values[:-1]
+    return (current,)
+
+
 def _check_row(
     keys: ChainKeys,
     prev: str,
-    values: tuple[Any, ...],
+    variants: tuple[tuple[Any, ...], ...],
     stored_prev: str,
     stored: str,
     key_id: str | None,
@@ -146,16 +176,16 @@ def _check_row(
         if keyed:
             return "an unkeyed row after keyed rows (rows were rewritten without the chain key)"
         since = keys.keyed_since
-        created = values[3] if len(values) > 3 else None
+        created = variants[0][3] if len(variants[0]) > 3 else None
         if since is not None and isinstance(created, str) and created > since:
             return "an unkeyed row logged after the chain key was made (rewritten without the key)"
-        if row_hash(prev, values) != stored and legacy_row_hash(prev, values) != stored:
+        if all(row_hash(prev, v) != stored and legacy_row_hash(prev, v) != stored for v in variants):
             return "row content does not match its hash"
         return None
     key = keys.keys.get(key_id)
     if key is None:
         return f"row signed with chain key {key_id!r}, which the key file (KEEL_LOG_KEY_FILE) lacks"
-    if row_hash(prev, values, key) != stored:
+    if all(row_hash(prev, v, key) != stored for v in variants):
         return "row content does not match its keyed hash"
     return None
 

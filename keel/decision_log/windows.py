@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, LIVE
 from keel.decision_log.database import Database
 
 __all__ = ["BATCH_CALLER_PREFIX", "Window", "WindowQueries"]
@@ -22,7 +23,7 @@ Window = tuple[str, str, str]
 """(model, start, end) with the bounds in the writer's UTC isoformat."""
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_WINDOW = "d.model = ? AND d.created_at >= ? AND d.created_at < ?"
+_WINDOW = "d.model = ? AND d.created_at >= ? AND d.created_at < ? AND d.origin IN (<origins>)"
 # Latest feedback per decision of the window, in two steps that suit SQLite on big logs: walk the
 # feedback index in decision_id order, touching only indexes (decision_id -> seq, restricted to
 # the window's seq range), then fetch the decision and feedback rows in seq order and apply the
@@ -38,37 +39,17 @@ _HIT_ROWS = (
 )
 
 
-BATCH_CALLER_PREFIX = "batch:"
-"""Callers of decisions logged by `keel score --log`; live monitoring leaves them out."""
-
-
 class WindowQueries:
     def __init__(self, db: Database, include_batch: bool = False) -> None:
         self.db = db
         self.include_batch = include_batch
-        """Also count batch decisions (`keel score --log`)."""
-        self._has_batch: bool | None = None
+        """Also count batch decisions (`keel score --log`); shadow decisions never count."""
 
     def _live(self, sql: str) -> str:
-        """`sql` with every window condition limited to live (not batch) decisions, if the log
-        holds any batch decision: asked once, through the idempotency index (batch rows always
-        carry a key), so logs without batch rows keep their index-only plans."""
-        if self.include_batch:
-            return sql
-        # A range, not LIKE: indexable in both databases, and no '%' for psycopg to misread.
-        lo = BATCH_CALLER_PREFIX
-        hi = BATCH_CALLER_PREFIX[:-1] + chr(ord(BATCH_CALLER_PREFIX[-1]) + 1)
-        if self._has_batch is None:
-            with self.db.reading() as reader:
-                found = reader.all(
-                    "SELECT 1 FROM decisions WHERE caller >= ? AND caller < ? "
-                    "AND idempotency_key IS NOT NULL LIMIT 1",
-                    (lo, hi),
-                )
-            self._has_batch = bool(found)
-        if not self._has_batch:
-            return sql
-        return sql.replace(_WINDOW, f"{_WINDOW} AND NOT (d.caller >= '{lo}' AND d.caller < '{hi}')")
+        """`sql` with every window condition limited to the origins monitoring counts (the
+        `origin` column is in the covering index, so the scans stay index-only)."""
+        origins = (LIVE, BATCH) if self.include_batch else (LIVE,)
+        return sql.replace("<origins>", ", ".join(f"'{o}'" for o in origins))
 
     # -- SQL fragments ------------------------------------------------------------------------
     def _json(self, column: str, *path: str) -> str:

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from keel.decision_log import reads
-from keel.decision_log.chain import CHAINS, chain_hash, content_digest
+from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, chain_hash, content_digest, hashed_values
 from keel.decision_log.database import GENESIS, Connection, Database, discard, is_alive
 from keel.decision_log.errors import NOT_RECORDED, UNKNOWN, LogUnavailable
 from keel.decision_log.log_key import ChainKeys, load_keys
@@ -154,7 +154,8 @@ class DecisionLog:
         columns = CHAINS[table]
         values = [tuple(_to_db(col, row.get(col)) for col in columns) for row in rows]
         stored = [_stored(columns, row) for row in rows]
-        return Submission(table, values, [content_digest(v) for v in values], stored, replay)
+        digests = [content_digest(hashed_values(table, v)) for v in values]
+        return Submission(table, values, digests, stored, replay)
 
     def _enqueue(self, sub: Submission) -> None:
         n = len(sub.values)
@@ -397,12 +398,19 @@ def _to_db(column: str, value: Any) -> Any:
         return dumps(value)
     if column == "abstained":
         return int(bool(value))
+    if column == "origin":
+        if value is None:
+            return LIVE
+        if value not in ORIGINS:
+            raise ValueError(f"unknown decision origin {value!r}; one of {ORIGINS}")
     return value
 
 
 def _stored(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:
     """The row as a read would return it, without the round trip through JSON."""
     out = {col: row.get(col) for col in columns}
+    if "origin" in out and out["origin"] is None:
+        out["origin"] = LIVE
     if "abstained" in out:
         out["abstained"] = bool(out["abstained"])
     return out

@@ -189,7 +189,8 @@ def test_log_writes_each_batch_decision_once_marked_as_batch(
 
     with sqlite3.connect(tmp_path / "decisions.db") as db:
         rows = db.execute("SELECT caller, idempotency_key, record FROM decisions ORDER BY seq").fetchall()
-    assert len(rows) == n
+        origins = {o for (o,) in db.execute("SELECT origin FROM decisions")}
+    assert len(rows) == n and origins == {"batch"}
     assert all(caller.startswith(BATCH_CALLER_PREFIX) for caller, _, _ in rows)
     assert all(key.startswith(first["run_id"]) for _, key, _ in rows)
     rows_logged = [json.loads(r)["batch"]["row"] for _, _, r in rows]

@@ -3,6 +3,7 @@ live verification on a snapshot, the keyed chain with checkpoints, strict JSON, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -20,7 +21,7 @@ from keel.serving.keys import KeySettings, KeyStore
 
 from bench.tcp_proxy import TcpProxy
 from keel.decision_log import Database, DecisionLog, LogSettings, LogUnavailable
-from keel.decision_log.chain import DECISION_COLUMNS, row_hash
+from keel.decision_log.chain import DECISION_COLUMNS, hashed_values, row_hash
 from keel.decision_log.log_key import create_key_file, load_keys
 from keel.decision_log.migrations import HEAD
 from keel.decision_log.verify import append_checkpoint, read_checkpoints, verify
@@ -89,7 +90,7 @@ def rehash(conn: sqlite3.Connection, keyed_too: bool = True) -> None:
         f"SELECT seq, key_id, row_hash, {cols} FROM decisions ORDER BY seq"
     ).fetchall():
         if keyed_too or key_id is None:
-            h = row_hash(prev, tuple(values))
+            h = row_hash(prev, hashed_values("decisions", tuple(values)))
             conn.execute(
                 "UPDATE decisions SET prev_hash = ?, row_hash = ?, key_id = NULL WHERE seq = ?",
                 (prev, h, seq),
@@ -446,3 +447,66 @@ def test_log_key_and_checkpoint_commands(
     conn.close()
     assert main(["verify-log", "--checkpoint", str(checkpoints)]) == 1
     assert "BROKEN in table decisions" in capsys.readouterr().err
+
+
+def test_decision_origin_upgrades_counts_and_is_covered_by_the_chain(tmp_path: Path) -> None:
+    """Batch rows logged before the `origin` column become `batch` and still verify; monitoring
+    windows count live rows (batch ones only when asked, shadow ones never); editing an origin
+    shows in verification."""
+    from keel.decision_log.migrations import upgrade
+    from keel.decision_log.windows import WindowQueries
+
+    path = tmp_path / "decisions.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.engine, False, to="0002")
+    db.dispose()
+    conn = sqlite3.connect(path)
+    prev = "0" * 64
+    for seq, caller, key in ((1, "batch:ops", "run1:0"), (2, "ops-key", None)):
+        r = row(seq, created_at="2026-01-01T00:00:00+00:00")
+        values = tuple(
+            json.dumps(r["record"]) if c == "record" else r[c] for c in DECISION_COLUMNS if c != "origin"
+        )
+        values = (*values[:4], caller, None, key, *values[7:])
+        h = row_hash(prev, values)
+        conn.execute(
+            f"INSERT INTO decisions ({', '.join(c for c in DECISION_COLUMNS if c != 'origin')}, "
+            f"prev_hash, row_hash) VALUES ({', '.join('?' * (len(DECISION_COLUMNS) + 1))})",
+            (*values, prev, h),
+        )
+        prev = h
+    conn.execute("INSERT INTO chain_heads VALUES ('decisions', 2, ?)", (prev,))
+    conn.commit()
+    conn.close()
+    log = opened(f"sqlite:///{path}")
+    try:
+        log.append("decisions", [row(3, created_at="2026-01-01T00:00:01+00:00")])
+        shadow = {**row(4, created_at="2026-01-01T00:00:02+00:00"), "origin": "shadow"}
+        log.append("decisions", [shadow])
+        with pytest.raises(ValueError, match="origin"):
+            log.append("decisions", [{**row(5), "origin": "replayed"}])
+    finally:
+        log.close()
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT origin FROM decisions ORDER BY seq").fetchall() == [
+        ("batch",),
+        ("live",),
+        ("live",),
+        ("shadow",),
+    ]
+    check.close()
+    assert verify(db).ok
+    window = ("routing", "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00")
+    assert WindowQueries(db).seq_range(window)[0] == 2
+    assert WindowQueries(db, include_batch=True).seq_range(window)[0] == 3
+    for seq, edited in ((4, "live"), (3, "shadow"), (1, "live"), (2, "batch")):
+        conn = sqlite3.connect(path)
+        (before,) = conn.execute("SELECT origin FROM decisions WHERE seq = ?", (seq,)).fetchone()
+        conn.execute("UPDATE decisions SET origin = ? WHERE seq = ?", (edited, seq))
+        conn.commit()
+        result = verify(db)
+        conn.execute("UPDATE decisions SET origin = ? WHERE seq = ?", (before, seq))
+        conn.commit()
+        conn.close()
+        assert not result.ok and result.bad_seq == seq, (seq, edited, result)
+    assert verify(db).ok

@@ -14,13 +14,13 @@ from alembic.config import Config
 
 __all__ = ["HEAD", "upgrade"]
 
-HEAD = "0002"
+HEAD = "0003"
 _ADVISORY_LOCK = 4242
 """PostgreSQL: replicas that start together take turns migrating."""
 
 
-def upgrade(engine: sa.Engine, postgres: bool) -> None:
-    """Run every revision the log lacks, in one transaction that holds the write lock."""
+def upgrade(engine: sa.Engine, postgres: bool, to: str = "head") -> None:
+    """Run every revision the log lacks (up to `to`), in one transaction that holds the write lock."""
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
     # One transaction for the lock and every revision (SQLite: BEGIN IMMEDIATE, from the engine).
@@ -28,4 +28,4 @@ def upgrade(engine: sa.Engine, postgres: bool) -> None:
         if postgres:
             conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})"))
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, to)
