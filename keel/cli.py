@@ -177,6 +177,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     out = promotion.promote(
         name,
         args.version,
@@ -218,6 +219,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     entry = promotion.approve(name, args.version, actor=args.actor, state=state)
     return _moved(name, entry, f", approved by {args.actor} ({entry.reason})")
 
@@ -227,6 +229,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     entry = promotion.rollback(name, actor=args.actor, reason=args.reason or "", state=state)
     return _moved(name, entry, f" (rollback) by {args.actor}")
 
@@ -258,13 +261,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0 if body["chain_intact"] else 1
 
 
-def _actor() -> str:
-    import getpass
+def _actor(args: argparse.Namespace) -> str:
+    """--actor, or the operating-system user."""
+    from keel.models.aliases import os_user
 
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return str(args.actor or os_user())
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -549,19 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="registered version number (see keel models)")
     p.add_argument("--force", action="store_true", help="move even if gates fail (needs --reason)")
     p.add_argument("--reason", help="why; recorded in the alias history")
-    p.add_argument("--actor", default=_actor(), help="who moves it (default: the operating-system user)")
+    p.add_argument("--actor", help="who moves it (default: the operating-system user)")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("approve", help="second person's approval of a pending promotion (two-person rule)")
     p.add_argument("model")
     p.add_argument("version")
-    p.add_argument("--actor", default=_actor(), help="who approves (default: the operating-system user)")
+    p.add_argument("--actor", help="who approves (default: the operating-system user)")
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("rollback", help="return champion to the previous champion")
     p.add_argument("model")
     p.add_argument("--reason", help="why; recorded in the alias history")
-    p.add_argument("--actor", default=_actor(), help="who rolls back (default: the operating-system user)")
+    p.add_argument("--actor", help="who rolls back (default: the operating-system user)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("history", help="every alias move of a model: when, who, from, to, gates, reason")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.models.registry import LoadedModel, keel_model_names, load, resolve
+from keel.models.registry import LoadedModel, keel_models, load, resolve
 from keel.models.spec import DecisionSpec
 from keel.serving.policy import Policy
 
@@ -90,20 +90,30 @@ class ModelSet:
         return load(get_version(name, str(version)), self.cache_dir).model.spec
 
     def reload(self) -> ReloadReport:
-        """Load every alias whose version changed beside the old ones, then swap in one step."""
+        """Load every alias whose version changed beside the old ones, then swap in one step.
+
+        One registry listing says which version each alias points at; an unchanged version costs
+        nothing more (no per-model lookup, no download), so polling every few seconds is cheap."""
         report = ReloadReport()
         with self._lock:
             current = dict(self._snapshot.models)
-            if self.fixed_names is None:
-                try:
-                    self.names = tuple(sorted({*keel_model_names(self.alias), *current}))
-                except Exception as exc:  # a registry outage must not stop polling
-                    report.failed["*"] = f"cannot list registered models: {exc}"
-                    log.error("cannot list registered models: %s", exc)
+            try:
+                listing: dict[str, Any] | None = keel_models()
+            except Exception as exc:  # a registry outage must not stop polling
+                listing = None
+                report.failed["*"] = f"cannot list registered models: {exc}"
+                log.error("cannot list registered models: %s", exc)
+            if self.fixed_names is None and listing is not None:
+                held = {n for n, m in listing.items() if self.alias in m.aliases}
+                self.names = tuple(sorted({*held, *current}))
             for name in self.names:
                 try:
-                    ref = resolve(name, self.alias)
                     old = current.get(name)
+                    listed = listing[name].aliases.get(self.alias) if listing and name in listing else None
+                    if old is not None and listed == old.loaded.ref.version:
+                        report.unchanged[name] = listed
+                        continue
+                    ref = resolve(name, self.alias)
                     if old is not None and old.loaded.ref.version == ref.version:
                         report.unchanged[name] = ref.version
                         continue

@@ -133,8 +133,13 @@ def test_degenerate_candidate_is_refused_forced_recorded_and_rolled_back(
 
     shown = run_keel(env, "history", MODEL)
     assert shown.returncode == 0 and "hash chain intact" in shown.stdout
-    actions = [line.split()[2] for line in shown.stdout.splitlines()[1:]]
-    assert actions == ["promote", "rollback", "request", "approve", "rollback"]
+    moves = [line.split()[2:4] for line in shown.stdout.splitlines()[1:]]
+    # training's own alias move first: the degenerate version registered as challenger
+    assert moves == [["register", "challenger"]] + [
+        [action, "champion"] for action in ("promote", "rollback", "request", "approve", "rollback")
+    ]
     assert "FORCED" in shown.stdout and "reason: drill" in shown.stdout
     mirrored = registry.client().get_registered_model(MODEL).tags
-    assert sum(k.startswith("keel.history.0") for k in mirrored) >= 5
+    assert sum(k.startswith("keel.history.0") for k in mirrored) >= 6
+    verified = run_keel(env, "verify-log")  # the moves are rows of the decision log's chains
+    assert verified.returncode == 0 and "hash chains intact" in verified.stdout, verified.stderr
