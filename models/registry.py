@@ -21,6 +21,11 @@ from keel.errors import IntegrityError, ModelLoadError, RegistryError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+SHADOW = "shadow"
+"""Scores live traffic beside the champion, off the request path; logged, never returned."""
+CANARY = "canary"
+"""Serves a deterministic share of cases (the registered-model tag CANARY_SHARE_TAG)."""
+CANARY_SHARE_TAG = "keel.canary_share"
 HASH_TAG = "keel.sha256."
 BUNDLE_DIR = "bundle"
 MODEL_TAG = "keel.decision_model"

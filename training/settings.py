@@ -46,7 +46,7 @@ class TrainingSettings(BaseSettings):
     min_decided: int = 300
     """Decided risk-control cases at the most conservative threshold the search starts from."""
 
-    risk_primary_share: float = Field(0.8, gt=0.0, le=1.0)
+    risk_primary_share: float = Field(default=0.8, gt=0.0, le=1.0)
     """Share of delta on the threshold search's lowest-bound start; the rest goes to its
     expected-coverage start (training/risk_control.py), so one unlucky first test cannot end the
     search at zero coverage. 1.0: a single fixed sequence."""

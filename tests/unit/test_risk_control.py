@@ -6,8 +6,8 @@ from keel.models.calibration import TemperatureScaler, softmax
 from keel.models.thresholds import ThresholdRule
 from keel.training.risk_control import (
     NEVER_DECIDE,
-    abstention_record,
     Start,
+    abstention_record,
     clopper_pearson_upper,
     fallback_test,
     select_segment_thresholds,
