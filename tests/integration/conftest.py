@@ -64,6 +64,9 @@ def start_server(
     port = free_port()
     env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Alias moves reach a test's server only by POST /v1/admin/reload unless it asks for polling
+    # (polling_server), so a test that reloads by hand sees exactly its own reload.
+    env["KEEL_SERVE_RELOAD_POLL_SECONDS"] = "0"
     env.update(extra_env or {})  # after the pop: a test may point the server at a tracking server
     if log_url:
         env["KEEL_DECISION_LOG_URL"] = log_url
