@@ -177,6 +177,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     out = promotion.promote(
         name,
         args.version,
@@ -205,10 +206,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return _moved(name, out.entry, f"{forced} by {args.actor}")
 
 
-def _moved(name: str, entry: Any, how: str) -> int:
+def _moved(name: str, entry: Any, how: str, now: str | None = None) -> int:
+    """One line for an alias move, and when running replicas pick it up."""
     from keel.training.promotion import pickup_note
 
-    print(f"{name}: champion v{entry.from_version} -> v{entry.to_version}{how}")
+    print(f"{name}: {entry.alias} v{entry.from_version} -> {now or f'v{entry.to_version}'}{how}")
     print(f"{name}: {pickup_note()}")
     return 0
 
@@ -218,6 +220,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     entry = promotion.approve(name, args.version, actor=args.actor, state=state)
     return _moved(name, entry, f", approved by {args.actor} ({entry.reason})")
 
@@ -227,8 +230,55 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
+    args.actor = _actor(args)
     entry = promotion.rollback(name, actor=args.actor, reason=args.reason or "", state=state)
     return _moved(name, entry, f" (rollback) by {args.actor}")
+
+
+def _off(version: str) -> str | None:
+    return None if version == "off" else version
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from keel.training.challenger_moves import set_shadow
+
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    entry = set_shadow(name, _off(args.version), actor=_actor(args), reason=args.reason or "", state=state)
+    now = f"v{entry.to_version} scores live traffic in shadow" if entry.to_version else "no shadow"
+    return _moved(name, entry, f" (by {entry.actor}; history #{entry.seq})", now)
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    from keel.training.challenger_moves import set_canary
+
+    state: Any = _state()
+    name = _models(args.model, registered=True)[0]
+    version = _off(args.version)
+    if version is not None and args.share is None:
+        raise InvalidInput("keel canary MODEL VERSION needs --share F (a fraction of cases, e.g. 0.1)")
+    entry = set_canary(
+        name, version, args.share or 0.0, actor=_actor(args), reason=args.reason or "", state=state
+    )
+    now = f"v{entry.to_version} ({entry.reason})" if entry.to_version else "no canary"
+    return _moved(name, entry, f" (by {entry.actor}; history #{entry.seq})", now)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from keel.monitoring.challenger_compare import compare, compare_lines
+    from keel.monitoring.monitor import parse_window
+    from keel.monitoring.settings import MonitorSettings
+    from keel.serving.database import Database
+
+    state: Any = _state(log=True)
+    name = _models(args.model, registered=True)[0]
+    start, end = parse_window(args.window or MonitorSettings().window)
+    result = compare(Database(state.log_url), name, start, end)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(compare_lines(result)))
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -258,22 +308,20 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0 if body["chain_intact"] else 1
 
 
-def _actor() -> str:
-    import getpass
+def _actor(args: argparse.Namespace) -> str:
+    """--actor, or the operating-system user."""
+    from keel.models.aliases import os_user
 
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return str(args.actor or os_user())
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from keel.models.registry import CHALLENGER, CHAMPION, resolve
+    from keel.models.registry import CANARY, CHALLENGER, CHAMPION, SHADOW, resolve
 
     _state()
     rows = []
     for name in _models("all", registered=True):
-        for alias in (CHAMPION, CHALLENGER):
+        for alias in (CHAMPION, CHALLENGER, SHADOW, CANARY):
             try:
                 ref = resolve(name, alias)
             except KeelError:
@@ -549,27 +597,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="registered version number (see keel models)")
     p.add_argument("--force", action="store_true", help="move even if gates fail (needs --reason)")
     p.add_argument("--reason", help="why; recorded in the alias history")
-    p.add_argument("--actor", default=_actor(), help="who moves it (default: the operating-system user)")
+    p.add_argument("--actor", help="who moves it (default: the operating-system user)")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("approve", help="second person's approval of a pending promotion (two-person rule)")
     p.add_argument("model")
     p.add_argument("version")
-    p.add_argument("--actor", default=_actor(), help="who approves (default: the operating-system user)")
+    p.add_argument("--actor", help="who approves (default: the operating-system user)")
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("rollback", help="return champion to the previous champion")
     p.add_argument("model")
     p.add_argument("--reason", help="why; recorded in the alias history")
-    p.add_argument("--actor", default=_actor(), help="who rolls back (default: the operating-system user)")
+    p.add_argument("--actor", help="who rolls back (default: the operating-system user)")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser(
+        "shadow", help="score live traffic with a version beside the champion (logged, never returned)"
+    )
+    p.add_argument("model")
+    p.add_argument("version", help="registered version, or off")
+    p.add_argument("--reason", help="why; recorded in the alias history")
+    p.add_argument("--actor", help="who moves it (default: the operating-system user)")
+    p.set_defaults(func=cmd_shadow)
+
+    p = sub.add_parser("canary", help="serve a version to a deterministic share of cases (by case hash)")
+    p.add_argument("model")
+    p.add_argument("version", help="registered version, or off")
+    p.add_argument("--share", type=float, help="fraction of cases the canary decides, e.g. 0.1")
+    p.add_argument("--reason", help="why; recorded in the alias history")
+    p.add_argument("--actor", help="who moves it (default: the operating-system user)")
+    p.set_defaults(func=cmd_canary)
+
+    p = sub.add_parser(
+        "compare", help="champion vs shadow or canary on live traffic and feedback, per segment"
+    )
+    p.add_argument("model")
+    p.add_argument("--window", help="7d, 24h, 30m or START..END (default KEEL_MONITOR_WINDOW or 7d)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("history", help="every alias move of a model: when, who, from, to, gates, reason")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print the JSON of GET /v1/models/{model}/history")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("models", help="list registered champion and challenger versions")
+    p = sub.add_parser("models", help="list registered champion, challenger, shadow and canary versions")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("serve", help="run the decision service")

@@ -1,6 +1,7 @@
-"""Alias moves with their history: the only place that moves `champion` for a person.
+"""Alias moves with their history: the only place that moves a model's aliases.
 
-Every move names its actor and lands in the alias history (models.history) right after the
+Every move (a person's promote, approve, rollback, shadow or canary, and training's own
+registrations) names its actor and lands in the alias history (models.history) right after the
 registry changes. The champion lineage is read back from that history, so `rollback` knows the
 previous champion and `approve` knows the pending request.
 """
@@ -23,7 +24,9 @@ __all__ = [
     "REQUEST",
     "ROLLBACK",
     "current_version",
+    "move_alias",
     "move_champion",
+    "os_user",
     "pending_request",
     "previous_champion",
 ]
@@ -32,11 +35,46 @@ REGISTER, PROMOTE, REQUEST, APPROVE, ROLLBACK = "register", "promote", "request"
 _MOVES = {REGISTER, PROMOTE, APPROVE}
 
 
+def os_user() -> str:
+    """The default actor of an alias move: the operating-system user."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def current_version(name: str, alias: str = CHAMPION) -> str | None:
     try:
         return str(client().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def move_alias(
+    history: History,
+    name: str,
+    alias: str,
+    version: str | None,
+    *,
+    action: str,
+    actor: str,
+    reason: str = "",
+    forced: bool = False,
+    gates: Sequence[dict[str, Any]] = (),
+) -> HistoryEntry:
+    """Point `alias` at `version` (None: remove the alias) and record the move."""
+    before = current_version(name, alias)
+    c = client()
+    if version is None:
+        if before is not None:
+            c.delete_registered_model_alias(name, alias)
+    else:
+        c.set_registered_model_alias(name, alias, version)
+    return history.append(
+        HistoryEntry(name, alias, action, before, version, actor, reason, forced, tuple(gates))
+    )
 
 
 def move_champion(
@@ -52,14 +90,20 @@ def move_champion(
 ) -> HistoryEntry:
     """Point `champion` at `version` (dropping `challenger` if it pointed there) and record it."""
     ref = get_version(name, version)
-    before = current_version(name)
-    c = client()
-    c.set_registered_model_alias(name, CHAMPION, ref.version)
-    if current_version(name, CHALLENGER) == ref.version:
-        c.delete_registered_model_alias(name, CHALLENGER)
-    return history.append(
-        HistoryEntry(name, CHAMPION, action, before, ref.version, actor, reason, forced, tuple(gates))
+    entry = move_alias(
+        history,
+        name,
+        CHAMPION,
+        ref.version,
+        action=action,
+        actor=actor,
+        reason=reason,
+        forced=forced,
+        gates=gates,
     )
+    if current_version(name, CHALLENGER) == ref.version:
+        client().delete_registered_model_alias(name, CHALLENGER)
+    return entry
 
 
 def record_request(

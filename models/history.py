@@ -1,55 +1,36 @@
 """The alias history: every move of a model's aliases, who made it, why, and the gate results.
 
-One append-only table, `alias_history`, in the decision-log database (KEEL_DECISION_LOG_URL),
-written only here (SQLAlchemy Core, so SQLite and PostgreSQL alike). Rows form one hash chain:
-each row's hash covers its content and the previous row's hash, and `prev_hash` is UNIQUE, so
-two concurrent writers cannot fork the chain (the loser retries on the new head). Each row is
-mirrored as a tag on the MLflow registered model, so the registry alone also tells the story.
+The rows are one hash chain of the decision log (keel.decision_log.alias_history owns the table
+and its SQL): keyed with the log's chain key, covered by `keel verify-log` and its signed
+checkpoints. Each row is mirrored as a tag on the MLflow registered model, so the registry alone
+also tells the story.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from keel.decision_log import alias_history
+from keel.decision_log.database import Database
+from keel.decision_log.errors import DATABASE_ERRORS
+from keel.decision_log.log_key import load_keys
+from keel.decision_log.settings import LogSettings
+from keel.decision_log.verify import verify
 from keel.errors import KeelError
 
-__all__ = ["GENESIS", "History", "HistoryCheck", "HistoryEntry", "history_json", "shared_history"]
+__all__ = ["History", "HistoryCheck", "HistoryEntry", "history_json", "shared_history"]
 
-GENESIS = "0" * 64
 TAG_PREFIX = "keel.history."
 MAX_TAG_CHARS = 4000  # MLflow's tag values are capped (5,000 characters on SQL stores)
-
-_metadata = sa.MetaData()
-alias_history = sa.Table(
-    "alias_history",
-    _metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("alias", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("from_version", sa.Text),
-    sa.Column("to_version", sa.Text),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("forced", sa.Boolean, nullable=False, default=False),
-    sa.Column("gates", sa.Text, nullable=False, default="[]"),
-    sa.Column("created_at", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.Text, nullable=False, unique=True),
-    sa.Column("row_hash", sa.Text, nullable=False),
-    sa.Index("alias_history_model", "model", "seq"),
-)
 
 
 @dataclass(frozen=True)
@@ -80,16 +61,6 @@ class HistoryEntry:
         return {**self.content(), "seq": self.seq, "hash": self.row_hash}
 
 
-def _digest(prev_hash: str, content: dict[str, Any]) -> str:
-    body = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
-
-
-def engine_url(url: str) -> str:
-    """The decision-log URL for SQLAlchemy: `postgresql://` means psycopg 3 here."""
-    return "postgresql+psycopg://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
-
-
 @dataclass(frozen=True)
 class HistoryCheck:
     ok: bool
@@ -100,58 +71,39 @@ class HistoryCheck:
 
 class History:
     def __init__(self, url: str, registry: MlflowClient | None = None) -> None:
-        self.engine = sa.create_engine(engine_url(url), future=True)
+        self.db = Database(url)
+        self.keys = load_keys(LogSettings().key_file)
         self.registry = registry
         self._created = False
+        self._lock = threading.Lock()
 
-    def _create(self) -> None:
-        # Once per process; concurrent CREATE TABLEs in other processes lose the race harmlessly.
-        if self._created:
-            return
-        try:
-            _metadata.create_all(self.engine, checkfirst=True)
-        except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError):
-            _metadata.create_all(self.engine, checkfirst=True)  # the other creator has finished
-        self._created = True
+    @property
+    def engine(self) -> Any:
+        return self.db.engine
 
-    @contextmanager
-    def _begin(self) -> Iterator[sa.Connection]:
-        self._create()
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Appends take turns (the lock ends with the transaction); the UNIQUE prev_hash
-                # still refuses a fork if anything else writes the table.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('keel.alias_history'))"))
-            yield conn
+    def _ready(self) -> Database:
+        with self._lock:  # once per process: the log's migrations (alias_history among them)
+            if not self._created:
+                self.db.create_schema()
+                self._created = True
+        return self.db
 
-    def append(self, entry: HistoryEntry, attempts: int = 8) -> HistoryEntry:
-        """Append at the chain's head (bounded retries if another writer got there first)."""
+    def append(self, entry: HistoryEntry, attempts: int = 5) -> HistoryEntry:
+        """Append at the chain's head (appends take turns on the head; bounded retries)."""
         entry = HistoryEntry(**{**asdict(entry), "created_at": entry.created_at or _now()})
         for attempt in range(attempts):
             try:
-                with self._begin() as conn:
-                    head = conn.execute(
-                        sa.select(alias_history.c.row_hash).order_by(alias_history.c.seq.desc()).limit(1)
-                    ).scalar()
-                    prev = head or GENESIS
-                    content = entry.content()
-                    row_hash = _digest(prev, content)
-                    inserted = conn.execute(
-                        alias_history.insert().values(
-                            **{**content, "gates": json.dumps(content["gates"], default=str)},
-                            prev_hash=prev,
-                            row_hash=row_hash,
-                        )
-                    ).inserted_primary_key
-                    assert inserted is not None
-                    seq = inserted[0]
-                saved = HistoryEntry(**{**asdict(entry), "seq": int(seq), "row_hash": row_hash})
-                self._mirror(saved)
-                return saved
-            except (sa.exc.IntegrityError, sa.exc.OperationalError):
-                # Another writer took the head (unique prev_hash) or held SQLite's write lock.
+                seq, row_hash = alias_history.append_move(self._ready(), self.keys, entry.content())
+                break
+            except DATABASE_ERRORS:
+                if attempt == attempts - 1:
+                    raise KeelError(
+                        f"{entry.model}: could not append to the alias history after {attempts} attempts"
+                    ) from None
                 time.sleep(0.05 * (attempt + 1))
-        raise KeelError(f"{entry.model}: could not append to the alias history after {attempts} attempts")
+        saved = HistoryEntry(**{**asdict(entry), "seq": seq, "row_hash": row_hash})
+        self._mirror(saved)
+        return saved
 
     def _mirror(self, entry: HistoryEntry) -> None:
         """Copy the row to a registered-model tag; the table stays the record if this fails."""
@@ -168,46 +120,20 @@ class History:
             ) from exc
 
     def entries(self, model: str | None = None) -> list[HistoryEntry]:
-        query = sa.select(alias_history).order_by(alias_history.c.seq)
-        if model is not None:
-            query = query.where(alias_history.c.model == model)
-        with self._begin() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [_entry(r) for r in rows]
+        return [_entry(r) for r in alias_history.moves(self._ready(), model)]
 
     def verify(self) -> HistoryCheck:
-        """Recompute the chain; the first row whose link or content hash is wrong is named."""
-        prev, n = GENESIS, 0
-        for entry, stored_prev in self._chain():
-            n += 1
-            if stored_prev != prev:
-                return HistoryCheck(False, n, entry.seq, "prev_hash does not match the previous row")
-            if _digest(prev, entry.content()) != entry.row_hash:
-                return HistoryCheck(False, n, entry.seq, "row content does not match its hash")
-            prev = entry.row_hash
-        return HistoryCheck(True, n)
-
-    def _chain(self) -> Iterator[tuple[HistoryEntry, str]]:
-        with self._begin() as conn:
-            rows = conn.execute(sa.select(alias_history).order_by(alias_history.c.seq)).mappings().all()
-        for r in rows:
-            yield _entry(r), str(r["prev_hash"])
+        """Recompute the alias chain; the first row whose link or content hash is wrong is named."""
+        result = verify(self._ready(), self.keys, tables=(alias_history.TABLE,))
+        return HistoryCheck(result.ok, result.rows_checked, result.bad_seq, result.problem or "")
 
 
-def _entry(r: Any) -> HistoryEntry:
+def _entry(r: dict[str, Any]) -> HistoryEntry:
     return HistoryEntry(
-        model=r["model"],
-        alias=r["alias"],
-        action=r["action"],
-        from_version=r["from_version"],
-        to_version=r["to_version"],
-        actor=r["actor"],
-        reason=r["reason"],
-        forced=bool(r["forced"]),
-        gates=tuple(json.loads(r["gates"])),
-        created_at=r["created_at"],
+        **{k: r[k] for k in alias_history.ALIAS_COLUMNS if k != "gates"},
+        gates=tuple(r["gates"]),
         seq=int(r["seq"]),
-        row_hash=r["row_hash"],
+        row_hash=str(r["row_hash"]),
     )
 
 

@@ -21,6 +21,11 @@ from keel.errors import IntegrityError, ModelLoadError, RegistryError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+SHADOW = "shadow"
+"""Scores live traffic beside the champion, off the request path; logged, never returned."""
+CANARY = "canary"
+"""Serves a deterministic share of cases (the registered-model tag CANARY_SHARE_TAG)."""
+CANARY_SHARE_TAG = "keel.canary_share"
 HASH_TAG = "keel.sha256."
 BUNDLE_DIR = "bundle"
 MODEL_TAG = "keel.decision_model"
@@ -76,19 +81,36 @@ def has_alias(name: str, alias: str = CHAMPION) -> bool:
     return True
 
 
-def keel_model_names(alias: str = CHAMPION) -> tuple[str, ...]:
-    """Registered Keel decision models holding `alias` (the three shipped ones count untagged too)."""
-    names: set[str] = set()
+@dataclass(frozen=True)
+class RegisteredAliases:
+    """A registered Keel model's aliases (alias -> version) and tags, as one listing saw them."""
+
+    name: str
+    aliases: dict[str, str]
+    tags: dict[str, str]
+
+
+def keel_models() -> dict[str, RegisteredAliases]:
+    """Every registered Keel decision model with its aliases and tags, in one paged search (the
+    three shipped models count untagged too): what a polling replica reads each cycle."""
+    out: dict[str, RegisteredAliases] = {}
     token: str | None = None
     for _ in range(1000):  # pages of 100: bounded, far beyond any real registry
         page = client().search_registered_models(max_results=100, page_token=token)
         for rm in page:
-            if (MODEL_TAG in (rm.tags or {}) or rm.name in MODEL_NAMES) and alias in (rm.aliases or {}):
-                names.add(rm.name)
+            tags = dict(rm.tags or {})
+            if MODEL_TAG in tags or rm.name in MODEL_NAMES:
+                aliases = {str(a): str(v) for a, v in (rm.aliases or {}).items()}
+                out[rm.name] = RegisteredAliases(rm.name, aliases, tags)
         token = page.token
         if not token:
             break
-    return tuple(sorted(names))
+    return out
+
+
+def keel_model_names(alias: str = CHAMPION) -> tuple[str, ...]:
+    """Registered Keel decision models holding `alias`."""
+    return tuple(sorted(n for n, m in keel_models().items() if alias in m.aliases))
 
 
 def download(ref: VersionRef, cache_dir: Path, expected: dict[str, str] | None = None) -> Path:

@@ -17,6 +17,7 @@ import pandas as pd
 from keel.feature_defs.contract import Contract
 from keel.models import registry
 from keel.monitoring import checks
+from keel.monitoring.challenger_compare import compare as compare_challengers
 from keel.monitoring.checks import CheckResult, judge
 from keel.monitoring.drift import (
     DriftConfig,
@@ -225,6 +226,7 @@ def monitor_model(
         sequential=evidence.sequential.to_dict() if evidence.sequential else None,
         notes=notes,
     )
+    sections.challengers = compare_challengers(reader.db, name, start, end)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     paths = write_report(out_root / name / stamp, name, sections)
     status = sections.status

@@ -31,7 +31,7 @@ EVIDENTLY_PAGES = {
 SECTION_HEADINGS = (
     "All checks", "Process drift", "Segment mix", "Concept drift by segment", "Early warning",
     "Evidently reports", "Feature drift", "Prediction drift", "Abstention and policy interventions",
-    "Explanation drift", "Human overrides", "Quality on reviewed cases",
+    "Explanation drift", "Human overrides", "Quality on reviewed cases", "Champion vs shadow and canary",
 )  # fmt: skip
 REVIEWED_CAVEAT = (
     "Reviewed cases are not a random sample: humans review abstentions, policy escalations and "
@@ -69,6 +69,8 @@ class ReportSections:
     concept_drift: dict[str, Any] | None = None
     expected_quality: dict[str, Any] | None = None
     sequential: dict[str, Any] | None = None
+    challengers: dict[str, Any] | None = None
+    """keel.monitoring.challenger_compare.compare: champion vs shadow / canary in the window."""
     notes: list[str] = field(default_factory=list)
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -189,6 +191,7 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
             ("Explanation drift", _explanation_block(s.explanation_drift)),
             ("Human overrides", _overrides_block(s.overrides)),
             ("Quality on reviewed cases", _quality_block(s.quality)),
+            ("Champion vs shadow and canary", render("challengers.html.j2", c=s.challengers)),
             ("Notes", "".join(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"])),
         ],
         generated_at=summary["generated_at"],

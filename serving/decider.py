@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 import numpy as np
 from keel.serving import decision_record
+from keel.serving.challengers import ShadowScorer, decide_cases
 from keel.serving.decision_log import DecisionLog, Replay, reject_changed_replay
 from keel.serving.decision_record import public
 from keel.serving.log_chain import FEEDBACK_COLUMNS
@@ -68,6 +69,7 @@ class Decider:
         self.settings = settings
         self.metrics = metrics
         self._threads: anyio.CapacityLimiter | None = None
+        self.shadow: ShadowScorer | None = None  # set by the runtime; scores shadow versions
         self._inflight = 0  # inline decide_async calls not yet answered (event loop only)
 
     def decide(
@@ -76,7 +78,10 @@ class Decider:
         plan = self._plan(model, cases, caller, idempotency_key)
         if plan.replayed is not None:
             return plan.replayed
-        return self._finish(plan, self.log.append("decisions", plan.rows, replay=plan.replay))
+        out = self._finish(plan, self.log.append("decisions", plan.rows, replay=plan.replay))
+        if self.models.snapshot.challengers and out and out[0]["decision_id"] == plan.rows[0]["decision_id"]:
+            self._shadow(model, cases, plan.rows, caller)
+        return out
 
     async def decide_async(
         self,
@@ -118,7 +123,15 @@ class Decider:
         finally:
             self._inflight -= 1
         self.metrics.observe_decisions(plan.model, out)
+        if self.models.snapshot.challengers:  # empty unless a shadow or canary is configured
+            self._shadow(model, cases, plan.rows, caller)
         return rendered
+
+    def _shadow(self, model: str, cases: list[Any], rows: list[dict[str, Any]], caller: str) -> None:
+        """Hand committed cases to the model's shadow, if it has one (never blocks)."""
+        challengers = self.models.challengers(model)
+        if challengers is not None and challengers.shadow is not None and self.shadow is not None:
+            self.shadow.offer(challengers.shadow, cases, rows, caller)
 
     def limiter(self) -> anyio.CapacityLimiter:
         """The worker threads the decide path may occupy at once."""
@@ -170,7 +183,8 @@ class Decider:
         return out
 
     def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[dict[str, Any]]:
-        return decision_record.decide_valid(served, cases, matrix, self.settings.top_k, self.metrics)
+        challengers = self.models.challengers(served.loaded.ref.name)  # a canary takes its share
+        return decide_cases(served, challengers, cases, matrix, self.settings.top_k, self.metrics)
 
     log_row = staticmethod(decision_record.log_row)
 

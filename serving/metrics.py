@@ -63,6 +63,19 @@ class Metrics:
             "Decision-log writes (submissions) the database failed to commit",
             registry=r,
         )
+        # Shadow scoring (serving/challengers.py): off the request path, so its losses are counted here.
+        self.shadow_decisions = Counter(
+            "keel_shadow_decisions", "Cases a shadow version scored and logged", ["model"], registry=r
+        )
+        self.shadow_dropped = Counter(
+            "keel_shadow_dropped",
+            "Cases not shadow-scored because the shadow queue was full",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "keel_shadow_failures", "Cases the shadow version failed to score or log", ["model"], registry=r
+        )
         self.ready = Gauge("keel_ready", "1 when every model is loaded and the service is ready", registry=r)
 
     def observe_commit(self, rows: int, seconds: float) -> None:

@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from keel.serving.challengers import ShadowScorer
 from keel.serving.database import Database
 from keel.serving.decider import Decider
 from keel.serving.decision_log import DecisionLog
@@ -30,6 +31,7 @@ class Runtime:
     decider: Decider
     loaded: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
+    _versions_shown: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def start(cls, state: StateSettings | None = None, settings: ServingSettings | None = None) -> Runtime:
@@ -50,15 +52,26 @@ class Runtime:
             models,
             Decider(models, decisions, settings, metrics),
         )
+        rt.decider.shadow = ShadowScorer(decisions, metrics, settings.top_k, settings.shadow_queue_cases)
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
         return rt
 
     def reload(self) -> ReloadReport:
         report = self.models.reload()
-        for name, served in self.models.snapshot.models.items():
-            ref = served.loaded.ref
-            self.metrics.model_version.labels(name, ref.alias or "").set(float(ref.version))
+        snap = self.models.snapshot
+        shown: set[tuple[str, str]] = set()
+        for name, served in snap.models.items():
+            challengers = snap.challengers.get(name)
+            extra = (challengers.shadow, challengers.canary) if challengers else ()
+            for version in (served, *extra):
+                if version is not None:
+                    ref = version.loaded.ref
+                    self.metrics.model_version.labels(name, ref.alias or "").set(float(ref.version))
+                    shown.add((name, ref.alias or ""))
+        for stale in self._versions_shown - shown:  # a shadow or canary that was switched off
+            self.metrics.model_version.remove(*stale)
+        self._versions_shown = shown
         for name in report.failed:
             self.metrics.reload_failures.labels(name).inc()
         return report
@@ -80,6 +93,8 @@ class Runtime:
     def close(self) -> None:
         self.stopping.set()
         self.keys.stop()
+        if self.decider.shadow is not None:
+            self.decider.shadow.close()
         self.decisions.close()
 
 

@@ -31,8 +31,14 @@ class ServingSettings(BaseSettings):
     threads: int = 8
     """Worker threads for request handling."""
 
-    reload_poll_seconds: float = 0.0
-    """Re-read registry aliases this often (0 = only on POST /v1/admin/reload)."""
+    reload_poll_seconds: float = 10.0
+    """Re-read registry aliases this often, so alias moves reach running replicas by themselves
+    (one registry listing per cycle; unchanged versions are not reloaded). 0: only on
+    POST /v1/admin/reload."""
+
+    shadow_queue_cases: int = 10_000
+    """Most live cases waiting for the shadow version; past it they are dropped (and counted in
+    keel_shadow_dropped), never waited for."""
 
     key_cache_seconds: float = 2.0
     """How long the service trusts its in-memory copy of the API keys (revocation delay)."""

@@ -259,7 +259,7 @@ def certify(
             order[0],
             s.min_decided,
             order_correct=order[1],
-            starts=s.risk_starts,
+            primary_share=s.risk_primary_share,
         )
     if seg not in contract.segment_fields:
         raise InvalidInput(
@@ -278,6 +278,6 @@ def certify(
         min_cases=s.segment_min_cases,
         fallback=s.segment_fallback,
         min_decided=s.min_decided,
-        starts=s.risk_starts,
+        primary_share=s.risk_primary_share,
         known_values=contract.spec(seg).categories,
     )

@@ -339,13 +339,15 @@ def rollback(name: str, *, actor: str, reason: str, state: StateSettings) -> His
 
 
 def pickup_note() -> str:
+    """When running replicas serve an alias move (printed by every command that moves one)."""
     from keel.serving.settings import ServingSettings
 
     poll = ServingSettings().reload_poll_seconds
     if poll > 0:
         return (
-            f"running replicas switch by themselves within {poll:g} s "
-            f"(KEEL_SERVE_RELOAD_POLL_SECONDS) plus the time to load the version"
+            f"running replicas pick this up by themselves within {poll:g} s "
+            f"(KEEL_SERVE_RELOAD_POLL_SECONDS) plus the time to load the version; "
+            f"POST /v1/admin/reload makes one switch now"
         )
     return (
         "alias polling is off (KEEL_SERVE_RELOAD_POLL_SECONDS=0): running replicas keep the old "

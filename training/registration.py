@@ -12,8 +12,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from keel.feature_defs.contract import Contract, load_contract
+from keel.models.aliases import REGISTER, move_alias, os_user
 from keel.models.bundle import POLICY, REFERENCE, REFERENCE_OUTPUTS, SPEC, reseal_bundle, write_json
 from keel.models.decision_model import DecisionModel
+from keel.models.history import History
 from keel.models.model_code import keel_code_tree, public_requirements
 from keel.models.registry import (
     CHAMPION,
@@ -129,8 +131,12 @@ def train_and_register(
     contract: Contract | None = None,
     policy_text: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    actor: str | None = None,
 ) -> Registered:
     """Train on `frame`, log the run, register a version; first version becomes champion.
+
+    The alias it gets is an alias move like any other, in the history under `actor` (default:
+    the operating-system user).
 
     `contract` and `policy_text` default to the packaged ones of a shipped model; both are sealed
     in the version. A policy that does not fit the contract is refused before training."""
@@ -191,7 +197,16 @@ def train_and_register(
     client.set_registered_model_tag(name, MODEL_TAG, code_version())
     # A version that certifies nothing never becomes champion by itself (training/certification.py).
     alias = first_alias(result.risk.certified, not _is_first_version(client, name))
-    client.set_registered_model_alias(name, alias, version)
+    move_alias(
+        History(state.log_url, client),
+        name,
+        alias,
+        version,
+        action=REGISTER,
+        actor=actor or os_user(),
+        reason=f"trained on {source} ({len(frame)} rows); "
+        + ("certified" if result.risk.certified else "certifies nothing"),
+    )
     aliases: tuple[str, ...] = (alias,)
     return Registered(name, version, aliases, run.info.run_id, result)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,9 +46,10 @@ class TrainingSettings(BaseSettings):
     min_decided: int = 300
     """Decided risk-control cases at the most conservative threshold the search starts from."""
 
-    risk_starts: int = 3
-    """Fixed sequences the threshold search runs, each at delta/risk_starts (Bonferroni), so one
-    unlucky first test cannot end the search at zero coverage."""
+    risk_primary_share: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Share of delta on the threshold search's lowest-bound start; the rest goes to its
+    expected-coverage start (training/risk_control.py), so one unlucky first test cannot end the
+    search at zero coverage. 1.0: a single fixed sequence."""
 
     segment_fields: dict[str, str] = {}
     """Per-model segment field for segment-conditional risk control, e.g. {"discount_band": "region"}

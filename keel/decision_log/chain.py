@@ -1,4 +1,5 @@
-"""The decision log's hash chains: which columns a row's hash covers and how it is computed.
+"""The decision log's hash chains (decisions, feedback, alias moves): which columns a row's hash
+covers and how it is computed.
 
 A row's hash links it to the previous row: HMAC-SHA256 under the chain key named in the row's
 `key_id` of (previous hash, "\\n", sha256 of the row content). Rows written before the log had a
@@ -19,6 +20,7 @@ import numbers
 from typing import Any
 
 __all__ = [
+    "ALIAS_COLUMNS",
     "BATCH",
     "BATCH_CALLER_PREFIX",
     "CHAINS",
@@ -64,7 +66,20 @@ FEEDBACK_COLUMNS = (
     "kind",
     "record",
 )
-CHAINS = {"decisions": DECISION_COLUMNS, "feedback": FEEDBACK_COLUMNS}
+ALIAS_COLUMNS = (
+    "model",
+    "alias",
+    "action",
+    "from_version",
+    "to_version",
+    "actor",
+    "reason",
+    "forced",
+    "gates",
+    "created_at",
+)
+"""An alias move (keel.decision_log.alias_history): `forced` a boolean, `gates` JSON text."""
+CHAINS = {"decisions": DECISION_COLUMNS, "feedback": FEEDBACK_COLUMNS, "alias_history": ALIAS_COLUMNS}
 
 BATCH_CALLER_PREFIX = "batch:"
 """Callers of decisions logged by `keel score --log` (their origin is `batch`)."""

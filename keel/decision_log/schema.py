@@ -1,6 +1,7 @@
 """The decision log's tables as SQLAlchemy Core definitions: the schema the migrations arrive at.
 
-`decisions` and `feedback` are hash chains (keel.decision_log.chain); `chain_heads` holds each
+`decisions`, `feedback` and `alias_history` (every move of a model's registry aliases) are hash
+chains (keel.decision_log.chain); `chain_heads` holds each
 chain's last (seq, hash) so a truncation shows; `api_keys` sits beside the log so every replica
 sees the same keys. `key_id` names the chain key a row was signed with (NULL: an unkeyed row).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["api_keys", "chain_heads", "decisions", "feedback", "metadata"]
+__all__ = ["alias_history", "api_keys", "chain_heads", "decisions", "feedback", "metadata"]
 
 metadata = sa.MetaData()
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
@@ -90,6 +91,26 @@ feedback = sa.Table(
     sa.Column("key_id", sa.Text),
 )
 sa.Index("feedback_decision", feedback.c.decision_id)
+
+alias_history = sa.Table(
+    "alias_history",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("alias", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("from_version", sa.Text),
+    sa.Column("to_version", sa.Text),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("gates", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("row_hash", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
+)
+sa.Index("alias_history_model", alias_history.c.model, alias_history.c.seq)
 
 chain_heads = sa.Table(
     "chain_heads",

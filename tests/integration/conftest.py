@@ -64,6 +64,9 @@ def start_server(
     port = free_port()
     env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Alias moves reach a test's server only by POST /v1/admin/reload unless it asks for polling
+    # (polling_server), so a test that reloads by hand sees exactly its own reload.
+    env["KEEL_SERVE_RELOAD_POLL_SECONDS"] = "0"
     env.update(extra_env or {})  # after the pop: a test may point the server at a tracking server
     if log_url:
         env["KEEL_DECISION_LOG_URL"] = log_url
@@ -111,3 +114,31 @@ def server(
     srv.keys = keys
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def polling_server(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A `keel serve` of its own (own decision log) polling the session's registry every 0.5 s,
+    and the `keel` CLI environment that moves aliases on it; afterwards the session's champions
+    are back and no shadow or canary is left."""
+    from keel.models import registry
+
+    from tests.conftest import cli_env
+
+    log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    keys = make_keys(log_url, "poll")
+    srv = start_server(store, tmp_path, log_url, extra_env={"KEEL_SERVE_RELOAD_POLL_SECONDS": "0.5"})
+    srv.keys = keys
+    env = cli_env(store, KEEL_DECISION_LOG_URL=log_url, KEEL_SERVE_RELOAD_POLL_SECONDS="0.5")
+    try:
+        yield srv, env
+    finally:
+        srv.stop()
+        client = registry.client()
+        for name, version in registered.items():
+            registry.promote(name, version)
+            for alias in (registry.SHADOW, registry.CANARY):
+                if registry.has_alias(name, alias):
+                    client.delete_registered_model_alias(name, alias)

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from keel.models import registry
 from keel.training.generators import generate
 
-from tests.conftest import Store, cli_env, run_keel
-from tests.integration.conftest import Server, make_keys, start_server
+from tests.conftest import run_keel
+from tests.integration.conftest import Server
 
 MODEL = "discount_band"
 
@@ -52,26 +50,10 @@ class Traffic:
         assert self.version == version, f"service still serves v{self.version}, expected v{version}"
 
 
-@pytest.fixture
-def served(
-    store: Store, registered: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[Server, dict[str, str]]]:
-    log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    keys = make_keys(log_url, "promo")
-    server = start_server(store, tmp_path, log_url, extra_env={"KEEL_SERVE_RELOAD_POLL_SECONDS": "0.5"})
-    server.keys = keys
-    env = cli_env(store, KEEL_DECISION_LOG_URL=log_url, KEEL_SERVE_RELOAD_POLL_SECONDS="0.5")
-    try:
-        yield server, env
-    finally:
-        server.stop()
-        registry.promote(MODEL, registered[MODEL])  # leave the session's champion as it was
-
-
 def test_degenerate_candidate_is_refused_forced_recorded_and_rolled_back(
-    served: tuple[Server, dict[str, str]], registered: dict[str, str], tmp_path: Path
+    polling_server: tuple[Server, dict[str, str]], registered: dict[str, str], tmp_path: Path
 ) -> None:
-    server, env = served
+    server, env = polling_server
     champion = registered[MODEL]
     tiny = tmp_path / "tiny.csv"
     generate(MODEL, 20, seed=5).to_csv(tiny, index=False)
@@ -133,8 +115,13 @@ def test_degenerate_candidate_is_refused_forced_recorded_and_rolled_back(
 
     shown = run_keel(env, "history", MODEL)
     assert shown.returncode == 0 and "hash chain intact" in shown.stdout
-    actions = [line.split()[2] for line in shown.stdout.splitlines()[1:]]
-    assert actions == ["promote", "rollback", "request", "approve", "rollback"]
+    moves = [line.split()[2:4] for line in shown.stdout.splitlines()[1:]]
+    # training's own alias move first: the degenerate version registered as challenger
+    assert moves == [["register", "challenger"]] + [
+        [action, "champion"] for action in ("promote", "rollback", "request", "approve", "rollback")
+    ]
     assert "FORCED" in shown.stdout and "reason: drill" in shown.stdout
     mirrored = registry.client().get_registered_model(MODEL).tags
-    assert sum(k.startswith("keel.history.0") for k in mirrored) >= 5
+    assert sum(k.startswith("keel.history.0") for k in mirrored) >= 6
+    verified = run_keel(env, "verify-log")  # the moves are rows of the decision log's chains
+    assert verified.returncode == 0 and "hash chains intact" in verified.stdout, verified.stderr

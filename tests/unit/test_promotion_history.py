@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -16,6 +18,11 @@ from keel.training.from_log import REVIEW_HANDLING_TAG, mixed_training_frame
 from keel.training.generators import generate
 from keel.training.pipeline import check_class_counts, time_splits
 
+from keel.decision_log.alias_history import legacy_alias_hash
+from keel.decision_log.database import Database
+from keel.decision_log.log_key import create_key_file, load_keys
+from keel.decision_log.migrations import upgrade
+from keel.decision_log.verify import verify
 from keel.errors import InvalidInput, RegistryError
 
 
@@ -38,6 +45,86 @@ def test_history_chains_rows_and_names_the_first_tampered_one(tmp_path: Path) ->
         conn.execute(sa.text("UPDATE alias_history SET reason = 'routine' WHERE seq = 1"))
     check = history.verify()
     assert not check.ok and check.bad_seq == 1 and "hash" in check.problem
+    whole = verify(history.db)  # the history is one of the decision log's chains
+    assert not whole.ok and (whole.table, whole.bad_seq) == ("alias_history", 1)
+
+
+def _legacy_history(url: str) -> None:
+    """A log at revision 0003 with an alias_history table as keel.models.history made it before
+    the history joined the log's chains: plain sha256 over each row's sorted JSON content."""
+    db = Database(url)
+    upgrade(db.engine, db.is_postgres, to="0003")
+    prev = "0" * 64
+    with db.engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE alias_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, "
+            "alias TEXT NOT NULL, action TEXT NOT NULL, from_version TEXT, to_version TEXT, actor TEXT "
+            "NOT NULL, reason TEXT NOT NULL, forced BOOLEAN NOT NULL, gates TEXT NOT NULL, created_at "
+            "TEXT NOT NULL, prev_hash TEXT NOT NULL UNIQUE, row_hash TEXT NOT NULL)"
+        ))  # fmt: skip
+        for i, (frm, to) in enumerate([(None, "1"), ("1", "2")]):
+            content = {"model": "routing", "alias": "champion", "action": "register" if i == 0 else "promote",
+                       "from_version": frm, "to_version": to, "actor": "ann", "reason": "", "forced": i == 1,
+                       "gates": [{"criterion": "c", "passed": True, "detail": "d"}] * i,
+                       "created_at": f"2026-01-0{i + 1}T00:00:00+00:00"}  # fmt: skip
+            body = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+            row_hash = hashlib.sha256(f"{prev}\n{body}".encode()).hexdigest()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alias_history (model, alias, action, from_version, to_version, actor, "
+                    "reason, forced, gates, created_at, prev_hash, row_hash) VALUES (:model, :alias, "
+                    ":action, :from_version, :to_version, :actor, :reason, :forced, :gates, :created_at, "
+                    ":prev, :hash)"
+                ),
+                {**content, "gates": json.dumps(content["gates"]), "prev": prev, "hash": row_hash},
+            )
+            prev = row_hash
+    db.dispose()
+
+
+def test_history_rows_from_before_the_log_chain_migrate_and_still_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    _legacy_history(url)
+    keyfile = tmp_path / "chain.key"
+    key_id = create_key_file(keyfile)  # made after the old rows: they stay unkeyed, in the old format
+    monkeypatch.setenv("KEEL_LOG_KEY_FILE", str(keyfile))
+    history = History(url)
+    assert history.verify().ok and [e.action for e in history.entries()] == ["register", "promote"]
+    history.append(move(ROLLBACK, "2", "1", reason="overrides up"))
+    result = verify(history.db, load_keys(keyfile))
+    assert result.ok and result.heads["alias_history"][0] == 3 and result.key_ids == [key_id], result
+    assert history.entries()[1].forced and history.entries()[1].gates[0]["criterion"] == "c"
+    with history.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alias_history SET actor = 'mallory' WHERE seq = 1"))
+    broken = verify(history.db, load_keys(keyfile))
+    assert not broken.ok and (broken.table, broken.bad_seq) == ("alias_history", 1)
+
+
+def test_only_migrated_rows_may_use_the_old_hash_format(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    history = History(url)
+    history.append(move(PROMOTE, "1", "2"))
+    # Someone without the chain key appends a row hashed the old way after the migration.
+    values = ("routing", "champion", "promote", "2", "9", "mallory", "", 0, "[]", "2026-02-01T00:00:00+00:00")
+    (prev,) = history.engine.connect().execute(sa.text("SELECT row_hash FROM alias_history")).one()
+    forged = legacy_alias_hash(prev, values)
+    with history.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO alias_history (model, alias, action, from_version, to_version, actor, reason, "
+                "forced, gates, created_at, prev_hash, row_hash) VALUES (:v0, :v1, :v2, :v3, :v4, :v5, :v6, "
+                ":v7, :v8, :v9, :prev, :hash)"
+            ),
+            {**{f"v{i}": v for i, v in enumerate(values)}, "prev": prev, "hash": forged},
+        )
+        conn.execute(
+            sa.text("UPDATE chain_heads SET seq = 2, row_hash = :h WHERE name = 'alias_history'"),
+            {"h": forged},
+        )
+    check = history.verify()
+    assert not check.ok and check.bad_seq == 2
 
 
 def test_rollback_target_follows_promotions_and_rollbacks() -> None:

@@ -19,7 +19,7 @@ from keel.monitoring.explain_report import render_decision
 from keel.monitoring.frames import reference_frame
 from keel.monitoring.report import SECTION_HEADINGS, ReportSections, add_to_workspace, write_report
 from keel.serving.decider import Decider
-from keel.serving.model_set import Served
+from keel.serving.model_set import ModelSet, Served
 from keel.serving.policy import load_policy
 from keel.serving.settings import ServingSettings
 from keel.training.generators import generate
@@ -158,7 +158,8 @@ def _decisions(model: DecisionModel, n: int) -> list[dict[str, Any]]:
     cases[0]["case_id"] = HOSTILE
     ref = VersionRef(MODEL, "1", "champion", {}, None)
     served = Served(LoadedModel(ref, model), load_policy(MODEL))
-    decider = Decider(cast(Any, None), cast(Any, None), ServingSettings(), cast(Any, None))
+    models = ModelSet("champion", Path("."), names=(MODEL,))  # nothing loaded: no shadow or canary
+    decider = Decider(models, cast(Any, None), ServingSettings(), cast(Any, None))
     matrix = model.contract.validate_records(cases).matrix
     assert matrix is not None
     return decider._decide_valid(served, cases, matrix)

@@ -6,8 +6,10 @@ from keel.models.calibration import TemperatureScaler, softmax
 from keel.models.thresholds import ThresholdRule
 from keel.training.risk_control import (
     NEVER_DECIDE,
+    Start,
     abstention_record,
     clopper_pearson_upper,
+    fallback_test,
     select_segment_thresholds,
     select_threshold,
 )
@@ -52,29 +54,62 @@ def test_temperature_scaling_recovers_the_generating_temperature() -> None:
     np.testing.assert_allclose(scaler.predict_proba(logits * 2.5).sum(axis=1), 1.0)
 
 
-def _stumbling_at_the_easiest_start() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ordering split: no errors above 0.6, so its easiest start is right at 0.6. Risk split: a
-    cluster of errors just above 0.6 makes that first test fail, while everything above 0.63 is
-    clean and certifiable."""
+def test_fallback_hands_a_rejected_level_on_and_keeps_a_failed_start_going() -> None:
+    delta, alpha = 0.05, 0.02
+    # p-values P(Bin(n, alpha) <= k): 300 without an error 0.0023 (passes at 0.2 delta = 0.01);
+    # 600 with 6 errors 0.044 (passes at delta, not at 0.8 delta); 600 with 5 errors 0.0195.
+    n = np.array([300, 600, 700, 800])
+    k = np.array([0, 6, 30, 40])  # candidates 2 and 3 fail at any level
+    first, second = Start(0, 0.2, "a"), Start(1, 0.8, "b")
+    found, level, tested = fallback_test(n, k, [first, second], alpha, delta)
+    assert (found, tested) == (1, 3) and level == pytest.approx(delta)  # 0 handed its 0.2 delta on
+    # The first start fails: the second still runs, at its own share only.
+    found, level, _ = fallback_test(np.array([300, 600]), np.array([9, 5]), [first, second], alpha, delta)
+    assert found == 1 and level == pytest.approx(0.8 * delta)
+    # 600 with 6 errors fails at the second start's own share: nothing is certified.
+    found, _, _ = fallback_test(np.array([300, 600]), np.array([9, 6]), [first, second], alpha, delta)
+    assert found is None
+
+
+def test_family_wise_error_at_most_delta_where_no_threshold_is_good_enough() -> None:
+    """Every candidate's selective error is exactly alpha (the boundary of the null hypotheses),
+    so any certified threshold is a false certification: at most delta of draws may certify."""
+    alpha, delta, draws = 0.05, 0.1, 400
+    rng = np.random.default_rng(11)
+    certified = 0
+    for _ in range(draws):
+        conf, order = rng.uniform(0.3, 1.0, 1500), rng.uniform(0.3, 1.0, 1500)
+        correct, order_correct = rng.random(1500) >= alpha, rng.random(1500) >= alpha
+        rc = select_threshold(conf, correct, alpha, delta, order, 100, order_correct=order_correct)
+        certified += rc.certified
+    assert certified <= binom.ppf(0.999, draws, delta), f"{certified}/{draws} false certifications"
+    assert certified >= 1  # not vacuous: the procedure does reject at this level now and then
+
+
+def test_a_failed_lowest_bound_start_does_not_end_at_zero_coverage() -> None:
+    """The risk split has 25 errors among its cases above the lowest-bound start (too many for
+    its test) and none between the two starts, so the more liberal start certifies."""
     rng = np.random.default_rng(5)
     n = 4000
     order = rng.uniform(0.3, 1.0, n)
-    order_correct = order >= 0.6
+    order_correct = rng.random(n) >= np.where(order < 0.6, 0.5, 0.004)
     conf = rng.uniform(0.3, 1.0, n)
-    correct = ~((conf < 0.6) | ((conf < 0.62) & (rng.random(n) < 0.7)))
-    return conf, correct, order, order_correct
-
-
-def test_one_failed_first_test_does_not_end_at_zero_coverage() -> None:
-    conf, correct, order, order_correct = _stumbling_at_the_easiest_start()
-    single = select_threshold(conf, correct, 0.02, 0.05, order, order_correct=order_correct, starts=1)
-    assert single.threshold == NEVER_DECIDE  # the former single-start search gives up here
-    multi = select_threshold(conf, correct, 0.02, 0.05, order, order_correct=order_correct, starts=3)
-    assert multi.starts == 3 and multi.test_delta == pytest.approx(0.05 / 3)
-    assert multi.certified and multi.upper_bound <= 0.02
-    assert 0.6 < multi.threshold < 0.7 and multi.coverage > 0.4
-    decided = conf >= multi.threshold
-    assert multi.errors == int((~correct[decided]).sum())
+    nodes = select_threshold(conf, conf > 0, 0.02, 0.05, order, order_correct=order_correct).start_nodes
+    by_rule = {s["rule"]: s["threshold"] for s in nodes}
+    lowest, likely = by_rule["lowest bound"], by_rule["expected coverage"]
+    assert likely < lowest
+    correct = conf >= likely
+    correct[np.flatnonzero(conf >= lowest)[:25]] = False
+    single = select_threshold(
+        conf, correct, 0.02, 0.05, order, order_correct=order_correct, primary_share=1.0
+    )
+    assert single.threshold == NEVER_DECIDE  # one fixed sequence from that start gives up here
+    fallback = select_threshold(conf, correct, 0.02, 0.05, order, order_correct=order_correct)
+    assert fallback.start_nodes == nodes  # the starts come from the ordering split alone
+    assert fallback.certified and fallback.upper_bound <= 0.02 and fallback.threshold <= likely
+    assert fallback.test_delta == pytest.approx(0.05 * 0.2)  # the expected-coverage start's own share
+    decided = conf >= fallback.threshold
+    assert fallback.errors == int((~correct[decided]).sum()) == 25 and fallback.coverage > 0.5
 
 
 def _segmented(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +131,7 @@ def test_segment_control_holds_each_segment_and_falls_back_for_small_ones() -> N
     assert set(control.segments) == {"A", "B"} and control.fallback_values == ["C", "D"]
     a, b = control.segments["A"], control.segments["B"]
     # delta split over overall + 2 segments, then over the starts of each search
-    assert a.delta == pytest.approx(0.05 / 3) and a.test_delta == pytest.approx(0.05 / 3 / a.starts)
+    assert a.delta == pytest.approx(0.05 / 3) and a.test_delta <= 0.05 / 3 + 1e-12
     assert a.upper_bound <= 0.05 and b.upper_bound <= 0.05
     # True selective errors at t: A (1-t)/8, B (1-t)/4; both certified with margin, B stricter.
     assert (1 - a.threshold) / 8 <= 0.05 and (1 - b.threshold) / 4 <= 0.05
