@@ -57,20 +57,19 @@ class BatchDecision:
         if self.contributions is None:
             return None
         row = self.contributions[i]
-        order = np.argsort(-np.abs(row[:-1]), kind="stable")
-        if top_k is not None:
-            order = order[:top_k]
+        order = np.argsort(-np.abs(row[:-1]), kind="stable")[:top_k].tolist()
+        shap, values, names = row.tolist(), self.matrix[i].tolist(), self.feature_names  # plain floats
         k = int(self.predicted[i])
         return {
             "class": self.classes[k],
             "output": "raw_score",
-            "base_value": float(row[-1]),
+            "base_value": shap[-1],
             "raw_score": float(self.raw[i, k]),
             "contributions": [
                 {
-                    "feature": self.feature_names[j],
-                    "value": contract.decode_value(self.feature_names[j], float(self.matrix[i, j])),
-                    "contribution": float(row[j]),
+                    "feature": names[j],
+                    "value": contract.decode_value(names[j], values[j]),
+                    "contribution": shap[j],
                 }
                 for j in order
             ],

@@ -117,7 +117,8 @@ class Decider:
             await committed
         finally:
             self._inflight -= 1
-        self.metrics.observe_decisions(plan.model, out)
+        # Counted once the response is on its way: the caller sends it before the loop runs this.
+        asyncio.get_running_loop().call_soon(self.metrics.observe_decisions, plan.model, out)
         return rendered
 
     def limiter(self) -> anyio.CapacityLimiter:
