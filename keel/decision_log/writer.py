@@ -317,11 +317,10 @@ class DecisionLog:
                 raise _Broken from exc  # the database refuses every write (read-only, full disk...)
             return
         elapsed = time.perf_counter() - started
+        hook, written = self.on_commit, sum(len(s.values) for s in batch)
         for sub, result in zip(batch, results, strict=True):
             sub.result = result
-        deliver(batch)  # waiters first: the metrics hook is not what they wait for
-        if self.on_commit is not None:
-            self.on_commit(sum(len(s.values) for s in batch), elapsed)
+        deliver(batch, None if hook is None else lambda: hook(written, elapsed))
 
     def _timed_out_by(self, exc: BaseException) -> LogUnavailable:
         # The database's own words stay in the server log; the client hears only the outcome.
