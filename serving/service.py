@@ -182,9 +182,9 @@ def asgi_app() -> Any:
     (which builds the URL to find it excluded) and its timeout middleware (one more task per
     request) before the gate: 5 to 6% of a decide request's server CPU, on its latency path,
     for a route that needs none of them (the gate answers errors itself; the log's commit
-    timeout bounds the wait). A second gate in front answers decide and hands every other request, untouched, to
-    BentoML's app, where the full gate above still checks it; run any other way (`bentoml
-    serve`), the service answers decide from that inner gate, the same way.
+    timeout bounds the wait). A second gate in front answers decide and hands every other
+    request, untouched, to BentoML's app, where the full gate above still checks it; run any
+    other way (`bentoml serve`), the service answers decide from that inner gate, the same way.
     """
     from bentoml._internal.context import server_context
 
