@@ -83,6 +83,7 @@ class DecisionModel:
         self.bundle = bundle
         self.spec: DecisionSpec = decision_spec(bundle)
         self.contract = self.spec.contract
+        self.feature_names = self.contract.feature_names  # built once, not per decided batch
         self.classes = self.spec.classes
         self.tree = TreeModel(bundle.booster_text)
         if self.tree.num_class != len(self.classes):
@@ -114,7 +115,7 @@ class DecisionModel:
         thresholds, applied = self.threshold_rule.applies(segment_values, len(matrix))
         return BatchDecision(
             classes=self.classes,
-            feature_names=self.contract.feature_names,
+            feature_names=self.feature_names,
             matrix=matrix,
             raw=raw,
             probabilities=proba,
