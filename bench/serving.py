@@ -15,15 +15,18 @@ benchmark checks both, and afterwards looks up every decision_id Keel answered i
 Measured per endpoint and round: latency at concurrency 1 (`--requests` sequential requests on
 one keep-alive connection after `--warmup`), then throughput at `--concurrency` (one thread and
 one keep-alive connection each, for `--duration` seconds). Rounds alternate which endpoint goes
-first; reported numbers are medians over `--repeats` rounds. Non-200 answers and failed
-requests are counted as errors and excluded from latencies and throughput. Each phase also
-records the server process's CPU time per answered request (from /proc).
+first; reported numbers are medians over `--repeats` rounds (at least three), with each
+round's ratios and load averages beside them. Non-200 answers and failed requests are counted
+as errors and excluded from latencies and throughput. Each phase also records the server
+process's CPU time per answered request (from /proc), the figure to judge changes by on a busy
+machine, and the run records a bare 4 KiB fdatasync's latency on the log's disk before and
+after the rounds: the floor under every durable commit, which the bare endpoint never pays.
 
 The load generator (bench/http_load.py) runs in this process on the same machine.
 
 Targets (from issue 9): Keel's p50 <= the bare endpoint's, throughput at 16 connections >= it.
 
-    python -m bench.serving [--requests 1000] [--duration 5] [--concurrency 16] [--repeats 3]
+    python -m bench.serving [--requests 1000] [--duration 5] [--concurrency 16] [--repeats 5]
                             [--keep-state DIR] [--threads 8] [--client raw|httpx]
 
 Without --keep-state the state (models trained with `keel train`, the decision log) lives in a
@@ -170,6 +173,47 @@ def log_pragmas(db: Path) -> dict[str, Any]:
     }
 
 
+def fsync_probe(folder: Path, n: int = 200) -> dict[str, float]:
+    """Latency of a bare 4 KiB overwrite + fdatasync in the log's folder: the disk's own floor
+    under each durable commit (SQLite WAL, synchronous=FULL, syncs once per commit)."""
+    path = folder / f".fsync-probe-{os.getpid()}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    took = []
+    try:
+        for i in range(n):
+            os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            took.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    ms = np.asarray(took) * 1000
+    return {"p50_ms": round(float(np.median(ms)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3)}
+
+
+def server_stack() -> dict[str, str]:
+    """What uvicorn runs both servers on (both launch it with the same defaults: loop and HTTP
+    parser "auto", so uvloop and httptools when installed, as here for both)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    httptools = importlib.util.find_spec("httptools") is not None
+    return {
+        "uvicorn": version("uvicorn"),
+        "loop": f"uvloop {version('uvloop')}" if uvloop else "asyncio",
+        "http": f"httptools {version('httptools')}" if httptools else "h11",
+        "bentoml": version("bentoml"),
+    }
+
+
 def check_answers(keel: Endpoint, bare: Endpoint, make: Callable[[Endpoint], Client]) -> dict[str, Any]:
     """One request each: both 200, same model version, same decided class, explanation present."""
     out: dict[str, Any] = {}
@@ -283,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 info_client.close()
             db = home / "decisions.db"
             rows_before = decision_rows(db)
+            fsync_before = fsync_probe(home)
             keel_ok = 0
             rounds: list[dict[str, Any]] = []
             for r in range(args.repeats):
@@ -310,7 +355,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rnd["throughput_keel_over_bare"] = _ratio(
                     rnd["keel"][tk]["throughput_rps"], rnd["bare"][tk]["throughput_rps"]
                 )
+                rnd["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
                 rounds.append(rnd)
+                note(
+                    f"round {r + 1}: p50 ratio {rnd['p50_keel_over_bare']}, "
+                    f"throughput ratio {rnd['throughput_keel_over_bare']}, load {rnd['loadavg_1_5_15']}"
+                )
             rows_logged = decision_rows(db) - rows_before
             assert keel.ids is not None
             missing = missing_decisions(db, keel.ids)
@@ -318,12 +368,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "before": [round(x, 2) for x in load_before],
                 "after": [round(x, 2) for x in os.getloadavg()],
             }
+            fsync = {"before_rounds": fsync_before, "after_rounds": fsync_probe(home)}
             pragmas = log_pragmas(db)
         finally:
             stopped = {s.name: s.stop() for s in servers}
             note(f"servers stopped: {stopped}")
     logged = {"rows": rows_logged, "answered": keel_ok, "ids_checked": len(keel.ids), "ids_missing": missing}
-    return report(args, rounds, check, info, ready, pragmas, logged, prepare_s, home, load)
+    return report(args, rounds, check, info, ready, pragmas, logged, prepare_s, home, load, fsync)
 
 
 def report(
@@ -337,6 +388,7 @@ def report(
     prepare_s: float,
     home: Path,
     load: dict[str, list[float]],
+    fsync: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
     ck = f"c{args.concurrency}"
     endpoints: dict[str, Any] = {}
@@ -390,6 +442,7 @@ def report(
             "durable_logging": "on: SQLite decision log "
             f"(journal_mode={pragmas['journal_mode']}, synchronous={pragmas['synchronous']}), each decision "
             "committed (group commit, hash chained) before its response",
+            "disk_fdatasync_4k": fsync,
             "decisions_logged_during_run": logged["rows"],
             "keel_200s_during_run": logged["answered"],
             "decision_ids_looked_up_in_log": logged["ids_checked"],
@@ -414,8 +467,11 @@ def report(
             "booster.predict(row, num_threads=1) -> class probabilities",
             "keel_per_request": "auth -> body limit -> parse (orjson) -> contract validation -> predict -> "
             "TreeSHAP of the decided class -> policy -> durable log commit -> response",
-            "servers": "one process each: uvicorn over Service.to_asgi(is_main=True), workers=1, "
-            "BentoML metrics middleware off in both; bench/bare_service.py imports nothing of Keel",
+            "servers": "one process each, uvicorn.run with the same arguments (loop and HTTP parser "
+            "auto) over the service's BentoML app (Service.to_asgi(is_main=True)), workers=1, BentoML "
+            "metrics middleware off in both; Keel answers its decide route in front of BentoML's "
+            "middleware (serving/service.py asgi_app); bench/bare_service.py imports nothing of Keel",
+            "server_stack": server_stack(),
             "threads": args.threads,
             "requests_at_c1": args.requests,
             "warmup_at_c1": args.warmup,
@@ -446,7 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100, help="warm-up requests before each latency phase")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per throughput phase")
     p.add_argument("--concurrency", type=int, default=16, help="client threads in the throughput phase")
-    p.add_argument("--repeats", type=int, default=3, help="rounds (each measures both endpoints)")
+    p.add_argument("--repeats", type=int, default=5, help="rounds (each measures both endpoints; at least 3)")
     p.add_argument("--max-requests", type=int, default=200_000, help="cap on requests per throughput phase")
     p.add_argument("--keep-state", metavar="DIR", help="state folder to reuse and keep (default: temp)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("KEEL_SERVE_THREADS", "8")))
@@ -454,9 +510,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--other-rows", type=int, default=5_000, help="training rows of the two other models")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw")
     args = p.parse_args(argv)
-    for name in ("requests", "concurrency", "repeats", "max_requests", "threads"):
+    for name in ("requests", "concurrency", "max_requests", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.repeats < 3:
+        p.error("--repeats must be at least 3 (the target is a median over three alternating rounds)")
     if not 0 < args.duration <= 600:
         p.error("--duration must be in (0, 600] seconds")
     return args

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from itertools import islice
 from pathlib import Path
@@ -46,7 +46,7 @@ class FieldSpec:
     feature: bool = True
     segment: bool = False
 
-    @property
+    @cached_property
     def codes(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.categories)}
 
@@ -160,7 +160,7 @@ class Contract:
         errors: list[FieldError] = []
         if not records:
             return ValidationResult(None, [FieldError(-1, "cases", "no cases given")])
-        known = set(self.field_names) | RESERVED_KEYS
+        known = self._known
         count = 0
         for row, rec in enumerate(records):
             if not isinstance(rec, Mapping):
@@ -169,22 +169,56 @@ class Contract:
                 continue
             # Counted by intersecting with the known names, which CPython does by walking the
             # smaller side: constant time however many keys were sent.
-            count += len(rec) - len(rec.keys() & known)
-            room = max(0, MAX_ERRORS - len(errors))
-            listed = islice((k for k in rec if k not in known), room)  # in the order sent
-            errors.extend(FieldError(row, k, "unknown field") for k in listed)
+            unknown = len(rec) - len(rec.keys() & known)
+            if unknown:
+                count += unknown
+                room = max(0, MAX_ERRORS - len(errors))
+                listed = islice((k for k in rec if k not in known), room)  # in the order sent
+                errors.extend(FieldError(row, k, "unknown field") for k in listed)
             if "case_id" in rec and not _valid_case_id(rec["case_id"]):
                 count += 1
                 errors.append(FieldError(row, "case_id", "must be a string of 1 to 200 characters"))
         if any(not isinstance(rec, Mapping) for rec in records):
             return ValidationResult(None, errors[:MAX_ERRORS], count)
-        columns = {f.name: [rec.get(f.name, _MISSING) for rec in records] for f in self.fields}
-        result = self._validate_columns(columns, len(records))
+        result = self._validate_rows(records)
         if errors:
             # An unknown key must not hide the same case's other problems: report them all at once.
             both = sorted([*errors, *result.errors], key=lambda e: (e.row, e.field))
             return ValidationResult(None, both[:MAX_ERRORS], count + result.error_count)
         return result
+
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(self.field_names) | RESERVED_KEYS
+
+    @cached_property
+    def _layout(self) -> tuple[tuple[FieldSpec, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """Fields in contract order, the positions of the feature fields among them, and of each
+        derived feature's two arguments: how one case's encoded values become a matrix row."""
+        position = {f.name: i for i, f in enumerate(self.fields)}
+        features = tuple(position[f.name] for f in self.feature_fields)
+        derived = tuple((position[d.args[0]], position[d.args[1]]) for d in self.derived)
+        return self.fields, features, derived
+
+    def _validate_rows(self, records: Sequence[Mapping[str, Any]]) -> ValidationResult:
+        """The value checks of `validate_records`, case by case: JSON cases arrive as rows, and a
+        request usually holds one, for which building per-field columns costs more than checking.
+        Same rules and errors as the column path of `validate_frame` (`_encode_one`)."""
+        fields, features, derived = self._layout
+        errors: list[FieldError] = []
+        rows: list[list[float]] = []
+        for row, rec in enumerate(records):
+            codes: list[float] = []
+            for spec in fields:
+                problem, code = _encode_one(spec, rec.get(spec.name, _MISSING))
+                if problem:
+                    errors.append(FieldError(row, spec.name, problem))
+                codes.append(code)
+            rows.append([codes[i] for i in features] + [codes[a] - codes[b] for a, b in derived])
+        if errors:
+            errors.sort(key=lambda e: (e.row, e.field))
+            return ValidationResult(None, errors[:MAX_ERRORS], len(errors))
+        return ValidationResult(np.array(rows, dtype=np.float64), [])
 
     def validate_frame(self, frame: pd.DataFrame, extra_ok: Sequence[str] = ()) -> ValidationResult:
         """Validate a whole table (training data, a user's CSV/Parquet, monitoring windows)."""
@@ -274,23 +308,28 @@ def _encode_column(spec: FieldSpec, column: Any, n: int) -> tuple[np.ndarray, li
         return _encode_numeric_array(spec, column.to_numpy(dtype=np.float64, na_value=np.nan))
     out = np.empty(n, dtype=np.float64)
     errors: list[FieldError] = []
-    codes = spec.codes
     for row, value in enumerate(column):
-        if value is _MISSING:
-            errors.append(FieldError(row, spec.name, "missing field"))
-            continue
-        if _is_null(value) or value is pd.NA or value is pd.NaT:
-            if spec.nullable:
-                out[row] = np.nan
-            else:
-                errors.append(FieldError(row, spec.name, "must not be null"))
-            continue
-        problem, code = _encode_value(spec, value, codes)
+        problem, code = _encode_one(spec, value)
         if problem:
             errors.append(FieldError(row, spec.name, problem))
         else:
             out[row] = code
     return out, errors
+
+
+def _encode_one(spec: FieldSpec, value: Any) -> tuple[str | None, float]:
+    """One value of a field: (problem, 0.0), or (None, its float64 code; NaN for an allowed null)."""
+    if value is _MISSING:
+        return "missing field", 0.0
+    if _is_null(value) or value is _NA or value is _NAT:
+        return (None, math.nan) if spec.nullable else ("must not be null", 0.0)
+    return _encode_value(spec, value, spec.codes)
+
+
+# As tuples, built once: `isinstance(v, bool | np.bool_)` builds the union on every call.
+_BOOLS = (bool, np.bool_)
+_NUMBERS = (int, float, np.integer, np.floating)
+_NA, _NAT = pd.NA, pd.NaT
 
 
 def _encode_value(spec: FieldSpec, value: Any, codes: dict[str, int]) -> tuple[str | None, float]:
@@ -302,10 +341,10 @@ def _encode_value(spec: FieldSpec, value: Any, codes: dict[str, int]) -> tuple[s
             return f"unknown category {value!r}; allowed: {list(spec.categories)}", 0.0
         return None, float(code)
     if spec.type == "bool":
-        if isinstance(value, bool | np.bool_):
+        if isinstance(value, _BOOLS):
             return None, float(value)
         return f"expected a boolean, got {type(value).__name__}", 0.0
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+    if isinstance(value, _BOOLS) or not isinstance(value, _NUMBERS):
         return f"expected a number, got {type(value).__name__}", 0.0
     try:
         number = float(value)

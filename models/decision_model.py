@@ -57,20 +57,19 @@ class BatchDecision:
         if self.contributions is None:
             return None
         row = self.contributions[i]
-        order = np.argsort(-np.abs(row[:-1]), kind="stable")
-        if top_k is not None:
-            order = order[:top_k]
+        order = np.argsort(-np.abs(row[:-1]), kind="stable")[:top_k].tolist()
+        shap, values, names = row.tolist(), self.matrix[i].tolist(), self.feature_names  # plain floats
         k = int(self.predicted[i])
         return {
             "class": self.classes[k],
             "output": "raw_score",
-            "base_value": float(row[-1]),
+            "base_value": shap[-1],
             "raw_score": float(self.raw[i, k]),
             "contributions": [
                 {
-                    "feature": self.feature_names[j],
-                    "value": contract.decode_value(self.feature_names[j], float(self.matrix[i, j])),
-                    "contribution": float(row[j]),
+                    "feature": names[j],
+                    "value": contract.decode_value(names[j], values[j]),
+                    "contribution": shap[j],
                 }
                 for j in order
             ],
@@ -84,6 +83,7 @@ class DecisionModel:
         self.bundle = bundle
         self.spec: DecisionSpec = decision_spec(bundle)
         self.contract = self.spec.contract
+        self.feature_names = self.contract.feature_names  # built once, not per decided batch
         self.classes = self.spec.classes
         self.tree = TreeModel(bundle.booster_text)
         if self.tree.num_class != len(self.classes):
@@ -115,7 +115,7 @@ class DecisionModel:
         thresholds, applied = self.threshold_rule.applies(segment_values, len(matrix))
         return BatchDecision(
             classes=self.classes,
-            feature_names=self.contract.feature_names,
+            feature_names=self.feature_names,
             matrix=matrix,
             raw=raw,
             probabilities=proba,

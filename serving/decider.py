@@ -122,9 +122,10 @@ class Decider:
             await committed
         finally:
             self._inflight -= 1
-        self.metrics.observe_decisions(plan.model, out)
+        # Counted once the response is on its way: the caller sends it before the loop runs this.
+        asyncio.get_running_loop().call_soon(self.metrics.observe_decisions, plan.model, out)
         if self.models.snapshot.challengers:  # empty unless a shadow or canary is configured
-            self._shadow(model, cases, plan.rows, caller)
+            asyncio.get_running_loop().call_soon(self._shadow, model, cases, plan.rows, caller)
         return rendered
 
     def _shadow(self, model: str, cases: list[Any], rows: list[dict[str, Any]], caller: str) -> None:

@@ -51,6 +51,7 @@ class Gate:
         max_body_bytes: int,
         decider: Callable[[], Decider | None] = lambda: None,
         served: Callable[[], frozenset[str]] = frozenset,
+        only: frozenset[str] | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -59,9 +60,16 @@ class Gate:
         self.decider = decider
         self.served = served
         """Names of the models served right now (decide routes and their metric labels)."""
+        self.only = only
+        """Answer only these handlers (serving/routes.py) and pass every other request on
+        untouched, to an app with a full gate of its own (see serving/service.py `asgi_app`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found = routes.match(scope["method"], scope["path"])
+        if self.only is not None and (found is None or found.route.handler not in self.only):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -74,7 +82,6 @@ class Gate:
                 seen["error"] = _error_code(message.get("body", b""))
             await send(message)
 
-        found = routes.match(scope["method"], scope["path"])
         try:
             await self._handle(scope, found, receive, tracked)
         finally:
@@ -93,6 +100,8 @@ class Gate:
         metrics = self.metrics()
         if metrics is not None:
             metrics.requests.labels(scope["method"], route, str(seen["status"])).observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):
+            return
         line: dict[str, Any] = {
             "method": scope["method"],
             "route": route,

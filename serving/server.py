@@ -22,7 +22,7 @@ def serve(settings: ServingSettings) -> None:
     # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
     logging.getLogger("keel.http").setLevel(logging.INFO if settings.log_requests else logging.WARNING)
     from keel.serving import runtime
-    from keel.serving.service import DecisionService
+    from keel.serving.service import asgi_app
 
     from keel.ready_line import announce_start, announce_when_ready
 
@@ -30,16 +30,13 @@ def serve(settings: ServingSettings) -> None:
     announce_start(rt.state, settings)
     announce_when_ready(rt)
     runtime.install(rt)
-    run_service(DecisionService, settings.host, settings.port)
+    run_app(asgi_app(), settings.host, settings.port)
 
 
-def run_service(bento_service: Any, host: str, port: int) -> None:
-    """Serve a bentoml.Service's ASGI app in this process with uvicorn (blocks until stopped)."""
+def run_app(app: Any, host: str, port: int) -> None:
+    """Serve an ASGI app in this process with uvicorn (blocks until stopped)."""
     import uvicorn
-    from bentoml._internal.context import server_context
 
-    server_context.service_name = bento_service.name
-    app = bento_service.to_asgi(is_main=True)
     uvicorn.run(
         app,
         host=host,

@@ -101,6 +101,9 @@ def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
+_INTS = (bool, int)  # a tuple built once: `bool | int` in isinstance is built on every call
+
+
 def _encode(value: Any) -> bytes:
     """One column value, tagged and framed; ints and floats as the database returns them."""
     if value is None:
@@ -108,7 +111,7 @@ def _encode(value: Any) -> bytes:
     if isinstance(value, str):
         data = value.encode()
         return b"s%d:%b" % (len(data), data)
-    if isinstance(value, bool | int):
+    if isinstance(value, _INTS):
         return b"i%d;" % int(value)
     if isinstance(value, float):
         return b"f%b;" % float.__repr__(value).encode()  # repr round-trips a double exactly
@@ -130,7 +133,7 @@ def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:
     message = f"{prev_hash}\n{digest}".encode()
     if key is None:
         return hashlib.sha256(message).hexdigest()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def row_hash(prev_hash: str, values: tuple[Any, ...], key: bytes | None = None) -> str:

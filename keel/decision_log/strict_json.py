@@ -6,15 +6,35 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 __all__ = ["dumps"]
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; non-finite floats anywhere in `value` are written as null."""
+    """Compact JSON text; non-finite floats anywhere in `value` are written as null.
+
+    orjson writes non-finite floats as null by itself and is about ten times faster than the
+    json module on a decision record (this runs once per logged row, in the request's thread).
+    A value with anything but JSON's own types in it (numpy scalars, dates, integers past 64
+    bits, non-string keys) is written by the json module instead, exactly as before orjson.
+    """
+    try:
+        return orjson.dumps(value, default=_not_plain, option=_NOT_NATIVE).decode()
+    except orjson.JSONEncodeError:
+        pass
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
     except ValueError:  # rare: only then pay for the walk
         return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# orjson would write dates and dataclasses its own way; the json module writes their str().
+_NOT_NATIVE = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def _finite(value: Any) -> Any:

@@ -33,8 +33,14 @@ class Submission:
     error: BaseException | None = None
 
 
-def deliver(batch: list[Submission]) -> None:
-    """Wake every waiter of a written batch: threads directly, each event loop once."""
+def deliver(batch: list[Submission], then: Callable[[], None] | None = None) -> None:
+    """Wake every waiter of a written batch: threads directly, each event loop once; then run
+    `then` (the writer's metrics hook) where it holds nobody up.
+
+    With a coroutine waiting, `then` runs on its event loop after the woken request has sent
+    its response. Run here, it would keep the writer holding the GIL just when the woken event
+    loop needs it, and the request would wait for it.
+    """
     by_loop: dict[asyncio.AbstractEventLoop, list[Submission]] = {}
     for sub in batch:
         if sub.future is not None:
@@ -46,10 +52,13 @@ def deliver(batch: list[Submission]) -> None:
             by_loop.setdefault(sub.loop, []).append(sub)
     for loop, subs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, subs)
+            loop.call_soon_threadsafe(_settle, subs, then)
+            then = None
+    if then is not None:
+        then()
 
 
-def _settle(subs: list[Submission]) -> None:
+def _settle(subs: list[Submission], then: Callable[[], None] | None = None) -> None:
     for sub in subs:
         waiter = sub.waiter
         if waiter is None or waiter.done():
@@ -58,6 +67,9 @@ def _settle(subs: list[Submission]) -> None:
             waiter.set_exception(sub.error)
         else:
             waiter.set_result(sub.result or [])
+    if then is not None:
+        # Queued behind the wake-ups of the requests just answered, so it runs after them.
+        asyncio.get_running_loop().call_soon(then)
 
 
 def expire(waiter: asyncio.Future[list[dict[str, Any]]], error: LogUnavailable) -> None:

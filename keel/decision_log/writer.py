@@ -171,11 +171,9 @@ class DecisionLog:
         if first is None:
             return [], True
         batch, rows = [first], len(first.values)
-        while rows < self.max_batch:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        # This thread is the queue's only reader: what `empty` says is there stays there.
+        while rows < self.max_batch and not self._queue.empty():
+            nxt = self._queue.get_nowait()
             if nxt is None:
                 return batch, True
             batch.append(nxt)
@@ -319,11 +317,11 @@ class DecisionLog:
             if failed_by_db == len(batch):
                 raise _Broken from exc  # the database refuses every write (read-only, full disk...)
             return
-        if self.on_commit is not None:
-            self.on_commit(sum(len(s.values) for s in batch), time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        hook, written = self.on_commit, sum(len(s.values) for s in batch)
         for sub, result in zip(batch, results, strict=True):
             sub.result = result
-        deliver(batch)
+        deliver(batch, None if hook is None else lambda: hook(written, elapsed))
 
     def _timed_out_by(self, exc: BaseException) -> LogUnavailable:
         # The database's own words stay in the server log; the client hears only the outcome.
