@@ -51,7 +51,6 @@ sa.Index(
     sqlite_where=decisions.c.idempotency_key.isnot(None),
     postgresql_where=decisions.c.idempotency_key.isnot(None),
 )
-sa.Index("decisions_model_time", decisions.c.model, decisions.c.created_at)
 # Covers every column monitoring aggregates, so a window of a million decisions is counted
 # from the index without reading the (large) records.
 sa.Index(
