@@ -258,7 +258,13 @@ def cmd_canary(args: argparse.Namespace) -> int:
     if version is not None and args.share is None:
         raise InvalidInput("keel canary MODEL VERSION needs --share F (a fraction of cases, e.g. 0.1)")
     entry = set_canary(
-        name, version, args.share or 0.0, actor=_actor(args), reason=args.reason or "", state=state
+        name,
+        version,
+        args.share or 0.0,
+        actor=_actor(args),
+        reason=args.reason or "",
+        state=state,
+        auto_rollback=args.auto_rollback,
     )
     now = f"v{entry.to_version} ({entry.reason})" if entry.to_version else "no canary"
     return _moved(name, entry, f" (by {entry.actor}; history #{entry.seq})", now)
@@ -273,12 +279,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     state: Any = _state(log=True)
     name = _models(args.model, registered=True)[0]
     start, end = parse_window(args.window or MonitorSettings().window)
-    result = compare(Database(state.log_url), name, start, end)
+    db = Database(state.log_url)
+    guarded = _guard_canary(name, db, state)
+    result = compare(db, name, start, end)
+    if guarded is not None:
+        result["canary_guard"] = {"rolled_back": guarded.rollback, "reason": guarded.reason}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print("\n".join(compare_lines(result)))
     return 0
+
+
+def _guard_canary(name: str, db: Any, state: Any) -> Any:
+    """Judge the model's canary (if auto-rollback is on for it); print when it is stopped."""
+    from keel.training.canary_guard import guard_canary
+    from keel.training.promotion import pickup_note
+    from keel.training.settings import PromotionSettings
+
+    judgement = guard_canary(name, db, state, PromotionSettings())
+    if judgement is not None and judgement.rollback:
+        print(f"{name}: canary stopped automatically: {judgement.reason}", file=sys.stderr)
+        print(f"{name}: {pickup_note()}", file=sys.stderr)
+    return judgement
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -483,6 +506,7 @@ def _monitor(args: argparse.Namespace) -> int:
             continue
         results.append(result)
         worst = max(worst, result.exit_code)
+        _guard_canary(name, db, state)
         if args.json:
             print(json.dumps(result.summary, default=str))
             continue
@@ -625,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("version", help="registered version, or off")
     p.add_argument("--share", type=float, help="fraction of cases the canary decides, e.g. 0.1")
+    p.add_argument(
+        "--auto-rollback",
+        action="store_true",
+        help="stop the canary when its reviewed override rate is worse than the champion's "
+        "beyond KEEL_PROMOTE_OVERRIDE_TOLERANCE (checked by keel monitor and keel compare)",
+    )
     p.add_argument("--reason", help="why; recorded in the alias history")
     p.add_argument("--actor", help="who moves it (default: the operating-system user)")
     p.set_defaults(func=cmd_canary)

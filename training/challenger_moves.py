@@ -18,7 +18,10 @@ from keel.training.promotion import history_for
 from keel.errors import InvalidInput
 from keel.settings import StateSettings
 
-__all__ = ["set_canary", "set_shadow"]
+__all__ = ["AUTO_ROLLBACK_TAG", "set_canary", "set_shadow"]
+
+AUTO_ROLLBACK_TAG = "keel.canary_auto_rollback"
+"""Registered-model tag: stop this canary automatically when it is worse (training.canary_guard)."""
 
 
 def _check(name: str, version: str, state: StateSettings, *, serves: bool = False) -> str:
@@ -53,19 +56,39 @@ def set_shadow(
 
 
 def set_canary(
-    name: str, version: str | None, share: float, *, actor: str, reason: str, state: StateSettings
+    name: str,
+    version: str | None,
+    share: float,
+    *,
+    actor: str,
+    reason: str,
+    state: StateSettings,
+    auto_rollback: bool = False,
 ) -> HistoryEntry:
-    """Serve `version` to `share` of the cases (None: stop the canary) and record the move."""
+    """Serve `version` to `share` of the cases (None: stop the canary) and record the move.
+
+    `auto_rollback` marks the canary for training.canary_guard (tag AUTO_ROLLBACK_TAG): it is
+    stopped once its reviewed override rate is worse than the champion's beyond the tolerance.
+    """
     c = client()
     history = history_for(state)
     if version is None:
         entry = aliases.move_alias(history, name, CANARY, None, action=CANARY, actor=actor, reason=reason)
-        if CANARY_SHARE_TAG in (c.get_registered_model(name).tags or {}):
-            c.delete_registered_model_tag(name, CANARY_SHARE_TAG)
+        tags = c.get_registered_model(name).tags or {}
+        for tag in (CANARY_SHARE_TAG, AUTO_ROLLBACK_TAG):
+            if tag in tags:
+                c.delete_registered_model_tag(name, tag)
         return entry
     if not 0.0 < share < 1.0:
         raise InvalidInput(f"--share must be a fraction between 0 and 1 (exclusive), not {share:g}")
     champion = _check(name, version, state, serves=True)
     c.set_registered_model_tag(name, CANARY_SHARE_TAG, f"{share:g}")
-    why = f"share {share:g} of cases, champion v{champion} the rest" + (f": {reason}" if reason else "")
+    if auto_rollback:
+        c.set_registered_model_tag(name, AUTO_ROLLBACK_TAG, "true")
+    elif AUTO_ROLLBACK_TAG in (c.get_registered_model(name).tags or {}):
+        c.delete_registered_model_tag(name, AUTO_ROLLBACK_TAG)
+    guard = "; automatic rollback on" if auto_rollback else ""
+    why = f"share {share:g} of cases, champion v{champion} the rest{guard}" + (
+        f": {reason}" if reason else ""
+    )
     return aliases.move_alias(history, name, CANARY, version, action=CANARY, actor=actor, reason=why)

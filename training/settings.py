@@ -87,6 +87,10 @@ class PromotionSettings(BaseSettings):
     min_segment_decided: int = 200
     """Decided test cases a segment value needs before its selective error is gated."""
 
+    canary_auto_rollback: bool = False
+    """Stop any model's canary automatically when its reviewed override rate exceeds the
+    champion's beyond override_tolerance (per model: `keel canary ... --auto-rollback`)."""
+
     two_person: bool = False
     """Require a second actor's `keel approve` for every model (a model can also require it with
     the registered-model tag keel.two_person=true)."""

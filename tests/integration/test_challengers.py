@@ -123,3 +123,33 @@ def test_shadow_is_logged_never_returned_and_canary_takes_its_share(
         ("canary", "canary", second), ("canary", "canary", None),
     ]  # fmt: skip
     assert history["chain_intact"] and "share 0.2" in history["moves"][-2]["reason"]
+
+    # A canary under automatic rollback: stopped once its reviewed decisions are overridden more
+    # than the champion's beyond the tolerance, and not before there is evidence.
+    guarded = run_keel(env, "canary", MODEL, second, "--share", "0.3", "--auto-rollback", "--actor", "dana")
+    assert guarded.returncode == 0 and "automatic rollback on" in guarded.stdout, (
+        guarded.stdout + guarded.stderr
+    )
+    _wait_for_alias(server, "canary", second)
+    decided = [d for d in _decide(server, cases_of(MODEL, 600, seed=73), 100) if not d["abstained"]]
+    quiet = run_keel(env, "compare", MODEL, "--window", "1h", "--json")  # no reviews yet: nothing to judge
+    assert quiet.returncode == 0 and not json.loads(quiet.stdout)["canary_guard"]["rolled_back"]
+    assert registry.has_alias(MODEL, registry.CANARY)
+    classes = [c for c in registry.load(registry.get_version(MODEL, second), Path(env["KEEL_HOME"]) / "cache")
+               .model.contract.classes]  # fmt: skip
+    by_alias = {a: [d for d in decided if d["versions"]["alias"] == a][:80] for a in ("canary", "champion")}
+    assert all(len(v) == 80 for v in by_alias.values()), {a: len(v) for a, v in by_alias.items()}
+    with server.client("feedback") as http:
+        for alias, ds in by_alias.items():
+            for d in ds:  # the reviewer overrides every canary decision and confirms the champion's
+                final = next(c for c in classes if c != d["outcome"]) if alias == "canary" else d["outcome"]
+                body = {"decision_id": d["decision_id"], "final_outcome": final, "actor": "rev-1"}
+                assert http.post("/v1/feedback", json=body).status_code == 201
+    stopped = run_keel(env, "compare", MODEL, "--window", "1h", "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["canary_guard"]["rolled_back"]
+    assert "canary stopped automatically" in stopped.stderr, stopped.stderr
+    assert not registry.has_alias(MODEL, registry.CANARY)
+    last = json.loads(run_keel(env, "history", MODEL, "--json").stdout)["moves"][-1]
+    assert (last["alias"], last["to_version"], last["actor"]) == ("canary", None, "keel-monitor")
+    assert last["reason"].startswith("automatic rollback: override rate canary 100.0% of 80")
