@@ -1,4 +1,4 @@
-"""The `keel verify-log` and `keel log-key` commands (argument parsing stays in keel/cli.py)."""
+"""The `keel verify-log` and `keel log-key` commands (argument parsing stays in keel/cli/parser.py)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_code_tree_is_the_installed_keel_package(tmp_path: Path) -> None:
     assert root == tmp_path / "keel" and [p.name for p in tmp_path.iterdir()] == ["keel"]
     for part in (
         "__init__.py",
-        "cli.py",
+        "cli/__init__.py",
         "models/pyfunc_model.py",
         "models/decision_model.py",
         "feature_defs/routing.yaml",

@@ -1,0 +1,121 @@
+"""`keel simulate` and `keel monitor` (a model, all, or explain DECISION_ID)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from keel.cli.common import _models, _one_line, _state
+from keel.cli.governance import _guard_canary
+from keel.errors import InvalidInput, KeelError
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from keel.serving.simulate import SimulationConfig, run_simulation
+    from keel.simulation_progress import simulation_progress
+
+    key = args.key or os.environ.get("KEEL_KEY", "")
+    if not key:
+        raise InvalidInput(
+            "no API key: pass --key or export KEEL_KEY "
+            "(`keel keys add NAME --role decide feedback` makes one)"
+        )
+    cfg = SimulationConfig(
+        url=args.url,
+        key=key,
+        models=tuple(_models(args.model)),
+        cases=args.cases,
+        scenario=args.scenario,
+        batch_size=args.batch_size,
+        rate=args.rate,
+        duration=args.duration,
+        feedback_share=args.feedback_share,
+        seed=args.seed,
+    )
+    with simulation_progress(cfg) as progress:
+        report = run_simulation(cfg, progress=progress)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0 if not report.errors else 1
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from keel.monitoring.checks import COULD_NOT_RUN
+
+    try:
+        return _monitor(args)
+    except KeelError:
+        raise  # main() prints its message; monitor's exit is 3
+    except Exception as exc:  # every failure to run is one clear line and exit 3, never a traceback
+        print(f"keel: monitor could not run: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return COULD_NOT_RUN
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from keel.console import stage
+    from keel.monitoring.checks import COULD_NOT_RUN
+    from keel.serving.database import Database
+
+    state = _state(registry=args.target != "explain", log=True)
+    db = Database(state.log_url)
+    if args.target == "explain":
+        return _explain(db, state, args)
+    from keel.monitoring.log_reader import LogReader
+    from keel.monitoring.monitor import model_names, monitor_model, parse_window
+    from keel.monitoring.publish import publish
+    from keel.monitoring.settings import MonitorSettings
+
+    settings = MonitorSettings()
+    start, end = parse_window(args.window or settings.window)
+    out_root = Path(args.out) if args.out else state.home_dir / "reports"
+    reader = LogReader(db, include_batch=args.include_batch)
+    worst = 0
+    results = []
+    for name in model_names(args.target):
+        try:
+            with stage(f"{name}: monitoring {args.window or settings.window}"):
+                result = monitor_model(name, reader, start, end, out_root, settings, state.home_dir / "cache")
+        except Exception as exc:  # `monitor all` goes on with the other models
+            message = exc.message if isinstance(exc, KeelError) else f"{type(exc).__name__}: {_one_line(exc)}"
+            print(f"{name}: could not run: {message}", file=sys.stderr)
+            worst = max(worst, COULD_NOT_RUN)
+            continue
+        results.append(result)
+        worst = max(worst, result.exit_code)
+        _guard_canary(name, db, state)
+        if args.json:
+            print(json.dumps(result.summary, default=str))
+            continue
+        print(f"{name}: {result.status.upper()} - {result.recommendation}")
+        for v in result.verdicts:
+            print(f"  {v.status:<8} {v.check:<24} {v.detail}")
+        if result.paths:
+            print(f"  report: {result.paths.index_html}")
+    for problem in publish(results, out_root, settings):
+        print(f"keel: {problem}", file=sys.stderr)
+    return worst
+
+
+def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
+    from keel.monitoring.explain_report import decision_context, render_decision
+    from keel.serving.decision_log import DecisionLog
+
+    if not args.decision_id:
+        raise InvalidInput("monitor explain needs a DECISION_ID (a decision's `decision_id`)")
+    log = DecisionLog(db)
+    row = log.get_decision(args.decision_id)
+    if row is None:
+        print(f"keel: no decision {args.decision_id}", file=sys.stderr)
+        return 3
+    out = (
+        Path(args.out) if args.out else state.home_dir / "reports" / "decisions" / f"{args.decision_id}.html"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {**row["record"], "caller": row["caller"]}
+    feedback = [f["record"] for f in log.feedback_for(args.decision_id)]
+    path = render_decision(record, feedback, out, decision_context(record, state.home_dir / "cache"))
+    print(path)
+    return 0

@@ -1,0 +1,91 @@
+"""Running Keel: serve, keys, verify-log, log-key, status, score."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from keel.cli.common import _state
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from keel import state
+    from keel.serving.server import serve
+    from keel.serving.settings import ServingSettings
+    from keel.settings import StateSettings
+
+    # Refuse to start on a store that is not there (it would wait forever for models).
+    state.require(StateSettings(), registry=True)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(ServingSettings(**overrides))
+    return 0
+
+
+def _keys(create: bool) -> Any:
+    """The key store; only `keys add` may create the state it lives in."""
+    from keel.serving.database import Database
+    from keel.serving.keys import KeyStore
+    from keel.settings import StateSettings
+    from keel.state import announce
+
+    state = StateSettings()
+    if create:
+        state.home_dir.mkdir(parents=True, exist_ok=True)
+        announce(state)
+    else:
+        state = _state(registry=False, log=True)
+    db = Database(state.log_url)
+    db.create_schema()
+    return KeyStore(db)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = _keys(create=args.keys_command == "add")
+    if args.keys_command == "add":
+        if args.if_missing and any(k.name == args.name for k in store.list_keys() if not k.revoked_at):
+            print(f"key {args.name!r} exists; not creating another (--if-missing)")
+            return 0
+        key = store.add(args.name, args.role, args.rate)
+        print(f"created key {args.name!r} with roles {', '.join(sorted(args.role))}; it is shown only once:")
+        print(f"export KEEL_KEY={key}")
+    elif args.keys_command == "list":
+        for k in store.list_keys():
+            state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+            print(f"{k.name}\t{','.join(sorted(k.roles))}\t{k.created_at}\t{state}")
+    elif args.keys_command == "rotate":
+        key = store.rotate(args.name)
+        print(f"key {args.name!r} replaced (same roles); the old key no longer works. Shown only once:")
+        print(f"export KEEL_KEY={key}")
+    else:
+        store.revoke(args.name)
+        print(f"revoked key {args.name!r}")
+    return 0
+
+
+def cmd_verify_log(args: argparse.Namespace) -> int:
+    from keel.decision_log.commands import verify_log
+    from keel.settings import StateSettings
+
+    state: StateSettings = _state(registry=False, log=True)
+    return verify_log(state.log_url, Path(args.checkpoint) if args.checkpoint else None)
+
+
+def cmd_log_key(args: argparse.Namespace) -> int:
+    from keel.decision_log.commands import log_key_create
+
+    return log_key_create(Path(args.file) if args.file else None, args.rotate)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from keel.status import status_lines
+
+    for line in status_lines(as_json=args.json):
+        print(line)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from keel.serving.batch_cli import score
+
+    return score(args)
