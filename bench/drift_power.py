@@ -102,8 +102,13 @@ def prepare(home: Path, models: list[str], train_rows: int, pool: dict[str, int]
     for model in models:
         # A kept --home with this model's pools already logged is reused as it is (same seeds).
         reuse = registry.has_alias(model) and all((home / f"{model}-{s}.db").exists() for s in pool)
-        if not reuse:
-            train_and_register(model, generate(model, settings.rows, settings.seed), state, settings)
+        # A training that certifies nothing is registered as challenger only (no champion, nothing
+        # to monitor): the next training seed is tried, as a data scientist would retrain.
+        for attempt in range(5 if not reuse else 0):
+            seeded = settings.model_copy(update={"seed": settings.seed + attempt})
+            train_and_register(model, generate(model, seeded.rows, seeded.seed), state, seeded)
+            if registry.has_alias(model):
+                break
         loaded = registry.load_alias(model, registry.CHAMPION, state.home_dir / "cache")
         contract = loaded.model.contract
         ref_rows = pd.read_parquet(loaded.model.bundle.path / "reference.parquet").iloc[:5000]

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,13 @@ from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, weighted_holm
 
 METRIC_NAMES = {"override_rate": "override rate", "intervention_rate": "policy-intervention rate"}
+# Reviewers overriding *more* than elsewhere in the same score bands is the finding a risk team
+# acts on (the model or the process fails there), so override rates are tested one-sided, which
+# buys the power to see a 3x region in one window; intervention rates move either way by design.
+ALTERNATIVES: dict[str, Literal["two-sided", "greater"]] = {
+    "override_rate": "greater",
+    "intervention_rate": "two-sided",
+}
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def process_drift(
     min_n: int = 50,
     alpha: float = 0.01,
     primary: str | None = None,
-    primary_share: float = 0.5,
+    primary_share: float = 0.8,
 ) -> ProcessDriftReport:
     """Every eligible segment value against the others, in the same score bands.
 
@@ -201,7 +208,7 @@ def _versus(fld: _Field, value: str, pool: list[str]) -> CMHResult:
     nv, ev = fld.n.loc[value].to_numpy(), fld.e.loc[value].to_numpy()
     nr, er = fld.n.loc[pool].to_numpy().sum(axis=0), fld.e.loc[pool].to_numpy().sum(axis=0)
     tables = np.stack([np.stack([ev, nv - ev], axis=-1), np.stack([er, nr - er], axis=-1)], axis=1)
-    return cmh_test(tables)
+    return cmh_test(tables, alternative=ALTERNATIVES[fld.metric])
 
 
 def _findings(fld: _Field, labels: list[str], gate: float) -> list[Finding]:

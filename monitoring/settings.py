@@ -62,8 +62,9 @@ class MonitorSettings(BaseSettings):
     """Segment field that gets `primary_share` of process drift's error budget (and the
     sequential test); models without it use their first segment field."""
 
-    primary_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    """Share of process drift's false-alarm budget spent on the primary segment's values."""
+    primary_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    """Share of process drift's false-alarm budget spent on the primary segment's values (a
+    handful of regions); the rest is split over every other field's values (dozens)."""
 
     segment_mix_p: float = 0.01
     """Holm-adjusted p-value (chi-squared, window vs reference) below which a segment's mix moved."""

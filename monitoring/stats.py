@@ -9,7 +9,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.stats import chi2, norm
@@ -82,9 +82,16 @@ class CMHResult:
 
 
 def cmh_test(
-    tables: Sequence[Any] | np.ndarray, correction: bool = True, confidence: float = 0.95
+    tables: Sequence[Any] | np.ndarray,
+    correction: bool = True,
+    confidence: float = 0.95,
+    alternative: Literal["two-sided", "greater"] = "two-sided",
 ) -> CMHResult:
-    """CMH chi-squared (1 df, with Yates-style continuity correction like R's mantelhaen.test)."""
+    """CMH chi-squared (1 df, with Yates-style continuity correction like R's mantelhaen.test).
+
+    `alternative="greater"` is R's one-sided version: row 0 has *more* events than expected,
+    p = P(Z >= sign(D) (|D| - 1/2) / sqrt(V)); half the two-sided p-value when D > 0.
+    """
     t = np.asarray(tables, dtype="float64").reshape(-1, 2, 2)
     a, b, c, d = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]
     n = a + b + c + d
@@ -94,7 +101,8 @@ def cmh_test(
     row1, row2, col1, col2 = a + b, c + d, a + c, b + d
     expected = row1 * col1 / n
     variance = row1 * row2 * col1 * col2 / (n * n * (n - 1))
-    deviation = abs(float(np.sum(a - expected)))
+    signed = float(np.sum(a - expected))
+    deviation = abs(signed)
     var_sum = float(np.sum(variance))
     if var_sum <= 0:
         statistic, p_value = 0.0, 1.0
@@ -102,7 +110,10 @@ def cmh_test(
         if correction:
             deviation = max(0.0, deviation - 0.5)
         statistic = deviation * deviation / var_sum
-        p_value = float(chi2.sf(statistic, 1))
+        if alternative == "greater":
+            p_value = float(norm.sf(math.copysign(deviation, signed) / math.sqrt(var_sum)))
+        else:
+            p_value = float(chi2.sf(statistic, 1))
     or_, low, high = _mh_odds_ratio(a, b, c, d, n, confidence)
     rr_num, rr_den = float(np.sum(a * row2 / n)), float(np.sum(c * row1 / n))
     rate_ratio = _ratio(rr_num, rr_den)
