@@ -14,8 +14,11 @@ unique index and fails the batch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from keel.decision_log.chain import CHAINS, chain_hash
@@ -46,16 +49,14 @@ class BulkLoader:
         written = 0
         conn = self.db.connect()
         try:
-            it = iter(rows)
-            while chunk := list(itertools.islice(it, batch_rows)):
-                self._write(conn, table, chunk)
-                written += len(chunk)
+            for values, digests in _prepared(table, rows, batch_rows):
+                self._write(conn, table, values, digests)
+                written += len(values)
         finally:
             conn.close()
         return written
 
-    def _write(self, conn: Connection, table: str, chunk: list[dict[str, Any]]) -> None:
-        values, digests = prepare(table, chunk)  # outside the transaction: the heads stay locked briefly
+    def _write(self, conn: Connection, table: str, values: list[tuple[Any, ...]], digests: list[str]) -> None:
         key_id, key = self.keys.current, self.keys.current_key
         columns = (*CHAINS[table], "prev_hash", "row_hash", "key_id")
         with self.db.transaction(conn, lock_heads=[table]):
@@ -78,6 +79,38 @@ class BulkLoader:
             conn.execute(
                 "UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (int(last), prev, table)
             )
+
+
+def _prepared(
+    table: str, rows: Iterable[dict[str, Any]], batch_rows: int
+) -> Iterator[tuple[list[tuple[Any, ...]], list[str]]]:
+    """Batches of (values, digests), made one batch ahead on a thread of their own: while the
+    database takes in one batch (the GIL released, waiting on the socket), the next is built.
+    The queue holds one batch, so memory stays at about two batches."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            it = iter(rows)
+            while not stop.is_set() and (chunk := list(itertools.islice(it, batch_rows))):
+                ready.put(prepare(table, chunk))
+            ready.put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="bulk-prepare", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):  # unblock a producer waiting to put
+            ready.get_nowait()
+        worker.join(timeout=10)
 
 
 def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
