@@ -14,16 +14,14 @@ unique index and fails the batch.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from keel.decision_log.chain import CHAINS, chain_hash
 from keel.decision_log.database import Connection, Database
 from keel.decision_log.log_key import ChainKeys, load_keys
+from keel.decision_log.prefetch import prefetched
 from keel.decision_log.rows import prepare, read_head
 from keel.decision_log.settings import LogSettings
 
@@ -84,33 +82,10 @@ class BulkLoader:
 def _prepared(
     table: str, rows: Iterable[dict[str, Any]], batch_rows: int
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[str]]]:
-    """Batches of (values, digests), made one batch ahead on a thread of their own: while the
-    database takes in one batch (the GIL released, waiting on the socket), the next is built.
-    The queue holds one batch, so memory stays at about two batches."""
-    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            it = iter(rows)
-            while not stop.is_set() and (chunk := list(itertools.islice(it, batch_rows))):
-                ready.put(prepare(table, chunk))
-            ready.put(None)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put(exc)
-
-    worker = threading.Thread(target=produce, name="bulk-prepare", daemon=True)
-    worker.start()
-    try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):  # unblock a producer waiting to put
-            ready.get_nowait()
-        worker.join(timeout=10)
+    """Batches of (values, digests), built one batch ahead while the database takes the last."""
+    it = iter(rows)
+    batches = iter(lambda: list(itertools.islice(it, batch_rows)), [])
+    return prefetched((prepare(table, chunk) for chunk in batches), name="bulk-prepare")
 
 
 def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
