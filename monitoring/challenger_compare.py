@@ -26,7 +26,7 @@ from keel.monitoring.log_reader import iso
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from keel.decision_log.chain import LIVE
-from keel.decision_log.comparisons import ComparedRow, compared_rows
+from keel.decision_log.comparisons import ComparedRow, compared_rows, window_mix
 from keel.decision_log.database import Database
 
 __all__ = ["compare", "compare_lines"]
@@ -140,6 +140,12 @@ def _shadow(live: dict[str, ComparedRow], shadows: Iterable[ComparedRow]) -> dic
 
 def compare(db: Database, model: str, start: datetime, end: datetime) -> dict[str, Any]:
     """Champion vs shadow (paired) and vs canary (split) in the window [start, end)."""
+    n_live, n_shadow, n_versions = window_mix(db, model, iso(start), iso(end))
+    if n_shadow == 0 and n_versions <= 1:
+        # Nothing to compare (a canary serves another version than the champion): answered from
+        # the index, without streaming every decision of a window that may hold millions.
+        window = {"start": iso(start), "end": iso(end)}
+        return {"model": model, "window": window, "live_decisions": n_live, "shadow": {}, "canary": None}
     live: dict[str, ComparedRow] = {}
     shadows: list[ComparedRow] = []
     for r in compared_rows(db, model, iso(start), iso(end)):

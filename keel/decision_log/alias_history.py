@@ -21,7 +21,7 @@ from typing import Any
 from keel.decision_log.chain import ALIAS_COLUMNS, chain_hash, content_digest
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
-from keel.decision_log.writer import _read_head
+from keel.decision_log.rows import read_head
 
 __all__ = [
     "ALIAS_COLUMNS",
@@ -54,7 +54,7 @@ def append_move(db: Database, keys: ChainKeys, move: dict[str, Any]) -> tuple[in
     conn = db.connect()
     try:
         with db.transaction(conn, lock_heads=[TABLE]):
-            _, prev = _read_head(conn, TABLE)
+            _, prev = read_head(conn, TABLE)
             link = chain_hash(prev, content_digest(values), key)
             sql = (
                 f"INSERT INTO {TABLE} ({', '.join(ALIAS_COLUMNS)}, prev_hash, row_hash, key_id) "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from keel.decision_log.chain import LIVE, SHADOW
 from keel.decision_log.database import Database
 
-__all__ = ["ComparedRow", "compared_rows"]
+__all__ = ["ComparedRow", "compared_rows", "window_mix"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,17 @@ def compared_rows(db: Database, model: str, start: str, end: str, chunk: int = 5
         for rows in reader.stream(sql, (model, start, end), chunk):
             for r in rows:
                 yield ComparedRow(str(r[0]), str(r[1]), str(r[2]), r[3], r[4], r[5], bool(r[6]), r[7], r[8])
+
+
+def window_mix(db: Database, model: str, start: str, end: str) -> tuple[int, int, int]:
+    """(live decisions, shadow decisions, versions that served live) in [start, end), counted
+    from the monitoring index: whether there is anything to compare before streaming the rows."""
+    sql = (
+        "SELECT d.origin, COUNT(*), COUNT(DISTINCT d.model_version) FROM decisions d "
+        "WHERE d.model = ? AND d.created_at >= ? AND d.created_at < ? "
+        f"AND d.origin IN ('{LIVE}', '{SHADOW}') GROUP BY d.origin"
+    )
+    with db.reading() as reader:
+        counts = {str(o): (int(n), int(v)) for o, n, v in reader.all(sql, (model, start, end))}
+    live, versions = counts.get(LIVE, (0, 0))
+    return live, counts.get(SHADOW, (0, 0))[0], versions

@@ -34,6 +34,7 @@ from keel.decision_log.chain import (
 )
 from keel.decision_log.database import GENESIS, Database, Reader
 from keel.decision_log.log_key import NO_KEYS, ChainKeys
+from keel.decision_log.prefetch import prefetched
 
 __all__ = ["VerifyResult", "append_checkpoint", "read_checkpoints", "verify"]
 
@@ -111,7 +112,8 @@ def verify(
             prev, last_seq, keyed = GENESIS, 0, False
             legacy = _legacy_rows(reader, table)
             sql = f"SELECT seq, {', '.join(columns)}, prev_hash, row_hash, key_id FROM {table} ORDER BY seq"
-            for chunk in reader.stream(sql, (), batch_size):
+            # Fetch the next chunk while this one is hashed (the snapshot stays one transaction).
+            for chunk in prefetched(reader.stream(sql, (), batch_size), name="verify-fetch"):
                 for row in chunk:
                     seq, values, stored_prev, stored_hash, key_id = (
                         row[0], tuple(row[1:-3]), row[-3], row[-2], row[-1],

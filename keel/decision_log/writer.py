@@ -30,12 +30,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from keel.decision_log import reads
-from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, chain_hash, content_digest, hashed_values
-from keel.decision_log.database import GENESIS, Connection, Database, discard, is_alive
+from keel.decision_log.chain import CHAINS, chain_hash
+from keel.decision_log.database import Connection, Database, discard, is_alive
 from keel.decision_log.errors import NOT_RECORDED, UNKNOWN, LogUnavailable
 from keel.decision_log.log_key import ChainKeys, load_keys
+from keel.decision_log.rows import prepare, read_head, stored
 from keel.decision_log.settings import LogSettings
-from keel.decision_log.strict_json import dumps
 from keel.decision_log.submission import Replay, Submission, deliver, expire
 from keel.errors import KeelError
 
@@ -151,11 +151,8 @@ class DecisionLog:
             raise self._refuse("the decision log is not open")
         if not self.ready:
             raise self._refuse("the decision log cannot commit at the moment")
-        columns = CHAINS[table]
-        values = [tuple(_to_db(col, row.get(col)) for col in columns) for row in rows]
-        stored = [_stored(columns, row) for row in rows]
-        digests = [content_digest(hashed_values(table, v)) for v in values]
-        return Submission(table, values, digests, stored, replay)
+        values, digests = prepare(table, rows)
+        return Submission(table, values, digests, [stored(CHAINS[table], row) for row in rows], replay)
 
     def _enqueue(self, sub: Submission) -> None:
         n = len(sub.values)
@@ -337,7 +334,7 @@ class DecisionLog:
         results: list[list[dict[str, Any]]] = []
         key_id, key = self.keys.current, self.keys.current_key
         with self.db.transaction(conn, lock_heads=tables):
-            heads = {t: _read_head(conn, t) for t in tables}
+            heads = {t: read_head(conn, t) for t in tables}
             for sub in batch:
                 earlier = sub.replay(conn) if sub.replay else None
                 if earlier is not None:
@@ -381,34 +378,3 @@ class DecisionLog:
         from keel.decision_log.verify import verify
 
         return verify(self.db, self.keys, batch_size)
-
-
-def _read_head(conn: Connection, table: str) -> tuple[int, str]:
-    row = conn.execute("SELECT seq, row_hash FROM chain_heads WHERE name = ?", (table,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO chain_heads (name, seq, row_hash) VALUES (?, 0, ?)", (table, GENESIS))
-        return 0, GENESIS
-    return int(row[0]), str(row[1])
-
-
-def _to_db(column: str, value: Any) -> Any:
-    if column == "record":
-        return dumps(value)
-    if column == "abstained":
-        return int(bool(value))
-    if column == "origin":
-        if value is None:
-            return LIVE
-        if value not in ORIGINS:
-            raise ValueError(f"unknown decision origin {value!r}; one of {ORIGINS}")
-    return value
-
-
-def _stored(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:
-    """The row as a read would return it, without the round trip through JSON."""
-    out = {col: row.get(col) for col in columns}
-    if "origin" in out and out["origin"] is None:
-        out["origin"] = LIVE
-    if "abstained" in out:
-        out["abstained"] = bool(out["abstained"])
-    return out

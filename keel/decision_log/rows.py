@@ -1,0 +1,55 @@
+"""Rows as the log stores them: column values, content digests and chain heads.
+
+Shared by the group-committing writer (keel.decision_log.writer) and the bulk loader
+(keel.decision_log.bulk), so a row logged either way is stored, and hashed, exactly alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashed_values
+from keel.decision_log.database import GENESIS, Connection
+from keel.decision_log.strict_json import dumps
+
+__all__ = ["prepare", "read_head", "stored", "to_db"]
+
+
+def to_db(column: str, value: Any) -> Any:
+    """One column value as written: the record as strict JSON, `abstained` as 0/1, origin checked."""
+    if column == "record":
+        return dumps(value)
+    if column == "abstained":
+        return int(bool(value))
+    if column == "origin":
+        if value is None:
+            return LIVE
+        if value not in ORIGINS:
+            raise ValueError(f"unknown decision origin {value!r}; one of {ORIGINS}")
+    return value
+
+
+def stored(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:
+    """The row as a read would return it, without the round trip through JSON."""
+    out = {col: row.get(col) for col in columns}
+    if "origin" in out and out["origin"] is None:
+        out["origin"] = LIVE
+    if "abstained" in out:
+        out["abstained"] = bool(out["abstained"])
+    return out
+
+
+def prepare(table: str, rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """The rows' column values (in CHAINS order) and the content digest of each."""
+    columns = CHAINS[table]
+    values = [tuple(to_db(col, row.get(col)) for col in columns) for row in rows]
+    return values, [content_digest(hashed_values(table, v)) for v in values]
+
+
+def read_head(conn: Connection, table: str) -> tuple[int, str]:
+    """A chain's last (seq, hash); a chain without a head row gets one at (0, GENESIS)."""
+    row = conn.execute("SELECT seq, row_hash FROM chain_heads WHERE name = ?", (table,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO chain_heads (name, seq, row_hash) VALUES (?, 0, ?)", (table, GENESIS))
+        return 0, GENESIS
+    return int(row[0]), str(row[1])
