@@ -21,7 +21,7 @@ from typing import Any
 from keel.decision_log.chain import ALIAS_COLUMNS, chain_hash, content_digest
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
-from keel.decision_log.rows import read_head
+from keel.decision_log.rows import read_head, write_head
 
 __all__ = [
     "ALIAS_COLUMNS",
@@ -61,7 +61,7 @@ def append_move(db: Database, keys: ChainKeys, move: dict[str, Any]) -> tuple[in
                 f"VALUES ({', '.join('?' * (len(ALIAS_COLUMNS) + 3))}) RETURNING seq"
             )
             seq = int(conn.execute(sql, (*values, prev, link, key_id)).fetchone()[0])
-            conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, link, TABLE))
+            write_head(conn, TABLE, seq, link)
     finally:
         conn.close()
     return seq, link

@@ -22,7 +22,7 @@ from keel.decision_log.chain import CHAINS, chain_hash
 from keel.decision_log.database import Connection, Database
 from keel.decision_log.log_key import ChainKeys, load_keys
 from keel.decision_log.prefetch import prefetched
-from keel.decision_log.rows import prepare, read_head
+from keel.decision_log.rows import prepare, read_head, write_head
 from keel.decision_log.settings import LogSettings
 
 __all__ = ["BulkLoader"]
@@ -74,9 +74,7 @@ class BulkLoader:
                 )
             # The head lock serialises this chain's writers, so the highest seq is this batch's last.
             (last,) = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()
-            conn.execute(
-                "UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (int(last), prev, table)
-            )
+            write_head(conn, table, int(last), prev)
 
 
 def _prepared(

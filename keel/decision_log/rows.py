@@ -12,7 +12,7 @@ from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashe
 from keel.decision_log.database import GENESIS, Connection
 from keel.decision_log.strict_json import dumps
 
-__all__ = ["prepare", "read_head", "stored", "to_db"]
+__all__ = ["prepare", "read_head", "stored", "to_db", "write_head"]
 
 
 def to_db(column: str, value: Any) -> Any:
@@ -53,3 +53,8 @@ def read_head(conn: Connection, table: str) -> tuple[int, str]:
         conn.execute("INSERT INTO chain_heads (name, seq, row_hash) VALUES (?, 0, ?)", (table, GENESIS))
         return 0, GENESIS
     return int(row[0]), str(row[1])
+
+
+def write_head(conn: Connection, table: str, seq: int, row_hash: str) -> None:
+    """Move a chain's head to its newest row (inside the transaction that wrote the row)."""
+    conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, row_hash, table))

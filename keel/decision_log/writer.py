@@ -34,7 +34,7 @@ from keel.decision_log.chain import CHAINS, chain_hash
 from keel.decision_log.database import Connection, Database, discard, is_alive
 from keel.decision_log.errors import NOT_RECORDED, UNKNOWN, LogUnavailable
 from keel.decision_log.log_key import ChainKeys, load_keys
-from keel.decision_log.rows import prepare, read_head, stored
+from keel.decision_log.rows import prepare, read_head, stored, write_head
 from keel.decision_log.settings import LogSettings
 from keel.decision_log.submission import Replay, Submission, deliver, expire
 from keel.errors import KeelError
@@ -352,9 +352,7 @@ class DecisionLog:
                 heads[sub.table] = (seq, prev)
                 results.append(sub.rows)
             for table, (seq, link) in heads.items():
-                conn.execute(
-                    "UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, link, table)
-                )
+                write_head(conn, table, seq, link)
         return results
 
     # -- reads -----------------------------------------------------------------------------
