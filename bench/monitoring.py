@@ -11,7 +11,8 @@ Where the direct run cannot hold N rows (--direct-decisions M < N), it runs on t
 first M decisions and keel monitor runs once more on that same sub-window for the comparison.
 
     python -m bench.monitoring [--decisions 1000000] [--log postgresql://127.0.0.1/keel_b13]
-        [--reuse] [--direct-decisions M] [--home DIR] [--pool 20000] [--scenario covariate_shift]
+        [--reuse] [--fill-only] [--direct-decisions M] [--home DIR] [--pool 20000]
+        [--scenario covariate_shift]
 """
 
 from __future__ import annotations
@@ -254,6 +255,9 @@ def main() -> int:
     parser.add_argument("--home", help="keep the state (registry) here; needed to --reuse a log")
     parser.add_argument("--reuse", action="store_true", help="skip the fill if the log holds --decisions")
     parser.add_argument(
+        "--fill-only", action="store_true", help="fill the log (and print the fill's figures), then stop"
+    )
+    parser.add_argument(
         "--direct-decisions", type=int, help="run direct Evidently on the window's first M decisions only"
     )
     args = parser.parse_args()
@@ -269,6 +273,10 @@ def main() -> int:
         if not reused and logged_decisions(log_url):
             raise SystemExit(f"the log at {log_url} holds decisions already; drop it or use --reuse")
         fill = {"reused": True} if reused else build_log(args.decisions, args.pool, args.scenario, args.seed)
+        if args.fill_only:
+            json.dump({"benchmark": "monitoring", "decisions": args.decisions, "fill": fill}, sys.stdout)
+            print()
+            return 0
         env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         n_direct = min(args.direct_decisions or args.decisions, args.decisions)
