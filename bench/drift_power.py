@@ -208,25 +208,20 @@ def oracle_power(reviewed: list[pd.DataFrame], alpha: float, share: float) -> di
     region gets (`alpha * share / regions`); with the mean counts beside it. A level-alpha
     procedure that does not know the region cannot beat the first figure by much (the
     one-sided CMH test is the usual locally most powerful test for a common odds ratio)."""
-    from keel.monitoring.process_drift import ALTERNATIVES, override_cells
+    from keel.monitoring.process_drift import override_cells, versus_rest
     from keel.monitoring.settings import MonitorSettings
-    from keel.monitoring.stats import cmh_test
 
-    s = MonitorSettings()
+    bands = MonitorSettings().score_bands
     p_values, n, events, rest = [], [], [], []
     for frame in reviewed:
-        cells = override_cells(frame, ["region"], s.score_bands)
-        bands = range(len(s.score_bands) - 1)
-        mine = cells[cells["value"] == OVERRIDE_REGION].set_index("band").reindex(bands, fill_value=0)
-        others = cells[cells["value"] != OVERRIDE_REGION].groupby("band")[["n", "events"]].sum()
-        others = others.reindex(bands, fill_value=0)
-        ev, nv = mine["events"].to_numpy(), mine["n"].to_numpy()
-        er, nr = others["events"].to_numpy(), others["n"].to_numpy()
-        tables = np.stack([np.stack([ev, nv - ev], -1), np.stack([er, nr - er], -1)], axis=1)
-        p_values.append(cmh_test(tables, alternative=ALTERNATIVES["override_rate"]).p_value)
-        n.append(int(nv.sum()))
-        events.append(int(ev.sum()))
-        rest.append(float(er.sum() / max(nr.sum(), 1)))
+        cells = override_cells(frame, ["region"], bands)
+        p_values.append(
+            versus_rest("override_rate", cells, "region", OVERRIDE_REGION, len(bands) - 1).p_value
+        )
+        mine = cells["value"] == OVERRIDE_REGION
+        n.append(int(cells["n"][mine].sum()))
+        events.append(int(cells["events"][mine].sum()))
+        rest.append(float(cells["events"][~mine].sum() / max(int(cells["n"][~mine].sum()), 1)))
     regions = max(1, int(reviewed[0]["region"].nunique())) if reviewed else 1
     budget = alpha * share / regions
     return {
@@ -265,6 +260,8 @@ def single_window(
     rng: np.random.Generator,
     parts: Sequence[str] = FAMILIES,
 ) -> dict[str, Any]:
+    from keel.monitoring.settings import MonitorSettings
+
     none = setup.pools["none"]
     out: dict[str, Any] = {}
     # No drift: false alarms per check and per run (any check warn or alert). The Evidently
@@ -319,14 +316,12 @@ def single_window(
         ws = [draw(none, cases, rng, weights) for _ in range(reps)]
         record("categorical_mix", f"{field}={value} share x{ratio}", "segment_mix",
                [(w_, reviewed_frame(w_, setup, rng)) for w_ in ws], False)  # fmt: skip
+    settings = MonitorSettings()
     for ratio in (2.0, 3.0) if "overrides" in parts else ():
         ws = [draw(none, cases, rng) for _ in range(reps)]
         pairs = [(w, reviewed_frame(w, setup, rng, ratio)) for w in ws]
         strength = f"region {OVERRIDE_REGION} x{ratio}"
         record("segment_overrides", strength, "process_drift", pairs, False)
-        from keel.monitoring.settings import MonitorSettings
-
-        settings = MonitorSettings()
         families["segment_overrides"][strength]["oracle"] = oracle_power(
             [r for _, r in pairs], settings.process_drift_p, settings.primary_share
         )

@@ -204,6 +204,13 @@ def _prepare(metric: str, name: str, cells: pd.DataFrame, n_bands: int) -> _Fiel
     return _Field(metric, name, n, e.reindex(index=n.index, columns=range(n_bands), fill_value=0), [])
 
 
+def versus_rest(metric: str, cells: pd.DataFrame, field: str, value: str, n_bands: int) -> CMHResult:
+    """`value` of `field` against all its other values in the same score bands: the test
+    `process_drift` runs, without its search for outliers (benchmarks' known-value ceilings)."""
+    fld = _prepare(metric, field, cells[cells["field"] == field], n_bands)
+    return _versus(fld, value, [str(v) for v in fld.n.index if str(v) != value])
+
+
 def _versus(fld: _Field, value: str, pool: list[str]) -> CMHResult:
     nv, ev = fld.n.loc[value].to_numpy(), fld.e.loc[value].to_numpy()
     nr, er = fld.n.loc[pool].to_numpy().sum(axis=0), fld.e.loc[pool].to_numpy().sum(axis=0)
