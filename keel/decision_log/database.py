@@ -14,6 +14,7 @@ import logging
 import math
 import sqlite3
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -67,6 +68,11 @@ class Database:
     def engine(self) -> sa.Engine:
         if self._engine is None:
             self._engine = self._make_engine()
+            # A Database dropped without `dispose` closes its pooled connections then, instead of
+            # leaving them for the garbage collector to drop while open (a ResourceWarning from
+            # psycopg, and a server-side session that lingers until its socket is freed).
+            # Not at exit: the process's sockets close with it, and daemon threads may still write.
+            weakref.finalize(self, self._engine.dispose).atexit = False
         return self._engine
 
     def _make_engine(self) -> sa.Engine:
