@@ -30,7 +30,7 @@ run: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(BIN)/keel train all
 
-## test: install, run ruff + mypy, then the whole pytest suite
+## test: install, run ruff + mypy + the layer contract, then the whole pytest suite
 test: $(VENV)/.installed check
 	$(BIN)/python -m pytest
 
@@ -45,6 +45,7 @@ check: $(VENV)/.installed typecheck-tree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd build/typecheck && ../../$(BIN)/lint-imports ../../pyproject.toml
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .

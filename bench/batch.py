@@ -27,12 +27,12 @@ from typing import Any
 
 import psutil
 import pyarrow.parquet as pq
+
+from bench.models import per_call_us
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.models import registry
 from keel.training.generators import generate
 from keel.training.settings import TrainingSettings
-
-from bench.models import per_call_us
 
 VOLATILE = ("decision_id", "created_at")
 
@@ -157,9 +157,8 @@ def model_cost_us(name: str, home: Path, reps: int) -> tuple[float, float]:
 
 
 def bench_model(name: str, args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, Any]:
-    from keel.training.registration import train_and_register
-
     from keel.settings import StateSettings
+    from keel.training.registration import train_and_register
 
     settings = TrainingSettings(rows=args.train_rows)
     train_and_register(name, generate(name, settings.rows, settings.seed), StateSettings(), settings)

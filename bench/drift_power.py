@@ -84,22 +84,21 @@ def prepare(home: Path, models: list[str], train_rows: int, pool: dict[str, int]
     """Train and register each model, decide its pools through the Decider into SQLite logs."""
     os.environ["KEEL_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from keel.cli.simulate import case_payloads
+    from keel.decision_log import DecisionLog
+    from keel.decision_log.database import Database
+    from keel.feature_defs.policy import load_policy
     from keel.models import registry
-    from keel.monitoring.frames import reference_frame
+    from keel.models.frames import reference_frame
     from keel.monitoring.log_reader import LogReader
-    from keel.serving.database import Database
     from keel.serving.decider import Decider
-    from keel.serving.decision_log import DecisionLog
     from keel.serving.metrics import Metrics
     from keel.serving.model_set import ModelSet
-    from keel.serving.policy import load_policy
     from keel.serving.settings import ServingSettings
-    from keel.serving.simulate import case_payloads
+    from keel.settings import StateSettings, prepare_state
     from keel.training.generators import generate
     from keel.training.registration import train_and_register
     from keel.training.settings import TrainingSettings
-
-    from keel.settings import StateSettings, prepare_state
 
     state = prepare_state(StateSettings())
     settings = TrainingSettings(rows=train_rows, seed=seed)
@@ -146,8 +145,8 @@ def reviewed_frame(
     window: pd.DataFrame, setup: Setup, rng: np.random.Generator, override_ratio: float = 1.0
 ) -> pd.DataFrame:
     """`keel simulate`'s reviewer on the window, as `LogReader.reviewed` would return it."""
+    from keel.cli.simulate import REVIEWER_ACCURACY, reviewer_verdicts
     from keel.monitoring.log_reader import REVIEWED_COLUMNS
-    from keel.serving.simulate import REVIEWER_ACCURACY, reviewer_verdicts
 
     contract = setup.contract
     outcomes = [None if a else o for a, o in zip(window["abstained"], window["outcome"], strict=True)]

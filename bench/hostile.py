@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from keel.feature_defs.contract import load_contract
 
 from bench.http_load import Endpoint, RawClient
 from bench.servers import Server, base_env, free_port, keel_cli, measure_cpu, wait_ready
 from bench.serving import MODEL, prepare_state, state_dir
+from keel.feature_defs.contract import load_contract
 
 FIELDS = 150_000
 READYZ_TARGET_MS = 100.0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import shap
+
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.models.decision_model import DecisionModel
 from keel.training.generators import generate

@@ -66,18 +66,18 @@ def logged_decisions(url: str) -> int:
 def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, float]:
     """Train and register the model, decide a pool of cases through the online path, then bulk
     fill the decision log to `decisions` rows; returns the phases' seconds."""
+    from keel.decision_log import Database, DecisionLog
+    from keel.decision_log.bulk import BulkLoader
+    from keel.decision_log.rows import log_row
     from keel.feature_defs.contract import load_contract
     from keel.serving.decider import Decider
     from keel.serving.metrics import Metrics
     from keel.serving.model_set import ModelSet
     from keel.serving.settings import ServingSettings
+    from keel.settings import StateSettings, prepare_state
     from keel.training.generators import generate
     from keel.training.registration import train_and_register
     from keel.training.settings import TrainingSettings
-
-    from keel.decision_log import Database, DecisionLog
-    from keel.decision_log.bulk import BulkLoader
-    from keel.settings import StateSettings, prepare_state
 
     t0 = time.perf_counter()
     state = prepare_state(StateSettings())
@@ -105,7 +105,7 @@ def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, 
             base = records[int(picks[written])]
             at = (start + step * written).isoformat()
             record = {**base, "decision_id": str(uuid.uuid4()), "created_at": at}
-            yield Decider.log_row(record, 0, "bench", None, None, contract.segment_fields)
+            yield log_row(record, 0, "bench", None, None, contract.segment_fields)
 
     BulkLoader(db).load("decisions", rows())
     t2 = time.perf_counter()
@@ -176,7 +176,7 @@ from keel.feature_defs.contract import load_contract
 from keel.models import registry
 from keel.settings import StateSettings, prepare_state
 from keel.monitoring.drift import DriftConfig, feature_drift
-from keel.monitoring.frames import typed
+from keel.models.frames import typed
 from keel.monitoring.settings import MonitorSettings
 from keel.decision_log import Database
 state = prepare_state(StateSettings())

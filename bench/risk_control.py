@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
+from statsmodels.stats.proportion import proportion_confint
+
 from keel.feature_defs.contract import load_contract
 from keel.models.decision_model import DecisionModel
 from keel.models.thresholds import ThresholdRule
@@ -44,8 +47,6 @@ from keel.training.risk_control import (
     select_threshold,
 )
 from keel.training.settings import TrainingSettings
-from scipy.stats import binom
-from statsmodels.stats.proportion import proportion_confint
 
 MODEL = "discount_band"
 ALPHA, DELTA = 0.02, 0.05

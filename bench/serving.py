@@ -53,10 +53,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from keel.feature_defs.contract import MODEL_NAMES, load_contract
 
 from bench.http_load import Client, Endpoint, HttpxClient, RawClient, latency_c1, throughput
 from bench.servers import Server, base_env, free_port, keel_cli, measure_cpu, wait_ready
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
 
 MODEL = "invoice_classification"
 TARGET_P50_RATIO = 1.0
@@ -134,7 +134,6 @@ def bare_spec(home: Path, work: Path) -> Path:
     if out.exists():
         return out
     from keel.models.registry import load, resolve
-
     from keel.settings import StateSettings, prepare_state
 
     os.environ["KEEL_HOME"] = str(home)
@@ -159,7 +158,7 @@ def bare_spec(home: Path, work: Path) -> Path:
 
 def log_pragmas(db: Path) -> dict[str, Any]:
     """What Keel's own connection code sets (serving.database.Database.connect)."""
-    from keel.serving.database import Database
+    from keel.decision_log.database import Database
 
     conn = Database(f"sqlite:///{db}").connect()
     try:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keel.models.history import History, HistoryEntry
-from keel.models.registry import CHALLENGER, CHAMPION, client, get_version
 from mlflow.exceptions import MlflowException
 
 from keel.errors import RegistryError
+from keel.models.history import History, HistoryEntry
+from keel.models.registry import CHALLENGER, CHAMPION, client, get_version
 
 __all__ = [
     "APPROVE",

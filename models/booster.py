@@ -12,6 +12,7 @@ import re
 
 import lightgbm as lgb
 import numpy as np
+
 from keel.models.fast_predict import PREDICT_CONTRIB, PREDICT_RAW_SCORE, SingleRowPredictor
 
 _TREE_HEADER = re.compile(r"^Tree=\d+", flags=re.MULTILINE)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keel.feature_defs.contract import Contract, load_contract_text
-
 from keel.errors import IntegrityError, ModelLoadError
+from keel.feature_defs.contract import Contract, load_contract_text
 
 BOOSTER = "booster.txt"
 CALIBRATION = "calibration.json"

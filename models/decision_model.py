@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from keel.errors import InvalidInput, ModelLoadError
 from keel.feature_defs.contract import Contract
 from keel.models.booster import TreeModel
 from keel.models.bundle import Bundle, read_bundle
 from keel.models.calibration import softmax
 from keel.models.spec import DecisionSpec, decision_spec
 from keel.models.thresholds import OVERALL, ThresholdRule
-
-from keel.errors import InvalidInput, ModelLoadError
 
 
 @dataclass

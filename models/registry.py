@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from keel.feature_defs.contract import MODEL_NAMES
-from keel.models.bundle import MANIFEST, read_bundle
-from keel.models.decision_model import DecisionModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from keel.errors import IntegrityError, ModelLoadError, RegistryError
+from keel.feature_defs.contract import MODEL_NAMES
+from keel.models.bundle import MANIFEST, read_bundle
+from keel.models.decision_model import DecisionModel
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.feature_defs.contract import Contract
-from keel.models.bundle import Bundle
-from keel.serving.policy import Policy, load_policy_text, packaged_policy_text
-
 from keel.errors import InvalidInput, ModelLoadError
+from keel.feature_defs.contract import Contract
+from keel.feature_defs.policy import Policy, load_policy_text, packaged_policy_text
+from keel.models.bundle import Bundle
 
 __all__ = ["DecisionSpec", "decision_spec", "seal_policy"]
 

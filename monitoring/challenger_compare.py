@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keel.monitoring.log_reader import iso
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from keel.decision_log.chain import LIVE
 from keel.decision_log.comparisons import ComparedRow, compared_rows, window_mix
 from keel.decision_log.database import Database
+from keel.monitoring.log_reader import iso
 
 __all__ = ["compare", "compare_lines"]
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from keel.feature_defs.contract import Contract
-from keel.monitoring.frames import shap_column
+from keel.models.frames import shap_column
 
 # Test direction per Evidently stat test (checked against evidently 0.7.23's stattests).
 _P_VALUE = {"ks", "chisquare", "z", "fisher_exact", "g_test", "mannw", "t_test", "es", "anderson",

@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from keel.feature_defs.contract import Contract
-from keel.monitoring.frames import records_to_frame
-from keel.monitoring.stats import check_edges
 
 from keel.decision_log.database import Database
 from keel.decision_log.windows import WindowQueries
+from keel.feature_defs.contract import Contract
+from keel.models.frames import records_to_frame
+from keel.monitoring.stats import check_edges
 
 CHUNK = 5000
 REVIEWED_COLUMNS = (

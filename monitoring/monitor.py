@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from keel.errors import InvalidInput, NotFound
 from keel.feature_defs.contract import Contract
 from keel.models import registry
+from keel.models.frames import SHAP_PREFIX
 from keel.monitoring import checks
 from keel.monitoring.challenger_compare import compare as compare_challengers
 from keel.monitoring.checks import CheckResult, judge
@@ -27,7 +30,6 @@ from keel.monitoring.drift import (
     feature_drift,
     prediction_drift,
 )
-from keel.monitoring.frames import SHAP_PREFIX
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.overrides import OverrideReport, decided_reviews, override_report
 from keel.monitoring.process_drift import ProcessDriftReport, process_drift
@@ -44,8 +46,6 @@ from keel.monitoring.segments import (
 )
 from keel.monitoring.sequential import SequentialState, chunk_statistics, state_path
 from keel.monitoring.settings import MonitorSettings
-
-from keel.errors import InvalidInput, NotFound
 
 _SPAN = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+
 from keel.monitoring.stats import Proportion, proportion
 
 DECIDED_KINDS = ("override", "confirmation")

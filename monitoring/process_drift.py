@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import CMHResult, band_index, band_labels, cmh_test, finite, weighted_holm
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from keel.monitoring.log_reader import WindowSummary
 from keel.monitoring.overrides import DECIDED_KINDS, rates_by
 from keel.monitoring.stats import Proportion, proportion

@@ -7,9 +7,10 @@ that version's spec (never today's packaged policy).
 from __future__ import annotations
 
 import pandas as pd
+
 from keel.models.bundle import REFERENCE, REFERENCE_OUTPUTS
 from keel.models.decision_model import DecisionModel
-from keel.monitoring.frames import reference_frame
+from keel.models.frames import reference_frame
 
 __all__ = ["sealed_reference"]
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2_contingency
+
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import binomial_above, holm, proportion
-from scipy.stats import chi2_contingency
 
 __all__ = [
     "ConceptFinding",

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
+
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import band_index
-from scipy.stats import norm
 
 __all__ = ["SequentialState", "ValueEvidence", "chunk_statistics", "e_value", "state_path"]
 

@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keel.decision_log import DecisionLog, reads, reject_changed_replay
+from keel.decision_log.chain import BATCH
+from keel.decision_log.database import Database
+from keel.decision_log.rows import log_row
+from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import Contract
 from keel.models import registry
 from keel.models.decision_model import DecisionModel
@@ -32,18 +40,10 @@ from keel.serving.batch_io import (
     decision_row,
     read_chunks,
 )
-from keel.serving.database import Database
 from keel.serving.decider import Decider, public, request_digest
-from keel.serving.decision_log import DecisionLog, reject_changed_replay
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from keel.decision_log import reads
-from keel.decision_log.chain import BATCH
-from keel.errors import FieldError, InvalidInput
 
 __all__ = [
     "BATCH_CALLER_PREFIX",
@@ -229,10 +229,7 @@ class BatchLog:
             return [r["record"] for r in reject_changed_replay(earlier, digest)]
         for row, record in zip(rows, records, strict=True):
             record["batch"] = {"run_id": self.run_id, "row": row}
-        out = [
-            Decider.log_row(r, i, self.caller, key, digest, segments, origin=BATCH)
-            for i, r in enumerate(records)
-        ]
+        out = [log_row(r, i, self.caller, key, digest, segments, origin=BATCH) for i, r in enumerate(records)]
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             found = reads.decisions_by_key(conn, self.caller, model, key)

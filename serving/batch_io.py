@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from keel.feature_defs.contract import RESERVED_KEYS, Contract
 
 from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.errors import FieldError, InvalidInput
+from keel.feature_defs.contract import RESERVED_KEYS, Contract
 
 # Decision-log rows written by `keel score --log` have a caller starting with BATCH_CALLER_PREFIX
 # (no API key name can: `keel keys add` refuses the prefix) and a `batch` entry in their record.

@@ -2,7 +2,7 @@
 
 Spark reads the input, numbers its rows (input order), and validates every case in its Python
 workers with the contract; the valid cases go through `mlflow.pyfunc.spark_udf` on the registered
-models-from-code pyfunc (no pickled model is shipped: each worker runs models/pyfunc_model.py on
+models-from-code pyfunc (no pickled model is shipped: each worker runs serving/pyfunc_model.py on
 the version's data files), which returns each case's decision record built by the online path's
 code. Spark writes decisions and rejected cases as Parquet parts; the driver then streams them, in
 input order and a bounded number of rows at a time, into the same output files `--engine local`
@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
+
+from keel.decision_log import DecisionLog
+from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import Contract, load_contract_text
 from keel.models.decision_model import DecisionModel
 from keel.serving.batch import (
@@ -44,10 +47,7 @@ from keel.serving.batch_io import (
     input_columns,
     table_format,
 )
-from keel.serving.decision_log import DecisionLog
 from keel.serving.model_set import Served
-
-from keel.errors import FieldError, InvalidInput
 
 __all__ = ["records_json", "run_spark"]
 

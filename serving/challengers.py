@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from keel.serving.decision_record import decide_valid, log_row
-from keel.serving.metrics import Metrics
-from keel.serving.model_set import Challengers, Served
 
 from keel.decision_log.chain import SHADOW
+from keel.decision_log.rows import log_row
+from keel.serving.decision_record import decide_valid
+from keel.serving.metrics import Metrics
+from keel.serving.model_set import Challengers, Served
 
 __all__ = ["Challengers", "ShadowScorer", "canary_mask", "decide_cases", "in_canary"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
+
+from keel.errors import InvalidInput, KeelError, ModelLoadError, NotFound
 from keel.serving import body_check
 from keel.serving.body_check import parse_cases
 from keel.serving.decider import Decider
-
-from keel.errors import InvalidInput, KeelError, ModelLoadError, NotFound
 
 __all__ = ["INLINE_BODY_BYTES", "answer", "error_headers", "parse_cases", "send_json"]
 

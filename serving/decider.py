@@ -19,17 +19,16 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import numpy as np
-from keel.serving import decision_record
+
+from keel.decision_log import DecisionLog, Replay, reads, reject_changed_replay
+from keel.decision_log.chain import FEEDBACK_COLUMNS
+from keel.decision_log.rows import log_row
+from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
 from keel.serving.challengers import ShadowScorer, decide_cases
-from keel.serving.decision_log import DecisionLog, Replay, reject_changed_replay
 from keel.serving.decision_record import public
-from keel.serving.log_chain import FEEDBACK_COLUMNS
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
-
-from keel.decision_log import reads
-from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
 
 log = logging.getLogger("keel.decide")
 
@@ -166,7 +165,7 @@ class Decider:
             )
         records = self._decide_valid(served, cases, checked.matrix)
         segments = served.spec.segment_fields
-        rows = [self.log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
+        rows = [log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
         replay = None
         if idempotency_key:
             key = idempotency_key
@@ -186,8 +185,6 @@ class Decider:
     def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[dict[str, Any]]:
         challengers = self.models.challengers(served.loaded.ref.name)  # a canary takes its share
         return decide_cases(served, challengers, cases, matrix, self.settings.top_k, self.metrics)
-
-    log_row = staticmethod(decision_record.log_row)
 
     # -- feedback and lookups ----------------------------------------------------------------
     def feedback(

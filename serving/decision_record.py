@@ -6,21 +6,18 @@ decision is built by the same code as an online one. Nothing here does I/O.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+
 from keel.models.decision_model import BatchDecision
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Served
 
-from keel.decision_log.chain import LIVE
-
-__all__ = ["MODEL_ERROR", "PRIVATE_FIELDS", "decide_valid", "log_row", "public", "record"]
+__all__ = ["MODEL_ERROR", "PRIVATE_FIELDS", "decide_valid", "public", "record"]
 
 log = logging.getLogger("keel.decide")
 
@@ -122,38 +119,4 @@ def record(
         "explanation_status": "exact" if explained else "unavailable",
         "inputs": case,
         "explanation_full": full,
-    }
-
-
-def log_row(
-    record: dict[str, Any],
-    index: int,
-    caller: str,
-    key: str | None,
-    digest: str | None,
-    segment_fields: Sequence[str],
-    origin: str = LIVE,
-) -> dict:
-    """The decision-log row for a decision record (columns monitoring reads without the record);
-    `segment_fields` come from the spec of the version that decided it, `origin` says whether it
-    was answered online, logged by a batch run or scored in shadow (keel.decision_log.chain)."""
-    segments = {f: record["inputs"].get(f) for f in segment_fields}
-    return {
-        "decision_id": record["decision_id"],
-        "model": record["model"],
-        "model_version": record["versions"]["model_version"],
-        "created_at": record["created_at"],
-        "caller": caller,
-        "case_id": record["case_id"],
-        "idempotency_key": key,
-        "request_hash": digest,
-        "request_index": index,
-        "outcome": record["outcome"],
-        "abstained": record["abstained"],
-        "route": record["route"],
-        "confidence": record["confidence"],
-        "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
-        "intervened": int(bool(record["rules_fired"])),
-        "record": record,
-        "origin": origin,
     }

@@ -15,10 +15,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from keel.serving import decide_endpoint, docs_page, routes
-from keel.serving.decider import Decider
-from keel.serving.keys import KeyStore
-from keel.serving.metrics import Metrics
 
 from keel.errors import (
     FieldError,
@@ -29,6 +25,10 @@ from keel.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from keel.serving import decide_endpoint, docs_page, routes
+from keel.serving.decider import Decider
+from keel.serving.keys import KeyStore
+from keel.serving.metrics import Metrics
 
 __all__ = ["Gate"]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keel.errors import KeelError, ModelLoadError
+from keel.feature_defs.policy import Policy
 from keel.models.registry import (
     CANARY,
     CANARY_SHARE_TAG,
@@ -25,9 +27,6 @@ from keel.models.registry import (
     resolve,
 )
 from keel.models.spec import DecisionSpec
-from keel.serving.policy import Policy
-
-from keel.errors import KeelError, ModelLoadError
 
 __all__ = ["Challengers", "ModelSet", "ReloadReport", "Served", "Snapshot"]
 

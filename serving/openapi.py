@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
 from keel.feature_defs.contract import Contract, FieldSpec
 from keel.serving.routes import ROUTES, Route
-from pydantic import BaseModel, ConfigDict, Field, create_model
 
 __all__ = ["FeedbackRequest", "case_model", "decide_request_model", "document"]
 

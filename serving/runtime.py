@@ -6,15 +6,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
 from keel.serving.challengers import ShadowScorer
-from keel.serving.database import Database
 from keel.serving.decider import Decider
-from keel.serving.decision_log import DecisionLog
 from keel.serving.keys import KeyStore
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, ReloadReport
 from keel.serving.settings import ServingSettings
-
 from keel.settings import StateSettings, prepare_state
 
 log = logging.getLogger("keel.runtime")

@@ -9,28 +9,45 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from keel.serving.settings import ServingSettings
+from keel.settings import StateSettings
+
+if TYPE_CHECKING:
+    from keel.serving.runtime import Runtime
+
+__all__ = ["run_app", "serve"]
 
 
-def serve(settings: ServingSettings) -> None:
-    # BentoML's Prometheus client insists on a multiprocess directory before it is imported.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keel-prom-"))
+def serve(
+    state: StateSettings,
+    settings: ServingSettings,
+    on_start: Callable[[Runtime], None] | None = None,
+) -> None:
+    """Build the runtime, hand it to `on_start` (the CLI prints its lines there) and serve until stopped."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
     # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
     logging.getLogger("keel.http").setLevel(logging.INFO if settings.log_requests else logging.WARNING)
-    from keel.serving import runtime
-    from keel.serving.service import asgi_app
+    # BentoML's Prometheus client insists on a multiprocess directory before it is imported; one
+    # made here is removed when the server stops instead of being left in the temp folder.
+    with tempfile.TemporaryDirectory(prefix="keel-prom-") as prom:
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
+        from keel.serving import runtime
+        from keel.serving.service import asgi_app
 
-    from keel.ready_line import announce_start, announce_when_ready
-
-    rt = runtime.Runtime.start(settings=settings)
-    announce_start(rt.state, settings)
-    announce_when_ready(rt)
-    runtime.install(rt)
-    run_app(asgi_app(), settings.host, settings.port)
+        rt = runtime.Runtime.start(state=state, settings=settings)
+        if on_start is not None:
+            on_start(rt)
+        runtime.install(rt)
+        try:
+            run_app(asgi_app(), settings.host, settings.port)
+        finally:
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == prom:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def run_app(app: Any, host: str, port: int) -> None:

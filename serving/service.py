@@ -13,12 +13,12 @@ from typing import Any
 
 import bentoml
 from fastapi import FastAPI, Request, Response
+
+from keel.errors import KeelError, ModelLoadError
 from keel.serving import body_check, routes, runtime
 from keel.serving.gate import Gate
 from keel.serving.openapi import FeedbackRequest, document
 from keel.serving.settings import ServingSettings
-
-from keel.errors import KeelError, ModelLoadError
 
 __all__ = ["DecisionService", "asgi_app", "served_models"]
 

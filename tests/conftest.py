@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from keel.feature_defs.contract import MODEL_NAMES
 
 
@@ -49,11 +50,10 @@ def registered(store: Store) -> dict[str, str]:
     the fallback procedure, 290/400 with a single start at the full delta), and an
     abstain-on-everything champion would leave the service, policy and monitoring tests nothing
     to look at."""
+    from keel.settings import StateSettings
     from keel.training.generators import generate
     from keel.training.registration import train_and_register
     from keel.training.settings import TrainingSettings
-
-    from keel.settings import StateSettings
 
     settings = TrainingSettings(rows=8000, num_boost_round=120, seed=3, alpha=0.05)
     versions = {}

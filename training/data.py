@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from keel.feature_defs.contract import Contract
 
 from keel.errors import FieldError, InvalidInput
+from keel.feature_defs.contract import Contract
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

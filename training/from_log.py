@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from keel.feature_defs.contract import Contract
-from keel.models.decision_model import DecisionModel
-from keel.training.pipeline import FIT_SHARE
 from sklearn.metrics import f1_score
 
 from keel.decision_log import reads
 from keel.decision_log.database import Database
 from keel.errors import InvalidInput
+from keel.feature_defs.contract import Contract
+from keel.models.decision_model import DecisionModel
+from keel.training.pipeline import FIT_SHARE
 
 
 def labelled_from_log(db: Database, contract: Contract, chunk: int = 5000) -> pd.DataFrame:

@@ -15,6 +15,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from keel.errors import InvalidInput
 from keel.feature_defs.contract import Contract
 from keel.models.booster import TreeModel
 from keel.models.bundle import (
@@ -40,8 +42,6 @@ from keel.training.risk_control import (
     select_threshold,
 )
 from keel.training.settings import TrainingSettings
-
-from keel.errors import InvalidInput
 
 # Stage messages at INFO: `keel train` shows them as its live status line.
 _log = logging.getLogger(__name__)

@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
+
+from keel.errors import InvalidInput, KeelError
 from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
 from keel.models.history import History, HistoryEntry
 from keel.models.registry import LoadedModel, client, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
-from keel.training.settings import PromotionSettings
-from statsmodels.stats.proportion import proportion_confint
-
-from keel.errors import InvalidInput, KeelError
 from keel.settings import StateSettings
+from keel.training.settings import PromotionSettings
 
-__all__ = ["Criterion", "Outcome", "approve", "evaluate", "pickup_note", "promote", "rollback"]
+__all__ = ["Criterion", "Outcome", "approve", "evaluate", "promote", "rollback"]
 
 TWO_PERSON_TAG = "keel.two_person"
 
@@ -239,7 +239,7 @@ def evaluate(
 
 def reviewed_cases(contract: Contract, state: StateSettings) -> pd.DataFrame | None:
     """Reviewed cases of the model from the decision log, read with the candidate's contract."""
-    from keel.serving.database import Database
+    from keel.decision_log.database import Database
     from keel.training.from_log import labelled_from_log
 
     try:
@@ -336,20 +336,3 @@ def rollback(name: str, *, actor: str, reason: str, state: StateSettings) -> His
     current = aliases.current_version(name)
     target = aliases.previous_champion(history.entries(name), current)
     return aliases.move_champion(history, name, target, action=aliases.ROLLBACK, actor=actor, reason=reason)
-
-
-def pickup_note() -> str:
-    """When running replicas serve an alias move (printed by every command that moves one)."""
-    from keel.serving.settings import ServingSettings
-
-    poll = ServingSettings().reload_poll_seconds
-    if poll > 0:
-        return (
-            f"running replicas pick this up by themselves within {poll:g} s "
-            f"(KEEL_SERVE_RELOAD_POLL_SECONDS) plus the time to load the version; "
-            f"POST /v1/admin/reload makes one switch now"
-        )
-    return (
-        "alias polling is off (KEEL_SERVE_RELOAD_POLL_SECONDS=0): running replicas keep the old "
-        "version until POST /v1/admin/reload"
-    )

@@ -11,10 +11,18 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
+
+import keel
+from keel.errors import InvalidInput
 from keel.feature_defs.contract import Contract, load_contract
+from keel.feature_defs.policy import Policy, packaged_policy_text
 from keel.models.aliases import REGISTER, move_alias, os_user
 from keel.models.bundle import POLICY, REFERENCE, REFERENCE_OUTPUTS, SPEC, reseal_bundle, write_json
 from keel.models.decision_model import DecisionModel
+from keel.models.frames import reference_frame
 from keel.models.history import History
 from keel.models.model_code import keel_code_tree, public_requirements
 from keel.models.registry import (
@@ -26,25 +34,17 @@ from keel.models.registry import (
     PYFUNC_RUN,
 )
 from keel.models.spec import seal_policy
-from keel.monitoring.frames import reference_frame
-from keel.serving.policy import Policy, packaged_policy_text
+from keel.settings import StateSettings
 from keel.training.certification import first_alias, risk_metrics, risk_tags
 from keel.training.evaluation import flatten_metrics
 from keel.training.pipeline import TrainResult, train
 from keel.training.settings import TrainingSettings
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, Schema
-
-import keel
-from keel.errors import InvalidInput
-from keel.settings import StateSettings
 
 _log = logging.getLogger(__name__)
 
 PYFUNC_CODE = "pyfunc_model.py"
 BATCH_PARAMS = {"keel_versions": ""}
-"""Inference params of the pyfunc (read by models/pyfunc_model.py): with `keel_versions` set, predict
+"""Inference params of the pyfunc (read by serving/pyfunc_model.py): with `keel_versions` set, predict
 also returns each case's full decision record, as `keel score --engine spark` asks for."""
 
 
@@ -165,7 +165,7 @@ def train_and_register(
             )
             for artefact in ("evaluation.json", "shap_importance.png", "abstention.json"):
                 mlflow.log_artifact((result.bundle_dir / artefact).as_posix(), artifact_path="report")
-            code = resources.files("keel.models").joinpath(PYFUNC_CODE)
+            code = resources.files("keel.serving").joinpath(PYFUNC_CODE)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(code),

@@ -36,8 +36,9 @@ from dataclasses import field as dc_field
 from typing import Any, Literal
 
 import numpy as np
-from keel.models.thresholds import NEVER_DECIDE
 from scipy.stats import beta, betabinom, binom
+
+from keel.models.thresholds import NEVER_DECIDE
 
 __all__ = [
     "NEVER_DECIDE",

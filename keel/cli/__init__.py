@@ -14,7 +14,7 @@ __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from keel.console import quiet_dependencies
+    from keel.terminal import quiet_dependencies
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_dependencies()

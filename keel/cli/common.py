@@ -28,7 +28,7 @@ def _models(arg: str, registered: bool = False) -> list[str]:
 
 def _state(registry: bool = True, log: bool = False) -> Any:
     """The state a reading command uses, said on stderr; StateMissing (exit 3) where there is none."""
-    from keel import state
+    from keel.cli import state
     from keel.settings import StateSettings
 
     settings = StateSettings()
@@ -39,8 +39,6 @@ def _state(registry: bool = True, log: bool = False) -> Any:
 
 def _moved(name: str, entry: Any, how: str, now: str | None = None) -> int:
     """One line for an alias move, and when running replicas pick it up."""
-    from keel.training.promotion import pickup_note
-
     print(f"{name}: {entry.alias} v{entry.from_version} -> {now or f'v{entry.to_version}'}{how}")
     print(f"{name}: {pickup_note()}")
     return 0
@@ -59,3 +57,20 @@ def _actor(args: argparse.Namespace) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
+
+
+def pickup_note() -> str:
+    """When running replicas serve an alias move (printed by every command that moves one)."""
+    from keel.serving.settings import ServingSettings
+
+    poll = ServingSettings().reload_poll_seconds
+    if poll > 0:
+        return (
+            f"running replicas pick this up by themselves within {poll:g} s "
+            f"(KEEL_SERVE_RELOAD_POLL_SECONDS) plus the time to load the version; "
+            f"POST /v1/admin/reload makes one switch now"
+        )
+    return (
+        "alias polling is off (KEEL_SERVE_RELOAD_POLL_SECONDS=0): running replicas keep the old "
+        "version until POST /v1/admin/reload"
+    )

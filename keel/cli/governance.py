@@ -98,10 +98,10 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from keel.decision_log.database import Database
     from keel.monitoring.challenger_compare import compare, compare_lines
     from keel.monitoring.monitor import parse_window
     from keel.monitoring.settings import MonitorSettings
-    from keel.serving.database import Database
 
     state: Any = _state(log=True)
     name = _models(args.model, registered=True)[0]
@@ -120,8 +120,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _guard_canary(name: str, db: Any, state: Any) -> Any:
     """Judge the model's canary (if auto-rollback is on for it); print when it is stopped."""
-    from keel.training.canary_guard import guard_canary
-    from keel.training.promotion import pickup_note
+    from keel.cli.canary_guard import guard_canary
+    from keel.cli.common import pickup_note
     from keel.training.settings import PromotionSettings
 
     judgement = guard_canary(name, db, state, PromotionSettings())

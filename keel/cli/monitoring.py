@@ -15,8 +15,8 @@ from keel.errors import InvalidInput, KeelError
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from keel.serving.simulate import SimulationConfig, run_simulation
-    from keel.simulation_progress import simulation_progress
+    from keel.cli.simulate import SimulationConfig, run_simulation
+    from keel.cli.simulation_progress import simulation_progress
 
     key = args.key or os.environ.get("KEEL_KEY", "")
     if not key:
@@ -55,9 +55,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from keel.console import stage
+    from keel.decision_log.database import Database
     from keel.monitoring.checks import COULD_NOT_RUN
-    from keel.serving.database import Database
+    from keel.terminal import stage
 
     state = _state(registry=args.target != "explain", log=True)
     db = Database(state.log_url)
@@ -100,8 +100,8 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
+    from keel.decision_log import DecisionLog
     from keel.monitoring.explain_report import decision_context, render_decision
-    from keel.serving.decision_log import DecisionLog
 
     if not args.decision_id:
         raise InvalidInput("monitor explain needs a DECISION_ID (a decision's `decision_id`)")

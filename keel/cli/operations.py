@@ -10,24 +10,32 @@ from keel.cli.common import _state
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from keel import state
+    from keel.cli import state
+    from keel.cli.ready_line import announce_start, announce_when_ready
     from keel.serving.server import serve
     from keel.serving.settings import ServingSettings
     from keel.settings import StateSettings
 
+    settings = StateSettings()
     # Refuse to start on a store that is not there (it would wait forever for models).
-    state.require(StateSettings(), registry=True)
+    state.require(settings, registry=True)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    serve(ServingSettings(**overrides))
+    serving = ServingSettings(**overrides)
+
+    def announce(rt: Any) -> None:
+        announce_start(rt.state, serving)
+        announce_when_ready(rt)
+
+    serve(settings, serving, announce)
     return 0
 
 
 def _keys(create: bool) -> Any:
     """The key store; only `keys add` may create the state it lives in."""
-    from keel.serving.database import Database
+    from keel.cli.state import announce
+    from keel.decision_log.database import Database
     from keel.serving.keys import KeyStore
     from keel.settings import StateSettings
-    from keel.state import announce
 
     state = StateSettings()
     if create:
@@ -78,7 +86,7 @@ def cmd_log_key(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from keel.status import status_lines
+    from keel.cli.status import status_lines
 
     for line in status_lines(as_json=args.json):
         print(line)
@@ -86,6 +94,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from keel.serving.batch_cli import score
+    from keel.cli.score import score
 
     return score(args)

@@ -13,9 +13,9 @@ from keel.errors import InvalidInput, first_problem
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from keel.console import StageLog, stage
     from keel.models.registry import has_alias
     from keel.settings import StateSettings, prepare_state
+    from keel.terminal import StageLog, stage
     from keel.training.data import read_table
     from keel.training.settings import TrainingSettings
 
@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.from_log:
         state = _state(registry=True, log=True)
     else:  # training creates the state it writes to
-        from keel.state import announce
+        from keel.cli.state import announce
 
         state = prepare_state(StateSettings())
         announce(state)
@@ -106,8 +106,8 @@ def _print_registered(reg: Any) -> None:
 
 
 def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> Any:
+    from keel.decision_log.database import Database
     from keel.models import registry
-    from keel.serving.database import Database
     from keel.training import from_log
     from keel.training.registration import train_and_register
 

@@ -8,6 +8,7 @@ from keel.decision_log.chain import CHAINS, DECISION_COLUMNS, FEEDBACK_COLUMNS, 
 from keel.decision_log.database import GENESIS, Connection, Database, redact
 from keel.decision_log.errors import LogUnavailable
 from keel.decision_log.settings import LogSettings
+from keel.decision_log.submission import reject_changed_replay
 from keel.decision_log.verify import VerifyResult
 from keel.decision_log.writer import DecisionLog, Replay
 
@@ -24,5 +25,6 @@ __all__ = [
     "Replay",
     "VerifyResult",
     "redact",
+    "reject_changed_replay",
     "row_hash",
 ]

@@ -6,13 +6,15 @@ Shared by the group-committing writer (keel.decision_log.writer) and the bulk lo
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashed_values
 from keel.decision_log.database import GENESIS, Connection
 from keel.decision_log.strict_json import dumps
 
-__all__ = ["prepare", "read_head", "stored", "to_db", "write_head"]
+__all__ = ["log_row", "prepare", "read_head", "stored", "to_db", "write_head"]
 
 
 def to_db(column: str, value: Any) -> Any:
@@ -58,3 +60,37 @@ def read_head(conn: Connection, table: str) -> tuple[int, str]:
 def write_head(conn: Connection, table: str, seq: int, row_hash: str) -> None:
     """Move a chain's head to its newest row (inside the transaction that wrote the row)."""
     conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, row_hash, table))
+
+
+def log_row(
+    record: dict[str, Any],
+    index: int,
+    caller: str,
+    key: str | None,
+    digest: str | None,
+    segment_fields: Sequence[str],
+    origin: str = LIVE,
+) -> dict[str, Any]:
+    """The decision-log row for a decision record (columns monitoring reads without the record);
+    `segment_fields` come from the spec of the version that decided it, `origin` says whether it
+    was answered online, logged by a batch run or scored in shadow (keel.decision_log.chain)."""
+    segments = {f: record["inputs"].get(f) for f in segment_fields}
+    return {
+        "decision_id": record["decision_id"],
+        "model": record["model"],
+        "model_version": record["versions"]["model_version"],
+        "created_at": record["created_at"],
+        "caller": caller,
+        "case_id": record["case_id"],
+        "idempotency_key": key,
+        "request_hash": digest,
+        "request_index": index,
+        "outcome": record["outcome"],
+        "abstained": record["abstained"],
+        "route": record["route"],
+        "confidence": record["confidence"],
+        "segments": json.dumps(segments, sort_keys=True, separators=(",", ":")),
+        "intervened": int(bool(record["rules_fired"])),
+        "record": record,
+        "origin": origin,
+    }

@@ -11,11 +11,19 @@ from typing import Any
 
 from keel.decision_log.database import Connection
 from keel.decision_log.errors import LogUnavailable
+from keel.errors import Conflict
 
-__all__ = ["Replay", "Submission", "deliver", "expire"]
+__all__ = ["Replay", "Submission", "deliver", "expire", "reject_changed_replay"]
 
 Replay = Callable[[Connection], list[dict[str, Any]] | None]
 """Looks up an earlier identical write (idempotency); its rows are returned instead."""
+
+
+def reject_changed_replay(stored: list[dict[str, Any]], request_hash: str) -> list[dict[str, Any]]:
+    """An idempotency key reused with a different request body is a client error."""
+    if any(r.get("request_hash") != request_hash for r in stored):
+        raise Conflict("this Idempotency-Key was used before with a different request body")
+    return stored
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from keel.training.generators import MODELS, SCENARIOS, generate, true_outcome
 
 FEATURE_DEFS = Path(__file__).resolve().parents[2] / "feature_defs"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from keel.serving.database import Database
-from keel.serving.keys import KeyStore
 
+from keel.decision_log.database import Database
+from keel.serving.keys import KeyStore
 from tests.conftest import Store
 
 ROLES = ("decide", "feedback", "read", "admin")
@@ -124,7 +124,6 @@ def polling_server(
     and the `keel` CLI environment that moves aliases on it; afterwards the session's champions
     are back and no shadow or canary is left."""
     from keel.models import registry
-
     from tests.conftest import cli_env
 
     log_url = f"sqlite:///{tmp_path / 'decisions.db'}"

@@ -16,16 +16,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
+from keel.cli.simulate import case_payloads
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
+from keel.errors import Conflict
 from keel.feature_defs.contract import load_contract
 from keel.monitoring.log_reader import LogReader
 from keel.serving.batch import BATCH_CALLER_PREFIX, BatchJob, BatchSettings, run_local, served_version
 from keel.serving.batch_io import error_path
-from keel.serving.database import Database
-from keel.serving.decision_log import DecisionLog
-from keel.serving.simulate import case_payloads
 from keel.training.generators import generate
-
-from keel.errors import Conflict
 from tests.conftest import Store, cli_env, run_keel
 from tests.integration.conftest import Server
 

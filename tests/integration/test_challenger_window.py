@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from keel.monitoring import challenger_compare
 
 from keel.decision_log import Database
 from keel.decision_log.bulk import BulkLoader
+from keel.monitoring import challenger_compare
 from tests.integration.test_bulk_load import decision
 
 

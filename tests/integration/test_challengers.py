@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from keel.models import registry
 
+from keel.models import registry
 from tests.conftest import run_keel
 from tests.integration.conftest import Server
 from tests.integration.test_service import cases_of

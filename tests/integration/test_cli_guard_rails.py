@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from keel.feature_defs.contract import MODEL_NAMES
-from keel.serving.database import Database
-from keel.serving.keys import KeyStore
-from keel.training.generators import generate
 
 from keel.cli import build_parser, main
+from keel.decision_log.database import Database
 from keel.errors import ExitCode, Unauthorized
+from keel.feature_defs.contract import MODEL_NAMES
+from keel.serving.keys import KeyStore
+from keel.training.generators import generate
 from tests.conftest import Store, cli_env, run_keel
 
 READING_COMMANDS = [

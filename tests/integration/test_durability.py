@@ -11,15 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
 from keel.feature_defs.contract import load_contract
 from keel.models import registry
-from keel.serving.database import Database
-from keel.serving.decision_log import DecisionLog
+from keel.settings import StateSettings
 from keel.training.generators import generate
 from keel.training.registration import train_and_register
 from keel.training.settings import TrainingSettings
-
-from keel.settings import StateSettings
 from tests.conftest import Store, fresh_postgres_database, run_keel
 from tests.integration.conftest import Server, make_keys, start_server
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from keel.feature_defs.contract import load_contract
-from keel.serving.keys import KeyStore
 
 from bench.tcp_proxy import TcpProxy
 from keel.decision_log import Database
 from keel.decision_log.verify import verify
+from keel.feature_defs.contract import load_contract
+from keel.serving.keys import KeyStore
 from tests.conftest import Store, fresh_postgres_database, run_keel
 from tests.integration.conftest import Server, make_keys, start_server
 

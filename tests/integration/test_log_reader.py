@@ -16,21 +16,21 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
+from keel.cli.simulate import case_payloads
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
 from keel.feature_defs.contract import load_contract
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.overrides import override_report
 from keel.monitoring.process_drift import process_drift
 from keel.monitoring.quality import quality_report
 from keel.monitoring.stats import band_index
-from keel.serving.database import Database
 from keel.serving.decider import Decider
-from keel.serving.decision_log import DecisionLog
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet
 from keel.serving.settings import ServingSettings
-from keel.serving.simulate import case_payloads
 from keel.training.generators import generate
-
 from tests.conftest import Store, fresh_postgres_database
 
 MODEL = "discount_band"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keel.serving.keys import KeySettings, KeyStore
 
 from bench.tcp_proxy import TcpProxy
 from keel.decision_log import Database, DecisionLog, LogSettings, LogUnavailable
@@ -25,6 +24,7 @@ from keel.decision_log.chain import DECISION_COLUMNS, hashed_values, row_hash
 from keel.decision_log.log_key import create_key_file, load_keys
 from keel.decision_log.migrations import HEAD
 from keel.decision_log.verify import append_checkpoint, read_checkpoints, verify
+from keel.serving.keys import KeySettings, KeyStore
 from tests.conftest import fresh_postgres_database
 
 OLD_SCHEMA = """

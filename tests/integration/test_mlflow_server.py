@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from keel.feature_defs.contract import load_contract
 
+from keel.feature_defs.contract import load_contract
 from tests.conftest import Store, cli_env, run_keel
 from tests.integration.conftest import free_port, make_keys, start_server
 

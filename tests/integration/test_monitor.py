@@ -19,20 +19,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+
+from keel.cli.simulate import case_payloads, reviewer_verdicts
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
 from keel.feature_defs.contract import load_contract
 from keel.models import registry
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.monitor import MonitorResult, monitor_model
 from keel.monitoring.settings import MonitorSettings
-from keel.serving.database import Database
 from keel.serving.decider import Decider
-from keel.serving.decision_log import DecisionLog
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet
 from keel.serving.settings import ServingSettings
-from keel.serving.simulate import case_payloads, reviewer_verdicts
 from keel.training.generators import generate
-
 from tests.conftest import Store, cli_env, run_keel
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from prometheus_client.parser import text_string_to_metric_families
 
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from tests.integration.conftest import Server
 
 OPS = Path(__file__).resolve().parents[2] / "ops"

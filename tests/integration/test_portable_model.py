@@ -14,11 +14,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from keel.models import registry
-from keel.models.bundle import BOOSTER
 from mlflow.tracking import MlflowClient
 
 from keel.errors import IntegrityError
+from keel.models import registry
+from keel.models.bundle import BOOSTER
 from tests.conftest import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,9 +131,9 @@ def test_the_wheel_holds_only_keel(bare_python: Path, tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"keel"}
     for part in (
-        "keel/models/pyfunc_model.py",
+        "keel/serving/pyfunc_model.py",
         "keel/feature_defs/routing.yaml",
-        "keel/serving/policies/routing.yaml",
+        "keel/feature_defs/policies/routing.yaml",
     ):
         assert part in names
     # Unpacked as pip would lay it into site-packages: only `keel` imports, from outside the checkout.
@@ -142,7 +142,7 @@ def test_the_wheel_holds_only_keel(bare_python: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    probe = "import keel.models.decision_model, keel.serving.policy; print(keel.models.__file__)"
+    probe = "import keel.models.decision_model, keel.feature_defs.policy; print(keel.models.__file__)"
     done = subprocess.run([str(bare_python), "-c", probe], cwd=work, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith(str(site)), done.stderr[-2000:]
     for stranger in ("models", "training", "serving", "monitoring", "feature_defs"):

@@ -11,7 +11,6 @@ from typing import Any
 
 from keel.models import registry
 from keel.training.generators import generate
-
 from tests.conftest import run_keel
 from tests.integration.conftest import Server
 

@@ -14,18 +14,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from keel.feature_defs.contract import load_contract, load_contract_text
-from keel.models import registry
-from keel.models.bundle import BOOSTER, POLICY, REFERENCE_OUTPUTS, SPEC, reseal_bundle
-from keel.serving.model_set import ModelSet
-from keel.serving.policy import load_policy, packaged_policy_text
-from keel.training.generators import generate
-from keel.training.registration import ensure_experiment, train_and_register
-from keel.training.settings import TrainingSettings
 from mlflow.tracking import MlflowClient
 
 from keel.errors import InvalidInput
+from keel.feature_defs.contract import load_contract, load_contract_text
+from keel.feature_defs.policy import load_policy, packaged_policy_text
+from keel.models import registry
+from keel.models.bundle import BOOSTER, POLICY, REFERENCE_OUTPUTS, SPEC, reseal_bundle
+from keel.serving.model_set import ModelSet
 from keel.settings import StateSettings
+from keel.training.generators import generate
+from keel.training.registration import ensure_experiment, train_and_register
+from keel.training.settings import TrainingSettings
 from tests.conftest import Store, cli_env, run_keel
 
 SMALL = TrainingSettings(rows=4000, num_boost_round=60, seed=4)

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.training.generators import generate
-
 from tests.integration.conftest import Server
 
 
@@ -353,7 +353,7 @@ def test_client_errors_are_one_log_line_without_traceback_or_body(server: Server
 
 
 def test_simulate_drives_real_traffic_and_regional_overrides(server: Server) -> None:
-    from keel.serving.simulate import SimulationConfig, SimulationError, run_simulation
+    from keel.cli.simulate import SimulationConfig, SimulationError, run_simulation
 
     cfg = SimulationConfig(
         url=server.url,

@@ -9,12 +9,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+
+from keel.errors import IntegrityError
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.models import registry
 from keel.models.bundle import BOOSTER
 from keel.training.generators import generate
-
-from keel.errors import IntegrityError
 from tests.conftest import Store, cli_env, run_keel
 
 

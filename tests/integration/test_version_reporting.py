@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 import yaml
-from keel.feature_defs.contract import load_contract
-from keel.models import registry
-from keel.serving.policy import load_policy, load_policy_text, packaged_policy_text
-from keel.training.generators import generate
-from keel.training.registration import train_and_register
-from keel.training.settings import TrainingSettings
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from keel.feature_defs.contract import load_contract
+from keel.feature_defs.policy import load_policy, load_policy_text, packaged_policy_text
+from keel.models import registry
 from keel.settings import StateSettings
+from keel.training.generators import generate
+from keel.training.registration import train_and_register
+from keel.training.settings import TrainingSettings
 from tests.conftest import Store
 from tests.integration.conftest import make_keys, start_server
 

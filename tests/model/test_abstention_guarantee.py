@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binom
+
+from bench.risk_control import scored, segment_draws, trained_model
 from keel.feature_defs.contract import load_contract
 from keel.models.decision_model import DecisionModel
 from keel.training.generators import generate
 from keel.training.pipeline import train
 from keel.training.risk_control import select_threshold
 from keel.training.settings import TrainingSettings
-from scipy.stats import binom
-
-from bench.risk_control import scored, segment_draws, trained_model
 
 ALPHA, DELTA, SEEDS = 0.02, 0.05, 40
 

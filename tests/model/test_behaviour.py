@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from keel.feature_defs.contract import MODEL_NAMES
 from keel.models import registry
 from keel.models.decision_model import DecisionModel
 from keel.training.generators import generate
-
 from tests.conftest import Store
 
 

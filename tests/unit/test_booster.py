@@ -6,6 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 import shap
+
 from keel.models.booster import TreeModel, class_model_strings
 
 

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from keel.feature_defs.contract import load_contract
-from keel.models.bundle import ABSTENTION, BOOSTER, CALIBRATION, CONTRACT, MANIFEST, read_bundle, seal_bundle
 
 from keel.errors import IntegrityError, ModelLoadError
+from keel.feature_defs.contract import load_contract
+from keel.models.bundle import ABSTENTION, BOOSTER, CALIBRATION, CONTRACT, MANIFEST, read_bundle, seal_bundle
 
 
 def make_bundle(path: Path) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keel.cli.canary_guard import judge
 from keel.monitoring.challenger_compare import _difference, _rate
-from keel.training.canary_guard import judge
 from keel.training.settings import PromotionSettings
 
 

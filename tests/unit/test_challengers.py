@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from keel.serving.challengers import canary_mask, in_canary
 from scipy.stats import binom
+
+from keel.serving.challengers import canary_mask, in_canary
 
 
 def test_the_canary_share_is_deterministic_and_near_its_setting() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from keel.feature_defs.contract import MODEL_NAMES, Contract, FieldSpec, load_contract, load_contract_text
 
 

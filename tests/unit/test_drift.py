@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from keel.feature_defs.contract import load_contract
 from keel.models.decision_model import DecisionModel
+from keel.models.frames import reference_frame
 from keel.monitoring.drift import (
     DriftConfig,
     NotEnoughRows,
@@ -23,7 +25,6 @@ from keel.monitoring.drift import (
     feature_drift,
     prediction_drift,
 )
-from keel.monitoring.frames import reference_frame
 from keel.monitoring.settings import MonitorSettings
 from keel.training.generators import generate
 from keel.training.pipeline import train

@@ -7,6 +7,7 @@ import threading
 import lightgbm as lgb
 import numpy as np
 import pytest
+
 from keel.models.booster import TreeModel
 from keel.models.fast_predict import PREDICT_CONTRIB, PREDICT_RAW_SCORE, SingleRowPredictor
 

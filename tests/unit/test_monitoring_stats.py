@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import chi2_contingency
+
 from keel.monitoring.log_reader import REVIEWED_COLUMNS
 from keel.monitoring.overrides import override_report
 from keel.monitoring.process_drift import process_drift
 from keel.monitoring.quality import CAVEAT, expected_calibration_error, quality_report, reliability
 from keel.monitoring.stats import band_index, cmh_test, holm, proportion, wilson_interval
-from scipy.stats import chi2_contingency
 
 BANDS = [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001]  # the default of KEEL_MONITOR_SCORE_BANDS
 CLASSES = ("band_0_5", "band_5_10", "band_10_20")
@@ -373,8 +374,9 @@ def test_sequential_evidence_is_a_normal_mixture_and_persists(tmp_path: Any) -> 
 
 def test_sequential_false_alarms_stay_below_alpha_over_many_runs() -> None:
     """Fair reviewers, 10 chunks per stream, 120 streams: alarms within binom.ppf(0.999, 120, 0.05)."""
-    from keel.monitoring.sequential import SequentialState, chunk_statistics
     from scipy.stats import binom
+
+    from keel.monitoring.sequential import SequentialState, chunk_statistics
 
     rng = np.random.default_rng(8)
     regions = np.array(["NA", "EMEA", "APAC", "LATAM"])

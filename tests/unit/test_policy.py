@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
-from keel.serving.policy import ABSTAINED, ROUTES, Policy, load_policy, load_policy_text
+from keel.feature_defs.policy import ABSTAINED, ROUTES, Policy, load_policy, load_policy_text
 
 RANK = {r: i for i, r in enumerate(ROUTES)}
 

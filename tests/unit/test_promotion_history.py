@@ -11,12 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from keel.feature_defs.contract import load_contract
-from keel.models.aliases import APPROVE, PROMOTE, REQUEST, ROLLBACK, pending_request, previous_champion
-from keel.models.history import History, HistoryEntry, history_json
-from keel.training.from_log import REVIEW_HANDLING_TAG, mixed_training_frame
-from keel.training.generators import generate
-from keel.training.pipeline import check_class_counts, time_splits
 
 from keel.decision_log.alias_history import legacy_alias_hash
 from keel.decision_log.database import Database
@@ -24,6 +18,12 @@ from keel.decision_log.log_key import create_key_file, load_keys
 from keel.decision_log.migrations import upgrade
 from keel.decision_log.verify import verify
 from keel.errors import InvalidInput, RegistryError
+from keel.feature_defs.contract import load_contract
+from keel.models.aliases import APPROVE, PROMOTE, REQUEST, ROLLBACK, pending_request, previous_champion
+from keel.models.history import History, HistoryEntry, history_json
+from keel.training.from_log import REVIEW_HANDLING_TAG, mixed_training_frame
+from keel.training.generators import generate
+from keel.training.pipeline import check_class_counts, time_splits
 
 
 def move(action: str, frm: str | None, to: str, actor: str = "ann", **kw: object) -> HistoryEntry:

@@ -10,17 +10,18 @@ from typing import Any, cast
 
 import pandas as pd
 import pytest
+
 from keel.feature_defs.contract import load_contract
+from keel.feature_defs.policy import load_policy
 from keel.models.decision_model import DecisionModel
+from keel.models.frames import reference_frame
 from keel.models.registry import LoadedModel, VersionRef
 from keel.monitoring.checks import judge, recommendation
 from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
 from keel.monitoring.explain_report import render_decision
-from keel.monitoring.frames import reference_frame
 from keel.monitoring.report import SECTION_HEADINGS, ReportSections, add_to_workspace, write_report
 from keel.serving.decider import Decider
 from keel.serving.model_set import ModelSet, Served
-from keel.serving.policy import load_policy
 from keel.serving.settings import ServingSettings
 from keel.training.generators import generate
 from keel.training.pipeline import train

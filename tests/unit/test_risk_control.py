@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binom
+
 from keel.models.calibration import TemperatureScaler, softmax
 from keel.models.thresholds import ThresholdRule
 from keel.training.risk_control import (
@@ -13,7 +15,6 @@ from keel.training.risk_control import (
     select_segment_thresholds,
     select_threshold,
 )
-from scipy.stats import binom
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 150), (3, 400), (20, 1000)])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.serving import routes
 from keel.serving.openapi import decide_request_model, document
-from pydantic import ValidationError
 
 PUBLIC = {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}"}
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from keel.feature_defs.contract import MODEL_NAMES, load_contract
-from keel.serving.simulate import (
+
+from keel.cli.simulate import (
     SimulationConfig,
     SimulationError,
     Verdict,
@@ -15,9 +15,9 @@ from keel.serving.simulate import (
     reviewer_verdicts,
     run_simulation,
 )
-from keel.training.generators import generate
-
 from keel.errors import InvalidInput
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
+from keel.training.generators import generate
 
 CLASSES = load_contract("routing").classes
 BANDS = load_contract("discount_band").classes

@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from keel.feature_defs.contract import load_contract, load_contract_text
-from keel.models.model_code import keel_code_tree, public_requirements
-from keel.models.spec import seal_policy
-from keel.serving.policy import packaged_policy_text
 
 from keel.errors import InvalidInput
+from keel.feature_defs.contract import load_contract, load_contract_text
+from keel.feature_defs.policy import packaged_policy_text
+from keel.models.model_code import keel_code_tree, public_requirements
+from keel.models.spec import seal_policy
 
 RENAMED = re.compile(r"\bamount\b")
 
@@ -55,12 +55,12 @@ def test_code_tree_is_the_installed_keel_package(tmp_path: Path) -> None:
     for part in (
         "__init__.py",
         "cli/__init__.py",
-        "models/pyfunc_model.py",
+        "serving/pyfunc_model.py",
         "models/decision_model.py",
         "feature_defs/routing.yaml",
-        "serving/policies/routing.yaml",
+        "feature_defs/policies/routing.yaml",
         "training/generators/__init__.py",
-        "monitoring/frames.py",
+        "models/frames.py",
     ):
         assert (root / part).is_file(), part
     assert not list(root.rglob("__pycache__")) and not list(root.rglob("*.pyc"))

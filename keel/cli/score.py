@@ -7,14 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from keel.decision_log import DecisionLog
+from keel.decision_log.database import Database
+from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import MODEL_NAMES
 from keel.serving.batch import BatchJob, BatchResult, BatchSettings, run_local, served_version
 from keel.serving.batch_io import error_path, table_format
-from keel.serving.database import Database
-from keel.serving.decision_log import DecisionLog
 from keel.serving.model_set import Served
-
-from keel.errors import FieldError, InvalidInput
 from keel.settings import StateSettings, prepare_state
 
 __all__ = ["score"]

@@ -26,7 +26,7 @@ class Locations:
     log_url: str
 
     def line(self) -> str:
-        from keel.serving.database import redact
+        from keel.decision_log.database import redact
 
         return (
             f"KEEL_HOME {self.home} · MLflow store {redact(self.tracking_uri)} · "

@@ -6,18 +6,18 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from keel.cli.state import locations, log_counts, log_file_size, require
 from keel.errors import KeelError
 from keel.feature_defs.contract import MODEL_NAMES
 from keel.settings import StateSettings
-from keel.state import locations, log_counts, log_file_size, require
 
 __all__ = ["status", "status_lines"]
 
 
 def status(settings: StateSettings | None = None) -> dict[str, Any]:
     """Everything `keel status` shows, for people and scripts; StateMissing where there is no store."""
+    from keel.decision_log.database import redact
     from keel.models.registry import CHALLENGER, resolve
-    from keel.serving.database import redact
     from keel.serving.settings import ServingSettings
 
     settings = settings or StateSettings()

@@ -10,9 +10,10 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.pyfunc import PythonModel
+
 from keel.models.decision_model import DecisionModel
 from keel.models.registry import pyfunc_expected_hashes
-from mlflow.pyfunc import PythonModel
 
 
 class KeelPyfunc(PythonModel):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from keel.feature_defs.contract import Contract
 from keel.models.decision_model import DecisionModel
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from keel.console import console
+from keel.terminal import console
 
 __all__ = ["simulation_progress"]
 

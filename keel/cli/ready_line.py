@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from keel.console import console
+from keel.terminal import console
 
 __all__ = ["announce_start", "announce_when_ready"]
 
@@ -16,7 +16,7 @@ def _address(host: str, port: int) -> str:
 
 
 def announce_start(state: Any, settings: Any) -> None:
-    from keel.state import locations
+    from keel.cli.state import locations
 
     console().print(
         f"keel serve: loading the {settings.alias!r} version of each model; using {locations(state).line()}"
@@ -25,7 +25,7 @@ def announce_start(state: Any, settings: Any) -> None:
 
 def ready_line(rt: Any) -> str:
     """Address, models and versions served, the API docs, and where the API keys come from."""
-    from keel.serving.database import redact
+    from keel.decision_log.database import redact
     from keel.serving.routes import ROUTES
 
     url = _address(rt.settings.host, rt.settings.port)

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+
+from keel.errors import FieldError, InvalidInput, KeelError
 from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
 from keel.serving.batch_io import json_value
 from keel.training.generators import SCENARIOS, generate
-
-from keel.errors import FieldError, InvalidInput, KeelError
 
 REVIEWER_ACCURACY = 0.98
 REVIEWERS_PER_REGION = 4

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
+
 from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract
 
 ROUTES = ("auto", "finance_approval", "human_review")
@@ -123,7 +124,7 @@ class Policy:
 
 def packaged_policy_text(model_name: str) -> str | None:
     """The policy shipped beside the code for a model, if any (the default sealed at registration)."""
-    path = resources.files("keel.serving") / "policies" / f"{model_name}.yaml"
+    path = resources.files("keel.feature_defs") / "policies" / f"{model_name}.yaml"
     return path.read_text() if path.is_file() else None
 
 
