@@ -366,7 +366,7 @@ def _range_problem(spec: FieldSpec, number: float) -> str | None:
 
 
 def _numeric_dtype(column: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype)
+    return bool(pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype))
 
 
 def _encode_numeric_array(spec: FieldSpec, values: np.ndarray) -> tuple[np.ndarray, list[FieldError]]:

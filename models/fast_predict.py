@@ -22,7 +22,7 @@ import weakref
 
 import lightgbm as lgb
 import numpy as np
-from lightgbm.basic import _LIB, _safe_call
+from lightgbm.basic import _LIB, _safe_call  # type: ignore[attr-defined]  # the C handle is not public API
 
 PREDICT_RAW_SCORE = 1
 PREDICT_CONTRIB = 3

@@ -99,11 +99,12 @@ class ReportSections:
 
     def summary(self, model: str, evidently_files: Mapping[str, str], notes: list[str]) -> dict[str, Any]:
         plain = {k: v for k, v in vars(self).items() if k not in ("snapshots", "notes")}
-        return json_safe(
+        summary: dict[str, Any] = json_safe(
             {"model": model, "generated_at": datetime.now(UTC).isoformat(), "status": self.status}
             | plain
             | {"reviewed_caveat": REVIEWED_CAVEAT, "notes": notes, "evidently_reports": dict(evidently_files)}
         )
+        return summary
 
 
 @dataclass

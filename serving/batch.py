@@ -40,7 +40,8 @@ from keel.serving.batch_io import (
     decision_row,
     read_chunks,
 )
-from keel.serving.decider import Decider, public, request_digest
+from keel.serving.decider import Decider, request_digest
+from keel.serving.decision_record import public
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
@@ -217,7 +218,7 @@ class BatchLog:
         rows: list[int],
         records: list[dict[str, Any]],
         segments: Sequence[str],
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Log the chunk (or find it logged by an earlier run); returns the logged records.
         `segments`: the deciding version's segment fields (its sealed spec)."""
         key = f"{self.run_id}:{chunk_no}"

@@ -126,7 +126,7 @@ def frame_cases(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any]]
 
 
 def _plain_column(column: pd.Series, integer: bool) -> list[Any]:
-    values = column.tolist()
+    values: list[Any] = column.tolist()
     if column.dtype.kind == "f":
         if integer:
             return [None if v != v else int(v) if v.is_integer() else v for v in values]

@@ -35,7 +35,7 @@ pathological one never holds this process's GIL; a valid one costs one extra par
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def render(decisions: list[dict]) -> bytes:
+def render(decisions: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"decisions": decisions}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -45,7 +45,9 @@ def error_headers(exc: KeelError) -> list[tuple[bytes, bytes]]:
     return extra + [(k.lower().encode(), v.encode()) for k, v in getattr(exc, "headers", {}).items()]
 
 
-async def send_json(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",

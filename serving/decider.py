@@ -45,7 +45,7 @@ def request_digest(payload: Any) -> str:
 T = TypeVar("T")
 
 
-def _same(decisions: list[dict]) -> list[dict]:
+def _same(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return decisions
 
 
@@ -55,7 +55,7 @@ class _Plan:
     rows: list[dict[str, Any]]
     replay: Replay | None
     """Finds this request's rows if an identical one was logged first (idempotency), or None."""
-    replayed: list[dict] | None
+    replayed: list[dict[str, Any]] | None
     """The decisions of an earlier request with the same Idempotency-Key: nothing to write."""
 
 
@@ -73,7 +73,7 @@ class Decider:
 
     def decide(
         self, model: str, cases: list[Any], caller: str, idempotency_key: str | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         plan = self._plan(model, cases, caller, idempotency_key)
         if plan.replayed is not None:
             return plan.replayed
@@ -88,7 +88,7 @@ class Decider:
         cases: list[Any],
         caller: str,
         idempotency_key: str | None = None,
-        render: Callable[[list[dict]], T] = _same,  # type: ignore[assignment]
+        render: Callable[[list[dict[str, Any]]], T] = _same,  # type: ignore[assignment]
     ) -> T:
         """`decide` for the event loop; returns `render(decisions)`.
 
@@ -176,7 +176,7 @@ class Decider:
 
         return _Plan(model, rows, replay, None)
 
-    def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[dict]:
+    def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = [public(r["record"]) for r in stored]
         if stored and stored[0]["decision_id"] == plan.rows[0]["decision_id"]:
             self.metrics.observe_decisions(plan.model, out)

@@ -10,7 +10,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 from keel.models.decision_model import DecisionModel
 from keel.models.registry import pyfunc_expected_hashes
@@ -25,7 +25,7 @@ class KeelPyfunc(PythonModel):
 
     # Left unannotated on purpose: MLflow reads predict's type hints as a schema and would
     # reject a DataFrame; the registered signature (from the contract's example) governs input.
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         batch = self.model.predict_frame(pd.DataFrame(model_input), explain=False)
         out = pd.DataFrame(
             {

@@ -151,7 +151,7 @@ class DecisionService:
         rt = runtime.current()
         return rt is not None and rt.loaded.is_set() and rt.decisions.ready
 
-    @bentoml.on_shutdown
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def shutdown(self) -> None:
         body_check.close()
         rt = runtime.current()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -22,7 +23,7 @@ class KeyRow:
     rate_per_second: float | None
 
 
-def _rows(result: sa.Result) -> list[KeyRow]:
+def _rows(result: sa.Result[Any]) -> list[KeyRow]:
     return [
         KeyRow(r.name, r.key_hash, r.roles, r.created_at, r.revoked_at, r.rate_per_second) for r in result
     ]

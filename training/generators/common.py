@@ -79,7 +79,7 @@ def process_changed(scenario: str, rows: pd.DataFrame | np.ndarray) -> np.ndarra
     if scenario != "region_process_change":
         return np.zeros(len(rows), dtype=bool)
     region = rows["region"] if isinstance(rows, pd.DataFrame) else rows
-    return np.asarray(region, dtype=object) == CHANGED_REGION
+    return np.asarray(np.asarray(region, dtype=object) == CHANGED_REGION)
 
 
 def conditional_choice(
@@ -97,7 +97,7 @@ def conditional_choice(
         raise KeyError(f"keys without a distribution: {set(np.asarray(keys)[rows < 0])}")
     u = rng.random(len(rows))
     pick = np.minimum((u[:, None] >= cum[rows]).sum(axis=1), len(cats) - 1)
-    return np.asarray(cats, dtype=object)[pick]
+    return np.asarray(np.asarray(cats, dtype=object)[pick])
 
 
 def choice(rng: np.random.Generator, n: int, dist: Mapping[str, float]) -> np.ndarray:
@@ -124,7 +124,7 @@ def lookup(keys: np.ndarray, table: Mapping[str, float], default: float | None =
         values = values.fillna(default)
     if values.isna().any():
         raise KeyError("category without a table entry")
-    return values.to_numpy(dtype=float)
+    return np.asarray(values.to_numpy(dtype=float))
 
 
 def column(table: Mapping[str, Sequence[float]], index: int) -> dict[str, float]:
@@ -182,7 +182,7 @@ class LabelNoise:
 
     def exceeds(self, margin: np.ndarray, k: int) -> np.ndarray:
         """Whether ``margin`` (in noise units) is positive after adding jitter ``k``."""
-        return np.nan_to_num(margin, nan=-np.inf) + self.jitter[k] > 0
+        return np.asarray(np.nan_to_num(margin, nan=-np.inf) + self.jitter[k] > 0)
 
     def flip(self, codes: np.ndarray, n_classes: int) -> np.ndarray:
         offset = 1 + np.minimum((self.flip_v * (n_classes - 1)).astype(int), n_classes - 2)
@@ -209,12 +209,12 @@ def num(frame: pd.DataFrame, col: str) -> np.ndarray:
 
 def flag(frame: pd.DataFrame, col: str) -> np.ndarray:
     """A boolean column as numpy bool."""
-    return frame[col].to_numpy().astype(bool)
+    return np.asarray(frame[col].to_numpy().astype(bool))
 
 
 def cat(frame: pd.DataFrame, col: str) -> np.ndarray:
     """A category column as an object array of str."""
-    return frame[col].astype(str).to_numpy(dtype=object)
+    return np.asarray(frame[col].astype(str).to_numpy(dtype=object))
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ class Domain:
         n = len(frame)
         noise = LabelNoise.draw(seed, n) if noisy else LabelNoise.zero(n)
         codes = noise.flip(self.rule(frame, scenario, noise), len(self.classes))
-        return np.asarray(self.classes, dtype=object)[codes]
+        return np.asarray(np.asarray(self.classes, dtype=object)[codes])
 
     def generate(
         self, n: int, seed: int, scenario: str = "none", start: datetime | None = None

@@ -147,7 +147,7 @@ def justification_steps(frame: pd.DataFrame, noise: LabelNoise) -> np.ndarray:
         leverage,
     ]
     tier = np.searchsorted(np.log10(ARR_TIERS_USD), log_arr)
-    return (tier + np.sum(bonuses, axis=0, dtype=np.int64)).astype(np.int64)
+    return np.asarray((tier + np.sum(bonuses, axis=0, dtype=np.int64)).astype(np.int64))
 
 
 def rule(frame: pd.DataFrame, scenario: str, noise: LabelNoise) -> np.ndarray:
@@ -162,7 +162,7 @@ def rule(frame: pd.DataFrame, scenario: str, noise: LabelNoise) -> np.ndarray:
     if scenario == "concept_shift":
         band = band + flag(frame, "competitor_present")
     band = band - (process_changed(scenario, frame) & (cat(frame, "customer_segment") != "strategic"))
-    return np.clip(band, 0, top).astype(np.int64)
+    return np.asarray(np.clip(band, 0, top).astype(np.int64))
 
 
 DOMAIN = Domain("discount_band", "discount_band", CLASSES, "Q", inputs, rule)
