@@ -72,7 +72,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
-    from keel.decision_log.commands import verify_log
+    from keel.cli.verification import verify_log
     from keel.settings import StateSettings
 
     state: StateSettings = _state(registry=False, log=True)
@@ -80,7 +80,7 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
 
 
 def cmd_log_key(args: argparse.Namespace) -> int:
-    from keel.decision_log.commands import log_key_create
+    from keel.cli.verification import log_key_create
 
     return log_key_create(Path(args.file) if args.file else None, args.rotate)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from keel.cli.verification import verify_log
 from keel.decision_log import Database, DecisionLog, LogSettings
 from keel.decision_log.bulk import BulkLoader
-from keel.decision_log.commands import verify_log
 from keel.decision_log.log_key import create_key_file
 from tests.conftest import fresh_postgres_database
 

@@ -1,4 +1,4 @@
-"""The `keel verify-log` and `keel log-key` commands (argument parsing stays in keel/cli/parser.py)."""
+"""`keel verify-log` and `keel log-key`: the log package verifies and signs; this reads settings, prints."""
 
 from __future__ import annotations
 
