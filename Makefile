@@ -46,6 +46,7 @@ check: $(VENV)/.installed typecheck-tree
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd build/typecheck && ../../$(BIN)/lint-imports ../../pyproject.toml
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
