@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keel.errors import InvalidInput
 from keel.feature_defs.contract import Contract
 from keel.models.frames import shap_column
 
@@ -28,8 +29,9 @@ _P_VALUE = {"ks", "chisquare", "z", "fisher_exact", "g_test", "mannw", "t_test",
 _DISTANCE = {"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"}
 
 
-class NotEnoughRows(ValueError):
-    """A frame is too small for a drift test to mean anything (see DriftConfig.min_rows)."""
+class NotEnoughRows(InvalidInput):
+    """A frame is too small for a drift test to mean anything (see DriftConfig.min_rows): the
+    input (window or reference sample) cannot support the test, so it is Keel's InvalidInput."""
 
 
 @dataclass

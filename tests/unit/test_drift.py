@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from keel.errors import InvalidInput
 from keel.feature_defs.contract import load_contract
 from keel.models.decision_model import DecisionModel
 from keel.models.frames import reference_frame
@@ -169,8 +170,9 @@ def test_config_methods_thresholds_and_degenerate_inputs(setup: Setup) -> None:
     payload = result.to_dict()
     assert "snapshot" not in payload and payload["current_rows"] == ROWS
     json.dumps(payload, allow_nan=False)
-    with pytest.raises(NotEnoughRows):
+    with pytest.raises(NotEnoughRows) as too_few:
         feature_drift(setup.reference, current.head(5), setup.model.contract, cfg)
+    assert isinstance(too_few.value, InvalidInput) and "need 30 in each" in too_few.value.message
     rates = prediction_drift(setup.reference, current, setup.model.classes, cfg)
     assert rates.abstention.difference == pytest.approx(
         current["abstained"].mean() - setup.reference["abstained"].mean()
