@@ -275,7 +275,11 @@ def _sentence(f: Finding) -> str:
         f"({f.rate:.1%} vs {expected}, CMH {_p(f.p_value)}, Holm {_p(f.p_holm)})"
     )
     if f.lowest_value not in (None, f.value, ref) and f.rate_ratio_vs_lowest is not None:
-        text += f"; {f.rate_ratio_vs_lowest:.1f}× {f.lowest_value}"
+        # A second ratio: against the single value with the lowest rate, not against the rest.
+        text += (
+            f"; {f.rate_ratio_vs_lowest:.1f}× {f.lowest_value} alone, the {f.field} with the lowest "
+            f"{what} in the same score bands"
+        )
     return text
 
 

@@ -228,6 +228,9 @@ def test_process_drift_flags_the_biased_region_and_not_the_fair_ones(reviewed: p
     assert emea.p_holm < 1e-9 and emea.lowest_value in {"NA", "APAC"}
     assert emea.sentence.startswith("EMEA (region): override rate 3.4× the rest in the same score bands")
     assert "22.5% vs 6.5%" in emea.sentence
+    # The second ratio says what it compares: the one value with the lowest rate, on its own.
+    lowest = f"× {emea.lowest_value} alone, the region with the lowest override rate in the same score bands"
+    assert lowest in emea.sentence
     # APAC's crude rate is 2.4x NA's, but band for band it is the same: not flagged.
     apac = next(f for f in report.findings if f.value == "APAC")
     assert apac.rate / (26 / 400) > 2 and apac.rate_ratio == pytest.approx(1.0, abs=0.05)
