@@ -8,7 +8,7 @@ whose size the report states.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,34 +18,20 @@ import pandas as pd
 from keel.errors import InvalidInput, NotFound
 from keel.feature_defs.contract import Contract
 from keel.models import registry
-from keel.models.frames import SHAP_PREFIX
 from keel.monitoring import checks
 from keel.monitoring.challenger_compare import compare as compare_challengers
-from keel.monitoring.checks import CheckResult, judge
-from keel.monitoring.drift import (
-    DriftConfig,
-    DriftResult,
-    PredictionDriftResult,
-    explanation_drift,
-    feature_drift,
-    prediction_drift,
-)
+from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
+from keel.monitoring.evidence import Evidence
 from keel.monitoring.log_reader import LogReader
-from keel.monitoring.overrides import OverrideReport, decided_reviews, override_report
-from keel.monitoring.process_drift import ProcessDriftReport, process_drift
-from keel.monitoring.quality import QualityReport, quality_report
+from keel.monitoring.overrides import decided_reviews, override_report
+from keel.monitoring.process_drift import process_drift
+from keel.monitoring.quality import quality_report
 from keel.monitoring.reference import sealed_reference
 from keel.monitoring.report import ReportPaths, ReportSections, write_report
-from keel.monitoring.segments import (
-    ConceptReport,
-    ExpectedQuality,
-    MixReport,
-    concept_by_segment,
-    expected_quality,
-    segment_mix,
-)
+from keel.monitoring.segments import concept_by_segment, expected_quality, segment_mix, segment_parents
 from keel.monitoring.sequential import SequentialState, chunk_statistics, state_path
 from keel.monitoring.settings import MonitorSettings
+from keel.monitoring.verdict import COULD_NOT_RUN, Verdict, exit_code
 
 _SPAN = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -89,26 +75,9 @@ class MonitorResult:
     status: str
     exit_code: int
     recommendation: str
-    verdicts: list[CheckResult]
+    verdicts: list[Verdict]
     paths: ReportPaths | None
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Evidence:
-    """Every check's computed result for one window, before thresholds turn them into verdicts."""
-
-    feature: DriftResult | None
-    """None (with prediction and explanation) when the Evidently parts were not run."""
-    prediction: PredictionDriftResult | None
-    explanation: DriftResult | None
-    overrides: OverrideReport
-    quality: QualityReport
-    process: ProcessDriftReport
-    mix: MixReport
-    concept: ConceptReport
-    expected: ExpectedQuality
-    sequential: SequentialState | None = None
 
 
 def primary_segment(segments: list[str], settings: MonitorSettings) -> str | None:
@@ -147,13 +116,14 @@ def assess(
             reviewed, segments, alpha, settings.concept_tolerance, settings.min_reviewed, settings.concept_p
         ),
         expected=expected_quality(sample, reference, segments, alpha),
+        parents=segment_parents(sample, segments),
     )  # fmt: skip
 
 
 def could_not_run(name: str, reason: str, window: dict[str, str]) -> MonitorResult:
-    verdict = CheckResult("decisions_in_window", "no_data", None, None, None, reason)
+    verdict = Verdict(checks.DECISIONS_IN_WINDOW.name, "no_data", None, None, None, reason)
     return MonitorResult(
-        name, "no_data", checks.COULD_NOT_RUN, f"could not run: {reason}", [verdict], None, {"window": window}
+        name, "no_data", COULD_NOT_RUN, f"could not run: {reason}", [verdict], None, {"window": window}
     )
 
 
@@ -225,6 +195,7 @@ def monitor_model(
         expected_quality=evidence.expected.to_dict(),
         sequential=evidence.sequential.to_dict() if evidence.sequential else None,
         notes=notes,
+        segment_parents=evidence.parents,
     )
     sections.challengers = compare_challengers(reader.db, name, start, end)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -233,7 +204,7 @@ def monitor_model(
     return MonitorResult(
         name,
         status,
-        checks.exit_code(verdicts),
+        exit_code(verdicts),
         recommendation,
         verdicts,
         paths,
@@ -286,193 +257,6 @@ def _sequential(
     return state
 
 
-def _verdicts(s: MonitorSettings, ev: Evidence) -> list[CheckResult]:
-    out = _drift_verdicts(s, ev.feature, ev.prediction, ev.explanation)
-    out.append(_mix_verdict(s, ev.mix))
-    enough = ev.overrides.n_reviewed_decided >= s.min_reviewed
-    ov = ev.overrides.overall
-    out.append(
-        judge(
-            "override_rate",
-            ov.low if enough else None,
-            s.override_rate,
-            f"{ov.count} overrides in {ov.n} reviewed decided cases ({_pct(ov.rate)}, 95% CI "
-            f"{_pct(ov.low)}–{_pct(ov.high)}); judged on the lower bound",
-        )
-    )
-    # Decided cases only: abstentions are the hard cases by design, judged in the concept check.
-    acc = ev.quality.accuracy_decided
-    out.append(
-        judge(
-            "reviewed_accuracy",
-            acc.rate if acc.n >= s.min_reviewed else None,
-            s.reviewed_accuracy,
-            f"accuracy {_pct(acc.rate)} on {acc.n} reviewed cases the model decided (not a random sample)",
-            higher_is_worse=False,
-        )
-    )
-    process_flagged = {(f.field, f.value) for f in ev.process.findings if f.significant}
-    out.append(_concept_verdict(s, ev.concept, process_flagged))
-    out.append(_expected_verdict(s, ev.expected))
-    # Overrides are where reviewers disagree; intervention rates differ by segment by design
-    # (rules on amounts), so only override findings drive the verdict; all are in the report.
-    flagged = [f for f in ev.process.findings if f.significant and f.metric == "override_rate"]
-    worst = max((max(f.rate_ratio, 1 / f.rate_ratio) for f in flagged if f.rate_ratio), default=0.0)
-    out.append(
-        judge(
-            "process_drift",
-            worst if flagged else 0.0,
-            s.process_drift_ratio,
-            "; ".join(f.sentence for f in flagged[:3])
-            or "no segment's reviewers differ in the same score bands",
-        )
-    )
-    if ev.sequential is not None:
-        out.append(_sequential_verdict(ev.sequential))
-    return out
-
-
-def _drift_verdicts(
-    s: MonitorSettings,
-    feature: DriftResult | None,
-    prediction: PredictionDriftResult | None,
-    explanation: DriftResult | None,
-) -> list[CheckResult]:
-    if feature is None or prediction is None or explanation is None:
-        return []
-    ranked = sorted(explanation.importance, key=lambda i: i.reference_rank)
-    top = [i.feature for i in ranked][: s.important_features]
-    moved = [f for f in top if f in feature.drifted_columns]
-    return [
-        judge(
-            "feature_drift",
-            feature.drifted_share,
-            s.feature_drift_share,
-            f"{feature.drifted_count} of {len(feature.columns)} features drifted: "
-            f"{', '.join(feature.drifted_columns) or 'none'}",
-        ),
-        judge(
-            "important_feature_drift",
-            float(len(moved)),
-            (1.0, 1.0),
-            f"drifted among the {len(top)} most important features (reference mean |SHAP|): "
-            f"{', '.join(moved) or 'none'}",
-        ),
-        judge(
-            "outcome_shift",
-            prediction.max_share_change,
-            s.outcome_shift,
-            "largest change of one outcome's share versus the reference: " + _largest_shift(prediction),
-        ),
-        judge(
-            "abstention_rate",
-            prediction.abstention.difference,
-            s.abstention_increase,
-            f"abstention {_pct(prediction.abstention.current)} vs "
-            f"reference {_pct(prediction.abstention.reference)}",
-        ),
-        judge(
-            "policy_interventions",
-            prediction.policy_intervention.difference,
-            s.intervention_increase,
-            f"rules fired on {_pct(prediction.policy_intervention.current)} vs reference "
-            f"{_pct(prediction.policy_intervention.reference)}",
-        ),
-        judge(
-            "explanation_drift",
-            explanation.drifted_share,
-            s.explanation_drift_share,
-            (
-                f"SHAP distributions moved for {', '.join(_feature(c) for c in explanation.drifted_columns)} "
-                f"({explanation.drifted_count} of {len(explanation.columns)}; "
-                f"a share of {s.explanation_drift_share[0]:.0%} warns)"
-                if explanation.drifted_columns
-                else "no feature's SHAP distribution moved"
-            )
-            + ("; the most important feature changed" if explanation.top_feature_changed else ""),
-        ),
-    ]
-
-
-def _mix_verdict(s: MonitorSettings, mix: MixReport) -> CheckResult:
-    flagged = mix.flagged
-    worst = max(flagged, key=lambda f: f.ratio, default=None)
-    detail = (
-        "; ".join(
-            f"{f.field} {f.value}: {_pct(f.current_share)} of cases vs {_pct(f.reference_share)} in the "
-            f"reference (Holm p={f.p_holm:.2g})"
-            for f in flagged[:3]
-        )
-        or "every segment's mix matches the reference"
-    )
-    return judge("segment_mix", worst.ratio if worst else 0.0, s.segment_mix_ratio, detail)
-
-
-def _concept_verdict(
-    s: MonitorSettings, concept: ConceptReport, process_flagged: set[tuple[str, str]]
-) -> CheckResult:
-    flagged = concept.flagged
-    alert = concept.tolerated + 2 * s.concept_tolerance
-    detail = (
-        "; ".join(
-            f"{f.field} {f.value}: {_pct(f.rate)} of {f.n} reviewed decided cases overturned "
-            f"(95% CI {_pct(f.low)}–{_pct(f.high)}) vs {_pct(concept.tolerated)} tolerated"
-            for f in flagged[:3]
-        )
-        or f"no segment's reviewed error is above {_pct(concept.tolerated)}"
-    )
-    value = max((f.rate for f in flagged), default=0.0)
-    verdict = judge("concept_drift", value, (concept.tolerated, alert), detail)
-    if flagged and all((f.field, f.value) in process_flagged for f in flagged) and verdict.status == "alert":
-        # Overrides alone cannot tell a changed outcome rule from a local review practice: both
-        # raise one segment's overrides in the same score bands. Say so, and do not say retrain.
-        detail += (
-            "; the same segments' reviewers also differ in the same score bands, so this may be a "
-            "local review practice rather than a changed rule: read the override reasons first"
-        )
-        verdict = replace(verdict, status="warn", detail=detail)
-    return verdict
-
-
-def _expected_verdict(s: MonitorSettings, exp: ExpectedQuality) -> CheckResult:
-    if exp.alpha is None or not exp.alpha or exp.expected_error is None:
-        return judge("expected_error", None, s.expected_error_ratio, "no certified alpha or no decided cases")
-    worst = exp.segments[0] if exp.segments else None
-    ratio = max(exp.expected_error, worst.expected_error if worst else 0.0) / exp.alpha
-    where = f"; worst {worst.field} {worst.value} {_pct(worst.expected_error)}" if worst else ""
-    return judge(
-        "expected_error",
-        ratio,
-        s.expected_error_ratio,
-        f"confidences expect {_pct(exp.expected_error)} errors among decided cases vs certified "
-        f"{_pct(exp.alpha)}{where} (no feedback needed)",
-    )
-
-
-def _sequential_verdict(state: SequentialState) -> CheckResult:
-    best = max(state.values.items(), key=lambda kv: kv[1].max_e, default=None)
-    if best is None:
-        return judge("sequential_process_drift", None, (1.0, 1.0), "no window consumed yet")
-    value, ev = best
-    rate = ev.events / ev.n if ev.n else 0.0
-    detail = (
-        f"{state.field} {value}: evidence {ev.max_e:.3g} of the {state.bar:.3g} needed over "
-        f"{len(state.chunks)} consecutive windows ({ev.events} overrides in {ev.n} reviewed decided "
-        f"cases, {_pct(rate)}; false-alarm rate ≤ {state.alpha:.0%} however often this runs)"
-    )
-    return judge("sequential_process_drift", ev.max_e / state.bar, (1.0, 1.0), detail)
-
-
-def _feature(column: str) -> str:
-    return column.removeprefix(SHAP_PREFIX)
-
-
-def _largest_shift(prediction: Any) -> str:
-    if not prediction.outcome_shares:
-        return "n/a"
-    name, share = max(prediction.outcome_shares.items(), key=lambda kv: abs(kv[1]["difference"]))
-    return f"{name} {_pct(share['current'])} vs {_pct(share['reference'])}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+def _verdicts(s: MonitorSettings, ev: Evidence) -> list[Verdict]:
+    """Every registered check's verdict (bench.drift_power calls this on its own evidence)."""
+    return checks.evaluate(ev, s)

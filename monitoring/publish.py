@@ -15,14 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.monitoring.checks import EXIT_CODES
+from keel.monitoring import checks
 from keel.monitoring.pages import render
+from keel.monitoring.verdict import EXIT_CODES, Verdict
 
 if TYPE_CHECKING:
     from keel.monitoring.monitor import MonitorResult
     from keel.monitoring.settings import MonitorSettings
 
-__all__ = ["HISTORY", "append_history", "publish", "read_history", "write_prometheus"]
+__all__ = ["HISTORY", "append_history", "in_registry_order", "publish", "read_history", "write_prometheus"]
 
 HISTORY = "history.jsonl"
 STATUS_VALUE = {"ok": 0, "warn": 1, "alert": 2, "no_data": -1}
@@ -61,13 +62,22 @@ def read_history(path: Path, last: int = 200) -> list[dict[str, Any]]:
 
 
 def write_trend(out_root: Path, model: str) -> Path:
+    """One column per check in registry order; checks only old runs had (since removed) follow."""
     runs = list(reversed(read_history(out_root / model / HISTORY)))
-    checks: list[str] = []
+    seen = {c for run in runs for c in run.get("verdicts", {})}
+    names = [c.name for c in checks.registered() if c.name in seen]
     for run in runs:
-        checks += [c for c in run.get("verdicts", {}) if c not in checks]
+        names += [c for c in run.get("verdicts", {}) if c not in names]
+    columns = [{"name": c, "title": checks.title(c)} for c in names]
     path = out_root / model / "trend.html"
-    path.write_text(render("trend.html.j2", model=model, runs=runs, checks=checks), encoding="utf-8")
+    path.write_text(render("trend.html.j2", model=model, runs=runs, checks=columns), encoding="utf-8")
     return path
+
+
+def in_registry_order(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Registered checks first, in registry order; verdicts of unregistered checks after them."""
+    order = {c.name: i for i, c in enumerate(checks.registered())}
+    return sorted(verdicts, key=lambda v: order.get(v.check, len(order)))
 
 
 def write_prometheus(path: Path, results: Sequence[MonitorResult]) -> None:
@@ -88,7 +98,7 @@ def write_prometheus(path: Path, results: Sequence[MonitorResult]) -> None:
                   registry=registry)  # fmt: skip
     now = datetime.now(UTC).timestamp()
     for r in results:
-        for v in r.verdicts:
+        for v in in_registry_order(r.verdicts):
             status.labels(r.model, v.check).set(STATUS_VALUE[v.status])
         exit_code.labels(r.model).set(r.exit_code)
         stamp.labels(r.model).set(now)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from keel.monitoring import explain_report as h
-from keel.monitoring.checks import title as check_title
+from keel.monitoring import checks
+from keel.monitoring import widgets as h
+from keel.monitoring.checks import Unit
 from keel.monitoring.drift import json_safe
 from keel.monitoring.pages import percent, render
+from keel.monitoring.segments import SegmentParents
+from keel.monitoring.verdict import STATUS_RANK, Verdict, worst_status
 
 log = logging.getLogger("keel.monitor.report")
 
@@ -44,7 +47,7 @@ class ReportSections:
     """Already-computed plain data for one model's report; nothing here is recomputed.
 
     Expected shapes (extra keys are shown as they are):
-    - verdicts: [{check, status: ok|warn|alert|no_data, value, thresholds | warn+alert, detail}]
+    - verdicts: `Verdict` records, in the order of the check registry
     - feature/prediction/explanation_drift: `DriftResult.to_dict()` / `PredictionDriftResult.to_dict()`
     - overrides: {overall: {...}, per_class, per_version: [{...}] or {key: {...}},
       per_segment: {field: [{value, n, overrides, rate, ci_low, ci_high}] or {value: {...}}},
@@ -57,7 +60,7 @@ class ReportSections:
     versions: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     recommendation: str = ""
     feature_drift: dict[str, Any] | None = None
     prediction_drift: dict[str, Any] | None = None
@@ -73,6 +76,9 @@ class ReportSections:
     """keel.monitoring.challenger_compare.compare: champion vs shadow / canary in the window."""
     notes: list[str] = field(default_factory=list)
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
+    segment_parents: SegmentParents = field(default_factory=dict)
+    """Segment values inside another's (entity -> region): the page nests their findings; not in
+    summary.json, whose shape readers depend on."""
 
     @classmethod
     def from_results(
@@ -80,25 +86,26 @@ class ReportSections:
         feature: Any = None,
         prediction: Any = None,
         explanation: Any = None,
-        verdicts: Sequence[Any] = (),
+        verdicts: Sequence[Verdict] = (),
         **plain: Any,
     ) -> ReportSections:
-        """Fill from drift result objects and verdict objects (anything with `to_dict()`)."""
+        """Fill from drift result objects (anything with `to_dict()`) and verdicts."""
         drift = {"feature_drift": feature, "prediction_drift": prediction, "explanation_drift": explanation}
         return cls(
             **{k: r.to_dict() for k, r in drift.items() if r is not None},
             snapshots={k: r.snapshot for k, r in drift.items() if getattr(r, "snapshot", None) is not None},
-            verdicts=[v.to_dict() if hasattr(v, "to_dict") else dict(v) for v in verdicts],
+            verdicts=list(verdicts),
             **plain,
         )
 
     @property
     def status(self) -> str:
         """The worst verdict; "no_data" only when no check had data."""
-        return h.STATUSES[max((h.STATUS_RANK.get(str(v.get("status")), 0) for v in self.verdicts), default=0)]
+        return worst_status(self.verdicts)
 
     def summary(self, model: str, evidently_files: Mapping[str, str], notes: list[str]) -> dict[str, Any]:
-        plain = {k: v for k, v in vars(self).items() if k not in ("snapshots", "notes")}
+        plain = {k: v for k, v in vars(self).items() if k not in ("snapshots", "notes", "segment_parents")}
+        plain["verdicts"] = [v.to_dict() for v in self.verdicts]
         summary: dict[str, Any] = json_safe(
             {"model": model, "generated_at": datetime.now(UTC).isoformat(), "status": self.status}
             | plain
@@ -157,8 +164,8 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
     verdicts = [_verdict_words(v) for v in s.verdicts]
     window = _window_words(s.window)
     findings = [
-        {**v, "sentence": f"{v['detail']} (decisions from {window}).", "action": ACTIONS.get(v["check"], "")}
-        for v in sorted(verdicts, key=lambda v: -h.STATUS_RANK.get(v["status"], 0))
+        {**v, "sentence": f"{v['detail']} (decisions from {window}).", "action": v["remedy"]}
+        for v in sorted(verdicts, key=lambda v: -STATUS_RANK[v["status"]])
         if v["status"] in ("warn", "alert")
     ]
     counts = s.counts
@@ -176,7 +183,7 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
         ),
         findings=findings,
         verdicts=verdicts,
-        process_rows=_process_rows(s.process_drift),
+        process_rows=_process_rows(s.process_drift, s.segment_parents),
         process_total=len((s.process_drift or {}).get("findings") or []),
         sequential=s.sequential,
         sequential_path=f"{model}/sequential.json under the reports folder",
@@ -205,59 +212,37 @@ STATUS_WORDS = {
     "alert": "something is wrong",
     "no_data": "not enough data to judge",
 }
-# The first thing to do about each check's finding, in the words of the person who does it.
-ACTIONS = {
-    "feature_drift": "check the upstream systems feeding the moved inputs; retrain if the change is real.",
-    "important_feature_drift": "an input the model leans on moved: confirm with its owner, then retrain.",
-    "outcome_shift": "check whether the case mix or a policy changed before trusting the new outcome mix.",
-    "abstention_rate": "more cases go to people: check staffing of the review queue and input drift.",
-    "policy_interventions": "a policy rule fires more often: check recent rule changes and amounts.",
-    "explanation_drift": "the model decides for different reasons: read the feature drift details.",
-    "segment_mix": "ask the process owner why cases arrive differently; the model may still be fine.",
-    "override_rate": "read the most common override pairs and reasons in the details below.",
-    "reviewed_accuracy": "read the override pairs; if they agree on a pattern, retrain from the log.",
-    "concept_drift": "the outcome rule changed there: retrain from reviewed cases (keel train --from-log).",
-    "expected_error": "the model is unsure on more cases than certified: expect errors; check input drift.",
-    "process_drift": "ask that segment's review lead why the same cases are overridden more often.",
-    "sequential_process_drift": "a lasting difference, not a one-off: raise it with that segment's owner.",
+_UNIT_WORDS: dict[Unit, Callable[[float], str]] = {
+    "share": percent,
+    "ratio": lambda v: f"{v:.2f}×" if v else "none",
+    "alpha_multiple": lambda v: f"{v:.2f}× certified",
+    "evidence": lambda v: f"{v:.3g}× the evidence needed" if v >= 1 else f"{v:.0%} of the evidence needed",
+    "count": lambda v: f"{int(v)} input(s)",
+    "number": lambda v: f"{v:.4g}",
 }
-_PERCENT = {"feature_drift", "outcome_shift", "abstention_rate", "policy_interventions", "explanation_drift",
-            "override_rate", "reviewed_accuracy", "concept_drift"}  # fmt: skip
 
 
-def _number_words(check: str, value: Any) -> str:
-    if value is None:
-        return "n/a"
-    v = float(value)
-    if check in _PERCENT:
-        return percent(v)
-    if check in ("segment_mix", "process_drift"):
-        return f"{v:.2f}×" if v else "none"
-    if check == "expected_error":
-        return f"{v:.2f}× certified"
-    if check == "sequential_process_drift":
-        return f"{v:.3g}× the evidence needed" if v >= 1 else f"{v:.0%} of the evidence needed"
-    if check == "important_feature_drift":
-        return f"{int(v)} input(s)"
-    return f"{v:.4g}"
+def _number_words(unit: Unit, value: float | None) -> str:
+    return "n/a" if value is None else _UNIT_WORDS[unit](float(value))
 
 
-def _verdict_words(v: Mapping[str, Any]) -> dict[str, Any]:
-    check = str(v.get("check"))
-    warn, alert = v.get("warn"), v.get("alert")
-    if warn is None and alert is None:
+def _verdict_words(v: Verdict) -> dict[str, Any]:
+    check = checks.get(v.check)
+    unit: Unit = check.unit if check else "number"
+    if v.warn is None and v.alert is None:
         limits = "—"
-    elif warn == alert:
-        limits = f"alerts at {_number_words(check, alert)}"
+    elif v.warn == v.alert:
+        limits = f"alerts at {_number_words(unit, v.alert)}"
     else:
-        limits = f"{_number_words(check, warn)} / {_number_words(check, alert)}"
+        limits = f"{_number_words(unit, v.warn)} / {_number_words(unit, v.alert)}"
     return {
-        "check": check,
-        "title": check_title(check),
-        "status": str(v.get("status", "no_data")),
-        "value_words": _number_words(check, v.get("value")),
+        "check": v.check,
+        "title": checks.title(v.check),
+        "status": v.status,
+        "value_words": _number_words(unit, v.value),
         "limits_words": limits,
-        "detail": str(v.get("detail", "")),
+        "detail": v.detail,
+        "remedy": check.remedy if check else "",
     }
 
 
@@ -280,15 +265,38 @@ def _window_words(window: Mapping[str, Any]) -> str:
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({span})"
 
 
-def _process_rows(d: Mapping[str, Any] | None, top: int = 10) -> list[dict[str, Any]]:
+def _process_rows(
+    d: Mapping[str, Any] | None, parents: SegmentParents, top: int = 10
+) -> list[dict[str, Any]]:
+    """The `top` most significant tests, each followed by the tests of the values inside it (an
+    entity under its region), so a finding that only repeats its region's reads as part of it."""
     findings = sorted((d or {}).get("findings") or [], key=lambda f: (not _flagged(f), f.get("p_holm", 1.0)))
+    shown = findings[:top]
+    keys = {(f.get("metric"), f.get("field"), f.get("value")) for f in shown}
+
+    def parent(f: Mapping[str, Any]) -> tuple[Any, Any, Any] | None:
+        up = parents.get((str(f.get("field")), str(f.get("value"))))
+        return (f.get("metric"), *up) if up and (f.get("metric"), *up) in keys else None
+
+    ordered: list[tuple[Mapping[str, Any], tuple[Any, Any, Any] | None]] = []
+
+    def add(f: Mapping[str, Any], up: tuple[Any, Any, Any] | None) -> None:
+        ordered.append((f, up))
+        me = (f.get("metric"), f.get("field"), f.get("value"))
+        for child in (c for c in shown if parent(c) == me):
+            add(child, me)
+
+    for f in shown:
+        if parent(f) is None:
+            add(f, None)
     rows = []
-    for f in findings[:top]:
+    for f, up in ordered:
         ratio = f.get("rate_ratio")
         rows.append(
             {
                 "field": f.get("field"),
                 "value": f.get("value"),
+                "within": f"{up[1]} {up[2]}" if up else None,
                 "metric": str(f.get("metric", "")).replace("_", " "),
                 "rate": f.get("rate"),
                 "expected_rate": f.get("expected_rate"),
@@ -299,24 +307,6 @@ def _process_rows(d: Mapping[str, Any] | None, top: int = 10) -> list[dict[str, 
             }
         )
     return rows
-
-
-def _verdict_table(verdicts: list[dict[str, Any]]) -> str:
-    if not verdicts:
-        return h.empty("No checks ran.")
-    rows = []
-    for v in verdicts:
-        status = str(v.get("status", "no_data"))
-        limits = v.get("thresholds", {"warn": v.get("warn"), "alert": v.get("alert")})
-        if isinstance(limits, Mapping):  # "warn 0.2 · alert 0.4" reads better than a dict
-            limits = " · ".join(f"{k} {x}" for k, x in limits.items() if x is not None) or None
-        rows.append(
-            f"<tr><td>{h.fmt(v.get('check'))}</td><td><span class='badge {h.esc(status)}'>{h.esc(status)}"
-            f"</span></td><td class='num'>{h.fmt(v.get('value'))}</td><td>{h.fmt(limits)}</td>"
-            f"<td>{h.fmt(v.get('detail'))}</td></tr>"
-        )
-    head = "<tr><th>check</th><th>status</th><th>value</th><th>thresholds</th><th>explanation</th></tr>"
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _drift_block(d: Mapping[str, Any] | None) -> str:
@@ -379,8 +369,6 @@ _OVERRIDE_PARTS = {  # the override module's key first, then the generic one
     ("top_pairs", "pairs"): "Most common override pairs (model said, human said)",
     ("top_reasons", "reasons"): "Most common reasons",
 }
-_FINDING_COLUMNS = ("metric", "field", "value", "compared_with", "n", "events", "rate", "expected_rate",
-                    "rate_ratio", "p_value", "p_holm", "significant", "flagged")  # fmt: skip
 
 
 def _overrides_block(d: Mapping[str, Any] | None) -> str:
@@ -410,57 +398,6 @@ def _quality_block(d: Mapping[str, Any] | None) -> str:
 
 def _flagged(finding: Mapping[str, Any]) -> bool:
     return bool(finding.get("flagged", finding.get("significant")))
-
-
-def _process_block(d: Mapping[str, Any] | None) -> str:
-    if not d:
-        return h.empty()
-    findings = sorted(d.get("findings") or [], key=lambda f: not _flagged(f))
-    items = "".join(
-        f"<li class='{'flag' if _flagged(f) else ''}'>{h.esc(f.get('sentence', ''))}"
-        + (
-            ""
-            if "p=" in str(f.get("sentence"))
-            else f" <span class='muted'>(p = {h.fmt(f.get('p_value'))})</span>"
-        )
-        + "</li>"
-        for f in findings
-    )
-    out = f"<ul>{items}</ul>" if items else "<p>No segment was tested or no difference was found.</p>"
-    if findings:
-        rows = [{k: f[k] for k in _FINDING_COLUMNS if k in f} or dict(f) for f in findings]
-        rows = [
-            r if "significant" in r else r | {"flagged": _flagged(f)}
-            for r, f in zip(rows, findings, strict=True)
-        ]
-        out += h.table(rows, "significant" if "significant" in rows[0] else "flagged")
-    for f in (f for f in findings if _flagged(f) and f.get("bands")):
-        title = f"Same score band, different treatment: {f.get('field')} = {f.get('value')} vs the rest"
-        out += f"<h4>{h.esc(title)}</h4>" + h.table([_band_rates(b) for b in f["bands"]])
-    rest = {k: v for k, v in d.items() if k != "findings"}
-    return out + (h.any_table(rest) if rest else "")
-
-
-def _band_rates(band: Mapping[str, Any]) -> dict[str, Any]:
-    """A band row with the two rates beside their counts: the comparison a reviewer makes."""
-    if not {"n", "events", "rest_n", "rest_events"} <= set(band):
-        return dict(band)
-    rate = band["events"] / band["n"] if band["n"] else None
-    rest = band["rest_events"] / band["rest_n"] if band["rest_n"] else None
-    return dict(band) | {"rate": rate, "rest_rate": rest}
-
-
-def _evidently_block(files: Mapping[str, str]) -> str:
-    if not files:
-        return h.empty("No Evidently report was produced for this window.")
-    out = []
-    for name, file in files.items():
-        title = EVIDENTLY_PAGES.get(name, name)
-        out.append(
-            f"<h3><a href='{h.esc(file)}'>{h.esc(title)}</a></h3><details><summary>Show inline</summary>"
-            f"<iframe loading='lazy' src='{h.esc(file)}' title='{h.esc(title)}'></iframe></details>"
-        )
-    return "".join(out)
 
 
 def _segment_rows(per_segment: Any) -> list[tuple[str, float, float, float]]:

@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MonitorSettings(BaseSettings):
-    """Thresholds are (warn, alert) pairs; a check's direction is fixed in `monitoring.checks`."""
+    """Thresholds are (warn, alert) pairs; each check names the field it reads, and its direction,
+    in its `monitoring.checks` registry entry."""
 
     model_config = SettingsConfigDict(env_prefix="KEEL_MONITOR_", extra="ignore")
 

@@ -43,7 +43,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from keel.monitoring.checks import COULD_NOT_RUN
+    from keel.monitoring.verdict import COULD_NOT_RUN
 
     try:
         return _monitor(args)
@@ -56,7 +56,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def _monitor(args: argparse.Namespace) -> int:
     from keel.decision_log.database import Database
-    from keel.monitoring.checks import COULD_NOT_RUN
+    from keel.monitoring.verdict import COULD_NOT_RUN
     from keel.terminal import stage
 
     state = _state(registry=args.target != "explain", log=True)

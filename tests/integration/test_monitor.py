@@ -299,3 +299,38 @@ def test_retraining_from_the_log_registers_a_challenger(
     assert challenger.version != before and challenger.tags["keel.data_source"].startswith("log(")
     assert registry.resolve("routing", registry.CHAMPION).version == before
     assert "champion v" in done.stdout and "accuracy" in done.stdout and "challenger" in done.stdout
+
+
+def test_a_check_registered_from_a_test_module_runs_with_the_monitor(
+    store: Store, windows: dict[str, Window], tmp_path: Path
+) -> None:
+    """The registry is the one place a check is added: a check defined under tests/ reaches the
+    verdicts, the report, summary.json and Prometheus of a real run. The same run nests the EMEA
+    entities' process-drift findings under EMEA's instead of repeating them beside it."""
+    from keel.monitoring import checks
+    from keel.monitoring.publish import publish
+    from tests.unit.reviewed_volume_check import REVIEWED_VOLUME
+
+    checks.register(REVIEWED_VOLUME)
+    try:
+        result = run_monitor(store, windows["segment_overrides"], tmp_path)
+        prom = tmp_path / "keel.prom"
+        assert publish([result], tmp_path, MonitorSettings(prometheus_file=str(prom))) == []
+    finally:
+        checks.unregister(REVIEWED_VOLUME.name)
+    verdict = next(v for v in result.verdicts if v.check == "reviewed_volume")
+    assert result.verdicts[-1] == verdict and verdict.value is not None and verdict.value > 100
+    assert result.paths is not None
+    assert "<td>Reviewed decided cases in the window</td>" in result.paths.index_html.read_text()
+    summary = json.loads(result.paths.summary_json.read_text())
+    assert summary["verdicts"][-1] == verdict.to_dict()
+    code = {"ok": 0, "warn": 1, "alert": 2}[verdict.status]
+    assert (
+        f'keel_monitor_check_status{{check="reviewed_volume",model="routing"}} {code}.0' in prom.read_text()
+    )
+    process = next(v.detail for v in result.verdicts if v.check == "process_drift")
+    flagged = [f for f in summary["process_drift"]["findings"] if f["significant"]]
+    if any(f["field"] == "entity" for f in flagged):  # the region's entities are flagged with it
+        assert "— within EMEA: entity " in process, process
+        for f in (f for f in flagged if f["field"] == "entity"):  # each said once: under or beside
+            assert not (f"entity {f['value']} " in process and f"{f['value']} (entity)" in process), process

@@ -16,10 +16,11 @@ from keel.feature_defs.policy import load_policy
 from keel.models.decision_model import DecisionModel
 from keel.models.frames import reference_frame
 from keel.models.registry import LoadedModel, VersionRef
-from keel.monitoring.checks import judge, recommendation
+from keel.monitoring.checks import recommendation
 from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
 from keel.monitoring.explain_report import render_decision
 from keel.monitoring.report import SECTION_HEADINGS, ReportSections, add_to_workspace, write_report
+from keel.monitoring.verdict import judge
 from keel.serving.decider import Decider
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
@@ -185,13 +186,13 @@ def test_decision_page_has_waterfall_inputs_and_feedback(setup: Setup, tmp_path:
 
 
 def _result(tmp_path: Path, status: str) -> Any:
-    from keel.monitoring.checks import CheckResult
     from keel.monitoring.monitor import MonitorResult
     from keel.monitoring.report import ReportPaths
+    from keel.monitoring.verdict import Verdict
 
     verdicts = [
-        CheckResult("segment_mix", status, 2.1, 1.25, 2.0, f"channel {HOSTILE}: 20% vs 10%"),  # type: ignore[arg-type]
-        CheckResult("process_drift", "ok", 0.0, 1.5, 2.5, "no segment differs"),
+        Verdict("segment_mix", status, 2.1, 1.25, 2.0, f"channel {HOSTILE}: 20% vs 10%"),  # type: ignore[arg-type]
+        Verdict("process_drift", "ok", 0.0, 1.5, 2.5, "no segment differs"),
     ]
     paths = ReportPaths(tmp_path, tmp_path / "index.html", tmp_path / "summary.json")
     window = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T01:00:00+00:00"}

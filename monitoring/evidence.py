@@ -1,0 +1,34 @@
+"""Everything one window's checks judge: the computed results, before thresholds make verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keel.monitoring.drift import DriftResult, PredictionDriftResult
+from keel.monitoring.overrides import OverrideReport
+from keel.monitoring.process_drift import ProcessDriftReport
+from keel.monitoring.quality import QualityReport
+from keel.monitoring.segments import ConceptReport, ExpectedQuality, MixReport, SegmentParents
+from keel.monitoring.sequential import SequentialState
+
+__all__ = ["Evidence"]
+
+
+@dataclass
+class Evidence:
+    """Every check's computed result for one window, before thresholds turn them into verdicts."""
+
+    feature: DriftResult | None
+    """None (with prediction and explanation) when the Evidently parts were not run."""
+    prediction: PredictionDriftResult | None
+    explanation: DriftResult | None
+    overrides: OverrideReport
+    quality: QualityReport
+    process: ProcessDriftReport
+    mix: MixReport
+    concept: ConceptReport
+    expected: ExpectedQuality
+    sequential: SequentialState | None = None
+    parents: SegmentParents = field(default_factory=dict)
+    """Segment values that lie wholly inside a value of a coarser field (entity -> region), so a
+    finding on the entity is shown under its region's rather than beside it as a repeat."""
