@@ -33,6 +33,17 @@ from keel.monitoring.sequential import SequentialState, chunk_statistics, state_
 from keel.monitoring.settings import MonitorSettings
 from keel.monitoring.verdict import COULD_NOT_RUN, Verdict, exit_code
 
+__all__ = [
+    "Evidence",
+    "MonitorResult",
+    "assess",
+    "could_not_run",
+    "model_names",
+    "monitor_model",
+    "parse_window",
+    "primary_segment",
+]
+
 _SPAN = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

@@ -24,6 +24,17 @@ from keel.monitoring.pages import percent, render
 from keel.monitoring.segments import SegmentParents
 from keel.monitoring.verdict import STATUS_RANK, Verdict, worst_status
 
+__all__ = [
+    "EVIDENTLY_PAGES",
+    "REVIEWED_CAVEAT",
+    "SECTION_HEADINGS",
+    "STATUS_WORDS",
+    "ReportPaths",
+    "ReportSections",
+    "add_to_workspace",
+    "write_report",
+]
+
 log = logging.getLogger("keel.monitor.report")
 
 EVIDENTLY_PAGES = {
