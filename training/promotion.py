@@ -18,6 +18,7 @@ every criterion passes (or `--force --reason` says why anyway). Criteria, with t
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
 from keel.models.history import History, HistoryEntry
-from keel.models.registry import LoadedModel, client, get_version, load
+from keel.models.registry import LoadedModel, client, download, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
 from keel.settings import StateSettings
 from keel.training.settings import PromotionSettings
@@ -97,9 +98,17 @@ def facts(name: str, version: str, cache: Path) -> Facts:
 def _verified(name: str, version: str, cache: Path) -> Facts:
     """The version's facts from its verified bundle; a bundle that does not load or verify stops
     any alias move to it, forced or approved: --force skips gates, never the bundle's integrity
-    (a replica would refuse to load it and the move would promise what nothing serves)."""
+    (a replica would refuse to load it and the move would promise what nothing serves).
+
+    A copy already in this machine's cache was verified when it got there; the artefact store's
+    copy, which every other replica downloads, is verified again as well."""
     try:
-        return facts(name, version, cache)
+        cached = (cache / name / str(version)).is_dir()
+        out = facts(name, version, cache)
+        if cached:
+            with tempfile.TemporaryDirectory(prefix="keel-verify-") as tmp:
+                download(out.loaded.ref, Path(tmp), out.loaded.ref.artefact_hashes)
+        return out
     except ModelLoadError as exc:  # IntegrityError is one
         raise type(exc)(
             f"{name}: version {version}'s bundle does not verify ({exc.message}); champion not moved "
