@@ -23,9 +23,12 @@ class KeelPyfunc(PythonModel):
         expected = pyfunc_expected_hashes(dict(context.model_config or {}))
         self.model = DecisionModel.load(context.artifacts["bundle"], expected)
 
-    # Left unannotated on purpose: MLflow reads predict's type hints as a schema and would
-    # reject a DataFrame; the registered signature (from the contract's example) governs input.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # pd.DataFrame is the one input hint MLflow neither validates nor infers a schema from, so
+    # the registered signature (from the contract's example) still governs input; unannotated,
+    # MLflow warns at every log_model that predict lacks type hints.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         batch = self.model.predict_frame(pd.DataFrame(model_input), explain=False)
         out = pd.DataFrame(
             {

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -73,22 +75,45 @@ def _champion_even_if_uncertified(name: str, version: str) -> None:
         registry.promote(name, version)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, failure: Callable[[], str]) -> None:
+    """Poll `condition` until it holds; past `timeout` seconds fail with `failure()` (which can
+    say what was seen) instead of waiting for ever on a writer that stopped."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{failure()} (waited {timeout:g} s)")
+        time.sleep(0.05)
+
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REQUIRE_POSTGRES = "KEEL_TEST_REQUIRE_POSTGRES"
+"""Set to 1 by .ci/run, where the server is part of the job: a PostgreSQL test that cannot reach
+it fails there instead of skipping, so a broken CI service cannot pass as a green run."""
+
+
+def _no_postgres(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_POSTGRES) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_POSTGRES}=1 says this run has one", pytrace=False)
+    pytest.skip(reason)
 
 
 @contextmanager
-def fresh_postgres_database(prefix: str) -> Iterator[str]:
-    """A new database on the machine's PostgreSQL server, dropped afterwards; skips, with the
-    reason, where there is no server."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+def fresh_postgres_database(prefix: str, admin_url: str = PG_ADMIN) -> Iterator[str]:
+    """A new database on the PostgreSQL server of `admin_url`, dropped afterwards. Where there is
+    no server it skips with the reason, or fails when REQUIRE_POSTGRES says there must be one."""
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+        import psycopg
+    except ImportError as exc:
+        _no_postgres(f"psycopg is not installed ({exc})")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    server = admin_url.rsplit("/", 1)[0]
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
+        _no_postgres(f"no PostgreSQL server at {server.split('@')[-1]} ({' '.join(str(exc).split())})")
     admin.execute(f"CREATE DATABASE {name}")
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield f"{server}/{name}"
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()

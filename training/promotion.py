@@ -18,6 +18,7 @@ every criterion passes (or `--force --reason` says why anyway). Criteria, with t
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ from typing import Any
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from keel.errors import InvalidInput, KeelError
+from keel.errors import InvalidInput, KeelError, ModelLoadError
 from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
 from keel.models.history import History, HistoryEntry
-from keel.models.registry import LoadedModel, client, get_version, load
+from keel.models.registry import LoadedModel, client, download, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
 from keel.settings import StateSettings
 from keel.training.settings import PromotionSettings
@@ -94,7 +95,28 @@ def facts(name: str, version: str, cache: Path) -> Facts:
     return Facts(loaded, evaluation)
 
 
-def _certification(c: Facts) -> list[Criterion]:
+def _verified(name: str, version: str, cache: Path) -> Facts:
+    """The version's facts from its verified bundle; a bundle that does not load or verify stops
+    any alias move to it, forced or approved: --force skips gates, never the bundle's integrity
+    (a replica would refuse to load it and the move would promise what nothing serves).
+
+    A copy already in this machine's cache was verified when it got there; the artefact store's
+    copy, which every other replica downloads, is verified again as well."""
+    try:
+        cached = (cache / name / str(version)).is_dir()
+        out = facts(name, version, cache)
+        if cached:
+            with tempfile.TemporaryDirectory(prefix="keel-verify-") as tmp:
+                download(out.loaded.ref, Path(tmp), out.loaded.ref.artefact_hashes)
+        return out
+    except ModelLoadError as exc:  # IntegrityError is one
+        raise type(exc)(
+            f"{name}: version {version}'s bundle does not verify ({exc.message}); champion not moved "
+            "(--force skips gates, never the bundle's integrity)"
+        ) from exc
+
+
+def _certification(c: Facts, s: PromotionSettings) -> list[Criterion]:
     ab = c.abstention
     alpha, delta = float(ab["alpha"]), float(ab["delta"])
     out = [
@@ -122,13 +144,13 @@ def _certification(c: Facts) -> list[Criterion]:
                 f"{alpha}; {len(seg['fallback_values'])} fall back to {seg['fallback']}",
             )
         )
-    out.append(_segment_evidence(c, alpha, delta))
+    out.append(_segment_evidence(c, alpha, delta, s.min_segment_decided))
     return out
 
 
-def _segment_evidence(c: Facts, alpha: float, delta: float, min_decided: int | None = None) -> Criterion:
-    """Fails when a segment's test selective error is significantly above alpha."""
-    need = PromotionSettings().min_segment_decided if min_decided is None else min_decided
+def _segment_evidence(c: Facts, alpha: float, delta: float, need: int) -> Criterion:
+    """Fails when a segment's test selective error is significantly above alpha (segment values
+    with fewer than `need` decided test cases are not judged)."""
     worst: tuple[float, str, int, int] | None = None
     checked = 0
     for fname, values in c.evaluation.get("test_by_segment", {}).items():
@@ -230,7 +252,7 @@ def evaluate(
     c: Facts, h: Facts | None, reviewed: pd.DataFrame | None, s: PromotionSettings
 ) -> list[Criterion]:
     return [
-        *_certification(c),
+        *_certification(c, s),
         *_contract_and_explanation(c, h),
         *_versus_champion(c, h, s),
         _reviewed(c, h, reviewed, s),
@@ -275,19 +297,12 @@ def promote(
     current = aliases.current_version(name)
     if current == str(version):
         raise InvalidInput(f"{name}: version {version} is already champion")
-    try:
-        candidate: Facts | None = facts(name, version, cache)
-    except KeelError as exc:
-        if not force:
-            raise
-        candidate = None
-        criteria = [Criterion("bundle verifies", False, exc.message)]
-    if candidate is not None:
-        champion = facts(name, current, cache) if current else None
-        criteria = [
-            Criterion("bundle verifies", True, f"v{version}: every artefact matches its recorded sha256"),
-            *evaluate(candidate, champion, reviewed_cases(candidate.loaded.model.contract, state), settings),
-        ]
+    candidate = _verified(name, version, cache)
+    champion = facts(name, current, cache) if current else None
+    criteria = [
+        Criterion("bundle verifies", True, f"v{version}: every artefact matches its recorded sha256"),
+        *evaluate(candidate, champion, reviewed_cases(candidate.loaded.model.contract, state), settings),
+    ]
     out = Outcome(name, str(version), criteria, moved=False)
     if not out.passed and not force:
         return out
@@ -318,6 +333,7 @@ def approve(name: str, version: str, *, actor: str, state: StateSettings) -> His
         raise InvalidInput(f"{name}: no pending promotion request for version {version}")
     if request.actor == actor:
         raise InvalidInput(f"{name}: {actor} requested this promotion; a different person must approve it")
+    _verified(name, str(version), state.home_dir / "cache")  # the bundle may have changed since the request
     return aliases.move_champion(
         history,
         name,

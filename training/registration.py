@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +16,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
+from mlflow.utils import logging_utils
+from mlflow.utils.logging_utils import MlflowLoggingStream
 
 import keel
 from keel.errors import InvalidInput
@@ -46,6 +50,37 @@ PYFUNC_CODE = "pyfunc_model.py"
 BATCH_PARAMS = {"keel_versions": ""}
 """Inference params of the pyfunc (read by serving/pyfunc_model.py): with `keel_versions` set, predict
 also returns each case's full decision record, as `keel score --engine spark` asks for."""
+
+
+class _LogLines(MlflowLoggingStream):
+    """MLflow's print stream, handing each complete line to a logger at DEBUG instead of stderr."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # MLflow leaves it unannotated
+        self._logger, self._pending = logger, ""
+
+    def write(self, text: str) -> None:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._logger.debug("mlflow: %s", line.strip())
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def _registration_notices_to_log() -> Iterator[None]:
+    """MLflow prints "Successfully registered model ..." and "Created version ..." straight to
+    stderr (its `eprint`, which writes to a module-level stream), outside its loggers; while a
+    version registers, those lines go to this module's log at DEBUG, below what `keel train`
+    shows. MLflow's own logger keeps its handler (it holds the stream object itself)."""
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    logging_utils.MLFLOW_LOGGING_STREAM = _LogLines(_log)
+    try:
+        yield
+    finally:
+        logging_utils.MLFLOW_LOGGING_STREAM = stream
 
 
 @dataclass(frozen=True)
@@ -192,7 +227,8 @@ def train_and_register(
     }
     client = MlflowClient()
     # Tags go on with the version itself, so no reader ever sees it without its recorded hashes.
-    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    with _registration_notices_to_log():
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
     version = str(mv.version)
     client.set_registered_model_tag(name, MODEL_TAG, code_version())
     # A version that certifies nothing never becomes champion by itself (training/certification.py).

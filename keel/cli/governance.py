@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.cli.common import _actor, _models, _moved, _off, _state
 from keel.errors import InvalidInput, KeelError
+
+if TYPE_CHECKING:
+    from keel.training.settings import PromotionSettings
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -102,12 +105,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from keel.monitoring.challenger_compare import compare, compare_lines
     from keel.monitoring.monitor import parse_window
     from keel.monitoring.settings import MonitorSettings
+    from keel.training.settings import PromotionSettings
 
     state: Any = _state(log=True)
     name = _models(args.model, registered=True)[0]
     start, end = parse_window(args.window or MonitorSettings().window)
     db = Database(state.log_url)
-    guarded = _guard_canary(name, db, state)
+    guarded = _guard_canary(name, db, state, PromotionSettings())
     result = compare(db, name, start, end)
     if guarded is not None:
         result["canary_guard"] = {"rolled_back": guarded.rollback, "reason": guarded.reason}
@@ -118,13 +122,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard_canary(name: str, db: Any, state: Any) -> Any:
-    """Judge the model's canary (if auto-rollback is on for it); print when it is stopped."""
+def _guard_canary(name: str, db: Any, state: Any, settings: PromotionSettings | None = None) -> Any:
+    """Judge the model's canary (if auto-rollback is on for it); print when it is stopped.
+    `settings` are the command's PromotionSettings (read from the environment when not given)."""
     from keel.cli.canary_guard import guard_canary
     from keel.cli.common import pickup_note
     from keel.training.settings import PromotionSettings
 
-    judgement = guard_canary(name, db, state, PromotionSettings())
+    judgement = guard_canary(name, db, state, settings or PromotionSettings())
     if judgement is not None and judgement.rollback:
         print(f"{name}: canary stopped automatically: {judgement.reason}", file=sys.stderr)
         print(f"{name}: {pickup_note()}", file=sys.stderr)

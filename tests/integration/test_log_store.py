@@ -25,7 +25,7 @@ from keel.decision_log.log_key import create_key_file, load_keys
 from keel.decision_log.migrations import HEAD
 from keel.decision_log.verify import append_checkpoint, read_checkpoints, verify
 from keel.serving.keys import KeySettings, KeyStore
-from tests.conftest import fresh_postgres_database
+from tests.conftest import fresh_postgres_database, wait_until
 
 OLD_SCHEMA = """
 CREATE TABLE decisions (seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL,
@@ -265,8 +265,7 @@ def test_verify_on_a_live_log_never_raises_a_false_alarm(kind: str, tmp_path: Pa
         acked: list[str] = []
         threads = writers(logs, stop, acked, seconds=60)
         try:
-            while len(acked) < 200:
-                time.sleep(0.05)
+            wait_until(lambda: len(acked) >= 200, 60, lambda: f"only {len(acked)} decisions appended")
             results = [verify(Database(url), batch_size=50) for _ in range(20)]
         finally:
             stop.set()
@@ -304,8 +303,7 @@ def test_writer_survives_a_cut_database_and_recovers_by_itself(pg_url: str) -> N
     acked: list[str] = []
     threads = writers([log], stop, acked, seconds=60)
     try:
-        while len(acked) < 100:
-            time.sleep(0.05)
+        wait_until(lambda: len(acked) >= 100, 30, lambda: f"only {len(acked)} decisions appended")
         proxy.cut()
         time.sleep(0.5)
         assert not log.ready

@@ -8,6 +8,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import mlflow
@@ -24,7 +25,7 @@ from keel.models.bundle import BOOSTER, POLICY, REFERENCE_OUTPUTS, SPEC, reseal_
 from keel.serving.model_set import ModelSet
 from keel.settings import StateSettings
 from keel.training.generators import generate
-from keel.training.registration import ensure_experiment, train_and_register
+from keel.training.registration import PYFUNC_CODE, ensure_experiment, train_and_register
 from keel.training.settings import TrainingSettings
 from tests.conftest import Store, cli_env, run_keel
 
@@ -118,7 +119,7 @@ def _register_bundle(name: str, bundle: Path, pip_requirements: list[str]) -> st
     """Register a bundle folder the way versions were registered before specs were sealed:
     no code_paths, no hashes in the logged model, hashes only on the registry version."""
     hashes = reseal_bundle(bundle)
-    code = Path(registry.__file__).with_name("pyfunc_model.py")
+    code = resources.files("keel.serving").joinpath(PYFUNC_CODE)
     with mlflow.start_run(experiment_id=ensure_experiment(StateSettings())):
         info = mlflow.pyfunc.log_model(
             name="model",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -105,9 +107,17 @@ def test_retrain_gives_challenger_promote_moves_champion_and_tampering_is_refuse
     try:
         with pytest.raises(IntegrityError, match=r"booster\.txt"):
             registry.load(challenger, store.home / "cache")
+        _forced_promotion_is_refused(store, challenger.version, registered["routing"])
     finally:
         stored[0].write_text(original)
     registry.load(challenger, store.home / "cache")
+    # The cache now holds a verified copy; the artefact store's copy, which other replicas
+    # download, is checked all the same.
+    stored[0].write_text(original.replace("leaf_value=", "leaf_value=1", 1))
+    try:
+        _forced_promotion_is_refused(store, challenger.version, registered["routing"])
+    finally:
+        stored[0].write_text(original)
 
     # Gates are tested in test_promotion.py; this small challenger may fail them, so force it.
     done = keel(store, "promote", "routing", challenger.version, "--force", "--reason", "test")
@@ -115,6 +125,41 @@ def test_retrain_gives_challenger_promote_moves_champion_and_tampering_is_refuse
     assert registry.resolve("routing", registry.CHAMPION).version == challenger.version
     assert not registry.has_alias("routing", registry.CHALLENGER)
     registry.promote("routing", registered["routing"])  # leave the session's champion as it was
+
+
+def _forced_promotion_is_refused(store: Store, version: str, champion: str) -> None:
+    """--force skips gates, never integrity: nothing moves and nothing is recorded, nor is a
+    two-person request (which an approval would turn into a move)."""
+    moves = len(json.loads(keel(store, "history", "routing", "--json").stdout)["moves"])
+    for extra in ({}, {"KEEL_PROMOTE_TWO_PERSON": "true"}):
+        forced = run_keel(cli_env(store, **extra), "promote", "routing", version, "--force", "--reason", "x")
+        assert forced.returncode == 1, forced.stdout + forced.stderr
+        line = forced.stderr.strip().splitlines()[-1]  # one line, naming the file and the rule
+        head = f"keel: routing: version {version}'s bundle does not verify (booster.txt"
+        tail = "champion not moved (--force skips gates, never the bundle's integrity)"
+        assert line.startswith(head) and "was altered" in line and line.endswith(tail), line
+        assert "Traceback" not in forced.stderr and "FORCED" not in forced.stdout
+        assert registry.resolve("routing", registry.CHAMPION).version == champion
+        assert len(json.loads(keel(store, "history", "routing", "--json").stdout)["moves"]) == moves
+
+
+def test_train_prints_nothing_of_mlflows(tmp_path: Path) -> None:
+    """A fresh clone's first `keel train`: no "Add type hints" warning from logging the pyfunc,
+    no "Successfully registered"/"Created version" from registering it (a new model name, when
+    MLflow says the most)."""
+    env = {
+        **os.environ,
+        "KEEL_HOME": str(tmp_path / "home"),
+        "KEEL_TRAIN_ROWS": "3000",
+        "KEEL_TRAIN_NUM_BOOST_ROUND": "30",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = run_keel(env, "train", "discount_band")
+    # 3,000 rows may certify nothing: exit 1, registered as challenger only.
+    assert done.returncode in (0, 1) and "registered version 1" in done.stdout, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    for text in ("type hints", "UserWarning", "Successfully registered", "Created version", "\x1b["):
+        assert text not in said, said
 
 
 def test_cli_reports_contract_errors_in_a_users_file(store: Store, tmp_path: Path) -> None:
