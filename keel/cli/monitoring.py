@@ -67,8 +67,10 @@ def _monitor(args: argparse.Namespace) -> int:
     from keel.monitoring.monitor import model_names, monitor_model, parse_window
     from keel.monitoring.publish import publish
     from keel.monitoring.settings import MonitorSettings
+    from keel.training.settings import PromotionSettings
 
     settings = MonitorSettings()
+    promotion = PromotionSettings()
     start, end = parse_window(args.window or settings.window)
     out_root = Path(args.out) if args.out else state.home_dir / "reports"
     reader = LogReader(db, include_batch=args.include_batch)
@@ -85,7 +87,7 @@ def _monitor(args: argparse.Namespace) -> int:
             continue
         results.append(result)
         worst = max(worst, result.exit_code)
-        _guard_canary(name, db, state)
+        _guard_canary(name, db, state, promotion)
         if args.json:
             print(json.dumps(result.summary, default=str))
             continue
