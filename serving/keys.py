@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import secrets
 import threading
 import time
@@ -25,9 +24,9 @@ from keel.decision_log import api_keys
 from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
-from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
+from keel.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 
-__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]
+__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "hash_key"]
 
 ROLES = ("decide", "feedback", "read", "admin")
 PREFIX = "keel_"
@@ -44,20 +43,6 @@ class KeySettings(BaseSettings):
 
     burst_seconds: float = 1.0
     """A key may burst this many seconds' worth of its rate at once."""
-
-
-class RateLimited(KeelError):
-    """429: the key is over its request rate; `Retry-After` says when to come back."""
-
-    status_code = 429
-
-    def __init__(self, name: str, retry_after: float) -> None:
-        super().__init__(f"key {name!r} is over its request rate; retry after {retry_after:.2f}s")
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def hash_key(key: str) -> str:

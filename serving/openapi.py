@@ -14,21 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from keel.feature_defs.contract import Contract, FieldSpec
+from keel.serving.error_response import described_statuses
 from keel.serving.routes import ROUTES, Route
 
 __all__ = ["FeedbackRequest", "case_model", "decide_request_model", "document"]
 
-ERROR_STATUSES = {
-    "401": "Missing or unknown API key",
-    "403": "The key lacks the route's role",
-    "404": "Unknown route, model or decision",
-    "409": "Idempotency-Key reused with a different body",
-    "413": "More than 1,000 cases or body over the size limit",
-    "415": "Body is not application/json",
-    "422": "Field-level validation errors (the first 100; error_count has them all)",
-    "429": "The key is over its requests per second; wait Retry-After seconds",
-    "503": "Models not loaded yet or decision log unavailable",
-}
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "message"],
@@ -145,7 +135,7 @@ def _operation(
     if route.public:
         return op
     op["security"] = [{"bearer": []}]
-    for code, text in ERROR_STATUSES.items():
+    for code, text in described_statuses().items():
         op["responses"][code] = {
             "description": text,
             "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="KeelError")}}},

@@ -26,7 +26,10 @@ def serve(
     settings: ServingSettings,
     on_start: Callable[[Runtime], None] | None = None,
 ) -> None:
-    """Build the runtime, hand it to `on_start` (the CLI prints its lines there) and serve until stopped."""
+    """Build the runtime, hand it to `on_start` (the CLI prints its lines there) and serve until stopped.
+
+    The entry point of the service: the settings come from the caller (the `keel serve` command),
+    per-key rates are read here, and the runtime is passed to the app, never looked up."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
     # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
@@ -36,15 +39,15 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="keel-prom-") as prom:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
-        from keel.serving import runtime
+        from keel.serving.keys import KeySettings
+        from keel.serving.runtime import Runtime
         from keel.serving.service import asgi_app
 
-        rt = runtime.Runtime.start(state=state, settings=settings)
+        rt = Runtime.start(state, settings, KeySettings())
         if on_start is not None:
             on_start(rt)
-        runtime.install(rt)
         try:
-            run_app(asgi_app(), settings.host, settings.port)
+            run_app(asgi_app(rt), settings.host, settings.port)
         finally:
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == prom:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]

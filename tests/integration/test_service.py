@@ -58,6 +58,7 @@ def test_each_route_needs_its_role(server: Server, method: str, path: str, role:
     assert httpx.request(method, server.url + path, json=body).status_code == 401
     bad = httpx.request(method, server.url + path, json=body, headers={"Authorization": "Bearer keel_wrong"})
     assert bad.status_code == 401 and "revoked" in bad.json()["message"]
+    assert bad.headers["www-authenticate"] == "Bearer" and bad.json()["error"] == "Unauthorized"
     for other in {"decide", "feedback", "read", "admin"} - {role}:
         r = httpx.request(
             method, server.url + path, json=body, headers={"Authorization": f"Bearer {server.keys[other]}"}

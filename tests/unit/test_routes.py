@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from keel.decision_log.errors import LogUnavailable
+from keel.errors import InvalidInput, KeelError, ModelLoadError, RateLimited, Unauthorized
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.serving import routes
+from keel.serving.error_response import ANSWERED, error_response
 from keel.serving.openapi import decide_request_model, document
 
 PUBLIC = {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}"}
@@ -63,3 +68,32 @@ def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name:
     ):
         with pytest.raises(ValidationError):
             model.model_validate(bad)
+
+
+def test_error_responses_are_documented_from_the_error_classes() -> None:
+    doc = document({"routing": load_contract("routing")})
+    responses = doc["paths"]["/v1/routing/decide"]["post"]["responses"]
+    for cls in ANSWERED:
+        assert cls.description in responses[str(cls.status_code)]["description"], cls
+    # Two classes answer 503: both are described, each once.
+    assert responses["503"]["description"] == f"{ModelLoadError.description}; {LogUnavailable.description}"
+    assert {code for code in responses if code >= "400"} == {str(c.status_code) for c in ANSWERED}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "headers"),
+    [
+        (Unauthorized("no key"), 401, {"WWW-Authenticate": "Bearer"}),
+        (RateLimited("k", 0.2), 429, {"Retry-After": "1"}),
+        (RateLimited("k", 2.5), 429, {"Retry-After": "3"}),
+        (LogUnavailable("away", retry_after=2.0), 503, {"Retry-After": "2"}),
+        (ModelLoadError("starting"), 503, {}),
+        (InvalidInput("bad"), 422, {}),
+    ],
+)
+def test_one_function_turns_an_error_into_status_body_and_headers(
+    error: KeelError, status: int, headers: dict[str, str]
+) -> None:
+    answer = error_response(error)
+    assert answer.status == status and answer.headers == headers
+    assert json.loads(answer.body) == error.to_dict()
