@@ -88,7 +88,10 @@ class InvalidInput(KeelError):
 
     status_code = 422
     exit_code = ExitCode.USAGE
-    description = "Field-level validation errors (the first 100; error_count has them all)"
+    description = (
+        "Field-level validation errors (the first 100; error_count has them all), among them more "
+        "cases than one request may hold (the schema's maxItems), reported on `cases`"
+    )
 
     def __init__(self, message: str, errors: list[FieldError] | None = None, error_count: int = 0) -> None:
         super().__init__(message)
@@ -102,7 +105,7 @@ class InvalidInput(KeelError):
 
 
 class PayloadTooLarge(KeelError):
-    """More than max_cases cases or a body over the size limit."""
+    """The request body is over the size limit (KEEL_SERVE_MAX_BODY_BYTES)."""
 
     status_code = 413
 

@@ -53,7 +53,7 @@ def _check(body: bytes, contract: Any, max_cases: int) -> tuple[str, list[Any], 
     except KeelError as exc:
         return exc.message, list(getattr(exc, "errors", [])), 1
     if not cases or len(cases) > max_cases:
-        return None  # the service answers these (422 / 413) without parsing much
+        return None  # the service answers these (422) without parsing much
     checked = contract.validate_records(cases)
     if checked.matrix is None:
         return f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count

@@ -83,9 +83,12 @@ def case_model(contract: Contract) -> type[BaseModel]:
     return create_model(f"Case_{contract.name}", __config__=config, **fields)
 
 
-def decide_request_model(contract: Contract) -> type[BaseModel]:
+def decide_request_model(contract: Contract, max_cases: int) -> type[BaseModel]:
+    """The decide request: 1 to `max_cases` cases (KEEL_SERVE_MAX_CASES). More is answered 422 with
+    a field error on `cases`, as maxItems tells a schema-driven client to expect."""
     case = case_model(contract)
-    cases = (list[case], Field(..., min_length=1, max_length=1000, description="decided in this order"))  # type: ignore[valid-type]
+    described = f"decided in this order; at most {max_cases:,} (more: 422 with an error on `cases`)"
+    cases = (list[case], Field(..., min_length=1, max_length=max_cases, description=described))  # type: ignore[valid-type]
     config = ConfigDict(extra="forbid")
     return create_model(f"DecideRequest_{contract.name}", __config__=config, cases=cases)
 
@@ -109,7 +112,12 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 
 def _operation(
-    route: Route, components: dict[str, Any], path: str, model: str | None, contract: Contract | None = None
+    route: Route,
+    components: dict[str, Any],
+    path: str,
+    model: str | None,
+    contract: Contract | None = None,
+    max_cases: int = 0,
 ) -> dict[str, Any]:
     media = MEDIA.get(route.name, "application/json")
     op: dict[str, Any] = {
@@ -146,7 +154,7 @@ def _operation(
         body: dict[str, Any] = {"schema": {"type": "object", "required": ["cases"]}}
         if contract is not None:
             body = {
-                "schema": _schema(decide_request_model(contract), components),
+                "schema": _schema(decide_request_model(contract, max_cases), components),
                 "example": {"cases": [dict(contract.example_case)]},
             }
         op["requestBody"] = {"required": True, "content": {"application/json": body}}
@@ -160,9 +168,10 @@ def _operation(
     return op
 
 
-def document(served: Mapping[str, Contract]) -> dict[str, Any]:
+def document(served: Mapping[str, Contract], max_cases: int) -> dict[str, Any]:
     """The whole document for the models served now (decide routes only for those), each decide
-    request schema generated from the contract sealed in the version being served."""
+    request schema generated from the contract sealed in the version being served and holding
+    at most `max_cases` cases."""
     models = sorted(served)
     components: dict[str, Any] = {"KeelError": ERROR_SCHEMA}
     paths: dict[str, Any] = {}
@@ -173,7 +182,7 @@ def document(served: Mapping[str, Contract]) -> dict[str, Any]:
             for model in models:
                 path = route.path.replace("{model}", model)
                 paths.setdefault(path, {})[route.method.lower()] = _operation(
-                    route, components, path, model, served[model]
+                    route, components, path, model, served[model], max_cases
                 )
         else:
             paths.setdefault(route.path, {})[route.method.lower()] = _operation(

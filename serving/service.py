@@ -69,8 +69,9 @@ def reload(request: Request, response: Response) -> Any:
 
 
 def openapi(request: Request) -> Any:
-    served = _rt(request).models.snapshot.models
-    return document({name: s.loaded.model.contract for name, s in served.items()})
+    rt = _rt(request)
+    served = rt.models.snapshot.models
+    return document({name: s.loaded.model.contract for name, s in served.items()}, rt.settings.max_cases)
 
 
 def metrics(request: Request) -> Response:

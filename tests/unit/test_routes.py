@@ -46,7 +46,7 @@ def test_undeclared_paths_match_nothing(method: str, path: str) -> None:
 
 
 def test_document_has_one_decide_path_per_served_model_and_security_off_only_when_public() -> None:
-    doc = document({m: load_contract(m) for m in ("routing", "discount_band")})
+    doc = document({m: load_contract(m) for m in ("routing", "discount_band")}, 1000)
     assert "/v1/routing/decide" in doc["paths"] and "/v1/invoice_classification/decide" not in doc["paths"]
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
@@ -58,7 +58,7 @@ def test_document_has_one_decide_path_per_served_model_and_security_off_only_whe
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name: str) -> None:
     contract = load_contract(name)
-    model = decide_request_model(contract)
+    model = decide_request_model(contract, 1000)
     model.model_validate({"cases": [contract.example_case]})
     for bad in (
         {"cases": []},
@@ -70,8 +70,20 @@ def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name:
             model.model_validate(bad)
 
 
+def test_max_cases_is_the_schema_max_items_and_more_is_a_validation_error() -> None:
+    contract = load_contract("routing")
+    model = decide_request_model(contract, 3)
+    model.model_validate({"cases": [contract.example_case] * 3})
+    with pytest.raises(ValidationError):
+        model.model_validate({"cases": [contract.example_case] * 4})
+    doc = document({"routing": contract}, 3)
+    schemas = doc["components"]["schemas"]
+    ref = doc["paths"]["/v1/routing/decide"]["post"]["requestBody"]["content"]["application/json"]
+    assert schemas[ref["schema"]["$ref"].rsplit("/", 1)[1]]["properties"]["cases"]["maxItems"] == 3
+
+
 def test_error_responses_are_documented_from_the_error_classes() -> None:
-    doc = document({"routing": load_contract("routing")})
+    doc = document({"routing": load_contract("routing")}, 1000)
     responses = doc["paths"]["/v1/routing/decide"]["post"]["responses"]
     for cls in ANSWERED:
         assert cls.description in responses[str(cls.status_code)]["description"], cls
