@@ -107,7 +107,7 @@ class Gate:
         body = b""
         try:
             keys = self.runtime.keys
-            key = keys.authenticate(headers.get(b"authorization"))
+            key = await keys.authenticate_async(headers.get(b"authorization"))
             scope.setdefault("state", {})["caller"] = key.name
             keys.check_rate(key)
             if found is None:
