@@ -1,11 +1,34 @@
-"""One error hierarchy; each error carries the HTTP status a caller should see and the exit code
-the `keel` command line ends with."""
+"""One error hierarchy; each error carries the HTTP status, headers and description a caller
+sees (serving/error_response.py turns any of them into the response; the OpenAPI document
+describes each status from the classes) and the exit code the `keel` command line ends with."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
+
+__all__ = [
+    "Conflict",
+    "ExitCode",
+    "FieldError",
+    "Forbidden",
+    "IntegrityError",
+    "InvalidInput",
+    "KeelError",
+    "ModelLoadError",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RegistryError",
+    "StateMissing",
+    "Unauthorized",
+    "Unavailable",
+    "Unreachable",
+    "UnsupportedMediaType",
+    "first_problem",
+]
 
 
 class ExitCode(IntEnum):
@@ -36,12 +59,25 @@ class FieldError:
 class KeelError(Exception):
     """Base of every error Keel raises on purpose."""
 
-    status_code: int = 500
-    exit_code: int = ExitCode.FAILED
+    status_code: ClassVar[int] = 500
+    exit_code: ClassVar[int] = ExitCode.FAILED
+    description: ClassVar[str] = "Internal error"
+    """What the status means to an API caller (the OpenAPI document's response description);
+    a subclass without one of its own takes its docstring's first line."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "description" not in cls.__dict__ and cls.__doc__:
+            cls.description = cls.__doc__.strip().splitlines()[0].rstrip(".")
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error carries besides its JSON body."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": type(self).__name__, "message": self.message}
@@ -52,6 +88,10 @@ class InvalidInput(KeelError):
 
     status_code = 422
     exit_code = ExitCode.USAGE
+    description = (
+        "Field-level validation errors (the first 100; error_count has them all), among them more "
+        "cases than one request may hold (the schema's maxItems), reported on `cases`"
+    )
 
     def __init__(self, message: str, errors: list[FieldError] | None = None, error_count: int = 0) -> None:
         super().__init__(message)
@@ -65,33 +105,78 @@ class InvalidInput(KeelError):
 
 
 class PayloadTooLarge(KeelError):
+    """The request body is over the size limit (KEEL_SERVE_MAX_BODY_BYTES)."""
+
     status_code = 413
 
 
 class UnsupportedMediaType(KeelError):
+    """The body is not application/json."""
+
     status_code = 415
 
 
 class Unauthorized(KeelError):
+    """Missing or unknown API key."""
+
     status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(KeelError):
+    """The key lacks the route's role."""
+
     status_code = 403
 
 
 class NotFound(KeelError):
+    """Unknown route, model or decision."""
+
     status_code = 404
 
 
 class Conflict(KeelError):
+    """Idempotency-Key reused with a different body."""
+
     status_code = 409
+
+
+class RateLimited(KeelError):
+    """The key is over its requests per second; wait Retry-After seconds."""
+
+    status_code = 429
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"key {name!r} is over its request rate; retry after {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class Unavailable(KeelError):
+    """A resource the service needs is away for now; retry after Retry-After seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: float = 2.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
 class ModelLoadError(KeelError):
     """A model version could not be loaded; the service keeps what it had."""
 
     status_code = 503
+    description = "Models not loaded yet"
 
 
 class IntegrityError(ModelLoadError):

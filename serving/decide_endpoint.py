@@ -21,8 +21,9 @@ from keel.errors import InvalidInput, KeelError, ModelLoadError, NotFound
 from keel.serving import body_check
 from keel.serving.body_check import parse_cases
 from keel.serving.decider import Decider
+from keel.serving.error_response import send_error, send_json
 
-__all__ = ["INLINE_BODY_BYTES", "answer", "error_headers", "parse_cases", "send_json"]
+__all__ = ["INLINE_BODY_BYTES", "answer", "parse_cases"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -32,30 +33,10 @@ microseconds for them. Bigger bodies are parsed, validated and decided in a work
 CHECK_IN_PROCESS_BYTES = 256 * 1024
 """Bodies over this size are first checked in a helper process (serving/body_check.py), so a
 pathological one never holds this process's GIL; a valid one costs one extra parse there."""
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def render(decisions: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"decisions": decisions}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def error_headers(exc: KeelError) -> list[tuple[bytes, bytes]]:
-    """Headers an error carries (Retry-After on 429 and 503, WWW-Authenticate on 401)."""
-    extra = [(b"www-authenticate", b"Bearer")] if exc.status_code == 401 else []
-    return extra + [(k.lower().encode(), v.encode()) for k, v in getattr(exc, "headers", {}).items()]
-
-
-async def send_json(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _decide_body(
@@ -105,7 +86,7 @@ async def answer(
         else:
             out = await decider.decide_async(model, parse_cases(body), caller, idempotency_key, render=render)
     except KeelError as exc:
-        await send_json(send, exc.status_code, orjson.dumps(exc.to_dict()), error_headers(exc))
+        await send_error(send, exc)
         return
     await send_json(send, 200, out)
 

@@ -23,7 +23,7 @@ import numpy as np
 from keel.decision_log import DecisionLog, Replay, reads, reject_changed_replay
 from keel.decision_log.chain import FEEDBACK_COLUMNS
 from keel.decision_log.rows import log_row
-from keel.errors import FieldError, InvalidInput, NotFound, PayloadTooLarge
+from keel.errors import FieldError, InvalidInput, NotFound
 from keel.serving.challengers import ShadowScorer, decide_cases
 from keel.serving.decision_record import public
 from keel.serving.metrics import Metrics
@@ -143,7 +143,9 @@ class Decider:
     def _plan(self, model: str, cases: list[Any], caller: str, idempotency_key: str | None) -> _Plan:
         """Everything before the log write: checks, an idempotent replay, the decisions, the rows."""
         if len(cases) > self.settings.max_cases:
-            raise PayloadTooLarge(f"{len(cases)} cases in one request; at most {self.settings.max_cases}")
+            # A field error, not 413: the schema's maxItems says so, and 413 is about the body's bytes.
+            too_many = f"{len(cases)} cases in one request; at most {self.settings.max_cases}"
+            raise InvalidInput(too_many, [FieldError(-1, "cases", too_many)])
         if not cases:
             raise InvalidInput("no cases given", [FieldError(-1, "cases", "give 1 to 1000 cases")])
         if idempotency_key is not None and len(idempotency_key) > 200:

@@ -5,6 +5,8 @@ request from the one route table (serving/routes.py): a path not declared there 
 without a key, 404 with one), public routes pass without a key. The decide route is answered by
 Keel's own handler (serving/decide_endpoint.py); every other route goes on to the BentoML app,
 whose bare 400 for a pydantic error the gate turns into Keel's 422 with field-level errors.
+Every error the gate answers leaves through serving/error_response.py. The gate holds the
+service's runtime (keys, metrics, decider, models), handed to it when the app is built.
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from keel.errors import (
     FieldError,
     InvalidInput,
     KeelError,
-    ModelLoadError,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
 from keel.serving import decide_endpoint, docs_page, routes
-from keel.serving.decider import Decider
-from keel.serving.keys import KeyStore
-from keel.serving.metrics import Metrics
+from keel.serving.error_response import send_error
+from keel.serving.runtime import Runtime
 
 __all__ = ["Gate"]
 
@@ -43,23 +43,10 @@ log = logging.getLogger("keel.http")
 
 
 class Gate:
-    def __init__(
-        self,
-        app: App,
-        keys: Callable[[], KeyStore | None],
-        metrics: Callable[[], Metrics | None],
-        max_body_bytes: int,
-        decider: Callable[[], Decider | None] = lambda: None,
-        served: Callable[[], frozenset[str]] = frozenset,
-        only: frozenset[str] | None = None,
-    ) -> None:
+    def __init__(self, app: App, runtime: Runtime, only: frozenset[str] | None = None) -> None:
         self.app = app
-        self.keys = keys
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.decider = decider
-        self.served = served
-        """Names of the models served right now (decide routes and their metric labels)."""
+        self.runtime = runtime
+        self.max_body_bytes = runtime.settings.max_body_bytes
         self.only = only
         """Answer only these handlers (serving/routes.py) and pass every other request on
         untouched, to an app with a full gate of its own (see serving/service.py `asgi_app`)."""
@@ -97,9 +84,7 @@ class Gate:
         route = found.route.path if found else "other"
         if found and found.route.handler == "decide" and found.params["model"] in self.served():
             route = f"/v1/{found.params['model']}/decide"  # bounded: served model names only
-        metrics = self.metrics()
-        if metrics is not None:
-            metrics.requests.labels(scope["method"], route, str(seen["status"])).observe(elapsed)
+        self.runtime.metrics.requests.labels(scope["method"], route, str(seen["status"])).observe(elapsed)
         if not log.isEnabledFor(logging.INFO):
             return
         line: dict[str, Any] = {
@@ -123,10 +108,8 @@ class Gate:
         headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k.lower() in WANTED_HEADERS}
         body = b""
         try:
-            keys = self.keys()
-            if keys is None:
-                raise ModelLoadError("service is starting")
-            key = keys.authenticate(headers.get(b"authorization"))
+            keys = self.runtime.keys
+            key = await keys.authenticate_async(headers.get(b"authorization"))
             scope.setdefault("state", {})["caller"] = key.name
             keys.check_rate(key)
             if found is None:
@@ -140,20 +123,25 @@ class Gate:
                     raise UnsupportedMediaType("send the request body as application/json")
                 body = await self._read_body(headers, receive)
             if route.handler == "decide":
-                decider = self.decider()
-                if decider is None:
-                    raise ModelLoadError("service is starting")
                 idempotency_key = (headers.get(b"idempotency-key") or "").strip() or None
                 await decide_endpoint.answer(
-                    decider, found.params["model"], self.served(), body, key.name, idempotency_key, send
+                    self.runtime.decider,
+                    found.params["model"],
+                    self.served(),
+                    body,
+                    key.name,
+                    idempotency_key,
+                    send,
                 )
                 return
         except KeelError as exc:
-            await decide_endpoint.send_json(
-                send, exc.status_code, orjson.dumps(exc.to_dict()), decide_endpoint.error_headers(exc)
-            )
+            await send_error(send, exc)
             return
         await self.app(scope, _replay(body, receive) if found.route.json_body else receive, _as_422(send))
+
+    def served(self) -> frozenset[str]:
+        """Names of the models served right now (decide routes and their metric labels)."""
+        return frozenset(self.runtime.models.snapshot.models)
 
     async def _read_body(self, headers: dict[bytes, str], receive: Receive) -> bytes:
         """The whole body, up to the limit (413 past it, before reading it if it says so)."""
@@ -226,7 +214,7 @@ def _as_422(send: Send) -> Send:
             return
         errors = [_field_error(d) for d in detail[:100] if isinstance(d, dict)]
         error = InvalidInput("the request body does not match the schema", errors, len(detail))
-        await decide_endpoint.send_json(send, 422, orjson.dumps(error.to_dict()))
+        await send_error(send, error)
 
     return wrapped
 

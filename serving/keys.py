@@ -2,9 +2,12 @@
 
 Keys are 256-bit random tokens, so a fast hash is enough (no password stretching needed).
 The table lives beside the decision log (keel.decision_log.api_keys) so every replica sees the
-same keys. A serving process never waits on the database to authenticate: a background thread
-refreshes the in-memory key set every few seconds (each attempt bounded by the connect timeout)
-and, when the database is away, the last good set keeps authenticating.
+same keys. A serving process authenticates against an in-memory key set: a background thread
+refreshes it every few seconds (each attempt bounded by the connect timeout) and, when the
+database is away, the last good set keeps authenticating. A key the set does not hold is
+looked up once in the database (in a worker thread, never on the event loop), so a key made by
+`keel keys add` works at once; such read-throughs happen at most once per READ_THROUGH_SECONDS,
+so a flood of unknown keys costs the database two reads a second, not one per request.
 """
 
 from __future__ import annotations
@@ -12,25 +15,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio.to_thread
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log import api_keys
 from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
-from keel.errors import Conflict, Forbidden, KeelError, NotFound, Unauthorized
+from keel.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 
-__all__ = ["PREFIX", "ROLES", "ApiKey", "KeySettings", "KeyStore", "RateLimited", "hash_key"]
+__all__ = ["PREFIX", "READ_THROUGH_SECONDS", "ROLES", "ApiKey", "KeySettings", "KeyStore", "hash_key"]
 
 ROLES = ("decide", "feedback", "read", "admin")
 PREFIX = "keel_"
+READ_THROUGH_SECONDS = 0.5
+"""Least time between two database reads for keys the in-memory set does not hold."""
 log = logging.getLogger("keel.keys")
 
 
@@ -44,20 +49,6 @@ class KeySettings(BaseSettings):
 
     burst_seconds: float = 1.0
     """A key may burst this many seconds' worth of its rate at once."""
-
-
-class RateLimited(KeelError):
-    """429: the key is over its request rate; `Retry-After` says when to come back."""
-
-    status_code = 429
-
-    def __init__(self, name: str, retry_after: float) -> None:
-        super().__init__(f"key {name!r} is over its request rate; retry after {retry_after:.2f}s")
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def hash_key(key: str) -> str:
@@ -105,6 +96,7 @@ class KeyStore:
         self._buckets: dict[str, _Bucket] = {}
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._read_through_at = -1e9
 
     # -- management (command line) ------------------------------------------------------------
     def add(self, name: str, roles: list[str], rate_per_second: float | None = None) -> str:
@@ -186,6 +178,23 @@ class KeyStore:
         if found is None:
             raise Unauthorized("unknown or revoked API key")
         return found
+
+    async def authenticate_async(self, authorization: str | None) -> ApiKey:
+        """`authenticate` for the event loop: a well-formed key the in-memory set does not hold
+        is looked up in the database (in a worker thread, at most once per READ_THROUGH_SECONDS
+        across all callers) before it is refused."""
+        try:
+            return self.authenticate(authorization)
+        except Unauthorized:
+            now = time.monotonic()
+            well_formed = authorization is not None and authorization.startswith("Bearer ")
+            if not well_formed or now - self._read_through_at < READ_THROUGH_SECONDS:
+                raise
+            # Claimed before the read starts, so concurrent misses do not queue reads of their own.
+            self._read_through_at = now
+            if not await anyio.to_thread.run_sync(self.refresh):
+                raise
+        return self.authenticate(authorization)
 
     def retry_after(self, key: ApiKey) -> float | None:
         """Seconds until this key may make another request, or None if it may now (takes a token).

@@ -14,21 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from keel.feature_defs.contract import Contract, FieldSpec
+from keel.serving.error_response import described_statuses
 from keel.serving.routes import ROUTES, Route
 
 __all__ = ["FeedbackRequest", "case_model", "decide_request_model", "document"]
 
-ERROR_STATUSES = {
-    "401": "Missing or unknown API key",
-    "403": "The key lacks the route's role",
-    "404": "Unknown route, model or decision",
-    "409": "Idempotency-Key reused with a different body",
-    "413": "More than 1,000 cases or body over the size limit",
-    "415": "Body is not application/json",
-    "422": "Field-level validation errors (the first 100; error_count has them all)",
-    "429": "The key is over its requests per second; wait Retry-After seconds",
-    "503": "Models not loaded yet or decision log unavailable",
-}
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "message"],
@@ -93,9 +83,12 @@ def case_model(contract: Contract) -> type[BaseModel]:
     return create_model(f"Case_{contract.name}", __config__=config, **fields)
 
 
-def decide_request_model(contract: Contract) -> type[BaseModel]:
+def decide_request_model(contract: Contract, max_cases: int) -> type[BaseModel]:
+    """The decide request: 1 to `max_cases` cases (KEEL_SERVE_MAX_CASES). More is answered 422 with
+    a field error on `cases`, as maxItems tells a schema-driven client to expect."""
     case = case_model(contract)
-    cases = (list[case], Field(..., min_length=1, max_length=1000, description="decided in this order"))  # type: ignore[valid-type]
+    described = f"decided in this order; at most {max_cases:,} (more: 422 with an error on `cases`)"
+    cases = (list[case], Field(..., min_length=1, max_length=max_cases, description=described))  # type: ignore[valid-type]
     config = ConfigDict(extra="forbid")
     return create_model(f"DecideRequest_{contract.name}", __config__=config, cases=cases)
 
@@ -119,7 +112,12 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 
 def _operation(
-    route: Route, components: dict[str, Any], path: str, model: str | None, contract: Contract | None = None
+    route: Route,
+    components: dict[str, Any],
+    path: str,
+    model: str | None,
+    contract: Contract | None = None,
+    max_cases: int = 0,
 ) -> dict[str, Any]:
     media = MEDIA.get(route.name, "application/json")
     op: dict[str, Any] = {
@@ -145,7 +143,7 @@ def _operation(
     if route.public:
         return op
     op["security"] = [{"bearer": []}]
-    for code, text in ERROR_STATUSES.items():
+    for code, text in described_statuses().items():
         op["responses"][code] = {
             "description": text,
             "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="KeelError")}}},
@@ -156,7 +154,7 @@ def _operation(
         body: dict[str, Any] = {"schema": {"type": "object", "required": ["cases"]}}
         if contract is not None:
             body = {
-                "schema": _schema(decide_request_model(contract), components),
+                "schema": _schema(decide_request_model(contract, max_cases), components),
                 "example": {"cases": [dict(contract.example_case)]},
             }
         op["requestBody"] = {"required": True, "content": {"application/json": body}}
@@ -170,9 +168,10 @@ def _operation(
     return op
 
 
-def document(served: Mapping[str, Contract]) -> dict[str, Any]:
+def document(served: Mapping[str, Contract], max_cases: int) -> dict[str, Any]:
     """The whole document for the models served now (decide routes only for those), each decide
-    request schema generated from the contract sealed in the version being served."""
+    request schema generated from the contract sealed in the version being served and holding
+    at most `max_cases` cases."""
     models = sorted(served)
     components: dict[str, Any] = {"KeelError": ERROR_SCHEMA}
     paths: dict[str, Any] = {}
@@ -183,7 +182,7 @@ def document(served: Mapping[str, Contract]) -> dict[str, Any]:
             for model in models:
                 path = route.path.replace("{model}", model)
                 paths.setdefault(path, {})[route.method.lower()] = _operation(
-                    route, components, path, model, served[model]
+                    route, components, path, model, served[model], max_cases
                 )
         else:
             paths.setdefault(route.path, {})[route.method.lower()] = _operation(

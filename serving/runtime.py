@@ -1,4 +1,5 @@
-"""Everything the service holds at run time, built by the entry point (not at import)."""
+"""Everything the service holds at run time, built by the entry point (serving/server.py `serve`)
+and handed to the app and the gate (serving/service.py `asgi_app`); nothing reaches it globally."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
 from keel.serving.challengers import ShadowScorer
 from keel.serving.decider import Decider
-from keel.serving.keys import KeyStore
+from keel.serving.keys import KeySettings, KeyStore
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, ReloadReport
 from keel.serving.settings import ServingSettings
 from keel.settings import StateSettings, prepare_state
+
+__all__ = ["Runtime"]
 
 log = logging.getLogger("keel.runtime")
 
@@ -33,9 +36,8 @@ class Runtime:
     _versions_shown: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
-    def start(cls, state: StateSettings | None = None, settings: ServingSettings | None = None) -> Runtime:
-        state = prepare_state(state or StateSettings())
-        settings = settings or ServingSettings()
+    def start(cls, state: StateSettings, settings: ServingSettings, key_settings: KeySettings) -> Runtime:
+        state = prepare_state(state)
         metrics = Metrics()
         db = Database(state.log_url)
         decisions = DecisionLog(db).open()
@@ -47,7 +49,7 @@ class Runtime:
             settings,
             metrics,
             decisions,
-            KeyStore(db, settings.key_cache_seconds).start(),
+            KeyStore(db, settings.key_cache_seconds, key_settings).start(),
             models,
             Decider(models, decisions, settings, metrics),
         )
@@ -95,15 +97,3 @@ class Runtime:
         if self.decider.shadow is not None:
             self.decider.shadow.close()
         self.decisions.close()
-
-
-_current: Runtime | None = None
-
-
-def current() -> Runtime | None:
-    return _current
-
-
-def install(rt: Runtime | None) -> None:
-    global _current
-    _current = rt

@@ -20,7 +20,8 @@ class ServingSettings(BaseSettings):
     """Registry alias each model is served under."""
 
     max_cases: int = 1000
-    """Most cases in one decide request; more gets 413."""
+    """Most cases in one decide request (the request schema's maxItems); more gets 422 with a
+    field error on `cases`."""
 
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body accepted; larger gets 413."""

@@ -21,7 +21,7 @@ __all__ = ["score"]
 
 def score(args: argparse.Namespace) -> int:
     if args.model not in MODEL_NAMES:
-        raise SystemExit(f"keel: unknown model {args.model!r}; choose from {', '.join(MODEL_NAMES)}")
+        raise InvalidInput(f"unknown model {args.model!r}; choose from {', '.join(MODEL_NAMES)}")
     state = prepare_state(StateSettings())
     settings = BatchSettings()
     output = Path(args.output)

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import sqlalchemy.exc
 
-from keel.errors import KeelError
+from keel.errors import Unavailable
 
 __all__ = ["DATABASE_ERRORS", "LogUnavailable"]
 
@@ -18,10 +18,11 @@ NOT_RECORDED = "not_recorded"
 UNKNOWN = "unknown"
 
 
-class LogUnavailable(KeelError):
-    """503: the log cannot confirm a write. `outcome` says whether it may have been recorded."""
+class LogUnavailable(Unavailable):
+    """The decision log cannot confirm a write or answer a read; retry after Retry-After seconds.
 
-    status_code = 503
+    503 with Retry-After (keel.errors.Unavailable); `outcome` says whether a write may have been
+    recorded."""
 
     def __init__(self, message: str, outcome: str | None = NOT_RECORDED, retry_after: float = 2.0) -> None:
         if outcome == UNKNOWN:
@@ -29,14 +30,9 @@ class LogUnavailable(KeelError):
                 "; it may or may not have been recorded. A retry with the same Idempotency-Key is "
                 "safe: it returns what was recorded, or records it once"
             )
-        super().__init__(message)
+        super().__init__(message, retry_after)
         self.outcome = outcome
-        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
         outcome = {"outcome": self.outcome} if self.outcome else {}  # a failed read has none
         return {**super().to_dict(), **outcome, "retry_after_seconds": self.retry_after}
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after)))}

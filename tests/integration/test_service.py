@@ -58,6 +58,7 @@ def test_each_route_needs_its_role(server: Server, method: str, path: str, role:
     assert httpx.request(method, server.url + path, json=body).status_code == 401
     bad = httpx.request(method, server.url + path, json=body, headers={"Authorization": "Bearer keel_wrong"})
     assert bad.status_code == 401 and "revoked" in bad.json()["message"]
+    assert bad.headers["www-authenticate"] == "Bearer" and bad.json()["error"] == "Unauthorized"
     for other in {"decide", "feedback", "read", "admin"} - {role}:
         r = httpx.request(
             method, server.url + path, json=body, headers={"Authorization": f"Bearer {server.keys[other]}"}
@@ -164,7 +165,11 @@ def test_non_finite_numbers_and_broken_bodies_are_4xx(server: Server) -> None:
             c.post("/v1/routing/decide", content=b"{}", headers={"Content-Type": "text/plain"}).status_code
             == 415
         )
-        assert c.post("/v1/routing/decide", json={"cases": [good] * 1001}).status_code == 413
+        # Past max_cases is the schema's maxItems: a field error on `cases`, as the schema says.
+        too_many = c.post("/v1/routing/decide", json={"cases": [good] * 1001})
+        assert too_many.status_code == 422, too_many.text
+        assert [e["field"] for e in too_many.json()["errors"]] == ["cases"]
+        assert "at most 1000" in too_many.json()["errors"][0]["problem"]
         huge = b'{"cases": [' + b" " * 3_000_000 + b"]}"
         assert (
             c.post(
@@ -225,6 +230,8 @@ def test_openapi_document_is_served(server: Server) -> None:
     body = doc["paths"]["/v1/routing/decide"]["post"]["requestBody"]["content"]["application/json"]
     request = doc["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[1]]
     assert request["properties"]["cases"]["maxItems"] == 1000
+    responses = doc["paths"]["/v1/routing/decide"]["post"]["responses"]
+    assert "413" in responses and "422" in responses and "maxItems" in responses["422"]["description"]
     case = doc["components"]["schemas"][request["properties"]["cases"]["items"]["$ref"].rsplit("/", 1)[1]]
     contract = load_contract("routing")
     assert case["additionalProperties"] is False and set(case["required"]) == set(contract.field_names)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from keel.decision_log.errors import LogUnavailable
+from keel.errors import InvalidInput, KeelError, ModelLoadError, RateLimited, Unauthorized
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.serving import routes
+from keel.serving.error_response import ANSWERED, error_response
 from keel.serving.openapi import decide_request_model, document
 
 PUBLIC = {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}"}
@@ -41,7 +46,7 @@ def test_undeclared_paths_match_nothing(method: str, path: str) -> None:
 
 
 def test_document_has_one_decide_path_per_served_model_and_security_off_only_when_public() -> None:
-    doc = document({m: load_contract(m) for m in ("routing", "discount_band")})
+    doc = document({m: load_contract(m) for m in ("routing", "discount_band")}, 1000)
     assert "/v1/routing/decide" in doc["paths"] and "/v1/invoice_classification/decide" not in doc["paths"]
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
@@ -53,7 +58,7 @@ def test_document_has_one_decide_path_per_served_model_and_security_off_only_whe
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name: str) -> None:
     contract = load_contract(name)
-    model = decide_request_model(contract)
+    model = decide_request_model(contract, 1000)
     model.model_validate({"cases": [contract.example_case]})
     for bad in (
         {"cases": []},
@@ -63,3 +68,44 @@ def test_generated_request_model_accepts_the_example_and_rejects_bad_cases(name:
     ):
         with pytest.raises(ValidationError):
             model.model_validate(bad)
+
+
+def test_max_cases_is_the_schema_max_items_and_more_is_a_validation_error() -> None:
+    contract = load_contract("routing")
+    model = decide_request_model(contract, 3)
+    model.model_validate({"cases": [contract.example_case] * 3})
+    with pytest.raises(ValidationError):
+        model.model_validate({"cases": [contract.example_case] * 4})
+    doc = document({"routing": contract}, 3)
+    schemas = doc["components"]["schemas"]
+    ref = doc["paths"]["/v1/routing/decide"]["post"]["requestBody"]["content"]["application/json"]
+    assert schemas[ref["schema"]["$ref"].rsplit("/", 1)[1]]["properties"]["cases"]["maxItems"] == 3
+
+
+def test_error_responses_are_documented_from_the_error_classes() -> None:
+    doc = document({"routing": load_contract("routing")}, 1000)
+    responses = doc["paths"]["/v1/routing/decide"]["post"]["responses"]
+    for cls in ANSWERED:
+        assert cls.description in responses[str(cls.status_code)]["description"], cls
+    # Two classes answer 503: both are described, each once.
+    assert responses["503"]["description"] == f"{ModelLoadError.description}; {LogUnavailable.description}"
+    assert {code for code in responses if code >= "400"} == {str(c.status_code) for c in ANSWERED}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "headers"),
+    [
+        (Unauthorized("no key"), 401, {"WWW-Authenticate": "Bearer"}),
+        (RateLimited("k", 0.2), 429, {"Retry-After": "1"}),
+        (RateLimited("k", 2.5), 429, {"Retry-After": "3"}),
+        (LogUnavailable("away", retry_after=2.0), 503, {"Retry-After": "2"}),
+        (ModelLoadError("starting"), 503, {}),
+        (InvalidInput("bad"), 422, {}),
+    ],
+)
+def test_one_function_turns_an_error_into_status_body_and_headers(
+    error: KeelError, status: int, headers: dict[str, str]
+) -> None:
+    answer = error_response(error)
+    assert answer.status == status and answer.headers == headers
+    assert json.loads(answer.body) == error.to_dict()
