@@ -29,7 +29,7 @@ from keel.monitoring.quality import quality_report
 from keel.monitoring.reference import sealed_reference
 from keel.monitoring.report import ReportPaths, ReportSections, write_report
 from keel.monitoring.segments import concept_by_segment, expected_quality, segment_mix, segment_parents
-from keel.monitoring.sequential import SequentialState, chunk_statistics, state_path
+from keel.monitoring.sequential import Chunk, SequentialState, accumulate, chunk_statistics
 from keel.monitoring.settings import MonitorSettings
 from keel.monitoring.verdict import COULD_NOT_RUN, Verdict, exit_code
 
@@ -171,7 +171,7 @@ def monitor_model(
     evidence = assess(contract, alpha, reference, sample, reviewed, settings, cfg, decided)
     assert evidence.feature is not None  # assess ran the drift parts (drift=True)
     evidence.quality = quality_report(reviewed, contract.segment_fields, summary, alpha=alpha)
-    evidence.sequential = _sequential(name, reader, start, end, out_root, settings, contract.segment_fields)
+    evidence.sequential = _sequential(name, reader, start, end, settings, contract.segment_fields)
 
     verdicts = _verdicts(settings, evidence)
     recommendation = checks.recommendation(verdicts)
@@ -243,29 +243,29 @@ def _sequential(
     reader: LogReader,
     start: datetime,
     end: datetime,
-    out_root: Path,
     s: MonitorSettings,
     segments: list[str],
 ) -> SequentialState | None:
-    """Fold the decisions no earlier run consumed into the stored evidence, and save it."""
+    """Fold the decisions no earlier run consumed into the shared evidence (the log's
+    `monitor_sequential`), by compare-and-swap against monitors running at the same time."""
     primary = primary_segment(segments, s)
     if primary is None:
         return None
-    path = state_path(out_root, name)
-    state = SequentialState.load(path, name, primary, s.sequential_alpha, s.sequential_rho)
-    chunk_start = start
-    if state.consumed_until:
-        chunk_start = max(start, datetime.fromisoformat(state.consumed_until))
-    chunk_end = min(end, datetime.now(UTC) - timedelta(hours=s.sequential_settle_hours))
-    if chunk_end <= chunk_start:
-        return state
-    chunk = reader.reviewed(name, chunk_start, chunk_end, [primary])
-    # Too little feedback yet: leave the chunk for a later run rather than waste it.
-    if len(decided_reviews(chunk)) >= s.min_reviewed:
-        stats = chunk_statistics(chunk, primary, s.score_bands)
-        state.add_chunk(stats, chunk_start.isoformat(), chunk_end.isoformat())
-        state.save(path)
-    return state
+
+    def next_chunk(state: SequentialState) -> Chunk | None:
+        chunk_start = start
+        if state.consumed_until:
+            chunk_start = max(start, datetime.fromisoformat(state.consumed_until))
+        chunk_end = min(end, datetime.now(UTC) - timedelta(hours=s.sequential_settle_hours))
+        if chunk_end <= chunk_start:
+            return None
+        chunk = reader.reviewed(name, chunk_start, chunk_end, [primary])
+        # Too little feedback yet: leave the chunk for a later run rather than waste it.
+        if len(decided_reviews(chunk)) < s.min_reviewed:
+            return None
+        return chunk_statistics(chunk, primary, s.score_bands), chunk_start.isoformat(), chunk_end.isoformat()
+
+    return accumulate(reader.db, name, primary, s.sequential_alpha, s.sequential_rho, next_chunk)
 
 
 def _verdicts(s: MonitorSettings, ev: Evidence) -> list[Verdict]:

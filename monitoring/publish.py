@@ -1,7 +1,9 @@
-"""Results reach people: run history and trend page, Prometheus textfile, optional webhook.
+"""Results reach people: run history and trend page, MLflow, Prometheus textfile, optional webhook.
 
-History is one JSON line per run in `<reports>/<model>/history.jsonl`, and `trend.html` beside it
-shows each check's verdict over the runs. Keel's own page rather than Evidently's Workspace UI:
+Each run is a row of the decision log's `monitor_runs` (keel.monitoring.run_history) and an MLflow
+run in the model's `keel-monitor/<model>` experiment (keel.monitoring.experiments); `trend.html`
+beside the reports shows each check's verdict over the runs, read from the table. Keel's own
+page rather than Evidently's Workspace UI:
 the workspace stores Evidently's drift metrics only, not Keel's verdicts (override, process,
 concept, sequential), and it needs a UI server running; a static page opens from any file share.
 """
@@ -11,65 +13,69 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from keel.decision_log import monitor_runs as sql
+from keel.decision_log.database import Database
 from keel.monitoring import checks
+from keel.monitoring.experiments import log_run
 from keel.monitoring.pages import render
+from keel.monitoring.run_history import new_run_id, run_row
 from keel.monitoring.verdict import EXIT_CODES, Verdict
 
 if TYPE_CHECKING:
     from keel.monitoring.monitor import MonitorResult
     from keel.monitoring.settings import MonitorSettings
 
-__all__ = ["HISTORY", "append_history", "in_registry_order", "publish", "read_history", "write_prometheus"]
+__all__ = ["TREND_RUNS", "in_registry_order", "publish", "record_run", "write_prometheus", "write_trend"]
 
-HISTORY = "history.jsonl"
 STATUS_VALUE = {"ok": 0, "warn": 1, "alert": 2, "no_data": -1}
+TREND_RUNS = 200
+"""Runs shown on trend.html, newest first."""
 
 
-def history_entry(result: MonitorResult) -> dict[str, Any]:
-    return {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "window": result.summary.get("window"),
-        "status": result.status,
-        "recommendation": result.recommendation,
-        "decisions": result.summary.get("decisions"),
-        "report": str(result.paths.index_html) if result.paths else None,
-        "verdicts": {v.check: {"status": v.status, "value": v.value} for v in result.verdicts},
-    }
+def record_run(db: Database, result: MonitorResult, artifact_location: str | None) -> tuple[str, str | None]:
+    """The run as an MLflow run and a `monitor_runs` row; returns (run id, why MLflow has no copy
+    or None). MLflow first, so the row can name its run; a run MLflow refused is still recorded."""
+    run_id, problem, mlflow_id = new_run_id(), None, None
+    row = run_row(result, run_id, None)
+    try:
+        mlflow_id = log_run(
+            run_id, result.model, row.generated_at, result.summary.get("window") or {},
+            json.loads(row.versions), result.status, result.recommendation,
+            [v.to_dict() for v in result.verdicts], result.paths.out_dir if result.paths else None,
+            row.host, artifact_location,
+        )  # fmt: skip
+    except Exception as exc:  # the run itself happened: say so in one line, keep the row
+        words = " ".join(str(exc).split())[:300]
+        problem = f"{result.model}: not recorded in MLflow: {type(exc).__name__}: {words}"
+    sql.insert_run(db, replace(row, mlflow_run_id=mlflow_id))
+    return run_id, problem
 
 
-def append_history(out_root: Path, result: MonitorResult) -> Path:
-    path = out_root / result.model / HISTORY
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(history_entry(result), default=str) + "\n")
-    return path
-
-
-def read_history(path: Path, last: int = 200) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines()[-last:]:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash is skipped, not fatal
-            continue
-    return rows
-
-
-def write_trend(out_root: Path, model: str) -> Path:
+def write_trend(db: Database, out_root: Path, model: str) -> Path:
     """One column per check in registry order; checks only old runs had (since removed) follow."""
-    runs = list(reversed(read_history(out_root / model / HISTORY)))
-    seen = {c for run in runs for c in run.get("verdicts", {})}
+    runs: list[dict[str, Any]] = []
+    for r in sql.recent_runs(db, model, TREND_RUNS):
+        verdicts = json.loads(r.verdicts)
+        runs.append({
+            "generated_at": r.generated_at,
+            "window": {"start": r.window_start, "end": r.window_end} if r.window_start else None,
+            "status": r.status,
+            "decisions": r.decisions,
+            "report": str(Path(r.report_dir) / "index.html") if r.report_dir else None,
+            "verdicts": {v["check"]: {"status": v["status"], "value": v["value"]} for v in verdicts},
+        })  # fmt: skip
+    seen = {c for run in runs for c in run["verdicts"]}
     names = [c.name for c in checks.registered() if c.name in seen]
     for run in runs:
-        names += [c for c in run.get("verdicts", {}) if c not in names]
+        names += [c for c in run["verdicts"] if c not in names]
     columns = [{"name": c, "title": checks.title(c)} for c in names]
     path = out_root / model / "trend.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render("trend.html.j2", model=model, runs=runs, checks=columns), encoding="utf-8")
     return path
 
@@ -136,15 +142,24 @@ def post_webhook(url: str, results: Sequence[MonitorResult], timeout: float = 10
     response.raise_for_status()
 
 
-def publish(results: Sequence[MonitorResult], out_root: Path, settings: MonitorSettings) -> list[str]:
-    """History and trend for every model that ran, then the exports; returns delivery problems
-    (the monitor itself ran, so these are reported but do not change the exit status)."""
+def publish(
+    results: Sequence[MonitorResult],
+    out_root: Path,
+    settings: MonitorSettings,
+    db: Database,
+    artifact_location: str | None,
+) -> list[str]:
+    """Record every model that ran (log table, MLflow) and rewrite its trend page, then the
+    exports; returns delivery problems (the monitor itself ran, so these are reported but do not
+    change the exit status). `artifact_location`: where a new MLflow experiment keeps artifacts."""
     problems = []
     for r in results:
         if r.paths is None:
             continue
-        append_history(out_root, r)
-        write_trend(out_root, r.model)
+        _, problem = record_run(db, r, artifact_location)
+        if problem:
+            problems.append(problem)
+        write_trend(db, out_root, r.model)
     if settings.prometheus_file:
         try:
             write_prometheus(Path(os.path.expanduser(settings.prometheus_file)), results)

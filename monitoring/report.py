@@ -197,7 +197,7 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
         process_rows=_process_rows(s.process_drift, s.segment_parents),
         process_total=len((s.process_drift or {}).get("findings") or []),
         sequential=s.sequential,
-        sequential_path=f"{model}/sequential.json under the reports folder",
+        sequential_path="the decision log (monitor_sequential), shared by every machine running the monitor",
         mix=s.segment_mix,
         concept=s.concept_drift,
         expected=s.expected_quality,

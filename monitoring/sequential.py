@@ -15,29 +15,47 @@ alarm when any value's e reaches K/alpha (Bonferroni over K values) keeps the fa
 probability <= alpha over every run there will ever be. Hand-written: no library we use
 ships mixture sequential tests over stratified 2x2 tables.
 
-State is a JSON file per model under the reports folder (`<reports>/<model>/sequential.json`),
-replaced atomically; the decision log's tables are not touched.
+State is one row per model and field of the decision log's `monitor_sequential` table
+(keel.decision_log.monitor_runs), so every machine and replica running the monitor adds to the
+same evidence. `accumulate` updates it by compare-and-swap on the row's revision: a monitor that
+lost a race reloads the state, asks for its chunk again from the new `consumed_until` (the
+winner's chunk is not read twice) and retries, so two monitors at once never count a chunk twice.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from keel.decision_log import monitor_runs as sql
+from keel.decision_log.database import Database
+from keel.errors import Conflict
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import band_index
 
-__all__ = ["SequentialState", "ValueEvidence", "chunk_statistics", "e_value", "state_path"]
+__all__ = [
+    "Chunk",
+    "SequentialState",
+    "ValueEvidence",
+    "accumulate",
+    "chunk_statistics",
+    "e_value",
+    "load_state",
+]
+
+Chunk = tuple[dict[str, tuple[float, float, int, int]], str, str]
+"""A chunk's per-value (S, V, n, events), and the [start, end) it covers (ISO 8601)."""
+MAX_ATTEMPTS = 50
+"""Lost races before giving up: each loss means another monitor stored a chunk meanwhile."""
 
 
 @dataclass
@@ -87,25 +105,55 @@ class SequentialState:
         return asdict(self) | {"bar": self.bar, "alarms": self.alarms}
 
     @classmethod
-    def load(cls, path: Path, model: str, field_name: str, alpha: float, rho: float) -> SequentialState:
-        if not path.exists():
-            return cls(model, field_name, alpha, rho)
-        raw = json.loads(path.read_text())
-        if raw.get("field") != field_name or raw.get("alpha") != alpha or raw.get("rho") != rho:
+    def restore(
+        cls, raw: dict[str, Any] | None, model: str, field_name: str, alpha: float, rho: float
+    ) -> SequentialState:
+        """The state `to_dict` stored, or a new test when there is none or its design differs."""
+        if (
+            raw is None
+            or raw.get("field") != field_name
+            or raw.get("alpha") != alpha
+            or raw.get("rho") != rho
+        ):
             # Changed settings start a new test: mixing evidence across designs voids the bound.
             return cls(model, field_name, alpha, rho)
         values = {k: ValueEvidence(**v) for k, v in raw.get("values", {}).items()}
         return cls(model, field_name, alpha, rho, raw.get("consumed_until"), raw.get("chunks", []), values)
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)  # a crash mid-write leaves the previous state, never half of one
+
+def load_state(db: Database, model: str, field_name: str, alpha: float, rho: float) -> SequentialState:
+    """The stored evidence of `model` on `field_name` (a new test if none, or another design)."""
+    row = sql.read_sequential(db, model, field_name)
+    raw = json.loads(row.state) if row is not None else None
+    return SequentialState.restore(raw, model, field_name, alpha, rho)
 
 
-def state_path(reports: Path, model: str) -> Path:
-    return reports / model / "sequential.json"
+def accumulate(
+    db: Database,
+    model: str,
+    field_name: str,
+    alpha: float,
+    rho: float,
+    next_chunk: Callable[[SequentialState], Chunk | None],
+) -> SequentialState:
+    """Fold `next_chunk(state)` (None: nothing to add yet) into the stored evidence and store it
+    by compare-and-swap; on a lost race reload and ask `next_chunk` again on the new state."""
+    for _ in range(MAX_ATTEMPTS):
+        row = sql.read_sequential(db, model, field_name)
+        raw = json.loads(row.state) if row is not None else None
+        state = SequentialState.restore(raw, model, field_name, alpha, rho)
+        chunk = next_chunk(state)
+        if chunk is None:
+            return state
+        state.add_chunk(*chunk)
+        now = datetime.now(UTC).isoformat()
+        revision = row.revision if row is not None else None
+        if sql.swap_sequential(db, model, field_name, json.dumps(state.to_dict()), revision, now):
+            return state
+    raise Conflict(
+        f"sequential evidence of {model} ({field_name}) changed under this monitor {MAX_ATTEMPTS} times "
+        "in a row; run it again"
+    )
 
 
 def e_value(s: float, v: float, rho: float) -> float:

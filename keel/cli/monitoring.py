@@ -66,6 +66,7 @@ def _monitor(args: argparse.Namespace) -> int:
     from keel.monitoring.log_reader import LogReader
     from keel.monitoring.monitor import model_names, monitor_model, parse_window
     from keel.monitoring.publish import publish
+    from keel.monitoring.run_history import import_reports
     from keel.monitoring.settings import MonitorSettings
     from keel.training.settings import PromotionSettings
 
@@ -73,6 +74,15 @@ def _monitor(args: argparse.Namespace) -> int:
     promotion = PromotionSettings()
     start, end = parse_window(args.window or settings.window)
     out_root = Path(args.out) if args.out else state.home_dir / "reports"
+    # The runs and the sequential evidence live in the log's tables (migration 0006 and later).
+    db.create_schema()
+    imported = import_reports(db, out_root)
+    if imported and any(imported):
+        print(
+            f"keel: imported {imported[0]} earlier runs and {imported[1]} sequential states from "
+            f"{out_root} into the decision log; those files are no longer read",
+            file=sys.stderr,
+        )
     reader = LogReader(db, include_batch=args.include_batch)
     worst = 0
     results = []
@@ -96,7 +106,7 @@ def _monitor(args: argparse.Namespace) -> int:
             print(f"  {v.status:<8} {v.check:<24} {v.detail}")
         if result.paths:
             print(f"  report: {result.paths.index_html}")
-    for problem in publish(results, out_root, settings):
+    for problem in publish(results, out_root, settings, db, state.artifact_location):
         print(f"keel: {problem}", file=sys.stderr)
     return worst
 

@@ -4,13 +4,26 @@
 chains (keel.decision_log.chain); `chain_heads` holds each
 chain's last (seq, hash) so a truncation shows; `api_keys` sits beside the log so every replica
 sees the same keys. `key_id` names the chain key a row was signed with (NULL: an unkeyed row).
+`monitor_runs`, `monitor_sequential` and `monitor_imports` hold `keel monitor`'s shared state
+(keel.decision_log.monitor_runs): one row per run, the sequential test's evidence per model and
+field, and the old reports folders already imported.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["alias_history", "api_keys", "chain_heads", "decisions", "feedback", "metadata"]
+__all__ = [
+    "alias_history",
+    "api_keys",
+    "chain_heads",
+    "decisions",
+    "feedback",
+    "metadata",
+    "monitor_imports",
+    "monitor_runs",
+    "monitor_sequential",
+]
 
 metadata = sa.MetaData()
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
@@ -128,4 +141,46 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Text, nullable=False),
     sa.Column("revoked_at", sa.Text),
     sa.Column("rate_per_second", sa.Double),
+)
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("generated_at", sa.Text, nullable=False),
+    sa.Column("window_start", sa.Text),
+    sa.Column("window_end", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("recommendation", sa.Text, nullable=False),
+    sa.Column("decisions", sa.BigInteger),
+    sa.Column("versions", sa.Text, nullable=False),  # JSON: reference_version, served
+    sa.Column("verdicts", sa.Text, nullable=False),  # JSON: [{check, status, value, warn, alert, detail}]
+    # JSON: the few numbers trend charts draw, taken from the summary when the run is recorded,
+    # so a chart over many runs never parses their (large) summaries.
+    sa.Column("trend", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text),  # summary.json as written (NULL: an imported run without one)
+    sa.Column("report_dir", sa.Text),  # on the machine that ran it (`host`)
+    sa.Column("mlflow_run_id", sa.Text),  # the same report folder as MLflow artifacts
+    sa.Column("host", sa.Text, nullable=False),
+)
+sa.Index("monitor_runs_model_time", monitor_runs.c.model, monitor_runs.c.generated_at)
+
+monitor_sequential = sa.Table(
+    "monitor_sequential",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("field", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),  # compare-and-swap: +1 per update
+    sa.Column("updated_at", sa.Text, nullable=False),
+)
+
+monitor_imports = sa.Table(
+    "monitor_imports",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),  # host:absolute reports folder
+    sa.Column("imported_at", sa.Text, nullable=False),
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("states", sa.Integer, nullable=False),
 )

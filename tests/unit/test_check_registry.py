@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from keel.decision_log.database import Database
 from keel.errors import Conflict, NotFound
 from keel.feature_defs.contract import load_contract
 from keel.monitoring import checks
@@ -25,6 +26,8 @@ from keel.monitoring.report import ReportSections, write_report
 from keel.monitoring.segments import segment_parents
 from keel.monitoring.settings import MonitorSettings
 from keel.monitoring.verdict import Verdict, exit_code
+from keel.settings import StateSettings
+from tests.conftest import Store
 from tests.unit.reviewed_volume_check import REVIEWED_VOLUME
 
 MODEL = "routing"
@@ -94,7 +97,7 @@ def _sections(verdicts: list[Verdict], ev: Evidence) -> ReportSections:
 
 
 def test_a_check_from_a_test_module_reaches_every_output(
-    evidence: Evidence, reviewed_volume: Check, tmp_path: Path
+    evidence: Evidence, reviewed_volume: Check, tmp_path: Path, store: Store
 ) -> None:
     settings = MonitorSettings(prometheus_file=str(tmp_path / "keel.prom"))
     verdicts = checks.evaluate(evidence, settings)
@@ -123,7 +126,9 @@ def test_a_check_from_a_test_module_reaches_every_output(
         MODEL, sections.status, exit_code(verdicts), sections.recommendation, verdicts, paths,
         {"window": WINDOW, "decisions": 2400},
     )  # fmt: skip
-    assert publish([result], tmp_path, settings) == []
+    db = Database(f"sqlite:///{tmp_path / 'decisions.db'}")
+    db.create_schema()
+    assert publish([result], tmp_path, settings, db, StateSettings().artifact_location) == []
     prom = (tmp_path / "keel.prom").read_text()
     assert 'keel_monitor_check_status{check="reviewed_volume",model="routing"} 1.0' in prom
     trend = (tmp_path / MODEL / "trend.html").read_text()

@@ -356,7 +356,8 @@ def test_expected_quality_from_confidences() -> None:
 
 
 def test_sequential_evidence_is_a_normal_mixture_and_persists(tmp_path: Any) -> None:
-    from keel.monitoring.sequential import SequentialState, chunk_statistics, e_value
+    from keel.decision_log.database import Database
+    from keel.monitoring.sequential import SequentialState, accumulate, chunk_statistics, e_value, load_state
 
     assert e_value(0.0, 10.0, 0.5) == pytest.approx(2 / math.sqrt(6) * 0.5)
     assert e_value(-5.0, 10.0, 0.5) < 1 < e_value(10.0, 10.0, 0.5)
@@ -368,11 +369,14 @@ def test_sequential_evidence_is_a_normal_mixture_and_persists(tmp_path: Any) -> 
     for k in range(3):
         state.add_chunk(stats, f"t{k}", f"t{k + 1}")
     assert state.alarms == ["EMEA"] and state.consumed_until == "t3"
-    path = tmp_path / "m" / "sequential.json"
-    state.save(path)
-    again = SequentialState.load(path, "m", "region", 0.05, 0.5)
+    db = Database(f"sqlite:///{tmp_path / 'decisions.db'}")
+    db.create_schema()
+    for k in range(3):  # the same chunks through the log's table, one stored update each
+        chunk = (stats, f"t{k}", f"t{k + 1}")
+        accumulate(db, "m", "region", 0.05, 0.5, lambda _, c=chunk: c)
+    again = load_state(db, "m", "region", 0.05, 0.5)
     assert again.values["EMEA"].max_e == pytest.approx(state.values["EMEA"].max_e) and len(again.chunks) == 3
-    assert not SequentialState.load(path, "m", "region", 0.01, 0.5).values  # new design, new test
+    assert not load_state(db, "m", "region", 0.01, 0.5).values  # new design, new test
 
 
 def test_sequential_false_alarms_stay_below_alpha_over_many_runs() -> None:

@@ -27,6 +27,7 @@ from keel.serving.settings import ServingSettings
 from keel.training.generators import generate
 from keel.training.pipeline import train
 from keel.training.settings import TrainingSettings
+from tests.conftest import Store
 
 MODEL = "routing"
 HOSTILE = "<script>alert('x')</script>"
@@ -194,24 +195,31 @@ def _result(tmp_path: Path, status: str) -> Any:
         Verdict("segment_mix", status, 2.1, 1.25, 2.0, f"channel {HOSTILE}: 20% vs 10%"),  # type: ignore[arg-type]
         Verdict("process_drift", "ok", 0.0, 1.5, 2.5, "no segment differs"),
     ]
-    paths = ReportPaths(tmp_path, tmp_path / "index.html", tmp_path / "summary.json")
+    folder = tmp_path / "report"
+    folder.mkdir(exist_ok=True)
+    paths = ReportPaths(folder, folder / "index.html", folder / "summary.json")
     window = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T01:00:00+00:00"}
     return MonitorResult(MODEL, status, 2 if status == "alert" else 0, "investigate: segment mix", verdicts,
                          paths, {"window": window, "decisions": 3000})  # fmt: skip
 
 
-def test_history_trend_page_and_prometheus_textfile(tmp_path: Path) -> None:
-    from keel.monitoring.publish import publish, read_history, webhook_payload
+def test_history_trend_page_and_prometheus_textfile(tmp_path: Path, store: Store) -> None:
+    from keel.decision_log.database import Database
+    from keel.monitoring.publish import publish, webhook_payload
+    from keel.monitoring.runs import runs as recorded_runs
     from keel.monitoring.settings import MonitorSettings
+    from keel.settings import StateSettings
 
+    db = Database(f"sqlite:///{tmp_path / 'decisions.db'}")
+    db.create_schema()
+    artifacts = StateSettings().artifact_location
     prom = tmp_path / "keel.prom"
     settings = MonitorSettings(prometheus_file=str(prom))
     for status in ("ok", "alert"):
-        assert publish([_result(tmp_path, status)], tmp_path, settings) == []
-    runs = read_history(tmp_path / MODEL / "history.jsonl")
-    assert [r["status"] for r in runs] == ["ok", "alert"] and runs[1]["verdicts"]["segment_mix"][
-        "value"
-    ] == 2.1
+        assert publish([_result(tmp_path, status)], tmp_path, settings, db, artifacts) == []
+    runs = list(reversed(recorded_runs(db, MODEL)))
+    segment_mix = next(v for v in runs[1].verdicts if v["check"] == "segment_mix")
+    assert [r.status for r in runs] == ["ok", "alert"] and segment_mix["value"] == 2.1
     trend = (tmp_path / MODEL / "trend.html").read_text()
     assert trend.index(">alert<") < trend.index(">ok<")  # newest run first
     assert "segment mix" in trend and "<script" not in trend.lower()
@@ -224,5 +232,5 @@ def test_history_trend_page_and_prometheus_textfile(tmp_path: Path) -> None:
         "segment_mix"
     ]
     refused = MonitorSettings(webhook_url="http://127.0.0.1:9/nothing-listens")
-    problems = publish([_result(tmp_path, "alert")], tmp_path, refused)
+    problems = publish([_result(tmp_path, "alert")], tmp_path, refused, db, artifacts)
     assert len(problems) == 1 and problems[0].startswith("webhook not delivered")
