@@ -193,7 +193,8 @@ def import_once(
 
 
 def _insert_new(conn: sa.Connection, db: Database, table: sa.Table, values: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on the primary key; True when the row was added."""
+    """INSERT ... ON CONFLICT DO NOTHING on the primary key; True when the row was added. Told by
+    RETURNING: on PostgreSQL the result's rowcount for this statement came back -1."""
     if db.is_postgres:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -202,4 +203,5 @@ def _insert_new(conn: sa.Connection, db: Database, table: sa.Table, values: dict
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt).rowcount == 1)
+    first_key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(first_key)).first() is not None

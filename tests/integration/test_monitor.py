@@ -19,12 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from keel.cli.simulate import case_payloads, reviewer_verdicts
 from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
 from keel.feature_defs.contract import load_contract
 from keel.models import registry
+from keel.monitoring import runs
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.monitor import MonitorResult, monitor_model
 from keel.monitoring.settings import MonitorSettings
@@ -44,10 +46,18 @@ class Window:
 
 
 def fill_log(
-    store: Store, path: Path, model: str, scenario: str, n: int, seed: int, feedback_share: float = 0.5
+    store: Store,
+    path: Path | None,
+    model: str,
+    scenario: str,
+    n: int,
+    seed: int,
+    feedback_share: float = 0.5,
+    url: str | None = None,
 ) -> Window:
-    """Decide n generated cases and post the simulated reviewer's feedback, all in-process."""
-    url = f"sqlite:///{path}"
+    """Decide n generated cases and post the simulated reviewer's feedback, all in-process, into
+    the SQLite log at `path` (or the log at `url`)."""
+    url = url or f"sqlite:///{path}"
     log = DecisionLog(Database(url)).open()
     models = ModelSet("champion", store.home / "cache", names=(model,))
     models.reload()
@@ -261,11 +271,22 @@ def test_results_reach_people_and_evidence_accumulates(
     text = prom.read_text()
     assert 'keel_monitor_check_status{check="process_drift",model="routing"}' in text
     assert 'keel_monitor_exit_code{model="routing"}' in text
-    history = (tmp_path / "routing" / "history.jsonl").read_text().splitlines()
-    assert len(history) == 2 and json.loads(history[0])["verdicts"]["process_drift"]["status"] != "ok"
+    db = Database(windows["segment_overrides"].url)
+    # Other tests monitor the same log: this test's runs are those with their reports here.
+    history = [r for r in runs.runs(db, "routing") if str(r.report_dir).startswith(str(tmp_path))]
+    verdicts = {v["check"]: v for v in history[-1].verdicts}  # the first of the two runs
+    assert len(history) == 2 and verdicts["process_drift"]["status"] != "ok"
     trend = (tmp_path / "routing" / "trend.html").read_text()
-    assert trend.count("<tr>") == 3 and "sequential process drift" in trend
-    state = json.loads((tmp_path / "routing" / "sequential.json").read_text())
+    assert trend.count("<tr>") == 1 + len(runs.runs(db, "routing")) and "sequential process drift" in trend
+    for run in history:  # each run also in MLflow: its checks as metrics, its report as artifacts
+        assert run.mlflow_run_id is not None
+        mlflow_run = MlflowClient().get_run(run.mlflow_run_id)
+        assert mlflow_run.data.tags["keel.monitor_run_id"] == run.run_id
+        assert mlflow_run.data.metrics["process_drift.verdict"] in (1, 2)
+        assert mlflow_run.data.params["window_start"] == run.window_start
+        listed = {a.path for a in MlflowClient().list_artifacts(run.mlflow_run_id, "report")}
+        assert {"report/index.html", "report/summary.json"} <= listed
+    (state,) = runs.sequential_states(db, "routing")
     assert len(state["chunks"]) == 1 and state["field"] == "region"
     assert state["values"]["EMEA"]["s"] > 0 and state["values"]["EMEA"]["n"] > 100
 
@@ -309,13 +330,16 @@ def test_a_check_registered_from_a_test_module_runs_with_the_monitor(
     entities' process-drift findings under EMEA's instead of repeating them beside it."""
     from keel.monitoring import checks
     from keel.monitoring.publish import publish
+    from keel.settings import StateSettings
     from tests.unit.reviewed_volume_check import REVIEWED_VOLUME
 
     checks.register(REVIEWED_VOLUME)
     try:
         result = run_monitor(store, windows["segment_overrides"], tmp_path)
         prom = tmp_path / "keel.prom"
-        assert publish([result], tmp_path, MonitorSettings(prometheus_file=str(prom))) == []
+        settings = MonitorSettings(prometheus_file=str(prom))
+        db = Database(windows["segment_overrides"].url)
+        assert publish([result], tmp_path, settings, db, StateSettings().artifact_location) == []
     finally:
         checks.unregister(REVIEWED_VOLUME.name)
     verdict = next(v for v in result.verdicts if v.check == "reviewed_volume")
