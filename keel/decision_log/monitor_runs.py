@@ -78,11 +78,11 @@ def insert_run(db: Database, run: RunRow) -> None:
         conn.execute(monitor_runs.insert().values(**{c: getattr(run, c) for c in RUN_COLUMNS}))
 
 
-def recent_runs(db: Database, model: str, limit: int = 50, with_summary: bool = False) -> list[RunRow]:
-    """The model's runs, newest first (the index on (model, generated_at) serves it)."""
-    cols = list(monitor_runs.columns) if with_summary else list(_LISTED)
+def recent_runs(db: Database, model: str, limit: int = 50) -> list[RunRow]:
+    """The model's runs, newest first, summaries left out (the index on (model, generated_at)
+    serves it)."""
     sql = (
-        sa.select(*cols)
+        sa.select(*_LISTED)
         .where(monitor_runs.c.model == model)
         .order_by(monitor_runs.c.generated_at.desc(), monitor_runs.c.run_id.desc())
         .limit(limit)
