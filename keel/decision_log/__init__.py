@@ -1,7 +1,8 @@
 """The decision log: one package owns its schema, migrations, writes, reads and verification.
 
 Nothing outside this package writes SQL against the log's tables (decisions, feedback,
-chain_heads, api_keys, alias_history).
+chain_heads, api_keys, alias_history, and the monitoring state: monitor_runs,
+monitor_sequential, monitor_imports).
 """
 
 from keel.decision_log.chain import CHAINS, DECISION_COLUMNS, FEEDBACK_COLUMNS, row_hash
