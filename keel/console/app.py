@@ -57,6 +57,7 @@ class Console:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.templates.filters["num"] = _num
         self.paths = {r.name: r.path for r in ROUTES if r.handler == "console"}
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -109,6 +110,17 @@ def console_app(rt: Runtime, sessions: Sessions, monitoring: MonitoringSource | 
         page("console_changes", pages.changes),
     ]
     return _with_headers(Starlette(routes=routes))
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    """A number to `digits` decimals; anything else (None, a per-segment mapping) as text."""
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value)
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_num(v, digits)}" for k, v in value.items())
+    return str(value)
 
 
 def static(request: Request) -> Response:

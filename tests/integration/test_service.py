@@ -74,6 +74,26 @@ def test_each_route_needs_its_role(server: Server, method: str, path: str, role:
     assert ok.status_code not in (401, 403, 500), ok.text
 
 
+def test_a_review_key_reads_and_gives_feedback_but_never_decides_or_administers(server: Server) -> None:
+    from keel.decision_log.database import Database
+    from keel.serving.keys import KeyStore
+
+    key = KeyStore(Database(server.env["KEEL_DECISION_LOG_URL"])).add(
+        f"review-{uuid.uuid4().hex[:8]}", ["review"]
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"decision_id": "x", "final_outcome": "legal", "actor": "a"}
+    assert httpx.get(f"{server.url}/v1/decisions/{uuid.uuid4()}", headers=auth, timeout=30).status_code == 404
+    assert httpx.get(f"{server.url}/v1/models/routing/history", headers=auth, timeout=30).status_code == 200
+    assert httpx.post(f"{server.url}/v1/feedback", json=body, headers=auth, timeout=30).status_code == 404
+    decide = {"cases": cases_of("routing", 1, 1)}
+    assert (
+        httpx.post(f"{server.url}/v1/routing/decide", json=decide, headers=auth, timeout=30).status_code
+        == 403
+    )
+    assert httpx.post(f"{server.url}/v1/admin/reload", headers=auth, timeout=30).status_code == 403
+
+
 def test_models_lists_contracts_with_valid_examples(server: Server) -> None:
     with server.client("read") as c:
         listing = c.get("/v1/models").json()

@@ -1,0 +1,297 @@
+"""The review console in a real browser: Debian's chromium through chromium-driver (selenium)
+against a real `keel serve` on 127.0.0.1, with real keys, registry and decision log.
+
+Screenshots of every page go to KEEL_CONSOLE_SHOTS (default /tmp/console-shots).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keel.decision_log.database import Database
+from keel.serving.keys import KeyStore
+from tests.conftest import Store
+from tests.integration.conftest import Server, make_keys, start_server
+from tests.integration.test_service import cases_of
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SHOTS = Path(os.environ.get("KEEL_CONSOLE_SHOTS", "/tmp/console-shots"))
+pytestmark = pytest.mark.skipif(
+    not (shutil.which(CHROMIUM) and shutil.which(DRIVER)),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+
+
+def _browser(tmp: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def _console_server(store: Store, tmp: Path, **env: str) -> Server:
+    log_url = f"sqlite:///{tmp / 'decisions.db'}"
+    keys = make_keys(log_url, "console")
+    store_ = KeyStore(Database(log_url))
+    keys["review"] = store_.add("console-review", ["review"])
+    srv = start_server(store, tmp, log_url, extra_env=env)
+    srv.keys = keys
+    return srv
+
+
+@pytest.fixture(scope="module")
+def console(
+    store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, dict[str, Any]]]:
+    """A server with decisions and feedback in its log: some overridden with reasons."""
+    srv = _console_server(store, tmp_path_factory.mktemp("console"))
+    try:
+        with srv.client("decide") as c:
+            decided = c.post("/v1/routing/decide", json={"cases": cases_of("routing", 40, 7)}).json()[
+                "decisions"
+            ]
+        classes = sorted({d["outcome"] for d in decided if d["outcome"]} | {"legal", "procurement"})
+        overridden = [d for d in decided if d["outcome"] and not d["abstained"]][:6]
+        with srv.client("feedback") as c:
+            for d in overridden:
+                final = next(k for k in classes if k != d["outcome"])
+                r = c.post(
+                    "/v1/feedback",
+                    json={
+                        "decision_id": d["decision_id"],
+                        "final_outcome": final,
+                        "actor": "rita",
+                        "reason": "wrong queue",
+                    },
+                )
+                assert r.status_code in (200, 201), r.text
+        yield srv, {"decided": decided, "overridden": overridden}
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    driver = _browser(tmp_path_factory.mktemp("chromium"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _sign_in(driver: Any, url: str, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(f"{url}/console/sign-in")
+    driver.find_element(By.ID, "key").send_keys(key)
+    _follow(driver, driver.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
+
+
+def _follow(driver: Any, element: Any) -> None:
+    """Click and wait until the next page has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
+def _shot(driver: Any, name: str) -> None:
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def _one_h1(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    headings = driver.find_elements(By.TAG_NAME, "h1")
+    assert len(headings) == 1, [h.text for h in headings]
+    return str(headings[0].text)
+
+
+def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
+    console: tuple[Server, dict[str, Any]], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    srv, seeded = console
+    browser.get(f"{srv.url}/console")
+    assert browser.current_url.endswith("/console/sign-in")  # no session: sent to sign in
+    _shot(browser, "0-sign-in")
+    _sign_in(browser, srv.url, srv.keys["review"])
+    assert browser.current_url.endswith("/console") and _one_h1(browser) == "Overview"
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "routing" in body and "champion" in body and "console-review" in body
+    assert "No monitoring runs recorded yet" in body
+    _shot(browser, "1-overview")
+
+    for label, h1, shot in (
+        ("Review queue", "Review queue", "4-queue"),
+        ("Changes", "Changes", "6-changes"),
+        ("Decisions", "Decisions", "2-decisions"),
+    ):
+        _follow(browser, browser.find_element(By.LINK_TEXT, label))
+        assert _one_h1(browser) == h1
+        _shot(browser, shot)
+
+    # search by model and case id, then open the decision
+    target = seeded["overridden"][0]
+    browser.find_element(By.ID, "case_id").send_keys(target["case_id"])
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert len(rows) == 1 and target["case_id"] in rows[0].text
+    _follow(browser, rows[0].find_element(By.TAG_NAME, "a"))
+    assert _one_h1(browser) == f"Decision {target['case_id']}"
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert (
+        target["decision_id"] in text and "verifies" in text and "wrong queue" in text and "override" in text
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.waterfall rect")
+    _shot(browser, "3-decision")
+
+    # an override count leads to exactly its cases
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Overrides"))
+    assert _one_h1(browser) == "Overrides"
+    _shot(browser, "5-overrides")
+    link = browser.find_element(By.CSS_SELECTOR, "main table tbody td a")
+    count = int(link.text)
+    _follow(browser, link)
+    assert _one_h1(browser) == "Decisions"
+    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert len(found) == count and all("(override)" in r.text for r in found)
+    _shot(browser, "2b-override-cases")
+
+    # keyboard: the first Tab reaches the skip link
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))  # sign out
+    assert browser.current_url.endswith("/console/sign-in")
+    browser.get(f"{srv.url}/console/decisions")
+    assert browser.current_url.endswith("/console/sign-in")
+
+
+def test_a_key_without_read_or_review_is_refused_at_sign_in(
+    console: tuple[Server, dict[str, Any]], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    srv, _ = console
+    for role in ("decide", "feedback", "admin"):
+        _sign_in(browser, srv.url, srv.keys[role])
+        assert browser.current_url.endswith("/console/sign-in")
+        assert "neither the read nor the review role" in browser.find_element(By.CSS_SELECTOR, ".alert").text
+        assert browser.get_cookie("keel_console") is None
+    _shot(browser, "7-refused")
+    _sign_in(browser, srv.url, "keel_not-a-key")
+    assert "unknown or revoked" in browser.find_element(By.CSS_SELECTOR, ".alert").text
+
+
+def _http_sign_in(srv: Server, key: str) -> httpx.Client:
+    client = httpx.Client(base_url=srv.url, timeout=30, follow_redirects=False)
+    form = client.get("/console/sign-in")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    done = client.post("/console/sign-in", data={"csrf": token.group(1), "key": key})
+    assert done.status_code == 303 and "keel_console" in client.cookies
+    return client
+
+
+def test_forged_posts_without_the_csrf_token_are_403_and_pages_carry_the_security_headers(
+    console: tuple[Server, dict[str, Any]],
+) -> None:
+    srv, _ = console
+    with closing(_http_sign_in(srv, srv.keys["read"])) as client:
+        page = client.get("/console/decisions")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        for part in (
+            "default-src 'none'",
+            "style-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ):
+            assert part in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert (
+            page.headers["referrer-policy"] == "same-origin" and page.headers["cache-control"] == "no-store"
+        )
+        assert "http://" not in page.text.replace(srv.url, "") and "<script" not in page.text
+        assert client.post("/console/sign-out", data={}).status_code == 403
+        assert client.post("/console/sign-out", data={"csrf": "forged"}).status_code == 403
+        assert client.get("/console/decisions").status_code == 200  # still signed in
+    # a forged sign-in (another site's form: no pre-session cookie, no token) is refused too
+    forged = httpx.post(f"{srv.url}/console/sign-in", data={"key": srv.keys["read"]}, timeout=30)
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    # the API's bearer keys do not open console pages, and console sessions do not open the API
+    bare = httpx.get(f"{srv.url}/console", headers={"Authorization": f"Bearer {srv.keys['read']}"})
+    assert bare.status_code == 303 and bare.headers["location"] == "/console/sign-in"
+    with closing(_http_sign_in(srv, srv.keys["read"])) as client:
+        assert client.get("/v1/models").status_code == 401
+        csv = client.get("/console/decisions.csv", params={"model": "routing"})
+        assert (
+            csv.status_code == 200 and csv.text.startswith("decision_id,") and len(csv.text.splitlines()) > 10
+        )
+
+
+def test_a_revoked_key_ends_its_session(console: tuple[Server, dict[str, Any]], tmp_path: Path) -> None:
+    srv, _ = console
+    log_url = srv.env["KEEL_DECISION_LOG_URL"]
+    keys = KeyStore(Database(log_url))
+    key = keys.add("console-short-lived", ["read"])
+    with closing(_http_sign_in(srv, key)) as client:
+        assert client.get("/console").status_code == 200
+        keys.revoke("console-short-lived")
+        deadline = time.monotonic() + 15
+        while client.get("/console").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.3)  # the service re-reads its key set every couple of seconds
+        gone = client.get("/console")
+        assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+
+
+def test_an_expired_session_is_sent_to_sign_in(
+    store: Store, registered: dict[str, str], tmp_path: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    srv = _console_server(store, tmp_path, KEEL_CONSOLE_SESSION_MINUTES="0.05")  # 3 seconds
+    try:
+        _sign_in(browser, srv.url, srv.keys["read"])
+        assert _one_h1(browser) == "Overview"
+        time.sleep(4)
+        browser.get(f"{srv.url}/console/queue")
+        assert browser.current_url.endswith("/console/sign-in")
+        assert browser.find_element(By.ID, "key").get_attribute("type") == "password"
+    finally:
+        srv.stop()
