@@ -291,13 +291,18 @@ def test_every_route_but_the_public_ones_is_denied_without_a_key(server: Server)
             calls.setdefault((method.upper(), re.sub(r"\{\w+\}", "x", path)), "security" not in ops[method])
     calls.update({(m, p): False for p in UNDECLARED for m in ("GET", "POST")})
     public = {p for (_, p), is_public in calls.items() if is_public}
-    assert public == {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/x"}
+    assert public == {
+        "/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/x",
+        "/console/sign-in", "/console/static/x",
+    }  # fmt: skip
     for (method, path), is_public in calls.items():
         r = httpx.request(
             method, server.url + path, content=b"{}", headers={"Content-Type": "application/json"}
         )
         if is_public:
             assert r.status_code != 401, (method, path)
+        elif path.startswith("/console"):  # a browser without a session is sent to sign in
+            assert r.status_code == 303 and r.headers["location"] == "/console/sign-in", (method, path)
         else:
             assert r.status_code == 401 and r.json()["error"] == "Unauthorized", (method, path, r.text)
     with server.client("read") as c:  # with a key: an undeclared path is a JSON 404
