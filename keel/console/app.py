@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from keel.console import access, pages
 from keel.console.monitoring_source import MonitoringSource
+from keel.errors import KeelError
 from keel.serving.routes import ROUTES
 from keel.serving.runtime import Runtime
 from keel.serving.sessions import SECURITY_HEADERS, Sessions
@@ -109,7 +110,13 @@ def console_app(rt: Runtime, sessions: Sessions, monitoring: MonitoringSource | 
         page("console_overrides", pages.overrides),
         page("console_changes", pages.changes),
     ]
-    return _with_headers(Starlette(routes=routes))
+
+    def refused(request: Request, exc: Exception) -> Response:
+        # A Keel error (the log's database away, a rate limit) as a page, with its status.
+        status = exc.status_code if isinstance(exc, KeelError) else 500
+        return console.render(request, "error.j2", status, title="Not available", message=str(exc))
+
+    return _with_headers(Starlette(routes=routes, exception_handlers={KeelError: refused}))
 
 
 def _num(value: Any, digits: int = 4) -> str:

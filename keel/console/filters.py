@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from keel.decision_log.search import SEGMENT_FIELDS, DecisionQuery
 
-__all__ = ["TEXT_FIELDS", "decision_query", "link", "window"]
+__all__ = ["FLAGS", "TEXT_FIELDS", "decision_query", "link", "window"]
 
 TEXT_FIELDS = (
     "model",
@@ -26,7 +26,7 @@ TEXT_FIELDS = (
     "origin",
     "final_outcome",
 )
-FLAGS = ("abstained", "overridden")
+FLAGS = ("abstained", "overridden", "answered", "to_review")
 DEFAULT_DAYS = 7
 
 
@@ -78,6 +78,8 @@ def decision_query(params: Mapping[str, str]) -> tuple[DecisionQuery, dict[str, 
         until=until,
         abstained=_flag(flags.get("abstained")),
         overridden=_flag(flags.get("overridden")),
+        answered=_flag(flags.get("answered")),
+        to_review=_flag(flags.get("to_review")),
         segments=segments,
         before_seq=int(before) if before.isdigit() else None,
         **text,

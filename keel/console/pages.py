@@ -191,17 +191,19 @@ def queue(console: Console, request: Request) -> Response:
     labels = [label for label, _ in AGE_BUCKETS] + ["over 7 days"]
     by_age = Counter[str]()
     by_segment: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    by_route = Counter[str]()
+    by_route = Counter[tuple[str, str]]()
     first: dict[tuple[str, str], str] = {}
     for g in groups:
         by_age[labels[int(g["age"])]] += int(g["n"])
-        by_route[f"{g['model']} / {g['route']}"] += int(g["n"])
+        by_route[(str(g["model"]), str(g["route"]))] += int(g["n"])
         for f in SEGMENT_FIELDS:
             value = g["segments"].get(f)
             if value is not None:
                 key = (f, str(value))
                 by_segment[key][labels[int(g["age"])]] += int(g["n"])
                 first[key] = min(first.get(key, g["oldest"]), g["oldest"])
+    search_path = console.paths["console_decisions"]
+    waiting = {**form, "answered": "no", "to_review": "yes", "origin": "live"}
     times, cut = search.outcome_times(console.db, since, until)
     durations: dict[tuple[str, str], list[float]] = defaultdict(list)
     for model, route, segments, decided, answered in times:
@@ -218,8 +220,15 @@ def queue(console: Console, request: Request) -> Response:
         total=sum(by_age.values()),
         labels=labels,
         by_age=by_age,
-        by_route=sorted(by_route.items(), key=lambda kv: -kv[1]),
-        by_segment=sorted(by_segment.items(), key=lambda kv: (kv[0][0], -sum(kv[1].values()))),
+        by_route=[
+            (f"{model} / {route}", n, link(search_path, {**waiting, "model": model, "route": route}))
+            for (model, route), n in sorted(by_route.items(), key=lambda kv: -kv[1])
+        ],
+        by_segment=[
+            (key, ages, link(search_path, {**waiting, key[0]: key[1]}))
+            for key, ages in sorted(by_segment.items(), key=lambda kv: (kv[0][0], -sum(kv[1].values())))
+        ],
+        all_link=link(search_path, waiting),
         first=first,
         oldest=oldest,
         times=sorted((k, len(v), _pct(v, 0.5), _pct(v, 0.9)) for k, v in durations.items()),

@@ -61,6 +61,10 @@ class DecisionQuery:
     caller: str | None = None
     origin: str | None = None
     overridden: bool | None = None
+    answered: bool | None = None
+    """Has any feedback (False: still waiting for its final outcome)."""
+    to_review: bool | None = None
+    """Routed to a person (any route but `auto`)."""
     final_outcome: str | None = None
     segments: dict[str, str] = field(default_factory=dict)
     before_seq: int | None = None
@@ -94,6 +98,13 @@ class DecisionQuery:
                 ("" if self.overridden else "NOT ")
                 + f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.kind = 'override')"
             )
+        if self.answered is not None:
+            clauses.append(
+                ("" if self.answered else "NOT ")
+                + "EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id)"
+            )
+        if self.to_review is not None:
+            clauses.append("d.route <> 'auto'" if self.to_review else "d.route = 'auto'")
         if self.final_outcome is not None:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.final_outcome = ?)"

@@ -26,10 +26,6 @@ from tests.integration.test_service import cases_of
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("KEEL_CONSOLE_SHOTS", "/tmp/console-shots"))
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(CHROMIUM) and shutil.which(DRIVER)),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
 
 
 def _browser(tmp: Path) -> Any:
@@ -98,6 +94,8 @@ def console(
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
     driver = _browser(tmp_path_factory.mktemp("chromium"))
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
@@ -127,7 +125,11 @@ def _follow(driver: Any, element: Any) -> None:
 
 
 def _shot(driver: Any, name: str) -> None:
+    """The whole page (the window grown to its height for the shot)."""
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1400, min(max(height, 1000), 8000))
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    driver.set_window_size(1400, 1000)
 
 
 def _one_h1(driver: Any) -> str:
@@ -189,6 +191,16 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
     assert len(found) == count and all("(override)" in r.text for r in found)
     _shot(browser, "2b-override-cases")
+
+    # the review queue's count leads to exactly the cases still waiting for a person
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Review queue"))
+    waiting = browser.find_element(By.CSS_SELECTOR, "p.big a")
+    count = int(waiting.find_element(By.TAG_NAME, "strong").text)
+    expected = [d for d in seeded["decided"] if d["route"] != "auto" and d not in seeded["overridden"]]
+    assert count == len(expected)
+    _follow(browser, waiting)
+    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr a")
+    assert {a.text for a in found} == {d["case_id"] for d in expected}
 
     # keyboard: the first Tab reaches the skip link
     from selenium.webdriver.common.keys import Keys
@@ -295,3 +307,59 @@ def test_an_expired_session_is_sent_to_sign_in(
         assert browser.find_element(By.ID, "key").get_attribute("type") == "password"
     finally:
         srv.stop()
+
+
+def test_search_pages_by_keyset_filters_by_segment_and_feedback_and_checks_one_rows_chain(
+    console: tuple[Server, dict[str, Any]], tmp_path: Path
+) -> None:
+    from keel.decision_log import search
+    from keel.decision_log.log_key import NO_KEYS
+    from keel.decision_log.search import DecisionQuery
+
+    srv, seeded = console
+    db = Database(srv.env["KEEL_DECISION_LOG_URL"])
+    day = seeded["decided"][0]["created_at"][:10]
+    everything = DecisionQuery(since=f"{day}T00:00:00+00:00", until="9999-12-31", model="routing")
+    seen: list[int] = []
+    query = everything
+    while True:
+        page, after = search.search(db, query, limit=15)
+        assert len(page) <= 15 and [r["seq"] for r in page] == sorted((r["seq"] for r in page), reverse=True)
+        seen += [r["seq"] for r in page]
+        if after is None:
+            break
+        query = DecisionQuery(**{**everything.__dict__, "before_seq": after})
+    assert len(seen) == len(set(seen)) == len(seeded["decided"])
+    overridden, _ = search.search(db, DecisionQuery(**{**everything.__dict__, "overridden": True}))
+    assert {r["decision_id"] for r in overridden} == {d["decision_id"] for d in seeded["overridden"]}
+    assert all(r["feedback_kind"] == "override" for r in overridden)
+    not_overridden, _ = search.search(
+        db, DecisionQuery(**{**everything.__dict__, "overridden": False}), limit=200
+    )
+    assert len(not_overridden) == len(seeded["decided"]) - len(seeded["overridden"])
+    region = seeded["overridden"][0]
+    one, _ = search.search(db, DecisionQuery(**{**everything.__dict__, "case_id": region["case_id"]}))
+    value = one[0]["segments"]["region"]
+    by_region, _ = search.search(
+        db, DecisionQuery(**{**everything.__dict__, "segments": {"region": value}}), 200
+    )
+    assert by_region and all(r["segments"]["region"] == value for r in by_region)
+    nothing, _ = search.search(db, DecisionQuery(**{**everything.__dict__, "segments": {"region": "%"}}))
+    assert nothing == []  # a LIKE wildcard is matched literally
+    assert len(list(search.stream(db, everything, limit=7))) == 7
+
+    # one row's place in the chain: intact, then with its content edited in a copy of the log
+    target = seeded["decided"][5]["decision_id"]
+    place = search.chain_place(db, NO_KEYS, target)
+    assert place is not None and place.problem is None and place.content_ok and place.linked_before
+    copy = tmp_path / "edited.db"
+    shutil.copy(db.sqlite_path, copy)
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{db.sqlite_path}{suffix}").exists():
+            shutil.copy(f"{db.sqlite_path}{suffix}", f"{copy}{suffix}")
+    edited = Database(f"sqlite:///{copy}")
+    with edited.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE decisions SET outcome = 'legal' WHERE decision_id = ?", (target,))
+    broken = search.chain_place(edited, NO_KEYS, target)
+    assert broken is not None and not broken.content_ok and "does not match" in (broken.problem or "")
+    edited.dispose()
