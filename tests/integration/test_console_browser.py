@@ -363,3 +363,65 @@ def test_search_pages_by_keyset_filters_by_segment_and_feedback_and_checks_one_r
     broken = search.chain_place(edited, NO_KEYS, target)
     assert broken is not None and not broken.content_ok and "does not match" in (broken.problem or "")
     edited.dispose()
+
+
+def test_every_page_and_search_runs_on_a_postgresql_log(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from keel.decision_log import search
+    from keel.decision_log.log_key import NO_KEYS
+    from keel.decision_log.search import DecisionQuery
+    from tests.conftest import fresh_postgres_database
+
+    with fresh_postgres_database("keel_console") as url:
+        keys = make_keys(url, "pg")
+        srv = start_server(store, tmp_path, url)
+        srv.keys = keys
+        db = Database(url)
+        try:
+            with srv.client("decide") as c:
+                decided = c.post("/v1/routing/decide", json={"cases": cases_of("routing", 30, 11)}).json()
+            decided = decided["decisions"]
+            target = next(d for d in decided if d["outcome"] and not d["abstained"])
+            final = "legal" if target["outcome"] != "legal" else "procurement"
+            with srv.client("feedback") as c:
+                body = {
+                    "decision_id": target["decision_id"],
+                    "final_outcome": final,
+                    "actor": "p",
+                    "reason": "why",
+                }
+                assert c.post("/v1/feedback", json=body).status_code == 201
+            since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+            query = DecisionQuery(since=since, until="9999-12-31", model="routing")
+            page, after = search.search(db, query, limit=20)
+            assert len(page) == 20 and after is not None
+            rest, last = search.search(db, DecisionQuery(**{**query.__dict__, "before_seq": after}), limit=20)
+            assert len(rest) == 10 and last is None
+            over, _ = search.search(
+                db, DecisionQuery(**{**query.__dict__, "overridden": True, "final_outcome": final})
+            )
+            assert [r["decision_id"] for r in over] == [target["decision_id"]]
+            region = over[0]["segments"]["region"]
+            seg, _ = search.search(
+                db, DecisionQuery(**{**query.__dict__, "segments": {"region": region}}), 200
+            )
+            assert target["decision_id"] in {r["decision_id"] for r in seg}
+            assert all(r["segments"]["region"] == region for r in seg)
+            groups, _ = search.open_reviews(db, since, "9999-12-31", (datetime.now(UTC).isoformat(),))
+            assert sum(int(g["n"]) for g in groups) == sum(1 for d in decided if d["route"] != "auto")
+            times, _ = search.outcome_times(db, since, "9999-12-31")
+            overrides, _ = search.override_rows(db, since, "9999-12-31")
+            assert len(times) == 1 and [o["reason"] for o in overrides] == ["why"]
+            place = search.chain_place(db, NO_KEYS, target["decision_id"])
+            assert place is not None and place.problem is None
+            with closing(_http_sign_in(srv, srv.keys["read"])) as client:
+                for path in ("/console", "/console/decisions", "/console/queue", "/console/overrides",
+                             "/console/changes", f"/console/decisions/{target['decision_id']}"):  # fmt: skip
+                    assert client.get(path).status_code == 200, path
+                assert "verifies" in client.get(f"/console/decisions/{target['decision_id']}").text
+        finally:
+            srv.stop()
+            db.dispose()
