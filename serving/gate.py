@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -167,7 +168,7 @@ class Gate:
         session = self.sessions.verify(cookies(scope).get(COOKIE))
         key = self.runtime.keys.session_key(session.key_name, session.hash_prefix) if session else None
         if session is None or key is None:
-            await _to_sign_in(send)
+            await _to_sign_in(scope, send)
             return
         scope.setdefault("state", {})["caller"] = key.name
         try:
@@ -204,9 +205,14 @@ class Gate:
         return b"".join(chunks)
 
 
-async def _to_sign_in(send: Send) -> None:
+async def _to_sign_in(scope: Scope, send: Send) -> None:
+    """303 to the sign-in form; a page asked for by GET is named there, to come back to after."""
+    location = f"{routes.CONSOLE}/sign-in"
+    if scope["method"] in ("GET", "HEAD"):
+        query = scope.get("query_string", b"").decode("latin-1")
+        location += "?" + urlencode({"next": scope["path"] + (f"?{query}" if query else "")})
     headers = [
-        (b"location", f"{routes.CONSOLE}/sign-in".encode()),
+        (b"location", location.encode("latin-1")),
         (b"cache-control", b"no-store"),
         (b"content-length", b"0"),
         *SECURITY_HEADERS,

@@ -15,20 +15,24 @@ from starlette.responses import Response
 
 from keel.errors import Unauthorized
 from keel.serving.keys import ApiKey, hash_key
+from keel.serving.routes import CONSOLE
 from keel.serving.sessions import COOKIE, PRE_COOKIE, cookie_header, cookies, over_tls
 
 if TYPE_CHECKING:
     from keel.console.app import Console
 
-__all__ = ["sign_in_form", "sign_in_post", "sign_out"]
+__all__ = ["safe_next", "sign_in_form", "sign_in_post", "sign_out"]
 
 MAX_FORM_BYTES = 4096
 CONSOLE_ROLES = ("read", "review")
 
 
-def sign_in_form(console: Console, request: Request, error: str | None = None, status: int = 200) -> Response:
+def sign_in_form(
+    console: Console, request: Request, error: str | None = None, status: int = 200, next_: str | None = None
+) -> Response:
     cookie, token = console.sessions.issue_pre()
-    response = console.render(request, "sign_in.j2", status, token=token, error=error)
+    back = safe_next(next_ if next_ is not None else request.query_params.get("next"))
+    response = console.render(request, "sign_in.j2", status, token=token, error=error, next=back or "")
     _set(response, cookie_header(PRE_COOKIE, cookie, over_tls(request.scope), 3600))
     return response
 
@@ -56,17 +60,29 @@ async def sign_in_post(console: Console, request: Request) -> Response:
         )
     key = await anyio.to_thread.run_sync(_authenticate, console, form.get("key", "").strip())
     if key is None:
-        return sign_in_form(console, request, "That key is unknown or revoked.", 401)
+        return sign_in_form(console, request, "That key is unknown or revoked.", 401, form.get("next"))
     if not any(console.rt.keys.holds(key, role) for role in CONSOLE_ROLES):
-        return sign_in_form(
-            console, request, f"Key {key.name!r} has neither the read nor the review role.", 403
-        )
+        why = f"Key {key.name!r} has neither the read nor the review role."
+        return sign_in_form(console, request, why, 403, form.get("next"))
     value, _ = console.sessions.issue(key.name, hash_key(form["key"].strip()))
-    response = Response(status_code=303, headers={"location": console.paths["console_overview"]})
+    back = safe_next(form.get("next")) or console.paths["console_overview"]
+    response = Response(status_code=303, headers={"location": back})
     tls = over_tls(request.scope)
     _set(response, cookie_header(COOKIE, value, tls, console.sessions.seconds))
     _set(response, cookie_header(PRE_COOKIE, "", tls, 0))
     return response
+
+
+def safe_next(value: str | None) -> str | None:
+    """A console page to return to after sign-in, or None: only this console's own paths, so
+    the sign-in form cannot be made to send a browser to another site."""
+    if not value or len(value) > 2000 or any(c in value for c in "\\\r\n\t"):
+        return None
+    if not (value == CONSOLE or value.startswith((f"{CONSOLE}/", f"{CONSOLE}?"))):
+        return None
+    if value.startswith(f"{CONSOLE}/sign-"):
+        return None
+    return value
 
 
 def _authenticate(console: Console, key: str) -> ApiKey | None:

@@ -152,6 +152,14 @@ def decisions_csv(console: Console, request: Request) -> Response:
     )
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: caller-sent text starting like a formula (=, +,
+    -, @, tab, CR) gets a leading apostrophe, so opening an export never runs a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def decision(console: Console, request: Request) -> Response:
     decision_id = request.path_params["decision_id"]
     row = reads.decision(console.db, decision_id)

@@ -147,7 +147,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
 
     srv, seeded = console
     browser.get(f"{srv.url}/console")
-    assert browser.current_url.endswith("/console/sign-in")  # no session: sent to sign in
+    assert "/console/sign-in" in browser.current_url  # no session: sent to sign in
     _shot(browser, "0-sign-in")
     _sign_in(browser, srv.url, srv.keys["review"])
     assert browser.current_url.endswith("/console") and _one_h1(browser) == "Overview"
@@ -209,9 +209,16 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     assert browser.switch_to.active_element.text == "Skip to content"
 
     _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))  # sign out
-    assert browser.current_url.endswith("/console/sign-in")
+    assert "/console/sign-in" in browser.current_url
     browser.get(f"{srv.url}/console/decisions")
-    assert browser.current_url.endswith("/console/sign-in")
+    assert "/console/sign-in" in browser.current_url
+
+    # a link followed while signed out comes back to its page after sign-in
+    browser.get(f"{srv.url}/console/decisions/{target['decision_id']}")
+    assert "/console/sign-in?next=" in browser.current_url
+    browser.find_element(By.ID, "key").send_keys(srv.keys["read"])
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
+    assert browser.current_url == f"{srv.url}/console/decisions/{target['decision_id']}"
 
 
 def test_a_key_without_read_or_review_is_refused_at_sign_in(
@@ -222,7 +229,7 @@ def test_a_key_without_read_or_review_is_refused_at_sign_in(
     srv, _ = console
     for role in ("decide", "feedback", "admin"):
         _sign_in(browser, srv.url, srv.keys[role])
-        assert browser.current_url.endswith("/console/sign-in")
+        assert "/console/sign-in" in browser.current_url
         assert "neither the read nor the review role" in browser.find_element(By.CSS_SELECTOR, ".alert").text
         assert browser.get_cookie("keel_console") is None
     _shot(browser, "7-refused")
@@ -244,6 +251,11 @@ def test_forged_posts_without_the_csrf_token_are_403_and_pages_carry_the_securit
     console: tuple[Server, dict[str, Any]],
 ) -> None:
     srv, _ = console
+    assert srv.log_path is not None  # no KEEL_CONSOLE_SECRET: made in KEEL_HOME, and said so
+    ready = next(line for line in srv.log_path.read_text().splitlines() if "ready on" in line)
+    assert "replicas need the same KEEL_CONSOLE_SECRET" in ready
+    secret = Path(srv.env["KEEL_HOME"]) / "console-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
     with closing(_http_sign_in(srv, srv.keys["read"])) as client:
         page = client.get("/console/decisions")
         assert page.status_code == 200
@@ -268,7 +280,7 @@ def test_forged_posts_without_the_csrf_token_are_403_and_pages_carry_the_securit
     assert forged.status_code == 403 and "set-cookie" not in forged.headers
     # the API's bearer keys do not open console pages, and console sessions do not open the API
     bare = httpx.get(f"{srv.url}/console", headers={"Authorization": f"Bearer {srv.keys['read']}"})
-    assert bare.status_code == 303 and bare.headers["location"] == "/console/sign-in"
+    assert bare.status_code == 303 and bare.headers["location"] == "/console/sign-in?next=%2Fconsole"
     with closing(_http_sign_in(srv, srv.keys["read"])) as client:
         assert client.get("/v1/models").status_code == 401
         csv = client.get("/console/decisions.csv", params={"model": "routing"})
@@ -289,7 +301,7 @@ def test_a_revoked_key_ends_its_session(console: tuple[Server, dict[str, Any]], 
         while client.get("/console").status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.3)  # the service re-reads its key set every couple of seconds
         gone = client.get("/console")
-        assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+        assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in?next=%2Fconsole"
 
 
 def test_an_expired_session_is_sent_to_sign_in(
@@ -297,13 +309,18 @@ def test_an_expired_session_is_sent_to_sign_in(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    srv = _console_server(store, tmp_path, KEEL_CONSOLE_SESSION_MINUTES="0.05")  # 3 seconds
+    srv = _console_server(
+        store, tmp_path, KEEL_CONSOLE_SESSION_MINUTES="0.05", KEEL_CONSOLE_SECRET="shared-by-the-replicas"
+    )  # sessions of 3 seconds
     try:
+        assert srv.log_path is not None
+        ready = next(line for line in srv.log_path.read_text().splitlines() if "ready on" in line)
+        assert f"review console {srv.url}/console" in ready and "KEEL_CONSOLE_SECRET" not in ready
         _sign_in(browser, srv.url, srv.keys["read"])
         assert _one_h1(browser) == "Overview"
         time.sleep(4)
         browser.get(f"{srv.url}/console/queue")
-        assert browser.current_url.endswith("/console/sign-in")
+        assert "/console/sign-in" in browser.current_url
         assert browser.find_element(By.ID, "key").get_attribute("type") == "password"
     finally:
         srv.stop()

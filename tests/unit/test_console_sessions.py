@@ -84,3 +84,25 @@ def test_cookies_are_http_only_strict_on_the_console_path_and_secure_over_tls() 
     assert cookies(plain) == {"a": "1", "keel_console": "xyz"} and not over_tls(plain)
     assert over_tls({"scheme": "http", "headers": [(b"x-forwarded-proto", b"https")]})
     assert over_tls({"scheme": "https", "headers": []})
+
+
+@pytest.mark.parametrize(
+    ("asked", "kept"),
+    [
+        ("/console", True),
+        ("/console/decisions?model=routing&region=EMEA", True),
+        ("/console/decisions/abc", True),
+        ("https://evil.example/console", False),
+        ("//evil.example/console", False),
+        ("/console/sign-in", False),
+        ("/consolation", False),
+        ("/console/\\evil", False),
+        ("/console/x\r\nSet-Cookie: a=b", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_sign_in_returns_only_to_this_consoles_own_pages(asked: str | None, kept: bool) -> None:
+    from keel.console.access import safe_next
+
+    assert safe_next(asked) == (asked if kept else None)
