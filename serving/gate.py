@@ -5,8 +5,11 @@ request from the one route table (serving/routes.py): a path not declared there 
 without a key, 404 with one), public routes pass without a key. The decide route is answered by
 Keel's own handler (serving/decide_endpoint.py); every other route goes on to the BentoML app,
 whose bare 400 for a pydantic error the gate turns into Keel's 422 with field-level errors.
-Every error the gate answers leaves through serving/error_response.py. The gate holds the
-service's runtime (keys, metrics, decider, models), handed to it when the app is built.
+Console routes (handler `console`) go to the app the caller mounted at /console once a
+session cookie (serving/sessions.py) names an active key with the route's role; without one,
+the browser is sent to sign in. Every error the gate answers leaves through
+serving/error_response.py. The gate holds the service's runtime (keys, metrics, decider,
+models), handed to it when the app is built.
 """
 
 from __future__ import annotations

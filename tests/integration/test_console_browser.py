@@ -66,7 +66,19 @@ def console(
     store: Store, registered: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, dict[str, Any]]]:
     """A server with decisions and feedback in its log: some overridden with reasons."""
+    from keel.models.history import History, HistoryEntry
+
     srv = _console_server(store, tmp_path_factory.mktemp("console"))
+    # An alias move with its gates in this log's history (no registry mirror: the session's
+    # registry stays as it is): what the Changes page lists.
+    gates = (
+        {"criterion": "coverage at least the champion's", "passed": True, "detail": "0.97 >= 0.95"},
+        {"criterion": "invariant to region", "passed": False, "detail": "2.1% of outcomes move"},
+    )
+    move = HistoryEntry(
+        "routing", "champion", "promote", "1", "1", "rita", "forced for the audit", True, gates
+    )
+    History(srv.env["KEEL_DECISION_LOG_URL"]).append(move)
     try:
         with srv.client("decide") as c:
             decided = c.post("/v1/routing/decide", json={"cases": cases_of("routing", 40, 7)}).json()[
@@ -164,6 +176,10 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
         _follow(browser, browser.find_element(By.LINK_TEXT, label))
         assert _one_h1(browser) == h1
         _shot(browser, shot)
+        if h1 == "Changes":
+            text = browser.find_element(By.TAG_NAME, "main").text
+            assert "forced for the audit" in text and "failed: invariant to region" in text
+            assert "The alias history's hash chain verifies." in text
 
     # search by model and case id, then open the decision
     target = seeded["overridden"][0]
@@ -310,15 +326,15 @@ def test_an_expired_session_is_sent_to_sign_in(
     from selenium.webdriver.common.by import By
 
     srv = _console_server(
-        store, tmp_path, KEEL_CONSOLE_SESSION_MINUTES="0.05", KEEL_CONSOLE_SECRET="shared-by-the-replicas"
-    )  # sessions of 3 seconds
+        store, tmp_path, KEEL_CONSOLE_SESSION_MINUTES="0.15", KEEL_CONSOLE_SECRET="shared-by-the-replicas"
+    )  # sessions of 9 seconds: long enough to sign in on a busy machine
     try:
         assert srv.log_path is not None
         ready = next(line for line in srv.log_path.read_text().splitlines() if "ready on" in line)
         assert f"review console {srv.url}/console" in ready and "KEEL_CONSOLE_SECRET" not in ready
         _sign_in(browser, srv.url, srv.keys["read"])
         assert _one_h1(browser) == "Overview"
-        time.sleep(4)
+        time.sleep(10)
         browser.get(f"{srv.url}/console/queue")
         assert "/console/sign-in" in browser.current_url
         assert browser.find_element(By.ID, "key").get_attribute("type") == "password"
