@@ -291,6 +291,31 @@ def test_forged_posts_without_the_csrf_token_are_403_and_pages_carry_the_securit
         assert client.post("/console/sign-out", data={}).status_code == 403
         assert client.post("/console/sign-out", data={"csrf": "forged"}).status_code == 403
         assert client.get("/console/decisions").status_code == 200  # still signed in
+    # behind a TLS proxy the cookies are Secure; over plain HTTP they cannot be (the browser
+    # would never send them back)
+    with httpx.Client(base_url=srv.url, timeout=30, headers={"X-Forwarded-Proto": "https"}) as tls:
+        form = tls.get("/console/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None and "Secure" in form.headers["set-cookie"]
+        # httpx keeps a Secure cookie for https only: hand the pre-session cookie back by hand
+        pre = form.cookies["keel_console_sign_in"]
+        tls.cookies.clear()
+        done = tls.post(
+            "/console/sign-in",
+            data={"csrf": token.group(1), "key": srv.keys["read"]},
+            headers={"Cookie": f"keel_console_sign_in={pre}"},
+        )
+        assert done.status_code == 303, done.text
+        session = [c for c in done.headers.get_list("set-cookie") if c.startswith("keel_console=")]
+        assert session and all(
+            f in session[0] for f in ("HttpOnly", "SameSite=Strict", "Path=/console", "Secure")
+        )
+    plain = httpx.get(f"{srv.url}/console/sign-in", timeout=30)
+    assert "Secure" not in plain.headers["set-cookie"] and "HttpOnly" in plain.headers["set-cookie"]
+    css = httpx.get(f"{srv.url}/console/static/console.css", timeout=30)
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "default-src 'none'" in css.headers["content-security-policy"]
+    assert httpx.get(f"{srv.url}/console/static/other.js", timeout=30).status_code == 404
     # a forged sign-in (another site's form: no pre-session cookie, no token) is refused too
     forged = httpx.post(f"{srv.url}/console/sign-in", data={"key": srv.keys["read"]}, timeout=30)
     assert forged.status_code == 403 and "set-cookie" not in forged.headers
