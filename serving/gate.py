@@ -5,16 +5,20 @@ request from the one route table (serving/routes.py): a path not declared there 
 without a key, 404 with one), public routes pass without a key. The decide route is answered by
 Keel's own handler (serving/decide_endpoint.py); every other route goes on to the BentoML app,
 whose bare 400 for a pydantic error the gate turns into Keel's 422 with field-level errors.
-Every error the gate answers leaves through serving/error_response.py. The gate holds the
-service's runtime (keys, metrics, decider, models), handed to it when the app is built.
+Console routes (handler `console`) go to the app the caller mounted at /console once a
+session cookie (serving/sessions.py) names an active key with the route's role; without one,
+the browser is sent to sign in. Every error the gate answers leaves through
+serving/error_response.py. The gate holds the service's runtime (keys, metrics, decider,
+models), handed to it when the app is built.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -29,6 +33,7 @@ from keel.errors import (
 from keel.serving import decide_endpoint, docs_page, routes
 from keel.serving.error_response import send_error
 from keel.serving.runtime import Runtime
+from keel.serving.sessions import COOKIE, SECURITY_HEADERS, Sessions, cookies
 
 __all__ = ["Gate"]
 
@@ -43,9 +48,19 @@ log = logging.getLogger("keel.http")
 
 
 class Gate:
-    def __init__(self, app: App, runtime: Runtime, only: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        runtime: Runtime,
+        only: frozenset[str] | None = None,
+        mounts: Mapping[str, App] | None = None,
+        sessions: Sessions | None = None,
+    ) -> None:
         self.app = app
         self.runtime = runtime
+        self.mounts = dict(mounts or {})
+        """Apps the caller mounts (the console at routes.CONSOLE): they get the unchanged scope."""
+        self.sessions = sessions
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.only = only
         """Answer only these handlers (serving/routes.py) and pass every other request on
@@ -99,6 +114,9 @@ class Gate:
         log.info(orjson.dumps(line).decode())
 
     async def _handle(self, scope: Scope, found: routes.Match | None, receive: Receive, send: Send) -> None:
+        if found is not None and found.route.handler == "console":
+            await self._console(scope, found.route, receive, send)
+            return
         if found is not None and found.route.public:
             if found.route.handler == "docs":
                 await docs_page.answer(scope["path"], send)
@@ -139,6 +157,33 @@ class Gate:
             return
         await self.app(scope, _replay(body, receive) if found.route.json_body else receive, _as_422(send))
 
+    async def _console(self, scope: Scope, route: routes.Route, receive: Receive, send: Send) -> None:
+        """A console route: authorised by a session cookie, never a bearer key. Without a valid
+        session (none, forged, expired, or its key revoked) the browser is sent to sign in."""
+        mount = self.mounts.get(routes.CONSOLE)
+        if mount is None or (self.sessions is None and not route.public):
+            await send_error(send, NotFound("the console is not mounted on this app"))
+            return
+        if route.public:
+            await mount(scope, receive, send)
+            return
+        assert self.sessions is not None
+        session = self.sessions.verify(cookies(scope).get(COOKIE))
+        key = self.runtime.keys.session_key(session.key_name, session.hash_prefix) if session else None
+        if session is None or key is None:
+            await _to_sign_in(scope, send)
+            return
+        scope.setdefault("state", {})["caller"] = key.name
+        try:
+            self.runtime.keys.check_rate(key)
+            self.runtime.keys.authorize(key, route.role)
+        except KeelError as exc:
+            await send_error(send, exc)
+            return
+        scope["state"]["console_session"] = session
+        scope["state"]["console_key"] = key
+        await mount(scope, receive, send)
+
     def served(self) -> frozenset[str]:
         """Names of the models served right now (decide routes and their metric labels)."""
         return frozenset(self.runtime.models.snapshot.models)
@@ -161,6 +206,22 @@ class Gate:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+async def _to_sign_in(scope: Scope, send: Send) -> None:
+    """303 to the sign-in form; a page asked for by GET is named there, to come back to after."""
+    location = f"{routes.CONSOLE}/sign-in"
+    if scope["method"] in ("GET", "HEAD"):
+        query = scope.get("query_string", b"").decode("latin-1")
+        location += "?" + urlencode({"next": scope["path"] + (f"?{query}" if query else "")})
+    headers = [
+        (b"location", location.encode("latin-1")),
+        (b"cache-control", b"no-store"),
+        (b"content-length", b"0"),
+        *SECURITY_HEADERS,
+    ]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

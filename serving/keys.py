@@ -30,9 +30,21 @@ from keel.decision_log.database import Database
 from keel.decision_log.errors import LogUnavailable
 from keel.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 
-__all__ = ["PREFIX", "READ_THROUGH_SECONDS", "ROLES", "ApiKey", "KeySettings", "KeyStore", "hash_key"]
+__all__ = [
+    "IMPLIED",
+    "PREFIX",
+    "READ_THROUGH_SECONDS",
+    "ROLES",
+    "ApiKey",
+    "KeySettings",
+    "KeyStore",
+    "hash_key",
+]
 
-ROLES = ("decide", "feedback", "read", "admin")
+ROLES = ("decide", "feedback", "read", "review", "admin")
+IMPLIED: dict[str, frozenset[str]] = {"review": frozenset({"read", "feedback"})}
+"""Roles another role includes: `review` is read and feedback (a reviewer's console and
+outcomes), never decide or admin."""
 PREFIX = "keel_"
 READ_THROUGH_SECONDS = 0.5
 """Least time between two database reads for keys the in-memory set does not hold."""
@@ -215,9 +227,23 @@ class KeyStore:
         if wait is not None:
             raise RateLimited(key.name, wait)
 
+    def session_key(self, name: str, hash_prefix: str) -> ApiKey | None:
+        """The active key a console session names (by name and the start of its hash), or None
+        once it is revoked or rotated: a session lives no longer than its key."""
+        found: ApiKey | None = None
+        for stored, key in self._active():
+            if key.name == name and hmac.compare_digest(stored[: len(hash_prefix)], hash_prefix):
+                found = key
+        return found
+
+    @staticmethod
+    def holds(key: ApiKey, role: str) -> bool:
+        """Whether the key has `role`, itself or through a role that includes it (IMPLIED)."""
+        return role in key.roles or any(role in IMPLIED.get(r, ()) for r in key.roles)
+
     @staticmethod
     def authorize(key: ApiKey, role: str) -> None:
-        if role not in key.roles:
+        if not KeyStore.holds(key, role):
             raise Forbidden(f"key {key.name!r} lacks the {role!r} role")
 
 

@@ -11,14 +11,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ANY_KEY", "PUBLIC", "ROUTES", "Match", "Route", "match", "route_label"]
+__all__ = ["ANY_KEY", "CONSOLE", "PUBLIC", "ROUTES", "Match", "Route", "match", "route_label"]
 
 PUBLIC = "public"
 """Role of a route that needs no key."""
 ANY_KEY = "authenticated"
 """Role of a route any valid key may call, whatever its roles."""
+CONSOLE = "/console"
+"""Where the review console is mounted (keel/console, mounted by `keel serve`)."""
 
-Handler = Literal["decide", "docs", "app", "bentoml"]
+Handler = Literal["decide", "docs", "app", "bentoml", "console"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,14 @@ class Route:
     path: str
     """Template; `{name}` matches one path segment."""
     role: str
-    """PUBLIC, ANY_KEY or the key role the route needs (decide, feedback, read, admin)."""
+    """PUBLIC, ANY_KEY or the key role the route needs (decide, feedback, read, review, admin;
+    a `review` key passes where read or feedback is needed, serving/keys.py IMPLIED)."""
     summary: str
     handler: Handler = "app"
     """Who answers: `decide` Keel's decide handler, `docs` the docs page, `app` the service's
-    FastAPI app (a function registered under `name`), `bentoml` BentoML itself (probes)."""
+    FastAPI app (a function registered under `name`), `bentoml` BentoML itself (probes),
+    `console` the review console the command line mounts at CONSOLE (its pages are signed in to
+    with a key and then carry a session cookie, serving/sessions.py, instead of a bearer key)."""
     json_body: bool = False
     """The route takes a JSON body: content type checked, size bounded before the handler."""
     statuses: tuple[int, ...] = (200,)
@@ -106,6 +111,22 @@ ROUTES: tuple[Route, ...] = (
         "admin",
         "Re-read registry aliases and swap models",
         statuses=(200, 207),
+    ),
+    *(
+        Route(name, method, CONSOLE + path, role, summary, handler="console", documented=False)
+        for name, method, path, role, summary in (
+            ("console_sign_in", "GET", "/sign-in", PUBLIC, "Console: the sign-in form"),
+            ("console_sign_in_post", "POST", "/sign-in", PUBLIC, "Console: exchange a key for a session"),
+            ("console_static", "GET", "/static/{asset}", PUBLIC, "Console: its style sheet"),
+            ("console_sign_out", "POST", "/sign-out", "read", "Console: end the session"),
+            ("console_overview", "GET", "", "read", "Console: models, versions, verdicts"),
+            ("console_decisions", "GET", "/decisions", "read", "Console: decision search"),
+            ("console_decisions_csv", "GET", "/decisions.csv", "read", "Console: a search as CSV"),
+            ("console_decision", "GET", "/decisions/{decision_id}", "read", "Console: one decision"),
+            ("console_queue", "GET", "/queue", "read", "Console: the review queue"),
+            ("console_overrides", "GET", "/overrides", "read", "Console: override pairs by segment"),
+            ("console_changes", "GET", "/changes", "read", "Console: alias history"),
+        )
     ),
 )
 

@@ -12,7 +12,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from keel.settings import StateSettings
 
 if TYPE_CHECKING:
     from keel.serving.runtime import Runtime
+    from keel.serving.sessions import Sessions
 
 __all__ = ["run_app", "serve"]
 
@@ -28,12 +29,15 @@ __all__ = ["run_app", "serve"]
 def serve(
     state: StateSettings,
     settings: ServingSettings,
-    on_start: Callable[[Runtime], None] | None = None,
+    on_start: Callable[[Runtime, Sessions], None] | None = None,
+    mounts: Callable[[Runtime, Sessions], Mapping[str, Any]] | None = None,
 ) -> None:
     """Build the runtime, hand it to `on_start` (the CLI prints its lines there) and serve until stopped.
 
     The entry point of the service: the settings come from the caller (the `keel serve` command),
-    per-key rates are read here, and the runtime is passed to the app, never looked up."""
+    per-key rates and console sessions (KEEL_CONSOLE_*) are read here, the runtime is passed to
+    the app, never looked up, and `mounts` builds the apps the caller mounts beside the API
+    (the review console), which serving never imports."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
     # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
@@ -46,12 +50,15 @@ def serve(
         from keel.serving.keys import KeySettings
         from keel.serving.runtime import Runtime
         from keel.serving.service import asgi_app
+        from keel.serving.sessions import ConsoleSettings, Sessions
 
         rt = Runtime.start(state, settings, KeySettings())
+        sessions = Sessions.from_settings(ConsoleSettings(), rt.state.home_dir)
         if on_start is not None:
-            on_start(rt)
+            on_start(rt, sessions)
         try:
-            run_app(asgi_app(rt), settings.host, settings.port)
+            app = asgi_app(rt, mounts(rt, sessions) if mounts else None, sessions)
+            run_app(app, settings.host, settings.port)
         finally:
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == prom:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]

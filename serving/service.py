@@ -8,7 +8,7 @@ point (serving/server.py `serve`) builds the runtime and passes it to `asgi_app`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bentoml
@@ -20,6 +20,7 @@ from keel.serving.error_response import fastapi_handler
 from keel.serving.gate import Gate
 from keel.serving.openapi import FeedbackRequest, document
 from keel.serving.runtime import Runtime
+from keel.serving.sessions import Sessions
 
 __all__ = ["admin_app", "asgi_app", "decision_service"]
 
@@ -141,9 +142,11 @@ def decision_service(rt: Runtime) -> Any:
     return service
 
 
-def asgi_app(rt: Runtime) -> Any:
+def asgi_app(rt: Runtime, mounts: Mapping[str, Any] | None = None, sessions: Sessions | None = None) -> Any:
     """The service's ASGI app as `keel serve` runs it: BentoML's app over `rt`, with the decide
-    route answered in front of BentoML's own middleware.
+    route answered in front of BentoML's own middleware, and the apps the caller `mounts` (the
+    review console at /console, whose routes the table declares) answered by that front gate,
+    authorised by `sessions`.
 
     BentoML's app runs every request through Starlette's error middleware, OpenTelemetry's
     (which builds the URL to find it excluded) and its timeout middleware (one more task per
@@ -157,4 +160,4 @@ def asgi_app(rt: Runtime) -> Any:
     service = decision_service(rt)
     server_context.service_name = service.name
     inner = service.to_asgi(is_main=True)
-    return Gate(inner, rt, only=frozenset({"decide"}))
+    return Gate(inner, rt, only=frozenset({"decide", "console"}), mounts=mounts, sessions=sessions)

@@ -22,11 +22,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     serving = ServingSettings(**overrides)
 
-    def announce(rt: Any) -> None:
+    def announce(rt: Any, sessions: Any) -> None:
         announce_start(rt.state, serving)
-        announce_when_ready(rt)
+        announce_when_ready(rt, sessions)
 
-    serve(settings, serving, announce)
+    def mounts(rt: Any, sessions: Any) -> dict[str, Any]:
+        from keel.console import console_app
+        from keel.serving.routes import CONSOLE
+
+        return {CONSOLE: console_app(rt, sessions)}
+
+    serve(settings, serving, announce, mounts)
     return 0
 
 

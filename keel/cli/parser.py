@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         required=True,
-        choices=["decide", "feedback", "read", "admin"],
-        help="one or more roles; repeat --role or list several after one",
+        choices=["decide", "feedback", "read", "review", "admin"],
+        help="one or more roles (review = read + feedback); repeat --role or list several after one",
     )
     k.add_argument("--if-missing", action="store_true", help="do nothing if an active key has this name")
     k.add_argument("--rate", type=float, help="requests per second this key may make (default: KEEL_KEYS_*)")

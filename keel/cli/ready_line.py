@@ -23,8 +23,9 @@ def announce_start(state: Any, settings: Any) -> None:
     )
 
 
-def ready_line(rt: Any) -> str:
-    """Address, models and versions served, the API docs, and where the API keys come from."""
+def ready_line(rt: Any, sessions: Any = None) -> str:
+    """Address, models and versions served, the API docs and console, and where the API keys
+    come from; when the console's secret was made on this machine, that replicas need one."""
     from keel.decision_log.database import redact
     from keel.serving.routes import ROUTES
 
@@ -38,17 +39,23 @@ def ready_line(rt: Any) -> str:
         f"keel serve: ready on {url} (bound to {rt.settings.host}) - {served} ({rt.settings.alias}) - "
         f"API docs {url}{path['docs']} (OpenAPI {url}{path['openapi']}) - "
         f"{active} active API key(s) from the api_keys table of {redact(rt.state.log_url)} "
-        "(`keel keys add` / `keel keys rotate`)"
+        "(`keel keys add` / `keel keys rotate`) - "
+        f"review console {url}{path['console_overview']}"
+        + (
+            f" (session secret made in {rt.state.home_dir}; replicas need the same KEEL_CONSOLE_SECRET)"
+            if sessions is not None and sessions.own_secret
+            else ""
+        )
     )
 
 
-def announce_when_ready(rt: Any) -> None:
+def announce_when_ready(rt: Any, sessions: Any = None) -> None:
     """Print the ready line from a daemon thread once the models are in (never if it stops first)."""
 
     def wait() -> None:
         while not rt.stopping.is_set():
             if rt.loaded.wait(1.0):
-                console().print(ready_line(rt))
+                console().print(ready_line(rt, sessions))
                 return
 
     threading.Thread(target=wait, name="ready-line", daemon=True).start()

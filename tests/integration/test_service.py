@@ -74,6 +74,26 @@ def test_each_route_needs_its_role(server: Server, method: str, path: str, role:
     assert ok.status_code not in (401, 403, 500), ok.text
 
 
+def test_a_review_key_reads_and_gives_feedback_but_never_decides_or_administers(server: Server) -> None:
+    from keel.decision_log.database import Database
+    from keel.serving.keys import KeyStore
+
+    key = KeyStore(Database(server.env["KEEL_DECISION_LOG_URL"])).add(
+        f"review-{uuid.uuid4().hex[:8]}", ["review"]
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"decision_id": "x", "final_outcome": "legal", "actor": "a"}
+    assert httpx.get(f"{server.url}/v1/decisions/{uuid.uuid4()}", headers=auth, timeout=30).status_code == 404
+    assert httpx.get(f"{server.url}/v1/models/routing/history", headers=auth, timeout=30).status_code == 200
+    assert httpx.post(f"{server.url}/v1/feedback", json=body, headers=auth, timeout=30).status_code == 404
+    decide = {"cases": cases_of("routing", 1, 1)}
+    assert (
+        httpx.post(f"{server.url}/v1/routing/decide", json=decide, headers=auth, timeout=30).status_code
+        == 403
+    )
+    assert httpx.post(f"{server.url}/v1/admin/reload", headers=auth, timeout=30).status_code == 403
+
+
 def test_models_lists_contracts_with_valid_examples(server: Server) -> None:
     with server.client("read") as c:
         listing = c.get("/v1/models").json()
@@ -271,13 +291,21 @@ def test_every_route_but_the_public_ones_is_denied_without_a_key(server: Server)
             calls.setdefault((method.upper(), re.sub(r"\{\w+\}", "x", path)), "security" not in ops[method])
     calls.update({(m, p): False for p in UNDECLARED for m in ("GET", "POST")})
     public = {p for (_, p), is_public in calls.items() if is_public}
-    assert public == {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/x"}
+    assert public == {
+        "/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/x",
+        "/console/sign-in", "/console/static/x",
+    }  # fmt: skip
     for (method, path), is_public in calls.items():
         r = httpx.request(
             method, server.url + path, content=b"{}", headers={"Content-Type": "application/json"}
         )
         if is_public:
             assert r.status_code != 401, (method, path)
+        elif path.startswith("/console"):  # a browser without a session is sent to sign in
+            assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in"), (
+                method,
+                path,
+            )
         else:
             assert r.status_code == 401 and r.json()["error"] == "Unauthorized", (method, path, r.text)
     with server.client("read") as c:  # with a key: an undeclared path is a JSON 404

@@ -14,10 +14,14 @@ from keel.serving import routes
 from keel.serving.error_response import ANSWERED, error_response
 from keel.serving.openapi import decide_request_model, document
 
-PUBLIC = {"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}"}
+PUBLIC = {
+    "/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/docs/assets/{asset}",
+    # the console's sign-in form and style sheet: every other console page needs a session
+    "/console/sign-in", "/console/static/{asset}",
+}  # fmt: skip
 
 
-def test_only_the_probes_metrics_and_docs_are_public() -> None:
+def test_only_the_probes_metrics_docs_and_console_sign_in_are_public() -> None:
     assert {r.path for r in routes.ROUTES if r.public} == PUBLIC
     assert len({(r.method, r.path) for r in routes.ROUTES}) == len(routes.ROUTES)
     assert len({r.name for r in routes.ROUTES}) == len(routes.ROUTES)
@@ -109,3 +113,24 @@ def test_one_function_turns_an_error_into_status_body_and_headers(
     answer = error_response(error)
     assert answer.status == status and answer.headers == headers
     assert json.loads(answer.body) == error.to_dict()
+
+
+def test_console_routes_need_read_and_stay_out_of_the_openapi_document() -> None:
+    console = [r for r in routes.ROUTES if r.handler == "console"]
+    assert {r.path for r in console} >= {"/console", "/console/decisions", "/console/decisions/{decision_id}"}
+    assert all(r.path.startswith(routes.CONSOLE) and not r.documented for r in console)
+    assert {r.role for r in console if not r.public} == {"read"}
+    doc = document({"routing": load_contract("routing")}, 1000)
+    assert not [p for p in doc["paths"] if p.startswith(routes.CONSOLE)]
+    found = routes.match("GET", "/console/decisions/abc")
+    assert found is not None and found.route.name == "console_decision"
+    assert routes.match("GET", "/console/anything") is None
+
+
+def test_review_includes_read_and_feedback_and_nothing_else() -> None:
+    from keel.serving.keys import ApiKey, KeyStore
+
+    review = ApiKey("r", frozenset({"review"}), "now")
+    assert KeyStore.holds(review, "read") and KeyStore.holds(review, "feedback")
+    assert not KeyStore.holds(review, "decide") and not KeyStore.holds(review, "admin")
+    assert not KeyStore.holds(ApiKey("x", frozenset({"read"}), "now"), "review")

@@ -1,0 +1,286 @@
+"""Searches and bounded summaries of the log for the review console (keel/console).
+
+Parameterised SQL only: a filter's value is always a bound parameter, and the only names put
+into SQL text come from fixed tuples here (SEGMENT_FIELDS). Lists are keyset-paginated on
+`seq` (newest first) and every result is bounded; summaries read a bounded window.
+A segment filter matches the `segments` column's JSON text, which rows.py writes with sorted
+keys and no spaces, so `"region":"EMEA"` is an exact, portable (SQLite and PostgreSQL) match.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, hashed_values, legacy_row_hash, row_hash
+from keel.decision_log.database import Database
+from keel.decision_log.log_key import ChainKeys
+
+__all__ = [
+    "MAX_PAGE",
+    "SEGMENT_FIELDS",
+    "ChainPlace",
+    "DecisionQuery",
+    "chain_place",
+    "open_reviews",
+    "outcome_times",
+    "override_rows",
+    "search",
+    "stream",
+]
+
+SEGMENT_FIELDS = ("region", "channel", "entity", "product_line")
+MAX_PAGE = 200
+SUMMARY_ROWS = 100_000
+"""Most rows a summary reads; a summary that reached it says so."""
+
+_LATEST = "(SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)"
+_COLUMNS = (
+    "d.seq, d.decision_id, d.model, d.model_version, d.created_at, d.caller, d.case_id, d.outcome, "
+    "d.abstained, d.route, d.confidence, d.segments, d.origin, "
+    f"(SELECT f.final_outcome FROM feedback f WHERE f.seq = {_LATEST}) AS final_outcome, "
+    f"(SELECT f.kind FROM feedback f WHERE f.seq = {_LATEST}) AS feedback_kind"
+)
+
+
+@dataclass(frozen=True)
+class DecisionQuery:
+    """A decision search: every field set narrows it; `since`/`until` are ISO timestamps (UTC)."""
+
+    since: str
+    until: str
+    model: str | None = None
+    model_version: str | None = None
+    outcome: str | None = None
+    abstained: bool | None = None
+    route: str | None = None
+    case_id: str | None = None
+    decision_id: str | None = None
+    caller: str | None = None
+    origin: str | None = None
+    overridden: bool | None = None
+    answered: bool | None = None
+    """Has any feedback (False: still waiting for its final outcome)."""
+    to_review: bool | None = None
+    """Routed to a person (any route but `auto`)."""
+    final_outcome: str | None = None
+    segments: dict[str, str] = field(default_factory=dict)
+    before_seq: int | None = None
+    """Keyset: only rows older than this seq (the last row of the previous page)."""
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses = ["d.created_at >= ?", "d.created_at < ?"]
+        params: list[Any] = [self.since, self.until]
+        for column, value in (
+            ("model", self.model),
+            ("model_version", self.model_version),
+            ("outcome", self.outcome),
+            ("route", self.route),
+            ("case_id", self.case_id),
+            ("decision_id", self.decision_id),
+            ("caller", self.caller),
+            ("origin", self.origin),
+        ):
+            if value is not None:
+                clauses.append(f"d.{column} = ?")
+                params.append(value)
+        if self.abstained is not None:
+            clauses.append("d.abstained = ?")
+            params.append(int(self.abstained))
+        for name in SEGMENT_FIELDS:
+            if name in self.segments:
+                clauses.append("d.segments LIKE ? ESCAPE '!'")
+                params.append(f"%{_like(json.dumps(name))}:{_like(json.dumps(self.segments[name]))}%")
+        if self.overridden is not None:
+            clauses.append(
+                ("" if self.overridden else "NOT ")
+                + f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.kind = 'override')"
+            )
+        if self.answered is not None:
+            clauses.append(
+                ("" if self.answered else "NOT ")
+                + "EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id)"
+            )
+        if self.to_review is not None:
+            clauses.append("d.route <> 'auto'" if self.to_review else "d.route = 'auto'")
+        if self.final_outcome is not None:
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.final_outcome = ?)"
+            )
+            params.append(self.final_outcome)
+        if self.before_seq is not None:
+            clauses.append("d.seq < ?")
+            params.append(self.before_seq)
+        return " AND ".join(clauses), params
+
+
+def _like(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _row(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(names, values, strict=True))
+    row["abstained"] = bool(row["abstained"])
+    row["segments"] = json.loads(row["segments"]) if row.get("segments") else {}
+    return row
+
+
+def search(db: Database, query: DecisionQuery, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of matching decisions, newest first, and the seq to continue from (None: last page)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    where, params = query.where()
+    sql = f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?"
+    with db.reading() as reader:
+        names, rows = reader.columns(sql, [*params, limit + 1])
+    page = [_row(names, r) for r in rows[:limit]]
+    return page, (page[-1]["seq"] if len(rows) > limit else None)
+
+
+def stream(db: Database, query: DecisionQuery, limit: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Up to `limit` matching decisions, newest first, read in chunks (a CSV export)."""
+    where, params = query.where()
+    sql = f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?"
+    names = [c.strip().split(" AS ")[-1].removeprefix("d.") for c in _split(_COLUMNS)]
+    with db.reading() as reader:
+        for batch in reader.stream(sql, [*params, limit], chunk):
+            for values in batch:
+                yield _row(names, tuple(values))
+
+
+def _split(columns: str) -> list[str]:
+    """The select list's items (the subqueries hold commas only inside parentheses)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(columns):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            items.append(columns[start:i])
+            start = i + 1
+    items.append(columns[start:])
+    return items
+
+
+def open_reviews(
+    db: Database, since: str, until: str, age_edges: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Live decisions routed to a person (any route but `auto`) with no feedback yet, decided in
+    [since, until): counts per (model, route, segments, age bucket) with the oldest of each, and
+    the 50 oldest cases. `age_edges` are descending timestamps: bucket i holds cases decided at
+    or after edge i (and before edge i-1); the last bucket holds the rest."""
+    bucket = "CASE " + " ".join(f"WHEN d.created_at >= ? THEN {i}" for i in range(len(age_edges)))
+    bucket += f" ELSE {len(age_edges)} END"
+    open_ = (
+        "d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' AND d.route <> 'auto' "
+        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id)"
+    )
+    grouped = (
+        f"SELECT d.model, d.route, d.segments, {bucket} AS age, COUNT(*) AS n, MIN(d.created_at) AS oldest "
+        f"FROM decisions d WHERE {open_} GROUP BY d.model, d.route, d.segments, age "
+        f"ORDER BY n DESC LIMIT {SUMMARY_ROWS}"
+    )
+    oldest = f"SELECT {_COLUMNS} FROM decisions d WHERE {open_} ORDER BY d.seq LIMIT 50"
+    with db.reading() as reader:
+        names, rows = reader.columns(grouped, [*age_edges, since, until])
+        groups = [dict(zip(names, r, strict=True)) for r in rows]
+        names, rows = reader.columns(oldest, [since, until])
+    for g in groups:
+        g["segments"] = json.loads(g["segments"]) if g["segments"] else {}
+    return groups, [_row(names, r) for r in rows]
+
+
+def outcome_times(
+    db: Database, since: str, until: str
+) -> tuple[list[tuple[str, str, dict[str, Any], str, str]], bool]:
+    """(model, route, segments, decided at, first feedback at) of live decisions in the window that
+    have feedback, and whether the SUMMARY_ROWS bound cut the list."""
+    sql = (
+        "SELECT d.model, d.route, d.segments, d.created_at, MIN(f.created_at) "
+        "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id "
+        "WHERE d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
+        "GROUP BY d.seq, d.model, d.route, d.segments, d.created_at LIMIT ?"
+    )
+    with db.reading() as reader:
+        rows = reader.all(sql, (since, until, SUMMARY_ROWS + 1))
+    out = [(m, r, json.loads(s) if s else {}, a, b) for m, r, s, a, b in rows[:SUMMARY_ROWS]]
+    return out, len(rows) > SUMMARY_ROWS
+
+
+def override_rows(db: Database, since: str, until: str) -> tuple[list[dict[str, Any]], bool]:
+    """Live decisions in the window whose latest feedback is an override: model, segments,
+    decided outcome, final outcome, reason; and whether the SUMMARY_ROWS bound cut the list."""
+    sql = (
+        "SELECT d.model, d.segments, d.outcome, f.final_outcome, f.record FROM decisions d "
+        f"JOIN feedback f ON f.decision_id = d.decision_id AND f.seq = {_LATEST} "
+        "WHERE d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' AND f.kind = 'override' LIMIT ?"
+    )
+    with db.reading() as reader:
+        rows = reader.all(sql, (since, until, SUMMARY_ROWS + 1))
+    out = [
+        {
+            "model": m,
+            "segments": json.loads(s) if s else {},
+            "outcome": o,
+            "final_outcome": fo,
+            "reason": (json.loads(rec) if isinstance(rec, str) else rec).get("reason"),
+        }
+        for m, s, o, fo, rec in rows[:SUMMARY_ROWS]
+    ]
+    return out, len(rows) > SUMMARY_ROWS
+
+
+@dataclass(frozen=True)
+class ChainPlace:
+    """Whether one decision's row fits its place in the hash chain."""
+
+    seq: int
+    content_ok: bool
+    """Its hash is recomputed from its content and the previous hash it records."""
+    linked_before: bool
+    """The previous row's hash is the one it records."""
+    linked_after: bool | None
+    """The next row records its hash (None: it is the newest row and the chain head is it)."""
+    problem: str | None
+
+
+_DECISION_COLUMNS_SQL = (
+    "decision_id, model, model_version, created_at, caller, case_id, idempotency_key, request_hash, "
+    "request_index, outcome, abstained, route, confidence, segments, intervened, record, origin"
+)
+
+
+def chain_place(db: Database, keys: ChainKeys, decision_id: str) -> ChainPlace | None:
+    """Recompute one decision row's hash and check its links to the rows before and after it."""
+    with db.reading(snapshot=True) as reader:
+        row = reader.one(
+            f"SELECT seq, {_DECISION_COLUMNS_SQL}, prev_hash, row_hash, key_id "
+            "FROM decisions WHERE decision_id = ?",
+            (decision_id,),
+        )
+        if row is None:
+            return None
+        seq, values, prev, stored, key_id = int(row[0]), tuple(row[1:-3]), row[-3], row[-2], row[-1]
+        before = reader.one("SELECT row_hash FROM decisions WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
+        after = reader.one("SELECT prev_hash FROM decisions WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+        head = reader.one("SELECT seq, row_hash FROM chain_heads WHERE name = 'decisions'")
+    variants = [hashed_values("decisions", values)]
+    if values[-1] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
+        variants.append(values[:-1])  # a batch row logged before the origin column existed
+    if key_id is None:
+        content_ok = any(row_hash(prev, v) == stored or legacy_row_hash(prev, v) == stored for v in variants)
+        problem = None if content_ok else "row content does not match its hash"
+    elif key_id not in keys.keys:
+        content_ok, problem = False, f"signed with chain key {key_id!r}, which this service's key file lacks"
+    else:
+        content_ok = any(row_hash(prev, v, keys.keys[key_id]) == stored for v in variants)
+        problem = None if content_ok else "row content does not match its keyed hash"
+    linked_before = (before[0] if before else "0" * 64) == prev
+    if not linked_before and problem is None:
+        problem = "the previous row's hash is not the one this row records"
+    linked_after = None if after is None else after[0] == stored
+    if after is None and head is not None and (int(head[0]), str(head[1])) != (seq, stored):
+        linked_after = False
+    if linked_after is False and problem is None:
+        problem = "the next row does not record this row's hash"
+    return ChainPlace(seq, content_ok, linked_before, linked_after, problem)
