@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: run train serve test check typecheck-tree lint format bench clean lock container-check
+.PHONY: run train serve test browser check typecheck-tree lint format bench clean lock container-check
 
 $(BIN)/python:
 	@echo "[1/3] creating the virtual environment $(VENV)"
@@ -31,8 +31,17 @@ train: $(VENV)/.installed
 	$(BIN)/keel train all
 
 ## test: install, run ruff + mypy + the layer contract, then the whole pytest suite
-test: $(VENV)/.installed check
+test: $(VENV)/.installed check browser
 	$(BIN)/python -m pytest
+
+# The console's browser tests drive Debian's chromium through chromium-driver (nothing is downloaded
+# at test time). As root they are installed when missing; otherwise those tests say they skip.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the console's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the console's browser tests will skip"; fi
 
 # mypy cannot follow setuptools' package-dir mapping, so it reads a symlink tree laid out as the wheel
 # installs it (keel/, keel/models -> models/, ...); mypy prints how many files it checked.
