@@ -56,6 +56,7 @@ class Runtime:
         rt.decider.shadow = ShadowScorer(decisions, metrics, settings.top_k, settings.shadow_queue_cases)
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
+        threading.Thread(target=rt._audit_loop, name="audit-plans", daemon=True).start()
         return rt
 
     def reload(self) -> ReloadReport:
@@ -82,7 +83,7 @@ class Runtime:
         delay = 1.0
         while not self.stopping.is_set():
             self.reload()
-            if self.models.ready:
+            if self.models.ready and self._refresh_audits():
                 self.loaded.set()
                 break
             self.stopping.wait(delay)
@@ -90,6 +91,21 @@ class Runtime:
         poll = self.settings.reload_poll_seconds
         while poll > 0 and not self.stopping.wait(poll):
             self.reload()
+
+    def _refresh_audits(self) -> bool:
+        """Read every model's current audit plan from the log; False (logged) if it failed."""
+        try:
+            self.decider.audits.refresh(self.decisions.db)
+        except Exception:
+            log.exception("could not read the audit plans from the decision log")
+            return False
+        return True
+
+    def _audit_loop(self) -> None:
+        """Poll the audit plans, so a plan recorded by `keel audit set` reaches every replica
+        within KEEL_AUDIT_REFRESH_SECONDS, without a restart (the first read is the loader's)."""
+        while not self.stopping.wait(self.decider.audits.settings.refresh_seconds):
+            self._refresh_audits()
 
     def close(self) -> None:
         self.stopping.set()
