@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         default="none",
-        help="none | covariate_shift | concept_shift | segment_overrides | region_process_change",
+        help="none | covariate_shift | concept_shift | segment_overrides | region_process_change | "
+        "review_practice (EMEA's local reviewers override more) | rule_change (the truth changes "
+        "for 30%% of EMEA's cases)",
     )
     p.add_argument("--batch-size", type=int, default=20, help="cases per decide request")
     p.add_argument("--rate", type=float, default=0.0, help="max requests per second (0 = unthrottled)")

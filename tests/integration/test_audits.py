@@ -200,3 +200,27 @@ def test_upgrade_from_0006_keeps_rows_and_adds_the_audit_tables(tmp_path: Path) 
     assert len(bytes.fromhex(secret)) == 32
     assert DecisionLog(upgraded).verify().ok
     upgraded.dispose()
+
+
+def test_the_simulator_reviews_audits_by_the_named_pool(server: Server) -> None:
+    from keel.cli.simulate import SimulationConfig, run_simulation
+
+    cfg = SimulationConfig(
+        url=server.url,
+        key=server.keys["all"],
+        models=("routing",),
+        cases=400,
+        scenario="review_practice",
+        seed=5,
+    )
+    report = run_simulation(cfg)
+    assert report.errors == {} and report.audits > 0 and report.audits >= report.cross_audits
+    path = server.env["KEEL_DECISION_LOG_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        records = [json.loads(r) for (r,) in db.execute("SELECT record FROM feedback")]
+    pooled = [r for r in records if r.get("reviewer_pool") and r["actor"].startswith("reviewer-")]
+    assert len(pooled) >= report.audits
+    assert all(
+        r["reviewer_segment"] and r["actor"].startswith(f"reviewer-{r['reviewer_segment'].lower()}-")
+        for r in pooled
+    )
