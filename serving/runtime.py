@@ -83,7 +83,10 @@ class Runtime:
         delay = 1.0
         while not self.stopping.is_set():
             self.reload()
-            if self.models.ready and self._refresh_audits():
+            # Readiness waits for the models only: while the log is away a decision could not be
+            # logged anyway (503), and the audit loop reads the plans once it is back.
+            self._refresh_audits()
+            if self.models.ready:
                 self.loaded.set()
                 break
             self.stopping.wait(delay)
@@ -96,15 +99,18 @@ class Runtime:
         """Read every model's current audit plan from the log; False (logged) if it failed."""
         try:
             self.decider.audits.refresh(self.decisions.db)
-        except Exception:
-            log.exception("could not read the audit plans from the decision log")
+        except Exception as exc:  # the log away: the plans held stay in force, retried next poll
+            log.warning(
+                "could not read the audit plans from the decision log: %s", " ".join(str(exc).split())[:300]
+            )
             return False
         return True
 
     def _audit_loop(self) -> None:
         """Poll the audit plans, so a plan recorded by `keel audit set` reaches every replica
         within KEEL_AUDIT_REFRESH_SECONDS, without a restart (the first read is the loader's)."""
-        while not self.stopping.wait(self.decider.audits.settings.refresh_seconds):
+        settings = self.decider.audits.settings
+        while not self.stopping.wait(settings.refresh_seconds if self.decider.audits.loaded else 1.0):
             self._refresh_audits()
 
     def close(self) -> None:

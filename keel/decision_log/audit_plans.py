@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log.chain import chain_hash, content_digest
 from keel.decision_log.database import Database
+from keel.decision_log.errors import LogUnavailable
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.rows import read_head, write_head
 
@@ -274,8 +275,8 @@ class PlanBook:
         found = self._plans.get(model)
         if found is not None:
             return found
-        if self._secret is None:
-            raise RuntimeError("audit plans not read from the log yet")
+        if self._secret is None:  # the log was away since the server started: nothing to sample by
+            raise LogUnavailable("the audit plans have not been read from the decision log yet")
         default = self._defaults.get(model)
         if default is None:
             default = self._defaults[model] = default_plan(model, self._secret, self.settings)
