@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log.chain import chain_hash, content_digest
 from keel.decision_log.database import Database
-from keel.decision_log.errors import LogUnavailable
+from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.rows import read_head, write_head
 
@@ -57,6 +58,7 @@ __all__ = [
 TABLE = "audit_plans"
 SECRET_TABLE = "audit_secret"
 POOLS = ("local", "cross")
+ATTEMPTS = 5
 COLUMNS = (
     "model",
     "version",
@@ -218,6 +220,30 @@ def append_plan(
     }.items():
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"{name}: {p} is not a probability in [0, 1]")
+    for attempt in range(ATTEMPTS):
+        try:
+            return _append(
+                db, keys, model, field_name, probabilities, default_probability, cross_share, actor, reason
+            )
+        except DATABASE_ERRORS:
+            # Another writer took the version or made the chain head first: read again and retry.
+            if attempt == ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _append(
+    db: Database,
+    keys: ChainKeys,
+    model: str,
+    field_name: str | None,
+    probabilities: dict[str, float],
+    default_probability: float,
+    cross_share: float,
+    actor: str,
+    reason: str,
+) -> AuditPlan:
     key_id, key = keys.current, keys.current_key
     conn = db.connect()
     try:

@@ -224,3 +224,40 @@ def test_the_simulator_reviews_audits_by_the_named_pool(server: Server) -> None:
         r["reviewer_segment"] and r["actor"].startswith(f"reviewer-{r['reviewer_segment'].lower()}-")
         for r in pooled
     )
+
+
+def test_plans_on_postgresql_are_shared_by_every_reader(tmp_path: Path) -> None:
+    """On a PostgreSQL log the migration stores one secret, plans append with increasing versions
+    from two writers, and two readers (two replicas) agree on every model's plan and default."""
+    import threading
+
+    from keel.decision_log.audit_plans import PlanBook, append_plan, plan_rows
+    from keel.decision_log.log_key import NO_KEYS
+    from tests.conftest import fresh_postgres_database
+
+    with fresh_postgres_database("keel_audits") as url:
+        db = Database(url)
+        db.create_schema()
+        errors: list[BaseException] = []
+
+        def record(reason: str) -> None:
+            try:
+                append_plan(db, NO_KEYS, "routing", "region", {"EMEA": 0.3}, 0.05, 0.2, "ana", reason)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        writers = [threading.Thread(target=record, args=(f"w{i}",)) for i in range(2)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        assert not errors
+        assert sorted(r["version"] for r in plan_rows(db, "routing")) == [1, 2]
+        one, two = PlanBook(), PlanBook()
+        one.refresh(db)
+        two.refresh(Database(url))
+        assert one.plan("routing").version == two.plan("routing").version == 2
+        assert one.plan("routing").seed == two.plan("routing").seed
+        assert one.plan("discount_band").seed == two.plan("discount_band").seed
+        assert one.plan("discount_band").version == 0
+        db.dispose()
