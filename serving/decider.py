@@ -21,8 +21,9 @@ import anyio.to_thread
 import numpy as np
 
 from keel.decision_log import DecisionLog, Replay, reads, reject_changed_replay
-from keel.decision_log.audit_plans import POOLS, PlanBook
+from keel.decision_log.audit_plans import POOLS, AuditPlan, PlanBook
 from keel.decision_log.chain import FEEDBACK_COLUMNS
+from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.rows import log_row
 from keel.errors import FieldError, InvalidInput, NotFound
 from keel.serving.challengers import ShadowScorer, decide_cases
@@ -100,7 +101,9 @@ class Decider:
         Idempotency-Key reads the log before deciding: that read and everything else runs in a
         worker thread, as do batches too big to compute without holding up other requests.
         """
-        if idempotency_key or len(cases) > INLINE_CASES:
+        # Until the audit plans are read (once per process, usually by the runtime's loader) the
+        # read happens in the worker thread, never on the loop.
+        if idempotency_key or len(cases) > INLINE_CASES or not self.audits.loaded:
             decisions = await anyio.to_thread.run_sync(
                 self.decide, model, cases, caller, idempotency_key, limiter=self.limiter()
             )
@@ -167,7 +170,7 @@ class Decider:
             raise InvalidInput(
                 f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count
             )
-        records = with_audit(self._decide_valid(served, cases, checked.matrix), self.audits.plan(model))
+        records = with_audit(self._decide_valid(served, cases, checked.matrix), self._audit_plan(model))
         segments = served.spec.segment_fields
         rows = [log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
         replay = None
@@ -179,6 +182,18 @@ class Decider:
                 return reject_changed_replay(found, digest or "") if found else None
 
         return _Plan(model, rows, replay, None)
+
+    def _audit_plan(self, model: str) -> AuditPlan:
+        """The model's current audit plan; the first call of a Decider the runtime did not load
+        reads the plans (in the caller's thread: decide_async sends it to a worker)."""
+        if not self.audits.loaded:
+            try:
+                self.audits.refresh(self.log.db)
+            except DATABASE_ERRORS as exc:
+                raise LogUnavailable(
+                    f"cannot read the audit plans: {' '.join(str(exc).split())[:200]}"
+                ) from exc
+        return self.audits.plan(model)
 
     def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = [public(r["record"]) for r in stored]
