@@ -19,7 +19,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from keel.decision_log import alias_history
+from keel.decision_log import alias_history, audit_plans
 from keel.decision_log.database import Database
 from keel.decision_log.errors import DATABASE_ERRORS
 from keel.decision_log.log_key import load_keys
@@ -122,6 +122,15 @@ class History:
     def entries(self, model: str | None = None) -> list[HistoryEntry]:
         return [_entry(r) for r in alias_history.moves(self._ready(), model)]
 
+    def audit_plans(self, model: str) -> list[dict[str, Any]]:
+        """Every audit plan recorded for the model, oldest first (without seeds)."""
+        out = []
+        for r in audit_plans.plan_rows(self._ready(), model):
+            row = {k: v for k, v in r.items() if k not in ("seed", "row_hash")}
+            row["probabilities"] = json.loads(row["probabilities"])
+            out.append({**row, "hash": r["row_hash"]})
+        return out
+
     def verify(self) -> HistoryCheck:
         """Recompute the alias chain; the first row whose link or content hash is wrong is named."""
         result = verify(self._ready(), self.keys, tables=(alias_history.TABLE,))
@@ -148,10 +157,13 @@ def shared_history(url: str) -> History:
 
 
 def history_json(history: History, model: str) -> dict[str, Any]:
-    """The body of GET /v1/models/{model}/history: every alias move of the model, oldest first."""
+    """The body of GET /v1/models/{model}/history: every alias move of the model, oldest first,
+    and every audit plan recorded for it (`audit_plans`, oldest first)."""
     check = history.verify()
     return {
         "model": model,
         "chain_intact": check.ok,
         "moves": [e.to_dict() for e in history.entries(model)],
+        # Beside the moves, in their own list: alias moves keep their shape.
+        "audit_plans": history.audit_plans(model),
     }

@@ -23,6 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.decision_log import DecisionLog, reads, reject_changed_replay
+from keel.decision_log.audit_plans import AuditPlan, PlanBook
 from keel.decision_log.chain import BATCH
 from keel.decision_log.database import Database
 from keel.decision_log.rows import log_row
@@ -41,7 +42,7 @@ from keel.serving.batch_io import (
     read_chunks,
 )
 from keel.serving.decider import Decider, request_digest
-from keel.serving.decision_record import public
+from keel.serving.decision_record import public, with_audit
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
@@ -210,6 +211,14 @@ class BatchLog:
         self.log = log
         self.caller = f"{BATCH_CALLER_PREFIX}{caller}"
         self.run_id = run_id
+        self._plans: PlanBook | None = None
+
+    def _plan(self, model: str) -> AuditPlan:
+        """The model's current audit plan, read once per run."""
+        if self._plans is None:
+            self._plans = PlanBook()
+            self._plans.refresh(self.log.db)
+        return self._plans.plan(model)
 
     def append(
         self,
@@ -230,6 +239,7 @@ class BatchLog:
             return [r["record"] for r in reject_changed_replay(earlier, digest)]
         for row, record in zip(rows, records, strict=True):
             record["batch"] = {"run_id": self.run_id, "row": row}
+        with_audit(records, self._plan(model))  # sampled like live decisions, same plan
         out = [log_row(r, i, self.caller, key, digest, segments, origin=BATCH) for i, r in enumerate(records)]
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:

@@ -21,11 +21,13 @@ import anyio.to_thread
 import numpy as np
 
 from keel.decision_log import DecisionLog, Replay, reads, reject_changed_replay
+from keel.decision_log.audit_plans import POOLS, AuditPlan, PlanBook
 from keel.decision_log.chain import FEEDBACK_COLUMNS
+from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.rows import log_row
 from keel.errors import FieldError, InvalidInput, NotFound
 from keel.serving.challengers import ShadowScorer, decide_cases
-from keel.serving.decision_record import public
+from keel.serving.decision_record import public, with_audit
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
@@ -69,6 +71,7 @@ class Decider:
         self.metrics = metrics
         self._threads: anyio.CapacityLimiter | None = None
         self.shadow: ShadowScorer | None = None  # set by the runtime; scores shadow versions
+        self.audits = PlanBook()  # refreshed by the runtime from the log; read on every decision
         self._inflight = 0  # inline decide_async calls not yet answered (event loop only)
 
     def decide(
@@ -98,7 +101,9 @@ class Decider:
         Idempotency-Key reads the log before deciding: that read and everything else runs in a
         worker thread, as do batches too big to compute without holding up other requests.
         """
-        if idempotency_key or len(cases) > INLINE_CASES:
+        # Until the audit plans are read (once per process, usually by the runtime's loader) the
+        # read happens in the worker thread, never on the loop.
+        if idempotency_key or len(cases) > INLINE_CASES or not self.audits.loaded:
             decisions = await anyio.to_thread.run_sync(
                 self.decide, model, cases, caller, idempotency_key, limiter=self.limiter()
             )
@@ -165,7 +170,7 @@ class Decider:
             raise InvalidInput(
                 f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count
             )
-        records = self._decide_valid(served, cases, checked.matrix)
+        records = with_audit(self._decide_valid(served, cases, checked.matrix), self._audit_plan(model))
         segments = served.spec.segment_fields
         rows = [log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
         replay = None
@@ -177,6 +182,18 @@ class Decider:
                 return reject_changed_replay(found, digest or "") if found else None
 
         return _Plan(model, rows, replay, None)
+
+    def _audit_plan(self, model: str) -> AuditPlan:
+        """The model's current audit plan; the first call of a Decider the runtime did not load
+        reads the plans (in the caller's thread: decide_async sends it to a worker)."""
+        if not self.audits.loaded:
+            try:
+                self.audits.refresh(self.log.db)
+            except DATABASE_ERRORS as exc:
+                raise LogUnavailable(
+                    f"cannot read the audit plans: {' '.join(str(exc).split())[:200]}"
+                ) from exc
+        return self.audits.plan(model)
 
     def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = [public(r["record"]) for r in stored]
@@ -197,8 +214,18 @@ class Decider:
         reason: str | None,
         caller: str,
         idempotency_key: str | None = None,
+        reviewer_pool: str | None = None,
+        reviewer_segment: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Append a reviewer's final outcome; returns (feedback record, newly created)."""
+        """Append a reviewer's final outcome; returns (feedback record, newly created).
+
+        `reviewer_pool` says whether the reviewer works in the case's own segment (`local`) or
+        outside it (`cross`), as the decision's audit asked; monitoring compares the two."""
+        if reviewer_pool is not None and reviewer_pool not in POOLS:
+            raise InvalidInput(
+                "reviewer_pool is not a reviewer pool",
+                [FieldError(-1, "reviewer_pool", f"{reviewer_pool!r} is not one of {list(POOLS)}")],
+            )
         decision = self.log.get_decision(decision_id)
         if decision is None:
             raise NotFound(f"no decision {decision_id}")
@@ -215,7 +242,11 @@ class Decider:
         # A revision is identified by its Idempotency-Key, so a late retry replays its own revision
         # and never becomes a newer one; without a key, a repeat of the reviewer's latest word is
         # a replay and anything else (A, B, then A again) is a new revision.
-        asked = request_digest([decision_id, final_outcome, actor, reason])
+        asked_for: list[Any] = [decision_id, final_outcome, actor, reason]
+        if reviewer_pool is not None or reviewer_segment is not None:
+            # Only then: a request without them hashes as it did before they existed.
+            asked_for += [reviewer_pool, reviewer_segment]
+        asked = request_digest(asked_for)
         feedback_id = (
             str(uuid.UUID(hashlib.sha256(json.dumps([caller, idempotency_key]).encode()).hexdigest()[:32]))
             if idempotency_key
@@ -232,6 +263,8 @@ class Decider:
             "kind": kind,
             "actor": actor,
             "reason": reason,
+            "reviewer_pool": reviewer_pool,
+            "reviewer_segment": reviewer_segment,
             "caller": caller,
             "created_at": datetime.now(UTC).isoformat(),
             "request_hash": asked,

@@ -13,17 +13,36 @@ from typing import Any
 
 import numpy as np
 
+from keel.decision_log.audit_plans import AuditPlan
 from keel.models.decision_model import BatchDecision
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Served
 
-__all__ = ["MODEL_ERROR", "PRIVATE_FIELDS", "decide_valid", "public", "record"]
+__all__ = ["MODEL_ERROR", "NOT_AUDITED", "PRIVATE_FIELDS", "decide_valid", "public", "record", "with_audit"]
 
 log = logging.getLogger("keel.decide")
 
 MODEL_ERROR = "MODEL_ERROR"
 PRIVATE_FIELDS = ("inputs", "explanation_full")
 """Logged with each decision but not echoed back in decide responses."""
+
+
+NOT_AUDITED = {"selected": False, "probability": 0.0, "pool": None}
+"""The audit object of an abstention: every abstention goes to human review anyway."""
+
+
+def with_audit(records: list[dict[str, Any]], plan: AuditPlan) -> list[dict[str, Any]]:
+    """Give each served decision its `audit` selection under `plan` (keel.decision_log.audit_plans).
+
+    Called on the online path and by batch runs that log, before the rows are built, so the
+    selection is part of the chained record; never for shadow decisions, which nobody reviews.
+    """
+    for r in records:
+        if r["abstained"]:
+            r["audit"] = {**NOT_AUDITED, "plan": plan.version}
+        else:
+            r["audit"] = plan.select(r["decision_id"], r["inputs"])
+    return records
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

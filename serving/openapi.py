@@ -52,6 +52,16 @@ class FeedbackRequest(BaseModel):
     final_outcome: str = Field(min_length=1, max_length=200, description="the reviewer's final class")
     actor: str = Field(min_length=1, max_length=200, description="who decided (reviewer id)")
     reason: str | None = Field(default=None, max_length=2000, description="why, in the reviewer's words")
+    reviewer_pool: str | None = Field(
+        default=None,
+        max_length=20,
+        description="the reviewer's pool: `local` (the case's own segment) or `cross` (another one), "
+        "as the decision's `audit.pool` asked; anything else is a 422",
+        json_schema_extra={"enum": ["local", "cross", None]},
+    )
+    reviewer_segment: str | None = Field(
+        default=None, max_length=200, description="the segment (e.g. region) the reviewer works in"
+    )
 
 
 def _field_type(spec: FieldSpec) -> tuple[Any, Any]:

@@ -56,6 +56,7 @@ class Runtime:
         rt.decider.shadow = ShadowScorer(decisions, metrics, settings.top_k, settings.shadow_queue_cases)
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
+        threading.Thread(target=rt._audit_loop, name="audit-plans", daemon=True).start()
         return rt
 
     def reload(self) -> ReloadReport:
@@ -82,6 +83,9 @@ class Runtime:
         delay = 1.0
         while not self.stopping.is_set():
             self.reload()
+            # Readiness waits for the models only: while the log is away a decision could not be
+            # logged anyway (503), and the audit loop reads the plans once it is back.
+            self._refresh_audits()
             if self.models.ready:
                 self.loaded.set()
                 break
@@ -90,6 +94,24 @@ class Runtime:
         poll = self.settings.reload_poll_seconds
         while poll > 0 and not self.stopping.wait(poll):
             self.reload()
+
+    def _refresh_audits(self) -> bool:
+        """Read every model's current audit plan from the log; False (logged) if it failed."""
+        try:
+            self.decider.audits.refresh(self.decisions.db)
+        except Exception as exc:  # the log away: the plans held stay in force, retried next poll
+            log.warning(
+                "could not read the audit plans from the decision log: %s", " ".join(str(exc).split())[:300]
+            )
+            return False
+        return True
+
+    def _audit_loop(self) -> None:
+        """Poll the audit plans, so a plan recorded by `keel audit set` reaches every replica
+        within KEEL_AUDIT_REFRESH_SECONDS, without a restart (the first read is the loader's)."""
+        settings = self.decider.audits.settings
+        while not self.stopping.wait(settings.refresh_seconds if self.decider.audits.loaded else 1.0):
+            self._refresh_audits()
 
     def close(self) -> None:
         self.stopping.set()

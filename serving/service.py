@@ -41,7 +41,14 @@ def feedback(req: FeedbackRequest, request: Request, response: Response) -> Any:
     repeat with the same key and body returns the first record."""
     key = (request.headers.get("idempotency-key") or "").strip() or None
     record, created = _rt(request).decider.feedback(
-        req.decision_id, req.final_outcome, req.actor, req.reason, _caller(request), key
+        req.decision_id,
+        req.final_outcome,
+        req.actor,
+        req.reason,
+        _caller(request),
+        key,
+        reviewer_pool=req.reviewer_pool,
+        reviewer_segment=req.reviewer_segment,
     )
     response.status_code = 201 if created else 200
     return record

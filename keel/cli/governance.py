@@ -160,6 +160,16 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"{m['to_version']} by {m['actor']}{' FORCED' if m['forced'] else ''}; {gates}"
             f"{'; reason: ' + m['reason'] if m['reason'] else ''}"
         )
+    plans = body.get("audit_plans", [])
+    if plans:
+        print(f"{name}: {len(plans)} audit plans (the latest is current)")
+    for p in plans:
+        cells = ", ".join(f"{k} {v:.3g}" for k, v in p["probabilities"].items()) or "uniform"
+        print(
+            f"audit plan v{p['version']} {p['created_at']} by {p['actor']}: "
+            f"{p['field'] or 'every case'} {cells}; otherwise {p['default_probability']:.3g}; "
+            f"cross {p['cross_share']:.0%}{'; reason: ' + p['reason'] if p['reason'] else ''}"
+        )
     return 0 if body["chain_intact"] else 1
 
 

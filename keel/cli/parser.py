@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 import keel
+from keel.cli.audits import cmd_audit
 from keel.cli.governance import (
     cmd_approve,
     cmd_canary,
@@ -133,10 +134,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("history", help="every alias move of a model: when, who, from, to, gates, reason")
+    p = sub.add_parser(
+        "history", help="every alias move and audit plan of a model: when, who, from, to, gates, reason"
+    )
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print the JSON of GET /v1/models/{model}/history")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser(
+        "audit", help="audit sampling: plan per-segment probabilities from the log, record a plan"
+    )
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    a = asub.add_parser(
+        "plan",
+        help="per-segment audit probabilities that catch an override increase in time; prints and writes",
+    )
+    a.add_argument("model")
+    a.add_argument(
+        "--detect", type=float, required=True, help="override-rate ratio to catch in any one segment value"
+    )
+    a.add_argument("--within", type=int, required=True, help="within this many monitoring windows")
+    a.add_argument("--power", type=float, default=0.9, help="probability of catching it")
+    a.add_argument("--budget", type=float, help="most of the decided cases to audit (a share, e.g. 0.1)")
+    a.add_argument("--field", help="segment field whose values are the cells (default region, or the first)")
+    a.add_argument(
+        "--window", help="monitoring window the volumes are read over (default KEEL_MONITOR_WINDOW)"
+    )
+    a.add_argument("--alpha", type=float, help="the test's level (default KEEL_MONITOR_PROCESS_DRIFT_P)")
+    a.add_argument(
+        "--cross-share", type=float, help="share of audits for cross reviewers (default KEEL_AUDIT_*)"
+    )
+    a.add_argument("--out", help="plan file to write (default audit-plan-MODEL.json)")
+    a = asub.add_parser(
+        "set", help="record a plan file as the model's audit plan (every replica picks it up)"
+    )
+    a.add_argument("model")
+    a.add_argument("--plan", required=True, help="plan file (as `keel audit plan` writes it)")
+    a.add_argument("--reason", help="why; recorded with the plan")
+    a.add_argument("--actor", help="who sets it (default: the operating-system user)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("models", help="list registered champion, challenger, shadow and canary versions")
     p.set_defaults(func=cmd_models)
@@ -180,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         default="none",
-        help="none | covariate_shift | concept_shift | segment_overrides | region_process_change",
+        help="none | covariate_shift | concept_shift | segment_overrides | region_process_change | "
+        "review_practice (EMEA's local reviewers override more) | rule_change (the truth changes "
+        "for 30%% of EMEA's cases)",
     )
     p.add_argument("--batch-size", type=int, default=20, help="cases per decide request")
     p.add_argument("--rate", type=float, default=0.0, help="max requests per second (0 = unthrottled)")

@@ -4,6 +4,14 @@ Cases come from `training.generators`, so the true label of every case is known;
 reviewer turns it into feedback. The reviewer logic is the pure function `reviewer_verdicts`,
 the HTTP side is a thin loop around it that never raises for a failed request (it counts it),
 except when the very first request shows that nothing can work.
+
+Reviewers honour each decision's `audit`: a case Keel selected for audit is always reviewed, by
+the pool it names (`local`: a reviewer of the case's region; `cross`: one of another region),
+and the feedback says which (`reviewer_pool`, `reviewer_segment`); other decided cases are
+reviewed at the feedback share, by local reviewers, as before. Two scenarios exist only here,
+on unshifted data: `review_practice` (one region's local reviewers override far more; cross
+reviewers judge by the true rule) and `rule_change` (the true outcome changes for 30% of one
+region's cases; every reviewer sees the new truth, the model does not).
 """
 
 from __future__ import annotations
@@ -29,6 +37,13 @@ REVIEWERS_PER_REGION = 4
 ORDERED_MODELS = frozenset({"discount_band"})  # classes are steps on one scale
 MAX_RETRIES = 3
 BACKOFF_SECONDS = 0.25  # doubled per retry: 0.25 + 0.5 + 1 s at most per request
+REVIEW_PRACTICE = "review_practice"
+RULE_CHANGE = "rule_change"
+SIMULATOR_SCENARIOS: tuple[str, ...] = (*SCENARIOS, REVIEW_PRACTICE, RULE_CHANGE)
+"""The generators' scenarios and two that only reviewers (practice) or the truth (rule) change."""
+PRACTICE_SCENARIOS = frozenset({"segment_overrides", REVIEW_PRACTICE})
+RULE_CHANGE_SHARE = 0.3
+RULE_CHANGE_STREAM = 0x72756C65  # "rule": its own random stream, so other draws stay as they were
 
 
 class SimulationError(KeelError):
@@ -43,20 +58,20 @@ class SimulationConfig:
     key: str = ""
     models: tuple[str, ...] = MODEL_NAMES
     cases: int = 500  # cases per model
-    scenario: str = "none"  # one of training.generators.SCENARIOS
+    scenario: str = "none"  # one of SIMULATOR_SCENARIOS
     batch_size: int = 20
     rate: float = 0.0  # max requests/s over decide and feedback calls; 0 = as fast as possible
     duration: float = 0.0  # stop after this many seconds if > 0
     feedback_share: float = 0.3  # share of decided cases a reviewer looks at (abstentions: all)
-    override_region: str = "EMEA"  # segment_overrides: whose reviewers follow a regional practice
-    override_rate: float = 0.35  # ... and on which share of their reviewed decided cases
+    override_region: str = "EMEA"  # segment_overrides, review_practice, rule_change: which region
+    override_rate: float = 0.35  # practice: on which share of their reviewed decided cases
     seed: int = 0
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
         unknown = set(self.models) - set(MODEL_NAMES)
         checks = {
-            "scenario": (self.scenario in SCENARIOS, f"must be one of {list(SCENARIOS)}"),
+            "scenario": (self.scenario in SIMULATOR_SCENARIOS, f"must be one of {list(SIMULATOR_SCENARIOS)}"),
             "models": (bool(self.models) and not unknown, f"must be some of {list(MODEL_NAMES)}"),
             "cases": (self.cases >= 0, "must be >= 0"),
             "batch_size": (1 <= self.batch_size <= 1000, "must be 1 to 1000"),
@@ -79,6 +94,8 @@ class SimulationReport:
     feedback: int = 0  # feedback rows the service accepted (201 new or 200 repeat)
     overrides: int = 0  # accepted feedback disagreeing with a decided outcome
     labels: int = 0  # accepted feedback on abstentions
+    audits: int = 0  # accepted feedback on decided cases Keel selected for audit
+    cross_audits: int = 0  # ... of them by a reviewer of another region
     errors: dict[str, int] = field(default_factory=dict)  # HTTP status or "transport" -> failed requests
     seconds: float = 0.0
     retries: int = 0  # attempts repeated after a transport error, 429 or 5xx
@@ -92,6 +109,19 @@ class Verdict:
     final_outcome: str
     actor: str
     reason: str
+    reviewer_pool: str | None = None
+    """Set for an audit: `local` or `cross` (None: a discretionary review or an abstention)."""
+    reviewer_segment: str | None = None
+
+    def body(self, decision_id: Any) -> dict[str, Any]:
+        """The feedback request; the pool fields only when set, as a client without them sends."""
+        extra = {
+            k: v
+            for k, v in (("reviewer_pool", self.reviewer_pool), ("reviewer_segment", self.reviewer_segment))
+            if v
+        }
+        return {"decision_id": decision_id, "final_outcome": self.final_outcome, "actor": self.actor,
+                "reason": self.reason, **extra}  # fmt: skip
 
 
 def case_payloads(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any]]:
@@ -113,12 +143,19 @@ def reviewer_verdicts(
     override_region: str | None = None,
     override_rate: float = 0.0,
     ordered: bool = False,
+    audits: Sequence[Any] | None = None,
+    all_regions: Sequence[str] = (),
 ) -> list[Verdict | None]:
     """The reviewer's answer per case (None: nobody looked); a model outcome of None is an abstention.
 
     `override_region` set means that region's reviewers override `override_rate` of the decided
     cases they review whatever the truth ("regional practice"); with `ordered` classes they move
-    one step up the scale, as a local habit would, rather than to an arbitrary class.
+    one step up the scale, as a local habit would, rather than to an arbitrary class. A practice
+    is local: a cross reviewer (from another region) of that region's case judges by the truth.
+
+    `audits` (the decisions' `audit` objects) makes every selected decided case reviewed by the
+    pool it names; a cross reviewer comes from another of `all_regions`. Without `audits` the
+    random draws are exactly those of earlier releases.
     """
     n = len(truth)
     # Same number of draws per case on every branch, so one case's fate never moves the
@@ -129,24 +166,51 @@ def reviewer_verdicts(
     verdicts: list[Verdict | None] = []
     for i in range(n):
         model, region = model_outcomes[i], str(regions[i])
-        if model is not None and look[i] >= feedback_share:
+        audit = audits[i] if audits is not None else None
+        pool = audit.get("pool") if isinstance(audit, dict) and audit.get("selected") else None
+        if model is not None and pool is None and look[i] >= feedback_share:
             verdicts.append(None)
             continue
         judged = truth[i] if slip[i] < accuracy else _another(classes, truth[i], int(other[i]))
-        actor = f"reviewer-{region.lower()}-{who[i]}"
+        segment = region if pool != "cross" else _another(all_regions, region, int(other[i]))
+        actor = f"reviewer-{segment.lower()}-{who[i]}"
+        tags = (pool, segment) if pool is not None and model is not None else (None, None)
         if model is None:
             verdicts.append(Verdict(judged, actor, "reviewed abstention"))
-        elif region == override_region and regional[i] < override_rate:
+        elif segment == override_region and region == override_region and regional[i] < override_rate:
             moved = _next_step(classes, model) if ordered else _another(classes, model, int(other[i]))
-            verdicts.append(Verdict(moved, actor, "regional practice"))
+            verdicts.append(Verdict(moved, actor, "regional practice", *tags))
         elif judged != model:
-            verdicts.append(Verdict(judged, actor, f"override: reviewer found {judged}, model said {model}"))
+            reason = f"override: reviewer found {judged}, model said {model}"
+            verdicts.append(Verdict(judged, actor, reason, *tags))
         else:
-            verdicts.append(Verdict(judged, actor, "confirmed"))
+            verdicts.append(Verdict(judged, actor, "confirmed", *tags))
     return verdicts
 
 
+def apply_rule_change(
+    truth: Sequence[str],
+    regions: Sequence[str],
+    classes: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    region: str,
+    share: float = RULE_CHANGE_SHARE,
+    ordered: bool = False,
+) -> list[str]:
+    """The truth after the outcome rule changed for `share` of `region`'s cases (each such case's
+    true outcome moves one step on an ordered scale, else to another class)."""
+    hit = rng.random(len(truth)) < share
+    step = rng.integers(0, max(len(classes) - 1, 1), len(truth))
+    out = list(truth)
+    for i, (t, r) in enumerate(zip(truth, regions, strict=True)):
+        if str(r) == region and hit[i]:
+            out[i] = _next_step(classes, t) if ordered else _another(classes, t, int(step[i]))
+    return out
+
+
 def _another(classes: Sequence[str], avoid: str, k: int) -> str:
+    """The k-th (cyclically) of `classes` other than `avoid` (`avoid` itself if there is none)."""
     rest = [c for c in classes if c != avoid]
     return rest[k % len(rest)] if rest else avoid
 
@@ -221,13 +285,26 @@ class _Stream:
     truth: list[str]
     regions: list[str]
     rng: np.random.Generator
+    all_regions: tuple[str, ...] = ()
 
 
 def _stream(cfg: SimulationConfig, model: str, rng: np.random.Generator) -> _Stream:
     contract = load_contract(model)
-    frame = generate(model, cfg.cases, cfg.seed, cfg.scenario)
+    generated = cfg.scenario if cfg.scenario in SCENARIOS else "none"  # the simulator's own: unshifted data
+    frame = generate(model, cfg.cases, cfg.seed, generated)
     truth, regions = frame[contract.target].astype(str).tolist(), frame["region"].astype(str).tolist()
-    return _Stream(model, contract.classes, case_payloads(frame, contract), truth, regions, rng)
+    if cfg.scenario == RULE_CHANGE:
+        truth = apply_rule_change(
+            truth,
+            regions,
+            contract.classes,
+            np.random.default_rng([cfg.seed, RULE_CHANGE_STREAM]),
+            region=cfg.override_region,
+            ordered=model in ORDERED_MODELS,
+        )
+    spec = contract.spec("region")
+    all_regions = tuple(str(c) for c in (spec.categories or ())) or tuple(sorted(set(regions)))
+    return _Stream(model, contract.classes, case_payloads(frame, contract), truth, regions, rng, all_regions)
 
 
 def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi: int) -> None:
@@ -252,18 +329,21 @@ def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi
         s.classes,
         s.rng,
         feedback_share=cfg.feedback_share,
-        override_region=cfg.override_region if cfg.scenario == "segment_overrides" else None,
+        override_region=cfg.override_region if cfg.scenario in PRACTICE_SCENARIOS else None,
         override_rate=cfg.override_rate,
         ordered=s.model in ORDERED_MODELS,
+        audits=[d.get("audit") for d in decisions],
+        all_regions=s.all_regions,
     )
     for decision, outcome, verdict in zip(decisions, outcomes, verdicts, strict=True):
         if verdict is None:
             continue
         if session.expired():
             return
-        body = {"decision_id": decision.get("decision_id"), **asdict(verdict)}
-        if session.post("/v1/feedback", body) is not None:
+        if session.post("/v1/feedback", verdict.body(decision.get("decision_id"))) is not None:
             report.feedback += 1
+            report.audits += verdict.reviewer_pool is not None
+            report.cross_audits += verdict.reviewer_pool == "cross"
             report.labels += outcome is None
             report.overrides += outcome is not None and outcome != verdict.final_outcome
 

@@ -15,6 +15,7 @@ from keel.decision_log.database import Connection, Database
 
 __all__ = [
     "as_dicts",
+    "decided_per_segment",
     "decision",
     "decisions_by_key",
     "decisions_per_model",
@@ -22,6 +23,7 @@ __all__ = [
     "feedback_for",
     "labelled_rows",
     "latest_feedback",
+    "review_counts",
 ]
 
 _BY_KEY = (
@@ -104,3 +106,32 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
     if "abstained" in out:
         out["abstained"] = bool(out["abstained"])
     return out
+
+
+def decided_per_segment(db: Database, model: str, field: str, start: str, end: str) -> dict[str, int]:
+    """Live decided (not abstained) cases of `model` created in [start, end), per value of the
+    segment field `field` (a missing value counts as "None")."""
+    sql = (
+        "SELECT segments FROM decisions WHERE model = ? AND created_at >= ? AND created_at < ? "
+        "AND abstained = 0 AND origin = 'live'"
+    )
+    counts: dict[str, int] = {}
+    with db.reading() as reader:
+        for chunk in reader.stream(sql, (model, start, end)):
+            for (text,) in chunk:
+                value = str(json.loads(text or "{}").get(field))
+                counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def review_counts(db: Database, model: str, start: str, end: str) -> tuple[int, int]:
+    """(overrides, reviews) on live decided cases of `model` created in [start, end): every
+    confirmation or override revision counts."""
+    sql = (
+        "SELECT f.kind, COUNT(*) FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
+        "WHERE d.model = ? AND d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
+        "AND f.kind IN ('override', 'confirmation') GROUP BY f.kind"
+    )
+    with db.reading() as reader:
+        kinds = {str(k): int(n) for k, n in reader.all(sql, (model, start, end))}
+    return kinds.get("override", 0), kinds.get("override", 0) + kinds.get("confirmation", 0)

@@ -4,6 +4,8 @@
 chains (keel.decision_log.chain); `chain_heads` holds each
 chain's last (seq, hash) so a truncation shows; `api_keys` sits beside the log so every replica
 sees the same keys. `key_id` names the chain key a row was signed with (NULL: an unkeyed row).
+`audit_plans` holds every audit plan (keel.decision_log.audit_plans), hash-linked, and
+`audit_secret` the one value default plans derive their seeds from.
 `monitor_runs`, `monitor_sequential` and `monitor_imports` hold `keel monitor`'s shared state
 (keel.decision_log.monitor_runs): one row per run, the sequential test's evidence per model and
 field, and the old reports folders already imported.
@@ -16,6 +18,8 @@ import sqlalchemy as sa
 __all__ = [
     "alias_history",
     "api_keys",
+    "audit_plans",
+    "audit_secret",
     "chain_heads",
     "decisions",
     "feedback",
@@ -183,4 +187,32 @@ monitor_imports = sa.Table(
     sa.Column("imported_at", sa.Text, nullable=False),
     sa.Column("runs", sa.Integer, nullable=False),
     sa.Column("states", sa.Integer, nullable=False),
+)
+
+audit_plans = sa.Table(
+    "audit_plans",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("field", sa.Text),
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON: {cell value: probability}
+    sa.Column("default_probability", sa.Double, nullable=False),
+    sa.Column("cross_share", sa.Double, nullable=False),
+    sa.Column("seed", sa.Text, nullable=False),  # hex; never returned to callers
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("row_hash", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
+    sa.UniqueConstraint("model", "version", name="audit_plans_model_version"),
+)
+
+audit_secret = sa.Table(
+    "audit_secret",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
 )

@@ -161,3 +161,73 @@ def test_config_rejects_nonsense() -> None:
 def test_an_unreachable_service_stops_at_once() -> None:
     with pytest.raises(SimulationError, match="cannot reach"):
         run_simulation(SimulationConfig(url="http://127.0.0.1:9", models=("routing",), cases=5, timeout=2))
+
+
+def _audits(n: int, seed: int, selected: float, cross: float) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    picked, pool = rng.random(n) < selected, rng.random(n) < cross
+    return [
+        {"selected": bool(s), "probability": selected, "pool": ("cross" if c else "local") if s else None}
+        for s, c in zip(picked, pool, strict=True)
+    ]
+
+
+def test_audited_cases_are_reviewed_by_the_pool_they_name() -> None:
+    truth, outcomes, regions = population(20_000, 6, abstain_share=0.1)
+    audits = _audits(20_000, 6, selected=0.1, cross=0.3)
+    verdicts = reviewer_verdicts(
+        truth, outcomes, regions, CLASSES, np.random.default_rng(2),
+        feedback_share=0.0, audits=audits, all_regions=REGIONS,
+    )  # fmt: skip
+    for verdict, outcome, region, audit in zip(verdicts, outcomes, regions, audits, strict=True):
+        if outcome is None:  # abstentions: reviewed as always, never as audits
+            assert verdict is not None and verdict.reviewer_pool is None
+        elif not audit["selected"]:
+            assert verdict is None  # feedback share 0: only audits are reviewed
+        else:
+            assert verdict is not None and verdict.reviewer_pool == audit["pool"]
+            local = verdict.reviewer_segment == region
+            assert local == (audit["pool"] == "local") and verdict.reviewer_segment in REGIONS
+            assert verdict.actor.startswith(f"reviewer-{str(verdict.reviewer_segment).lower()}-")
+            body = verdict.body("d-1")
+            assert body["reviewer_pool"] == audit["pool"] and body["decision_id"] == "d-1"
+    # Without audits nothing changes: the same draws, no pool fields in the body.
+    plain = reviewer_verdicts(truth, outcomes, regions, CLASSES, np.random.default_rng(2))
+    again = reviewer_verdicts(truth, outcomes, regions, CLASSES, np.random.default_rng(2), audits=None)
+    assert plain == again and all(v is None or "reviewer_pool" not in v.body("x") for v in plain)
+
+
+def test_review_practice_is_local_and_cross_reviewers_judge_by_the_truth() -> None:
+    truth, outcomes, regions = population(60_000, 7)
+    audits = _audits(60_000, 7, selected=1.0, cross=0.5)
+    verdicts = reviewer_verdicts(
+        truth, outcomes, regions, CLASSES, np.random.default_rng(3), feedback_share=0.0,
+        override_region="EMEA", override_rate=0.35, audits=audits, all_regions=REGIONS,
+    )  # fmt: skip
+    emea = [r == "EMEA" for r in regions]
+    local = [m and a["pool"] == "local" for m, a in zip(emea, audits, strict=True)]
+    cross = [m and a["pool"] == "cross" for m, a in zip(emea, audits, strict=True)]
+    assert override_share(verdicts, outcomes, local) > 0.3
+    assert override_share(verdicts, outcomes, cross) < 0.04  # only slips: the model is right here
+
+
+def test_rule_change_moves_the_truth_of_a_share_of_one_region_only() -> None:
+    from keel.cli.simulate import apply_rule_change
+
+    truth, _, regions = population(40_000, 8)
+    changed = apply_rule_change(truth, regions, CLASSES, np.random.default_rng(4), region="LATAM")
+    moved = [a != b for a, b in zip(truth, changed, strict=True)]
+    latam = [r == "LATAM" for r in regions]
+    share = sum(m for m, x in zip(moved, latam, strict=True) if x) / sum(latam)
+    assert abs(share - 0.3) < 0.02
+    assert not any(m for m, x in zip(moved, latam, strict=True) if not x)
+    bands = [BANDS[1]] * 1000
+    stepped = apply_rule_change(
+        bands, ["LATAM"] * 1000, BANDS, np.random.default_rng(5), region="LATAM", ordered=True
+    )
+    assert {b for b in stepped} == {BANDS[1], BANDS[2]}
+
+
+def test_the_simulator_knows_its_own_scenarios() -> None:
+    for scenario in ("review_practice", "rule_change", "segment_overrides", "none"):
+        assert SimulationConfig(scenario=scenario).scenario == scenario

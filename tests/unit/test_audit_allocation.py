@@ -1,0 +1,46 @@
+"""Power-aware audit allocation (keel.cli.audit_allocation) against statsmodels' power function."""
+
+from __future__ import annotations
+
+import math
+
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import proportion_effectsize
+
+from keel.cli.audit_allocation import allocate
+
+VOLUMES = {"NA": 1200.0, "EMEA": 900.0, "APAC": 600.0, "LATAM": 300.0}
+BASE, WITHIN, POWER, ALPHA = 0.08, 3, 0.9, 0.01
+
+
+def _power(cell: str, probabilities: dict[str, float], ratio: float) -> float:
+    n1 = probabilities[cell] * VOLUMES[cell] * WITHIN
+    n2 = sum(probabilities[o] * VOLUMES[o] * WITHIN for o in VOLUMES if o != cell)
+    h = proportion_effectsize(ratio * BASE, BASE)
+    return float(NormalIndPower().power(h, nobs1=n1, alpha=ALPHA, ratio=n2 / n1, alternative="larger"))
+
+
+def test_the_plan_reaches_the_target_power_in_every_cell_without_waste() -> None:
+    plan = allocate(VOLUMES, BASE, 2.0, WITHIN, POWER, ALPHA)
+    p = {c.value: c.probability for c in plan.cells}
+    assert plan.reaches_target and plan.planned_ratio == 2.0
+    for cell in VOLUMES:
+        assert _power(cell, p, 2.0) >= POWER - 1e-3
+        # Not more than needed: 5% fewer audits in the cell fall short.
+        assert _power(cell, {**p, cell: p[cell] * 0.95}, 2.0) < POWER
+    # The small region gets the larger probability: equal evidence, not equal rates.
+    assert p["LATAM"] > p["APAC"] > p["EMEA"] > p["NA"]
+
+
+def test_a_binding_budget_is_kept_and_the_detectable_ratio_said() -> None:
+    free = allocate(VOLUMES, BASE, 2.0, WITHIN, POWER, ALPHA)
+    tight = allocate(VOLUMES, BASE, 2.0, WITHIN, POWER, ALPHA, budget=free.audited_share / 3)
+    assert not tight.reaches_target
+    assert tight.audited_share <= free.audited_share / 3 + 1e-6
+    assert tight.planned_ratio > 2.0
+    p = {c.value: c.probability for c in tight.cells}
+    for c in tight.cells:
+        assert c.detectable_ratio > 2.0 and not math.isinf(c.detectable_ratio)
+        assert abs(_power(c.value, p, c.detectable_ratio) - POWER) < 2e-3
+    # A budget the target fits in is not spent for nothing.
+    assert allocate(VOLUMES, BASE, 2.0, WITHIN, POWER, ALPHA, budget=0.9).audited_share == free.audited_share
