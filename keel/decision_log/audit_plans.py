@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.decision_log.chain import chain_hash, content_digest
+from keel.decision_log.chain import AUDIT_PLAN_COLUMNS, chain_hash, content_digest
 from keel.decision_log.database import Database
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.log_key import ChainKeys
@@ -59,19 +59,8 @@ TABLE = "audit_plans"
 SECRET_TABLE = "audit_secret"
 POOLS = ("local", "cross")
 ATTEMPTS = 5
-COLUMNS = (
-    "model",
-    "version",
-    "field",
-    "probabilities",
-    "default_probability",
-    "cross_share",
-    "seed",
-    "created_at",
-    "actor",
-    "reason",
-)
-"""What a plan row's hash covers (`probabilities` as sorted JSON text)."""
+COLUMNS = AUDIT_PLAN_COLUMNS
+"""What a plan row's hash covers (`probabilities` as sorted JSON text); `keel verify-log` walks it."""
 
 
 class AuditSettings(BaseSettings):

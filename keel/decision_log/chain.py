@@ -79,7 +79,25 @@ ALIAS_COLUMNS = (
     "created_at",
 )
 """An alias move (keel.decision_log.alias_history): `forced` a boolean, `gates` JSON text."""
-CHAINS = {"decisions": DECISION_COLUMNS, "feedback": FEEDBACK_COLUMNS, "alias_history": ALIAS_COLUMNS}
+AUDIT_PLAN_COLUMNS = (
+    "model",
+    "version",
+    "field",
+    "probabilities",
+    "default_probability",
+    "cross_share",
+    "seed",
+    "created_at",
+    "actor",
+    "reason",
+)
+"""An audit plan (keel.decision_log.audit_plans): `probabilities` as sorted JSON text."""
+CHAINS = {
+    "decisions": DECISION_COLUMNS,
+    "feedback": FEEDBACK_COLUMNS,
+    "alias_history": ALIAS_COLUMNS,
+    "audit_plans": AUDIT_PLAN_COLUMNS,
+}
 
 BATCH_CALLER_PREFIX = "batch:"
 """Callers of decisions logged by `keel score --log` (their origin is `batch`)."""

@@ -109,6 +109,7 @@ def verify(
             columns = CHAINS[table]
             if table not in present:
                 continue
+            created = columns.index("created_at")
             prev, last_seq, keyed = GENESIS, 0, False
             legacy = _legacy_rows(reader, table)
             sql = f"SELECT seq, {', '.join(columns)}, prev_hash, row_hash, key_id FROM {table} ORDER BY seq"
@@ -129,7 +130,7 @@ def verify(
                         )
                     else:
                         problem = _origin_problem(table, values) or _check_row(
-                            keys, prev, variants, stored_prev, stored_hash, key_id, keyed
+                            keys, prev, variants, stored_prev, stored_hash, key_id, keyed, values[created]
                         )
                     if problem:
                         return _bad(result, table, seq, problem)
@@ -196,6 +197,7 @@ def _check_row(
     stored: str,
     key_id: str | None,
     keyed: bool,
+    created: Any,
 ) -> str | None:
     if stored_prev != prev:
         return "previous-hash link broken (a row before it was deleted or altered)"
@@ -203,7 +205,6 @@ def _check_row(
         if keyed:
             return "an unkeyed row after keyed rows (rows were rewritten without the chain key)"
         since = keys.keyed_since
-        created = variants[0][3] if len(variants[0]) > 3 else None
         if since is not None and isinstance(created, str) and created > since:
             return "an unkeyed row logged after the chain key was made (rewritten without the key)"
         if all(row_hash(prev, v) != stored and legacy_row_hash(prev, v) != stored for v in variants):

@@ -261,3 +261,25 @@ def test_plans_on_postgresql_are_shared_by_every_reader(tmp_path: Path) -> None:
         assert one.plan("discount_band").seed == two.plan("discount_band").seed
         assert one.plan("discount_band").version == 0
         db.dispose()
+
+
+def test_verify_log_walks_the_audit_plan_chain_and_finds_an_edited_plan(tmp_path: Path) -> None:
+    """An audit plan is a chained row like an alias move: `keel verify-log`'s walk covers it, so
+    raising a segment's probability behind Keel's back shows as a broken chain."""
+    from keel.decision_log.audit_plans import append_plan
+    from keel.decision_log.log_key import NO_KEYS
+    from keel.decision_log.verify import verify
+
+    db = Database(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        db.create_schema()
+        for p in (0.1, 0.2):
+            append_plan(db, NO_KEYS, "routing", "region", {"EMEA": p}, 0.05, 0.2, "tester", "plan")
+        intact = verify(db)
+        assert intact.ok and intact.heads["audit_plans"][0] == 2, intact
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE audit_plans SET probabilities = '{\"EMEA\": 0.9}' WHERE version = 1"))
+        broken = verify(db)
+        assert not broken.ok and broken.table == "audit_plans" and broken.bad_seq == 1, broken
+    finally:
+        db.dispose()
