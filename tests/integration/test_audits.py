@@ -278,7 +278,8 @@ def test_verify_log_walks_the_audit_plan_chain_and_finds_an_edited_plan(tmp_path
         intact = verify(db)
         assert intact.ok and intact.heads["audit_plans"][0] == 2, intact
         with db.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE audit_plans SET probabilities = '{\"EMEA\": 0.9}' WHERE version = 1"))
+            edit = "UPDATE audit_plans SET probabilities = '{\"EMEA\": 0.9}' WHERE version = 1"
+            conn.execute(sa.text(edit))
         broken = verify(db)
         assert not broken.ok and broken.table == "audit_plans" and broken.bad_seq == 1, broken
     finally:
