@@ -51,6 +51,9 @@ def prepare_state(settings: StateSettings) -> StateSettings:
 
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Against a tracking server MLflow writes "View run ... at: URL" to stdout when a run ends;
+    # stdout is the command's own output (`keel monitor --json` prints one JSON line per model).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
