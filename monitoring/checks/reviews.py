@@ -85,5 +85,8 @@ SEQUENTIAL_PROCESS_DRIFT = Check(
     "sequential_process_drift", "Process drift accumulated over windows", "higher_is_worse", (1.0, 1.0),
     "evidence", "a lasting difference, not a one-off: raise it with that segment's owner.",
     _sequential_process_drift,
-    settings=("sequential_alpha", "sequential_rho", "sequential_settle_hours", "primary_segment"),
+    settings=(
+        "sequential_alpha", "sequential_rho", "sequential_detect_ratio", "sequential_settle_hours",
+        "primary_segment",
+    ),
 )  # fmt: skip
