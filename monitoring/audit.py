@@ -65,7 +65,8 @@ class Estimate:
     low: float
     high: float
     effective_n: float
-    """Kish's effective sample size (sum w)^2 / sum w^2: n when every probability is equal."""
+    """R(1 - R) / v for the estimate R and its linearised variance v: n when every probability is
+    equal (Kish's (sum w)^2 / sum w^2 when R is 0 or 1)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +83,7 @@ def _wilson(rate: float, n: float, confidence: float) -> tuple[float, float]:
 def hajek(events: Sequence[bool] | np.ndarray, probability: Sequence[float] | np.ndarray,
           confidence: float = 0.95) -> Estimate:  # fmt: skip
     """Hajek estimate of a rate from audited cases (event, inclusion probability), with a Wilson
-    interval at Kish's effective sample size.
+    interval at the effective sample size of its linearised variance.
 
     Wilson because it is the interval every other rate in monitoring carries and it stays inside
     [0, 1] with sensible width near 0, where error and override rates live (the Wald interval
@@ -106,7 +107,13 @@ def hajek(events: Sequence[bool] | np.ndarray, probability: Sequence[float] | np
         plain = proportion(k, n, confidence)
         return Estimate(n, k, plain.rate, plain.low, plain.high, float(n))
     value = float((w * y).sum() / w.sum())
-    n_eff = float(w.sum() ** 2 / (w * w).sum())
+    # Linearised (with-replacement) variance of the ratio, and the effective sample size it
+    # implies, n* = R(1 - R) / v: Kish's (sum w)^2 / sum w^2 alone ignores that errors may sit
+    # where weights are large, and then under-covers. With no event (or only events) v is 0 and
+    # Kish's size stands in.
+    v = float((w * w * (y - value) ** 2).sum() / w.sum() ** 2)
+    kish = float(w.sum() ** 2 / (w * w).sum())
+    n_eff = value * (1 - value) / v if v > 0 else kish
     low, high = _wilson(value, n_eff, confidence)
     return Estimate(n, k, value, low, high, n_eff)
 
@@ -177,7 +184,7 @@ class AuditReport:
     level: float = 0.01
     method: str = (
         "Hajek (inverse-probability weighted) rates over audit-selected cases, Wilson interval at "
-        "Kish's effective sample size; discretionary reviews apart"
+        "the effective sample size of the linearised variance; discretionary reviews apart"
     )
 
     def reading(self, field: str, value: str) -> Reading | None:
