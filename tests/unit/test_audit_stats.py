@@ -250,3 +250,32 @@ def _empty_overrides() -> Any:
     return override_report(
         pd.DataFrame(rows("NA", 0, 0, None, None), columns=list(rows("NA", 1, 0, None, None)[0])), []
     )
+
+
+def test_report_and_summary_carry_audit_estimates_and_limits(tmp_path: Any) -> None:
+    import json
+
+    from keel.monitoring.report import ReportSections, write_report
+
+    frame = audited_window(emea_local=120, emea_cross=3)
+    evidence = assess(
+        load_contract("routing"), 0.05, frame, frame, frame, MonitorSettings(), DriftConfig(), drift=False
+    )
+    verdicts = checks.evaluate(evidence, MonitorSettings())
+    assert evidence.audit is not None
+    sections = ReportSections(
+        verdicts=verdicts,
+        recommendation=checks.recommendation(verdicts),
+        audit=evidence.audit.to_dict(),
+        detection_limits=[d.to_dict() for d in evidence.limits],
+    )
+    paths = write_report(tmp_path, "routing", sections)
+    summary = json.loads(paths.summary_json.read_text())
+    assert summary["audit"]["n_audited"] == 1840 and summary["audit"]["findings"][0]["reading"] == PRACTICE
+    regions = {(d["check"], d["value"]) for d in summary["detection_limits"] if d["field"] == "region"}
+    assert {("process_drift", r) for r in REGIONS} <= regions
+    assert {("concept_drift", r) for r in REGIONS} <= regions
+    assert {("override_rate", r) for r in REGIONS} <= regions
+    page = paths.index_html.read_text()
+    assert "What this window could detect" in page and "override increase in region APAC" in page
+    assert "region EMEA: review practice" in page
