@@ -606,28 +606,40 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
     total = round(cases * len(decided) / len(none.frame))
     budget = REVIEW_SHARE * total
     level = s.process_drift_p * s.primary_share / len(shares)
-    base = 0.05  # a typical reviewed override rate; the plan only needs the shape of the power curve
+    # The plan reads each region's override rate in its own score bands from a pilot window
+    # reviewed uniformly, as `keel audit plan` reads recent base rates from the log.
+    pilot_window = draw(none, cases, rng)
+    pilot = process_drift(reviews(pilot_window, setup, rng, REVIEW_SHARE, audit=False), segments,
+                          s.score_bands, alpha=s.process_drift_p, primary="region",
+                          primary_share=s.primary_share)  # fmt: skip
+    base = {
+        f.value: f.expected_rate or 0.05
+        for f in pilot.findings
+        if f.field == "region" and f.metric == "override_rate"
+    }
 
-    def limit(n: float) -> float:
-        return min_detectable_ratio(max(int(n), 1), max(int(budget - n), 1), base, level) or math.inf
+    def limit(n: float, v: str) -> float:
+        ratio = min_detectable_ratio(max(int(n), 1), max(int(budget - n), 1), base.get(v, 0.05), level)
+        return ratio or math.inf
 
-    def need(target: float, size: float) -> float | None:
-        lo, hi = 1.0, size
-        if limit(hi) > target:
+    def need(target: float, size: float, v: str) -> float | None:
+        # Past half the budget the rest gets too few reviews to compare with: the limit rises again.
+        lo, hi = 1.0, min(size, budget / 2)
+        if limit(hi, v) > target:
             return None
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if limit(mid) > target else (lo, mid)
+            lo, hi = (mid, hi) if limit(mid, v) > target else (lo, mid)
         return hi
 
-    sizes = {v: float(sh * total) for v, sh in shares.items()}
-    uniform_worst = max(limit(REVIEW_SHARE * n) for n in sizes.values())
+    sizes = {str(v): float(sh * total) for v, sh in shares.items()}
+    uniform_worst = max(limit(REVIEW_SHARE * n, v) for v, n in sizes.items())
     lo, hi = 1.0, uniform_worst
     for _ in range(40):  # smallest worst-region limit the budget can buy (the minimax ceiling)
         mid = (lo + hi) / 2
-        ns = [need(mid, n) for n in sizes.values()]
+        ns = [need(mid, n, v) for v, n in sizes.items()]
         lo, hi = (mid, hi) if any(x is None for x in ns) or sum(x or 0 for x in ns) > budget else (lo, mid)
-    plan = {v: need(hi, n) or n for v, n in sizes.items()}
+    plan = {v: need(hi, n, v) or n for v, n in sizes.items()}
     spare = (budget - sum(plan.values())) / total
     probs = {v: min(1.0, plan[v] / sizes[v] + spare) for v in sizes}
     measured: dict[str, list[float]] = {"uniform": [], "planned": []}
@@ -641,10 +653,13 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
             limits = detection_limits(report, concept_by_segment(window.iloc[:0], [], None, 0.0),
                                       override_report(window.iloc[:0].assign(kind=None), []), "region",
                                       s.primary_share, s.override_rate[0], s.concept_p)  # fmt: skip
-            region = [
-                d.ratio or math.inf for d in limits if d.check == "process_drift" and d.field == "region"
-            ]
-            measured[name].append(max(region) if region else math.inf)
+            stated = {
+                d.value: d.ratio or math.inf
+                for d in limits
+                if d.check == "process_drift" and d.field == "region"
+            }
+            # A region with too few reviews to be tested at all can see nothing.
+            measured[name].append(max(stated.get(v, math.inf) for v in sizes))
     ratio = [p / u for p, u in zip(measured["planned"], measured["uniform"], strict=True)]
     return {
         "reviews_per_window": round(budget),

@@ -32,7 +32,7 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from keel.monitoring.overrides import decided_reviews
-from keel.monitoring.stats import Proportion, band_index, holm, proportion
+from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion
 
 __all__ = [
     "AuditReport",
@@ -248,10 +248,10 @@ def practice_vs_rule(
     min_n: int = 20,
 ) -> list[PracticeFinding]:
     """Per segment value with `min_n`+ local audits: local and cross overturn rates against the
-    baseline of the other values in the same score bands (exact binomial tails on the
-    band-standardised expectation). Reported: values whose local excess survives Holm at `level`,
-    and `candidates` (flagged elsewhere); each is read at `level` over the reported values
-    (Bonferroni), as
+    baseline of the other values in the same score bands (local: one-sided CMH against every
+    audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
+    counts are small). Reported: values whose local excess survives Holm at `level`,
+    and `candidates` (flagged elsewhere); each is read at `level`, as
 
     - "model wrong there": cross reviewers overturn more than the baseline;
     - "review practice": local reviewers do, and cross reviewers significantly less than the local
@@ -285,7 +285,11 @@ def practice_vs_rule(
         for (name, value, s), p in zip(tested, adjusted, strict=True)
         if p < level or (name, value) in wanted
     ]
-    gate = level / max(len(report), 1)
+    # Each reported value is read on its own (a statement about that value, like its interval),
+    # at `level`: the values themselves were selected under Holm, and a wrong reading needs the
+    # cross audits to go against the truth at `level` (practice read as rule: cross above the
+    # baseline; rule read as practice: cross below the local rate).
+    gate = level
     out = []
     for name, value, s, p in report:
         if s["cross_p"] < gate:
@@ -323,7 +327,6 @@ def _compare(
     local, crossed = mine & ~cross, mine & cross
     local_n, cross_n = int(local.sum()), int(crossed.sum())
     local_k, cross_k = int(events[local].sum()), int(events[crossed].sum())
-    local_base = float(base[band[local]].mean()) if local_n else overall
     cross_base = float(base[band[crossed]].mean()) if cross_n else overall
     local_n_band = np.bincount(band[local], minlength=n_bands).astype(float)
     local_k_band = np.bincount(band[local], weights=events[local].astype(float), minlength=n_bands)
@@ -335,7 +338,13 @@ def _compare(
         "local_n": local_n, "local_k": local_k, "cross_n": cross_n, "cross_k": cross_k,
         "local_rate": local_k / local_n if local_n else 0.0,
         "baseline": float(base[band[mine]].mean()) if mine.any() else overall,
-        "local_p": _above(local_k, local_n, local_base),
+        # Local against everyone elsewhere: the stratified test process drift runs, which allows
+        # for the noise in the baseline too (a binomial against it would not).
+        "local_p": cmh_test(
+            np.stack([np.stack([local_k_band, local_n_band - local_k_band], -1),
+                      np.stack([rest_k, rest_n - rest_k], -1)], axis=1),
+            alternative="greater",
+        ).p_value if local_n else 1.0,
         "cross_p": _above(cross_k, cross_n, cross_base),
         "gap_p": float(binom.cdf(cross_k, cross_n, min(float(like_local.mean()), 1.0))) if cross_n else 1.0,
     }  # fmt: skip

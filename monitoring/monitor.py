@@ -135,7 +135,10 @@ def assess(
     # Segments another check flags are read against cross reviewers too, so a concept or process
     # finding always gets the reading that decides between a local practice and a wrong model.
     flagged = {(f.field, f.value) for f in evidence.concept.flagged} | {
-        (f.field, f.value) for f in evidence.process.flagged if f.metric == "override_rate"
+        (f.field, f.value)
+        for f in evidence.process.flagged
+        # What the process check alarms on: significant and at least its warning ratio.
+        if f.metric == "override_rate" and (f.rate_ratio or 0.0) >= settings.process_drift_ratio[0]
     }
     evidence.audit = audit_report(
         reviewed, segments, alpha, settings.score_bands, settings.practice_p, flagged, settings.min_reviewed
