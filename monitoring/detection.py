@@ -187,11 +187,16 @@ def _override_limits(overrides: OverrideReport, primary: str | None, warn: float
         # The region's rate that lifts the overall rate to `rate` with the others as they are.
         needed = (rate * n - others) / p.n
         ratio = needed / p.rate if needed <= 1 else None
-        out.append(DetectionLimit(
-            "override_rate", primary, value, p.n, p.rate, 0.025, ratio, min(needed, 1.0) if ratio else None,
-            f"a {_x(ratio)} override increase in {primary} {value}" if ratio is not None
-            else f"no override increase in {primary} {value} alone",
-        ))  # fmt: skip
+        if ratio is None:
+            words = f"no override increase in {primary} {value} alone"
+        elif ratio <= 1.0:  # the overall rate is already where the check alarms
+            words = f"any override increase in {primary} {value} (the overall rate is already past the limit)"
+        else:
+            words = f"a {_x(ratio)} override increase in {primary} {value}"
+        rate_needed = min(needed, 1.0) if ratio else None
+        out.append(
+            DetectionLimit("override_rate", primary, value, p.n, p.rate, 0.025, ratio, rate_needed, words)
+        )
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from keel.monitoring.checks.audits import separates
 from keel.monitoring.checks.registry import Check, Measurement
-from keel.monitoring.checks.words import nest, pct
+from keel.monitoring.checks.words import nest, pct, stated_limits
 from keel.monitoring.evidence import Evidence
 from keel.monitoring.settings import MonitorSettings
 
@@ -46,7 +46,8 @@ def _concept_drift(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
     caveat = separates(ev, {(f.field, f.value) for f in flagged}) if flagged else None
     return Measurement(
         max((f.rate for f in flagged), default=0.0),
-        detail or f"no segment's reviewed error is above {pct(concept.tolerated)}",
+        (detail or f"no segment's reviewed error is above {pct(concept.tolerated)}")
+        + stated_limits(ev.limits, "concept_drift", s.primary_segment),
         thresholds=(concept.tolerated, concept.tolerated + 2 * s.concept_tolerance),
         alert_caveat=caveat,
     )
@@ -74,7 +75,8 @@ SEGMENT_MIX = Check(
 CONCEPT_DRIFT = Check(
     "concept_drift", "Model wrong in a segment (concept drift)", "higher_is_worse", None, "share",
     "the outcome rule changed there: retrain from reviewed cases (keel train --from-log).",
-    _concept_drift, retrain=True, settings=("concept_tolerance", "concept_p", "min_reviewed"),
+    _concept_drift, retrain=True,
+    settings=("concept_tolerance", "concept_p", "min_reviewed", "primary_segment"),
 )  # fmt: skip
 EXPECTED_ERROR = Check(
     "expected_error", "Expected error from confidences (early warning)", "higher_is_worse",
