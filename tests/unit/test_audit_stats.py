@@ -279,3 +279,17 @@ def test_report_and_summary_carry_audit_estimates_and_limits(tmp_path: Any) -> N
     page = paths.index_html.read_text()
     assert "What this window could detect" in page and "override increase in region APAC" in page
     assert "region EMEA: review practice" in page
+
+
+def test_sequential_mixture_is_tuned_to_the_planned_ratio() -> None:
+    import math
+
+    from keel.monitoring.sequential import e_value
+
+    assert MonitorSettings().mixture_rho() == 0.5  # unset: the stored design stays as it was
+    tuned = MonitorSettings(sequential_detect_ratio=3.0)
+    assert tuned.mixture_rho() == pytest.approx(math.log(3.0) ** 2)
+    # Evidence of a 3x difference (S = theta V, theta = log 3) grows faster under the tuned mixture.
+    v = 20.0
+    s = math.log(3.0) * v
+    assert e_value(s, v, tuned.mixture_rho()) > e_value(s, v, MonitorSettings().mixture_rho())
