@@ -31,6 +31,7 @@ from scipy.stats import binom, norm
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from keel.models.frames import audit_flag
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion
 
@@ -126,7 +127,9 @@ def audited(reviewed: pd.DataFrame) -> pd.DataFrame:
     """Reviewed decided cases that were selected for audit with a known probability, with
     `overridden`, `weight` (1 / probability) and `pool` ("cross" or "local") columns."""
     decided = decided_reviews(reviewed)
-    selected = _column(decided, "audit_selected", False).fillna(False).astype(bool)
+    # Read like the log's JSON (True/1/"true"); missing (old records) is not selected.
+    flags = [audit_flag(v) for v in _column(decided, "audit_selected", False)]
+    selected = pd.Series(flags, index=decided.index, dtype=bool)
     probability = pd.to_numeric(_column(decided, "audit_probability", np.nan), errors="coerce")
     keep = selected & (probability > 0) & (probability <= 1)
     out = decided[keep.to_numpy()]
