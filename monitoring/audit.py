@@ -205,6 +205,7 @@ def audit_report(
     level: float = 0.01,
     candidates: Iterable[tuple[str, str]] = (),
     min_n: int = 20,
+    practice_level: float = 0.05,
 ) -> AuditReport:
     """Estimates from the window's audited cases, and `practice_vs_rule` on every segment value
     whose local audits stand out or that another check flagged (`candidates`)."""
@@ -237,7 +238,7 @@ def audit_report(
         by_segment=by_segment,
         discretionary_override_rate=proportion(int(disc["overridden"].sum()), len(disc)),
         error_exceeds_alpha=(selective.low > alpha) if alpha and selective.value is not None else None,
-        findings=practice_vs_rule(frame, segments, bands, level, candidates, min_n),
+        findings=practice_vs_rule(frame, segments, bands, level, candidates, min_n, practice_level),
         level=level,
     )
 
@@ -249,16 +250,18 @@ def practice_vs_rule(
     level: float = 0.01,
     candidates: Iterable[tuple[str, str]] = (),
     min_n: int = 20,
+    practice_level: float = 0.05,
 ) -> list[PracticeFinding]:
     """Per segment value with `min_n`+ local audits: local and cross overturn rates against the
     baseline of the other values in the same score bands (local: one-sided CMH against every
     audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
     counts are small). Reported: values whose local excess survives Holm at `level`,
-    and `candidates` (flagged elsewhere); each is read at `level`, as
+    and `candidates` (flagged elsewhere); each is read as
 
-    - "model wrong there": cross reviewers overturn more than the baseline;
-    - "review practice": local reviewers do, and cross reviewers significantly less than the local
-      rate predicts while not above the baseline;
+    - "model wrong there": cross reviewers overturn more than the baseline (at `level`: the
+      reading that says retrain is held to the strict level);
+    - "review practice": local reviewers do, and cross reviewers less than the local rate
+      predicts (at `practice_level`) while not above the baseline;
     - "investigate": neither yet, with the cross audits that would decide it.
     """
     if frame.empty or "confidence" not in frame:
@@ -288,16 +291,17 @@ def practice_vs_rule(
         for (name, value, s), p in zip(tested, adjusted, strict=True)
         if p < level or (name, value) in wanted
     ]
-    # Each reported value is read on its own (a statement about that value, like its interval),
-    # at `level`: the values themselves were selected under Holm, and a wrong reading needs the
-    # cross audits to go against the truth at `level` (practice read as rule: cross above the
-    # baseline; rule read as practice: cross below the local rate).
+    # Each reported value is read on its own (a statement about that value, like its interval):
+    # the values themselves were selected under Holm, and a wrong reading needs the cross audits
+    # to go against the truth: practice read as rule (cross above the baseline) at most `level`,
+    # rule read as practice (cross below the local rate) at most `practice_level`. A few dozen
+    # cross audits in a region cannot reach 1% against a 5x practice when the base rate is low.
     gate = level
     out = []
     for name, value, s, p in report:
         if s["cross_p"] < gate:
             reading: Reading = RULE
-        elif p < level and s["gap_p"] < gate:
+        elif p < level and s["gap_p"] < practice_level:
             reading = PRACTICE
         else:
             reading = INVESTIGATE

@@ -141,8 +141,9 @@ def assess(
         if f.metric == "override_rate" and (f.rate_ratio or 0.0) >= settings.process_drift_ratio[0]
     }
     evidence.audit = audit_report(
-        reviewed, segments, alpha, settings.score_bands, settings.practice_p, flagged, settings.min_reviewed
-    )
+        reviewed, segments, alpha, settings.score_bands, settings.practice_p, flagged, settings.min_reviewed,
+        settings.practice_reading_p,
+    )  # fmt: skip
     evidence.limits = detection_limits(
         evidence.process, evidence.concept, evidence.overrides, primary, settings.primary_share,
         settings.override_rate[0], settings.concept_p,

@@ -105,6 +105,11 @@ class MonitorSettings(BaseSettings):
     practice_p: float = 0.01
     """Level at which audited local and cross reviewers' overturn rates are read (practice vs rule)."""
 
+    practice_reading_p: float = 0.05
+    """Level at which cross reviewers overturning less than the local ones reads "review practice":
+    a changed rule is misread as a practice at most this often. The "model wrong there" reading
+    (the one that says retrain) keeps `practice_p`."""
+
     sequential_settle_hours: float = 0.0
     """Decisions younger than this are left to a later run, so their feedback can arrive first."""
 

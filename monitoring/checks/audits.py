@@ -90,5 +90,5 @@ PRACTICE_VS_RULE = Check(
     "number",
     "model wrong there: retrain from reviewed cases; review practice: talk to that team; "
     "investigate: send the cross audits named.",
-    _practice_vs_rule, retrain=True, settings=("practice_p", "min_reviewed"),
+    _practice_vs_rule, retrain=True, settings=("practice_p", "practice_reading_p", "min_reviewed"),
 )  # fmt: skip
