@@ -666,21 +666,36 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
             measured[name].append(max(stated.get(v, math.inf) for v in sizes))
             for v in sizes:
                 per_region[name][v].append(stated.get(v, math.inf))
-    ratio = [p / u for p, u in zip(measured["planned"], measured["uniform"], strict=True)]
+    # Windows where uniform review leaves a region untestable (fewer reviewed cases than process
+    # drift needs) are counted apart: no ratio to a blind spot.
+    both = [(p, u) for p, u in zip(measured["planned"], measured["uniform"], strict=True) if math.isfinite(u)]
+    ratio = [p / u for p, u in both]
     # The worst region of the mean limits: a plan is for the region that is worst on average,
     # while the per-window worst also picks whichever region's base rate was unlucky that window.
-    worst_mean = {k: max(float(np.mean(x)) for x in per_region[k].values()) for k in per_region}
+    finite = [i for i, u in enumerate(measured["uniform"]) if math.isfinite(u)]
+    worst_mean = {
+        k: max(float(np.mean([x[i] for i in finite])) if finite else math.inf for x in per_region[k].values())
+        for k in per_region
+    }
     return {
         "reviews_per_window": round(budget),
         "region_shares_of_decided": {v: round(float(x), 4) for v, x in shares.items()},
         "planned_review_probability": {v: round(p, 4) for v, p in probs.items()},
-        "mean_worst_region_limit_uniform": round(float(np.mean(measured["uniform"])), 3),
-        "mean_worst_region_limit_planned": round(float(np.mean(measured["planned"])), 3),
-        "worst_region_limit_ratio_planned_over_uniform": round(float(np.mean(ratio)), 3),
+        "mean_worst_region_limit_uniform": round(float(np.mean([u for _, u in both])), 3) if both else None,
+        "mean_worst_region_limit_planned": round(float(np.mean([p for p, _ in both])), 3) if both else None,
+        "windows_uniform_leaves_a_region_untestable": len(measured["uniform"]) - len(both),
+        "windows_planned_leaves_a_region_untestable": sum(not math.isfinite(p) for p in measured["planned"]),
+        "worst_region_limit_ratio_planned_over_uniform": round(float(np.mean(ratio)), 3) if ratio else None,
         "mean_limit_per_region": {
-            k: {v: round(float(np.mean(x)), 3) for v, x in per_region[k].items()} for k in per_region
+            k: {
+                v: round(float(np.mean([x[i] for i in finite])), 3) if finite else None
+                for v, x in per_region[k].items()
+            }
+            for k in per_region
         },
-        "worst_region_of_mean_limits_ratio": round(worst_mean["planned"] / worst_mean["uniform"], 3),
+        "worst_region_of_mean_limits_ratio": round(worst_mean["planned"] / worst_mean["uniform"], 3)
+        if math.isfinite(worst_mean["uniform"])
+        else None,
         "minimax_ceiling_ratio": round(hi / uniform_worst, 3),
     }
 
