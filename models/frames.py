@@ -4,7 +4,10 @@ Columns: `decision_id`, `created_at`, `model_version`, every contract field, `ou
 when abstained), `most_likely`, `abstained`, `route`, `confidence`, `policy_intervened`,
 `shap_base`, `shap__<feature>` per model feature (NaN when no explanation was logged), and for
 logged decisions the latest feedback: `final_outcome`, `feedback_kind`, `feedback_reason`,
-`feedback_actor` (None where there is none).
+`feedback_actor` (None where there is none), and the audit evidence: `audit_selected` (bool),
+`audit_probability`, `audit_pool` from the record's `audit` (False/None on records logged before
+audit sampling, and on abstentions and the reference), `reviewer_pool`, `reviewer_segment` from
+the feedback (None: unknown, read as local).
 """
 
 from __future__ import annotations
@@ -21,6 +24,27 @@ from keel.models.decision_model import DecisionModel
 SHAP_PREFIX = "shap__"
 PREDICTION_COLUMNS = ("outcome", "most_likely", "abstained", "route", "confidence", "policy_intervened")
 FEEDBACK_COLUMNS = ("final_outcome", "feedback_kind", "feedback_reason", "feedback_actor")
+AUDIT_COLUMNS = ("audit_selected", "audit_probability", "audit_pool", "reviewer_pool", "reviewer_segment")
+
+
+def audit_flag(value: Any) -> bool:
+    """A JSON boolean as SQLite (1/0), PostgreSQL ('true'/'false') or Python give it; None: False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return bool(value) if value is not None and value == value else False
+
+
+def audit_values(record: Mapping[str, Any], feedback: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit columns of one decision record and its latest feedback (see the module doc)."""
+    audit = record.get("audit") or {}
+    probability = audit.get("probability")
+    return {
+        "audit_selected": audit_flag(audit.get("selected")),
+        "audit_probability": float(probability) if probability is not None else np.nan,
+        "audit_pool": audit.get("pool"),
+        "reviewer_pool": feedback.get("reviewer_pool"),
+        "reviewer_segment": feedback.get("reviewer_segment"),
+    }
 
 
 def shap_column(feature: str) -> str:
@@ -79,6 +103,7 @@ def records_to_frame(
                 "feedback_kind": fb.get("kind"),
                 "feedback_reason": fb.get("reason"),
                 "feedback_actor": fb.get("actor"),
+                **audit_values(r, fb),
             }
         )
         rows.append(row)
@@ -87,6 +112,7 @@ def records_to_frame(
         return frame
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
     frame["confidence"] = frame["confidence"].astype("float64")
+    frame["audit_probability"] = frame["audit_probability"].astype("float64")
     return typed(frame, contract)
 
 
@@ -122,5 +148,9 @@ def reference_frame(
     for j, feature in enumerate(contract.feature_names):
         frame[shap_column(feature)] = batch.contributions[:, j]
     for col in FEEDBACK_COLUMNS:
+        frame[col] = None
+    frame["audit_selected"] = False
+    frame["audit_probability"] = np.nan
+    for col in AUDIT_COLUMNS[2:]:
         frame[col] = None
     return frame

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from keel.monitoring.audit import AuditReport
+from keel.monitoring.detection import DetectionLimit
 from keel.monitoring.drift import DriftResult, PredictionDriftResult
 from keel.monitoring.overrides import OverrideReport
 from keel.monitoring.process_drift import ProcessDriftReport
@@ -32,3 +34,7 @@ class Evidence:
     parents: SegmentParents = field(default_factory=dict)
     """Segment values that lie wholly inside a value of a coarser field (entity -> region), so a
     finding on the entity is shown under its region's rather than beside it as a repeat."""
+    audit: AuditReport | None = None
+    """Estimates from audit-selected cases and the local-vs-cross readings (None: not computed)."""
+    limits: list[DetectionLimit] = field(default_factory=list)
+    """The smallest effect each review check would catch in this window with 90% power."""

@@ -25,7 +25,7 @@ import pandas as pd
 from keel.decision_log.database import Database
 from keel.decision_log.windows import WindowQueries
 from keel.feature_defs.contract import Contract
-from keel.models.frames import records_to_frame
+from keel.models.frames import audit_flag, records_to_frame
 from keel.monitoring.stats import check_edges
 
 CHUNK = 5000
@@ -33,6 +33,9 @@ REVIEWED_COLUMNS = (
     "decision_id", "created_at", "model_version", "outcome", "abstained", "confidence", "most_likely",
     "final_outcome", "kind", "reason", "actor",
 )  # fmt: skip
+AUDIT_COLUMNS = ("audit_selected", "audit_probability", "audit_pool", "reviewer_pool", "reviewer_segment")
+"""The audit evidence of a reviewed case (keel.models.frames.audit_values): False/None on rows
+logged before audit sampling, which count as discretionary reviews."""
 # Few distinct values: stored as shared strings so 300,000 reviewed rows stay small.
 _LOW_CARDINALITY = ("model_version", "outcome", "most_likely", "final_outcome", "kind", "actor")
 
@@ -113,7 +116,7 @@ class LogReader:
         # Parse one chunk at a time so raw JSON text of the whole sample never coexists.
         for chunk in self.sql.sample(window, k, CHUNK):
             records, feedback = [], {}
-            for record_text, final, kind, actor, reason in chunk:
+            for record_text, final, kind, actor, reason in chunk:  # reviewer_pool: from `reviewed`
                 record = json.loads(record_text)
                 records.append(record)
                 if final is not None:
@@ -125,15 +128,23 @@ class LogReader:
 
     def reviewed(self, model: str, start: datetime, end: datetime, segments: Sequence[str]) -> pd.DataFrame:
         """Every decision of the window with feedback, latest feedback joined, segment fields
-        pulled from the record in SQL; columns REVIEWED_COLUMNS plus one per segment field.
+        pulled from the record in SQL; columns REVIEWED_COLUMNS, AUDIT_COLUMNS, then one per
+        segment field.
         Row order is not part of the contract (no ORDER BY: sorting 300,000 wide rows costs)."""
         names = list(segments)
-        clash = set(names) & set(REVIEWED_COLUMNS)
+        clash = set(names) & {*REVIEWED_COLUMNS, *AUDIT_COLUMNS}
         if clash:
             raise ValueError(f"segment fields clash with reviewed columns: {sorted(clash)}")
         window = (model, iso(start), iso(end))
         frame = _chunked_frame(
-            self.sql.reviewed(window, names, 50_000), [*REVIEWED_COLUMNS, *names], [*_LOW_CARDINALITY, *names]
+            self.sql.reviewed(window, names, 50_000, audit=True),
+            [*REVIEWED_COLUMNS, *AUDIT_COLUMNS, *names],
+            [*_LOW_CARDINALITY, "audit_pool", "reviewer_pool", "reviewer_segment", *names],
+        )
+        raw_selected = frame["audit_selected"].astype(object)
+        frame["audit_selected"] = [audit_flag(v) for v in raw_selected]
+        frame["audit_probability"] = pd.to_numeric(frame["audit_probability"], errors="coerce").astype(
+            "float64"
         )
         frame["abstained"] = frame["abstained"].astype(bool)
         frame["confidence"] = frame["confidence"].astype("float64")

@@ -19,7 +19,9 @@ from keel.errors import InvalidInput, NotFound
 from keel.feature_defs.contract import Contract
 from keel.models import registry
 from keel.monitoring import checks
+from keel.monitoring.audit import audit_report
 from keel.monitoring.challenger_compare import compare as compare_challengers
+from keel.monitoring.detection import detection_limits
 from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
 from keel.monitoring.evidence import Evidence
 from keel.monitoring.log_reader import LogReader
@@ -112,7 +114,7 @@ def assess(
     `drift=False` skips the Evidently parts (seconds per window), for the benchmark's label-only runs."""
     segments = contract.segment_fields
     quality = quality_report(reviewed, segments, alpha=alpha)
-    return Evidence(
+    evidence = Evidence(
         feature=feature_drift(reference, sample, contract, cfg) if drift else None,
         prediction=prediction_drift(reference, sample, contract.classes, cfg) if drift else None,
         explanation=explanation_drift(reference, sample, contract, cfg) if drift else None,
@@ -129,6 +131,24 @@ def assess(
         expected=expected_quality(sample, reference, segments, alpha),
         parents=segment_parents(sample, segments),
     )  # fmt: skip
+    primary = primary_segment(segments, settings)
+    # Segments another check flags are read against cross reviewers too, so a concept or process
+    # finding always gets the reading that decides between a local practice and a wrong model.
+    flagged = {(f.field, f.value) for f in evidence.concept.flagged} | {
+        (f.field, f.value)
+        for f in evidence.process.flagged
+        # What the process check alarms on: significant and at least its warning ratio.
+        if f.metric == "override_rate" and (f.rate_ratio or 0.0) >= settings.process_drift_ratio[0]
+    }
+    evidence.audit = audit_report(
+        reviewed, segments, alpha, settings.score_bands, settings.practice_p, flagged, settings.min_reviewed,
+        settings.practice_reading_p,
+    )  # fmt: skip
+    evidence.limits = detection_limits(
+        evidence.process, evidence.concept, evidence.overrides, primary, settings.primary_share,
+        settings.override_rate[0], settings.concept_p,
+    )  # fmt: skip
+    return evidence
 
 
 def could_not_run(name: str, reason: str, window: dict[str, str]) -> MonitorResult:
@@ -205,6 +225,8 @@ def monitor_model(
         concept_drift=evidence.concept.to_dict(),
         expected_quality=evidence.expected.to_dict(),
         sequential=evidence.sequential.to_dict() if evidence.sequential else None,
+        audit=evidence.audit.to_dict() if evidence.audit else None,
+        detection_limits=[limit.to_dict() for limit in evidence.limits],
         notes=notes,
         segment_parents=evidence.parents,
     )
@@ -265,7 +287,7 @@ def _sequential(
             return None
         return chunk_statistics(chunk, primary, s.score_bands), chunk_start.isoformat(), chunk_end.isoformat()
 
-    return accumulate(reader.db, name, primary, s.sequential_alpha, s.sequential_rho, next_chunk)
+    return accumulate(reader.db, name, primary, s.sequential_alpha, s.mixture_rho(), next_chunk)
 
 
 def _verdicts(s: MonitorSettings, ev: Evidence) -> list[Verdict]:

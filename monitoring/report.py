@@ -45,7 +45,8 @@ EVIDENTLY_PAGES = {
 SECTION_HEADINGS = (
     "All checks", "Process drift", "Segment mix", "Concept drift by segment", "Early warning",
     "Evidently reports", "Feature drift", "Prediction drift", "Abstention and policy interventions",
-    "Explanation drift", "Human overrides", "Quality on reviewed cases", "Champion vs shadow and canary",
+    "Explanation drift", "Human overrides", "Quality on reviewed cases", "Audited estimates (random sample)",
+    "What this window could detect", "Champion vs shadow and canary",
 )  # fmt: skip
 REVIEWED_CAVEAT = (
     "Reviewed cases are not a random sample: humans review abstentions, policy escalations and "
@@ -85,6 +86,11 @@ class ReportSections:
     sequential: dict[str, Any] | None = None
     challengers: dict[str, Any] | None = None
     """keel.monitoring.challenger_compare.compare: champion vs shadow / canary in the window."""
+    audit: dict[str, Any] | None = None
+    """keel.monitoring.audit.AuditReport.to_dict(): unbiased estimates from audited cases and the
+    local-vs-cross readings."""
+    detection_limits: list[dict[str, Any]] | None = None
+    """keel.monitoring.detection.DetectionLimit.to_dict() per check and segment value."""
     notes: list[str] = field(default_factory=list)
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
     segment_parents: SegmentParents = field(default_factory=dict)
@@ -210,6 +216,8 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
             ("Explanation drift", _explanation_block(s.explanation_drift)),
             ("Human overrides", _overrides_block(s.overrides)),
             ("Quality on reviewed cases", _quality_block(s.quality)),
+            ("Audited estimates (random sample)", _audit_block(s.audit)),
+            ("What this window could detect", _limits_block(s.detection_limits)),
             ("Champion vs shadow and canary", render("challengers.html.j2", c=s.challengers)),
             ("Notes", "".join(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"])),
         ],
@@ -424,3 +432,34 @@ def _segment_rows(per_segment: Any) -> list[tuple[str, float, float, float]]:
             low, high = r.get("low", r.get("ci_low", rate)), r.get("high", r.get("ci_high", rate))
             out.append((f"{field_name}={label}", float(rate), float(low), float(high)))
     return out
+
+
+def _audit_block(d: Mapping[str, Any] | None) -> str:
+    if not d or not d.get("n_audited"):
+        return "<p class='muted'>No audit-selected decided case has a review in this window.</p>"
+
+    def est(e: Mapping[str, Any]) -> str:
+        return f"{percent(e['value'])} (95% CI {percent(e['low'])}–{percent(e['high'])}, {e['n']} audited)"
+
+    lines = [
+        f"Selective error {est(d['selective_error'])}; override rate {est(d['override_rate'])}; "
+        f"accuracy {est(d['accuracy'])}; certified alpha {percent(d.get('alpha'))}.",
+        f"{d['n_audited_cross']} of {d['n_audited']} audits by cross reviewers; "
+        f"{d['n_discretionary']} discretionary reviews reported apart (override rate "
+        f"{percent(d['discretionary_override_rate']['rate'])}, not a random sample). Method: {d['method']}.",
+        *(f["sentence"] for f in d.get("findings") or []),
+    ]
+    return "".join(f"<p>{h.esc(line)}</p>" for line in lines)
+
+
+def _limits_block(limits: Sequence[Mapping[str, Any]] | None) -> str:
+    if not limits:
+        return "<p class='muted'>No review check had cases to state a limit on.</p>"
+    rows = "".join(
+        f"<li>{h.esc(str(lim['check']))}: {h.esc(str(lim['sentence']))} ({lim['n']} cases)</li>"
+        for lim in limits
+    )
+    return (
+        "<p>The smallest effect each check would catch in this window with 90% power, for the test it "
+        f"runs; smaller ones cannot be ruled out.</p><ul>{rows}</ul>"
+    )

@@ -129,11 +129,21 @@ class WindowQueries:
         with self.db.reading() as reader:
             yield from reader.stream(self._live(sql), window, chunk)
 
-    def reviewed(self, window: Window, names: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+    def reviewed(
+        self, window: Window, names: Sequence[str], chunk: int, audit: bool = False
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Every decision of the window with feedback, latest feedback joined, in chunks of
         (decision_id, created_at, model_version, outcome, abstained, confidence, most likely class,
-        final_outcome, kind, reason, actor, *segment values)."""
+        final_outcome, kind, reason, actor, [audit columns,] *segment values). `audit` adds the
+        record's audit.selected, audit.probability, audit.pool and the feedback's reviewer_pool,
+        reviewer_segment (NULL where the JSON has none: rows from before audit sampling)."""
         _, lo, hi = self.seq_range(window)
+        audit_sql = (
+            "".join(f", {self._json('d.record', 'audit', k)}" for k in ("selected", "probability", "pool"))
+            + "".join(f", {self._json('f.record', k)}" for k in ("reviewer_pool", "reviewer_segment"))
+            if audit
+            else ""
+        )
         seg_sql = "".join(
             f", CASE WHEN d.segments IS NULL THEN {self._segment(s, True)} ELSE {self._segment(s, False)} END"
             for s in names
@@ -141,7 +151,8 @@ class WindowQueries:
         sql = (
             f"{_HITS}SELECT d.decision_id, d.created_at, d.model_version, d.outcome, d.abstained, "
             f"d.confidence, COALESCE(d.outcome, {self._json('d.record', 'explanation_full', 'class')}), "
-            f"f.final_outcome, f.kind, {self._json('f.record', 'reason')}, f.actor{seg_sql} {_HIT_ROWS}"
+            f"f.final_outcome, f.kind, {self._json('f.record', 'reason')}, f.actor{audit_sql}{seg_sql} "
+            f"{_HIT_ROWS}"
         )
         with self.db.reading() as reader:
             yield from reader.stream(self._live(sql), (lo, hi, *window), chunk)

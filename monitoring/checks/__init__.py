@@ -6,7 +6,7 @@ A new check is one module (its calculation and its `Check`) plus one entry in `B
 
 from __future__ import annotations
 
-from keel.monitoring.checks import inputs, reviews, segments
+from keel.monitoring.checks import audits, inputs, reviews, segments
 from keel.monitoring.checks.registry import (
     Check,
     Measure,
@@ -59,6 +59,8 @@ BUILT_IN = (
     segments.EXPECTED_ERROR,
     reviews.PROCESS_DRIFT,
     reviews.SEQUENTIAL_PROCESS_DRIFT,
+    audits.AUDITED_ERROR,
+    audits.PRACTICE_VS_RULE,
 )
 for _check in BUILT_IN:
     register(_check)

@@ -5,7 +5,7 @@ accumulated over windows."""
 from __future__ import annotations
 
 from keel.monitoring.checks.registry import Check, Measurement
-from keel.monitoring.checks.words import nest, pct
+from keel.monitoring.checks.words import nest, pct, stated_limits
 from keel.monitoring.evidence import Evidence
 from keel.monitoring.process_drift import Finding
 from keel.monitoring.settings import MonitorSettings
@@ -21,7 +21,8 @@ def _override_rate(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
     return Measurement(
         ov.low if enough else None,
         f"{ov.count} overrides in {ov.n} reviewed decided cases ({pct(ov.rate)}, 95% CI "
-        f"{pct(ov.low)}–{pct(ov.high)}); judged on the lower bound",
+        f"{pct(ov.low)}–{pct(ov.high)}); judged on the lower bound"
+        + stated_limits(ev.limits, "override_rate", s.primary_segment),
     )
 
 
@@ -41,7 +42,9 @@ def _process_drift(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
     worst = max((max(f.rate_ratio, 1 / f.rate_ratio) for f in flagged if f.rate_ratio), default=0.0)
     detail = nest(flagged, ev.parents, lambda f: f.sentence, _ratio_words)
     return Measurement(
-        worst if flagged else 0.0, detail or "no segment's reviewers differ in the same score bands"
+        worst if flagged else 0.0,
+        (detail or "no segment's reviewers differ in the same score bands")
+        + stated_limits(ev.limits, "process_drift", s.primary_segment),
     )
 
 
@@ -69,7 +72,7 @@ def _sequential_process_drift(ev: Evidence, s: MonitorSettings, limits: Limits) 
 OVERRIDE_RATE = Check(
     "override_rate", "Human override rate", "higher_is_worse", "override_rate", "share",
     "read the most common override pairs and reasons in the details below.",
-    _override_rate, settings=("min_reviewed",),
+    _override_rate, settings=("min_reviewed", "primary_segment"),
 )  # fmt: skip
 REVIEWED_ACCURACY = Check(
     "reviewed_accuracy", "Accuracy on reviewed decided cases", "lower_is_worse", "reviewed_accuracy", "share",
@@ -85,5 +88,8 @@ SEQUENTIAL_PROCESS_DRIFT = Check(
     "sequential_process_drift", "Process drift accumulated over windows", "higher_is_worse", (1.0, 1.0),
     "evidence", "a lasting difference, not a one-off: raise it with that segment's owner.",
     _sequential_process_drift,
-    settings=("sequential_alpha", "sequential_rho", "sequential_settle_hours", "primary_segment"),
+    settings=(
+        "sequential_alpha", "sequential_rho", "sequential_detect_ratio", "sequential_settle_hours",
+        "primary_segment",
+    ),
 )  # fmt: skip

@@ -3,8 +3,9 @@ drift) and, before any feedback, where its confidences expect errors."""
 
 from __future__ import annotations
 
+from keel.monitoring.checks.audits import separates
 from keel.monitoring.checks.registry import Check, Measurement
-from keel.monitoring.checks.words import nest, pct
+from keel.monitoring.checks.words import nest, pct, stated_limits
 from keel.monitoring.evidence import Evidence
 from keel.monitoring.settings import MonitorSettings
 
@@ -39,20 +40,16 @@ def _concept_drift(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
         ),
         lambda f: f"{pct(f.rate)} overturned",
     )
-    process_flagged = {(f.field, f.value) for f in ev.process.findings if f.significant}
     # Overrides alone cannot tell a changed outcome rule from a local review practice: both raise
-    # one segment's overrides in the same score bands. Say so, and do not say retrain.
-    local = flagged and all((f.field, f.value) in process_flagged for f in flagged)
+    # one segment's overrides in the same score bands. Only cross reviewers can: without their
+    # evidence that the model is wrong in a flagged segment, the alert reads "investigate".
+    caveat = separates(ev, {(f.field, f.value) for f in flagged}) if flagged else None
     return Measurement(
         max((f.rate for f in flagged), default=0.0),
-        detail or f"no segment's reviewed error is above {pct(concept.tolerated)}",
+        (detail or f"no segment's reviewed error is above {pct(concept.tolerated)}")
+        + stated_limits(ev.limits, "concept_drift", s.primary_segment),
         thresholds=(concept.tolerated, concept.tolerated + 2 * s.concept_tolerance),
-        alert_caveat=(
-            "the same segments' reviewers also differ in the same score bands, so this may be a local "
-            "review practice rather than a changed rule: read the override reasons first"
-            if local
-            else None
-        ),
+        alert_caveat=caveat,
     )
 
 
@@ -78,7 +75,8 @@ SEGMENT_MIX = Check(
 CONCEPT_DRIFT = Check(
     "concept_drift", "Model wrong in a segment (concept drift)", "higher_is_worse", None, "share",
     "the outcome rule changed there: retrain from reviewed cases (keel train --from-log).",
-    _concept_drift, retrain=True, settings=("concept_tolerance", "concept_p", "min_reviewed"),
+    _concept_drift, retrain=True,
+    settings=("concept_tolerance", "concept_p", "min_reviewed", "primary_segment"),
 )  # fmt: skip
 EXPECTED_ERROR = Check(
     "expected_error", "Expected error from confidences (early warning)", "higher_is_worse",

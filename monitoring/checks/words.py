@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from keel.monitoring.detection import DetectionLimit
 from keel.monitoring.segments import SegmentParents
 
-__all__ = ["nest", "pct"]
+__all__ = ["nest", "pct", "stated_limits"]
 
 
 def pct(value: float | None) -> str:
@@ -45,3 +46,19 @@ def nest(
             text += f" — within {f.value}: " + ", ".join(f"{c.field} {c.value} {short(c)}" for c in inside)
         out.append(text)
     return "; ".join(out[:top])
+
+
+def stated_limits(found: Sequence[DetectionLimit], check: str, primary: str) -> str:
+    """ "; with 90% power this window would catch a 2.4x override increase in region EMEA, ...":
+    the check's stated limits on the primary segment field (or its first field), to append."""
+    mine = [d for d in found if d.check == check and d.field != "overall"]
+    fields = [d.field for d in mine]
+    field = primary if primary in fields else (fields[0] if fields else None)
+    chosen = [d.sentence for d in mine if d.field == field]
+    if not chosen:
+        return ""
+    return (
+        "; with 90% power this window would catch "
+        + ", ".join(chosen)
+        + " (smaller ones cannot be ruled out)"
+    )

@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
     "recommendation", "feature_drift", "prediction_drift", "explanation_drift", "overrides", "quality",
     "process_drift", "segment_mix", "concept_drift", "expected_quality", "sequential", "challengers",
     "reviewed_caveat", "notes", "evidently_reports",
+    "audit", "detection_limits",  # issue 23: audited estimates and stated detection limits (added keys)
 }  # fmt: skip
 _ids = count()
 

@@ -1,0 +1,399 @@
+"""Audit evidence: unbiased estimates from audit-selected cases, and local against cross reviewers.
+
+Keel selects decided cases for audit at random with a known inclusion probability (the record's
+`audit`), so the audited cases are a probability sample of all decided cases: each one stands for
+1/probability decided cases (Horvitz–Thompson weights). Rates are Hajek (ratio) estimates,
+sum(w y) / sum(w), because audited cases still waiting for their review would bias the HT total
+divided by the known count, while the ratio only assumes the missing reviews are missing at random
+within a weight. Reviews nobody selected at random (policy routes, spot checks, disputes: the
+"discretionary" ones, and every record logged before audit sampling) are reported apart and never
+enter an estimate.
+
+Cross reviewers (feedback `reviewer_pool: cross`) come from outside the case's segment, so a local
+review practice does not reach them: where local reviewers overturn a segment's decisions more
+often than elsewhere in the same score bands while cross reviewers agree with the model as often as
+elsewhere, the difference is the local practice (process drift); where cross reviewers overturn them
+too, the model is wrong there (concept drift). `practice_vs_rule` says which, or that the audits
+cannot tell yet and how many more cross audits in that segment value would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binom, norm
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import proportion_effectsize
+
+from keel.models.frames import audit_flag
+from keel.monitoring.overrides import decided_reviews
+from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion
+
+__all__ = [
+    "AuditReport",
+    "Estimate",
+    "PracticeFinding",
+    "Reading",
+    "audit_report",
+    "audited",
+    "hajek",
+    "more_cross_audits",
+    "practice_vs_rule",
+]
+
+Reading = Literal["review practice", "model wrong there", "investigate"]
+PRACTICE: Reading = "review practice"
+RULE: Reading = "model wrong there"
+INVESTIGATE: Reading = "investigate"
+DECIDING_POWER = 0.9
+"""Power the "how many more cross audits" figure is planned for."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rate estimated from audited cases with inverse-probability weights."""
+
+    n: int
+    """Audited cases it rests on."""
+    events: int
+    value: float | None
+    low: float
+    high: float
+    effective_n: float
+    """R(1 - R) / v for the estimate R and its linearised variance v: n when every probability is
+    equal (Kish's (sum w)^2 / sum w^2 when R is 0 or 1)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wilson(rate: float, n: float, confidence: float) -> tuple[float, float]:
+    z = float(norm.ppf(0.5 + confidence / 2))
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(rate * (1 - rate), 0.0) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half) if rate > 0 else 0.0, min(1.0, centre + half) if rate < 1 else 1.0
+
+
+def hajek(events: Sequence[bool] | np.ndarray, probability: Sequence[float] | np.ndarray,
+          confidence: float = 0.95) -> Estimate:  # fmt: skip
+    """Hajek estimate of a rate from audited cases (event, inclusion probability), with a Wilson
+    interval at the effective sample size of its linearised variance.
+
+    Wilson because it is the interval every other rate in monitoring carries and it stays inside
+    [0, 1] with sensible width near 0, where error and override rates live (the Wald interval
+    collapses there); at the effective sample size because unequal weights carry less information
+    than as many equal ones (Korn & Graubard's device for survey proportions). With equal
+    probabilities the weights cancel: the estimate is the plain proportion k/n and the interval is
+    exactly `stats.wilson_interval(k, n)`.
+    """
+    y = np.asarray(events, dtype=bool)
+    p = np.asarray(probability, dtype="float64")
+    if y.shape != p.shape:
+        raise ValueError("need one inclusion probability per audited case")
+    if np.any(~(p > 0)) or np.any(p > 1):
+        raise ValueError("inclusion probabilities must lie in (0, 1]")
+    n, k = len(y), int(y.sum())
+    if n == 0:
+        return Estimate(0, 0, None, 0.0, 1.0, 0.0)
+    w = 1.0 / p
+    if float(np.ptp(p)) <= 1e-12 * float(p.max()):
+        # Equal probabilities: exactly the plain proportion, no rounding from the weights.
+        plain = proportion(k, n, confidence)
+        return Estimate(n, k, plain.rate, plain.low, plain.high, float(n))
+    value = float((w * y).sum() / w.sum())
+    # Linearised (with-replacement) variance of the ratio, and the effective sample size it
+    # implies, n* = R(1 - R) / v: Kish's (sum w)^2 / sum w^2 alone ignores that errors may sit
+    # where weights are large, and then under-covers. With no event (or only events) v is 0 and
+    # Kish's size stands in.
+    v = float((w * w * (y - value) ** 2).sum() / w.sum() ** 2)
+    kish = float(w.sum() ** 2 / (w * w).sum())
+    n_eff = value * (1 - value) / v if v > 0 else kish
+    low, high = _wilson(value, n_eff, confidence)
+    return Estimate(n, k, value, low, high, n_eff)
+
+
+def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
+    return frame[name] if name in frame else pd.Series([default] * len(frame), index=frame.index)
+
+
+def audited(reviewed: pd.DataFrame) -> pd.DataFrame:
+    """Reviewed decided cases that were selected for audit with a known probability, with
+    `overridden`, `weight` (1 / probability) and `pool` ("cross" or "local") columns."""
+    decided = decided_reviews(reviewed)
+    # Read like the log's JSON (True/1/"true"); missing (old records) is not selected.
+    flags = [audit_flag(v) for v in _column(decided, "audit_selected", False)]
+    selected = pd.Series(flags, index=decided.index, dtype=bool)
+    probability = pd.to_numeric(_column(decided, "audit_probability", np.nan), errors="coerce")
+    keep = selected & (probability > 0) & (probability <= 1)
+    out = decided[keep.to_numpy()]
+    pool = _column(out, "reviewer_pool", None).astype(object)
+    return out.assign(
+        audit_probability=probability[keep].astype("float64"),
+        weight=1.0 / probability[keep].astype("float64"),
+        pool=np.where(pool.to_numpy() == "cross", "cross", "local"),
+    )
+
+
+@dataclass
+class PracticeFinding:
+    """Local against cross reviewers on one segment value's audited cases, in the same score bands."""
+
+    field: str
+    value: str
+    reading: Reading
+    local: Proportion
+    cross: Proportion
+    baseline_rate: float | None
+    """Overturn rate of audited cases elsewhere (every pool), in this value's score-band mix: what
+    reviewers who agree with the model as often as elsewhere would show here."""
+    local_p: float
+    """One-sided: local overturns above the baseline (Holm over every value tested)."""
+    cross_p: float
+    """One-sided: cross overturns above the baseline (the model is wrong here)."""
+    gap_p: float
+    """One-sided: cross overturns below what the local rate predicts (a local practice)."""
+    more_cross_audits: int | None
+    """When the reading is "investigate": cross audits in this value that would decide it with 90%
+    power (beyond those already there)."""
+    sentence: str = ""
+
+
+@dataclass
+class AuditReport:
+    alpha: float | None
+    n_audited: int
+    """Audited decided cases with a review."""
+    n_audited_cross: int
+    n_discretionary: int
+    """Reviewed decided cases not selected for audit (including records from before sampling)."""
+    accuracy: Estimate
+    """The model's answer right, over audited decided cases and reviewed abstentions (weight 1:
+    every abstention goes to a reviewer)."""
+    selective_error: Estimate
+    override_rate: Estimate
+    by_segment: dict[str, dict[str, Estimate]]
+    """Selective error per segment value."""
+    discretionary_override_rate: Proportion
+    error_exceeds_alpha: bool | None
+    """True when even the lower bound of the estimated selective error is above the certified alpha."""
+    findings: list[PracticeFinding] = dc_field(default_factory=list)
+    level: float = 0.01
+    method: str = (
+        "Hajek (inverse-probability weighted) rates over audit-selected cases, Wilson interval at "
+        "the effective sample size of the linearised variance; discretionary reviews apart"
+    )
+
+    def reading(self, field: str, value: str) -> Reading | None:
+        return next((f.reading for f in self.findings if (f.field, f.value) == (field, value)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def audit_report(
+    reviewed: pd.DataFrame,
+    segments: Sequence[str],
+    alpha: float | None,
+    bands: Sequence[float],
+    level: float = 0.01,
+    candidates: Iterable[tuple[str, str]] = (),
+    min_n: int = 20,
+    practice_level: float = 0.05,
+) -> AuditReport:
+    """Estimates from the window's audited cases, and `practice_vs_rule` on every segment value
+    whose local audits stand out or that another check flagged (`candidates`)."""
+    frame = audited(reviewed)
+    decided = decided_reviews(reviewed)
+    wrong = (frame["most_likely"].astype(str) != frame["final_outcome"].astype(str)).to_numpy(dtype=bool)
+    probability = frame["audit_probability"].to_numpy(dtype="float64") if len(frame) else np.zeros(0)
+    held = reviewed[reviewed["abstained"].astype(bool) & reviewed["final_outcome"].notna()]
+    right_held = (held["most_likely"].astype(str) == held["final_outcome"].astype(str)).to_numpy(dtype=bool)
+    accuracy = hajek(np.concatenate([~wrong, right_held]), np.concatenate([probability, np.ones(len(held))]))
+    selective = hajek(wrong, probability)
+    by_segment: dict[str, dict[str, Estimate]] = {}
+    for name in segments:
+        if name not in frame or frame.empty:
+            continue
+        values = frame[name].astype(object)
+        keep = values.notna().to_numpy()
+        groups = pd.Series(np.arange(len(frame)))[keep].groupby(values[keep].astype(str).to_numpy())
+        by_segment[name] = {str(v): hajek(wrong[idx], probability[idx]) for v, idx in groups}
+    n_disc = len(decided) - len(frame)
+    disc = decided.drop(index=frame.index) if len(frame) else decided
+    return AuditReport(
+        alpha=alpha,
+        n_audited=len(frame),
+        n_audited_cross=int((frame["pool"] == "cross").sum()) if len(frame) else 0,
+        n_discretionary=n_disc,
+        accuracy=accuracy,
+        selective_error=selective,
+        override_rate=hajek(frame["kind"].eq("override").to_numpy(dtype=bool), probability),
+        by_segment=by_segment,
+        discretionary_override_rate=proportion(int(disc["overridden"].sum()), len(disc)),
+        error_exceeds_alpha=(selective.low > alpha) if alpha and selective.value is not None else None,
+        findings=practice_vs_rule(frame, segments, bands, level, candidates, min_n, practice_level),
+        level=level,
+    )
+
+
+def practice_vs_rule(
+    frame: pd.DataFrame,
+    segments: Sequence[str],
+    bands: Sequence[float],
+    level: float = 0.01,
+    candidates: Iterable[tuple[str, str]] = (),
+    min_n: int = 20,
+    practice_level: float = 0.05,
+) -> list[PracticeFinding]:
+    """Per segment value with `min_n`+ local audits: local and cross overturn rates against the
+    baseline of the other values in the same score bands (local: one-sided CMH against every
+    audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
+    counts are small). Reported: values whose local excess survives Holm at `level`,
+    and `candidates` (flagged elsewhere); each is read as
+
+    - "model wrong there": cross reviewers overturn more than the baseline (at `level`: the
+      reading that says retrain is held to the strict level);
+    - "review practice": local reviewers do, and cross reviewers less than the local rate
+      predicts (at `practice_level`) while not above the baseline;
+    - "investigate": neither yet, with the cross audits that would decide it.
+    """
+    if frame.empty or "confidence" not in frame:
+        return []
+    band = band_index(frame["confidence"].to_numpy(dtype="float64"), bands)
+    events = frame["overridden"].to_numpy(dtype=bool)
+    cross = frame["pool"].to_numpy() == "cross"
+    wanted = set(candidates)
+    tested: list[tuple[str, str, dict[str, Any]]] = []
+    for name in segments:
+        if name not in frame:
+            continue
+        values = frame[name].astype(object)
+        known = values.notna().to_numpy()
+        text = values.astype(str).to_numpy()
+        for value in sorted(set(text[known])):
+            mine = known & (text == value)
+            rest = known & ~mine
+            stats = _compare(band, events, cross, mine, rest, len(bands) - 1)
+            if stats is None:
+                continue
+            if stats["local_n"] >= min_n or (name, value) in wanted:
+                tested.append((name, value, stats))
+    adjusted = holm([s["local_p"] for *_, s in tested])
+    report = [
+        (name, value, s, p)
+        for (name, value, s), p in zip(tested, adjusted, strict=True)
+        if p < level or (name, value) in wanted
+    ]
+    # Each reported value is read on its own (a statement about that value, like its interval):
+    # the values themselves were selected under Holm, and a wrong reading needs the cross audits
+    # to go against the truth: practice read as rule (cross above the baseline) at most `level`,
+    # rule read as practice (cross below the local rate) at most `practice_level`. A few dozen
+    # cross audits in a region cannot reach 1% against a 5x practice when the base rate is low.
+    gate = level
+    out = []
+    for name, value, s, p in report:
+        if s["cross_p"] < gate:
+            reading: Reading = RULE
+        elif p < level and s["gap_p"] < practice_level:
+            reading = PRACTICE
+        else:
+            reading = INVESTIGATE
+        needed = (
+            more_cross_audits(s["local_rate"], s["baseline"], s["cross_n"], gate)
+            if reading == INVESTIGATE
+            else None
+        )
+        finding = PracticeFinding(
+            name, value, reading, proportion(s["local_k"], s["local_n"]),
+            proportion(s["cross_k"], s["cross_n"]), s["baseline"], p, s["cross_p"], s["gap_p"], needed,
+        )  # fmt: skip
+        finding.sentence = _sentence(finding)
+        out.append(finding)
+    order = {RULE: 0, PRACTICE: 1, INVESTIGATE: 2}
+    out.sort(key=lambda f: (order[f.reading], f.local_p))
+    return out
+
+
+def _compare(
+    band: np.ndarray, events: np.ndarray, cross: np.ndarray, mine: np.ndarray, rest: np.ndarray, n_bands: int
+) -> dict[str, Any] | None:
+    rest_n = np.bincount(band[rest], minlength=n_bands).astype(float)
+    if rest_n.sum() == 0:
+        return None
+    rest_k = np.bincount(band[rest], weights=events[rest].astype(float), minlength=n_bands)
+    # A band nobody elsewhere reached borrows the overall rate elsewhere.
+    overall = rest_k.sum() / rest_n.sum()
+    base = np.where(rest_n > 0, rest_k / np.maximum(rest_n, 1), overall)
+    local, crossed = mine & ~cross, mine & cross
+    local_n, cross_n = int(local.sum()), int(crossed.sum())
+    local_k, cross_k = int(events[local].sum()), int(events[crossed].sum())
+    cross_base = float(base[band[crossed]].mean()) if cross_n else overall
+    local_n_band = np.bincount(band[local], minlength=n_bands).astype(float)
+    local_k_band = np.bincount(band[local], weights=events[local].astype(float), minlength=n_bands)
+    local_rate_band = np.where(local_n_band > 0, local_k_band / np.maximum(local_n_band, 1), np.nan)
+    # What cross reviewers would show here if they overturned like the local ones, band by band.
+    like_local = local_rate_band[band[crossed]] if cross_n else np.zeros(0)
+    like_local = np.where(np.isnan(like_local), local_k / max(local_n, 1), like_local)
+    return {
+        "local_n": local_n, "local_k": local_k, "cross_n": cross_n, "cross_k": cross_k,
+        "local_rate": local_k / local_n if local_n else 0.0,
+        "baseline": float(base[band[mine]].mean()) if mine.any() else overall,
+        # Local against everyone elsewhere: the stratified test process drift runs, which allows
+        # for the noise in the baseline too (a binomial against it would not).
+        "local_p": cmh_test(
+            np.stack([np.stack([local_k_band, local_n_band - local_k_band], -1),
+                      np.stack([rest_k, rest_n - rest_k], -1)], axis=1),
+            alternative="greater",
+        ).p_value if local_n else 1.0,
+        "cross_p": _above(cross_k, cross_n, cross_base),
+        "gap_p": float(binom.cdf(cross_k, cross_n, min(float(like_local.mean()), 1.0))) if cross_n else 1.0,
+    }  # fmt: skip
+
+
+def _above(k: int, n: int, rate: float) -> float:
+    if n <= 0:
+        return 1.0
+    return float(binom.sf(k - 1, n, min(max(rate, 1e-9), 1.0)))
+
+
+def more_cross_audits(local_rate: float, baseline: float, have: int, level: float) -> int:
+    """Cross audits in a segment value that tell "cross reviewers overturn like the local ones"
+    from "like reviewers elsewhere" with `DECIDING_POWER`, one-sided at `level` (the one-sample
+    arcsine power equation, statsmodels), minus those already there (at least one).
+
+    When local reviewers do not stand out, the alternative planned for is twice the baseline."""
+    base = min(max(baseline, 1e-3), 0.99)
+    alt = min(max(local_rate, 2 * base), 0.999)
+    effect = abs(float(proportion_effectsize(alt, base)))
+    n = NormalIndPower().solve_power(
+        effect_size=effect, nobs1=None, alpha=level, power=DECIDING_POWER, ratio=0.0, alternative="larger"
+    )
+    return max(1, math.ceil(float(n)) - have)
+
+
+def _sentence(f: PracticeFinding) -> str:
+    where = f"{f.field} {f.value}"
+    local = f"local reviewers overturn {_pct(f.local.rate)} of {f.local.n} audited ({_ci(f.local)})"
+    cross = f"cross reviewers {_pct(f.cross.rate)} of {f.cross.n} ({_ci(f.cross)})"
+    base = f"{_pct(f.baseline_rate)} elsewhere in the same score bands"
+    if f.reading == RULE:
+        return f"{where}: model wrong there — {cross} vs {base}; {local}: retrain"
+    if f.reading == PRACTICE:
+        return f"{where}: review practice — {local} but {cross} vs {base}: talk to that team"
+    more = f"{f.more_cross_audits} more cross audits in {where} would decide it"
+    return f"{where}: investigate — {local}, {cross} vs {base}; the audits cannot tell yet: {more}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(p: Proportion) -> str:
+    return f"95% CI {_pct(p.low)}–{_pct(p.high)}"
