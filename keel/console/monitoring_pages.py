@@ -195,8 +195,12 @@ def run_page(console: Console, request: Request) -> Response:
         counts=summary.get("counts") or {},
         process=process[:TOP_FINDINGS],
         process_total=len(process),
-        pairs=sorted(_dicts(overrides.get("pairs")), key=lambda p: -_float(p.get("count"), 0.0))[:20],
-        reasons=_dicts(overrides.get("reasons"))[:10],
+        pairs=sorted(
+            _dicts(overrides.get("top_pairs", overrides.get("pairs"))),
+            key=lambda p: -_float(p.get("count"), 0.0),
+        )[:20],
+        reasons=_dicts(overrides.get("top_reasons", overrides.get("reasons")))[:10],
+        by_segment=_segment_rates(overrides.get("by_segment")),
         overall=overrides.get("overall") if isinstance(overrides.get("overall"), dict) else None,
         concept=concept if isinstance(concept, dict) else {},
         concept_findings=_dicts(concept.get("findings") if isinstance(concept, dict) else None)[
@@ -206,6 +210,19 @@ def run_page(console: Console, request: Request) -> Response:
         notes=[str(n) for n in summary.get("notes") or []],
         flagged=_flagged,
     )
+
+
+def _segment_rates(by_segment: Any, top: int = 30) -> list[dict[str, Any]]:
+    """Override rate per segment value ({field: {value: {count, n, rate, low, high}}}), the
+    highest first, at most `top`."""
+    rows = [
+        {"field": f, "value": v, **r}
+        for f, values in (by_segment.items() if isinstance(by_segment, dict) else ())
+        if isinstance(values, dict)
+        for v, r in values.items()
+        if isinstance(r, dict) and isinstance(r.get("rate"), int | float)
+    ]
+    return sorted(rows, key=lambda r: (-float(r["rate"]), -_float(r.get("n"), 0.0)))[:top]
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
