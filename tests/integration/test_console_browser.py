@@ -527,14 +527,14 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
         assert "No open alerts" in main
     links = browser.find_elements(By.CSS_SELECTOR, f'main a[href="{run_path}"]')
     assert links, "the recommended action links to its run"
-    _shot(browser, "1-overview")
+    _shot(browser, "mon-1-overview")
 
     _follow(browser, browser.find_element(By.LINK_TEXT, "Monitoring"))
     assert _one_h1(browser) == "Monitoring"
     listed = browser.find_elements(By.CSS_SELECTOR, f'main a[href="{run_path}"]')
     assert len(listed) == 1 and listed[0].text == run.generated_at[:19].replace("T", " ")
     assert run.status.replace("_", " ") in browser.find_element(By.TAG_NAME, "main").text
-    _shot(browser, "2-monitoring")
+    _shot(browser, "mon-2-monitoring")
     _follow(browser, listed[0])
     assert _one_h1(browser) == "Monitoring run of routing"
     text = browser.find_element(By.TAG_NAME, "main").text
@@ -545,7 +545,7 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     verdict_rows = browser.find_elements(By.CSS_SELECTOR, "main table:first-of-type tbody tr")
     assert len(verdict_rows) == len(run.verdicts)
     assert "wrong queue" in text  # the seeded overrides' reason, from the stored summary
-    _shot(browser, "3-run")
+    _shot(browser, "mon-3-run")
 
     second = run_keel(env, *args, timeout=600)
     assert second.returncode in (0, 1, 2), second.stdout + second.stderr
@@ -563,10 +563,14 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     ]
     assert charts[1].find_elements(By.TAG_NAME, "polyline"), "two runs: the abstention rate is a line"
     assert len(browser.find_elements(By.CSS_SELECTOR, "main details table")) == len(charts)
-    _shot(browser, "4-monitoring-model")
+    _shot(browser, "mon-4-monitoring-model")
+    browser.get(f"{srv.url}/console")
+    two = browser.find_elements(By.CSS_SELECTOR, "main svg.marks")[0]
+    assert len(two.find_elements(By.TAG_NAME, "rect")) == 2  # the last runs' marks, oldest first
+    _shot(browser, "mon-1b-overview-two-runs")
     _follow(browser, browser.find_element(By.LINK_TEXT, "Changes"))
     assert "serves no shadow or canary" in browser.find_element(By.TAG_NAME, "main").text
-    _shot(browser, "5-changes")
+    _shot(browser, "mon-5-changes")
 
     # a second replica on the same KEEL_HOME (so the same console secret) and the same log
     (tmp_path / "replica").mkdir()
