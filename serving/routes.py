@@ -125,7 +125,16 @@ ROUTES: tuple[Route, ...] = (
             ("console_decision", "GET", "/decisions/{decision_id}", "read", "Console: one decision"),
             ("console_queue", "GET", "/queue", "read", "Console: the review queue"),
             ("console_overrides", "GET", "/overrides", "read", "Console: override pairs by segment"),
-            ("console_changes", "GET", "/changes", "read", "Console: alias history"),
+            ("console_changes", "GET", "/changes", "read", "Console: alias history, champion vs challengers"),
+            ("console_monitoring", "GET", "/monitoring", "read", "Console: monitoring runs per model"),
+            (
+                "console_monitoring_model",
+                "GET",
+                "/monitoring/{model}",
+                "read",
+                "Console: a model's runs and trends",
+            ),
+            ("console_run", "GET", "/runs/{run_id}", "read", "Console: one monitoring run's report"),
         )
     ),
 )

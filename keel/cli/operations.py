@@ -27,10 +27,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce_when_ready(rt, sessions)
 
     def mounts(rt: Any, sessions: Any) -> dict[str, Any]:
-        from keel.console import console_app
+        from keel.console import StoredRuns, console_app
         from keel.serving.routes import CONSOLE
 
-        return {CONSOLE: console_app(rt, sessions)}
+        # Monitoring runs live in the decision log's database: every replica reads the same ones.
+        return {CONSOLE: console_app(rt, sessions, StoredRuns(rt.decisions.db))}
 
     serve(settings, serving, announce, mounts)
     return 0

@@ -7,6 +7,6 @@ authorises every console route from the route table and the session cookie befor
 """
 
 from keel.console.app import console_app
-from keel.console.monitoring_source import MonitoringSource
+from keel.console.monitoring_source import MonitoringSource, StoredRuns
 
-__all__ = ["MonitoringSource", "console_app"]
+__all__ = ["MonitoringSource", "StoredRuns", "console_app"]

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from keel.console import access, pages
+from keel.console import access, monitoring_pages, pages
 from keel.console.monitoring_source import MonitoringSource
 from keel.errors import KeelError
 from keel.serving.routes import ROUTES
@@ -36,6 +36,7 @@ ASGIApp = Callable[
 NAV = (
     ("console_overview", "Overview"),
     ("console_decisions", "Decisions"),
+    ("console_monitoring", "Monitoring"),
     ("console_queue", "Review queue"),
     ("console_overrides", "Overrides"),
     ("console_changes", "Changes"),
@@ -59,6 +60,7 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates.filters["num"] = _num
+        self.templates.filters["pct"] = _pct
         self.paths = {r.name: r.path for r in ROUTES if r.handler == "console"}
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -78,7 +80,8 @@ class Console:
 
 
 def console_app(rt: Runtime, sessions: Sessions, monitoring: MonitoringSource | None = None) -> ASGIApp:
-    """The console's ASGI app over `rt`; `monitoring` gives the Overview its verdicts (None: not yet)."""
+    """The console's ASGI app over `rt`; `monitoring` gives the Overview its verdicts and the
+    Monitoring pages their runs (None: no run store, the pages say so)."""
     console = Console(rt, sessions, monitoring)
 
     def page(name: str, handler: Callable[[Console, Request], Response]) -> Route:
@@ -109,6 +112,9 @@ def console_app(rt: Runtime, sessions: Sessions, monitoring: MonitoringSource | 
         page("console_queue", pages.queue),
         page("console_overrides", pages.overrides),
         page("console_changes", pages.changes),
+        page("console_monitoring", monitoring_pages.monitoring),
+        page("console_monitoring_model", monitoring_pages.monitoring_model),
+        page("console_run", monitoring_pages.run_page),
     ]
 
     def refused(request: Request, exc: Exception) -> Response:
@@ -128,6 +134,13 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_num(v, digits)}" for k, v in value.items())
     return str(value)
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    """A share as a percentage; anything not a number as a dash."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    return f"{value * 100:.{digits}f}%"
 
 
 def static(request: Request) -> Response:

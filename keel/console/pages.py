@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from keel.console.charts import status_marks
+from keel.console.comparison import COMPARE_DAYS, comparisons
 from keel.console.filters import TEXT_FIELDS, decision_query, link, window
 from keel.console.waterfall import waterfall
 from keel.decision_log import reads, search
 from keel.decision_log.search import SEGMENT_FIELDS
 from keel.models import registry
 from keel.models.history import history_json, shared_history
+from keel.monitoring.challenger_compare import compare
 
 if TYPE_CHECKING:
     from keel.console.app import Console
@@ -56,6 +59,7 @@ def overview(console: Console, request: Request) -> Response:
         registered: dict[str, registry.RegisteredAliases] | None = registry.keel_models()
     except Exception as exc:  # the registry may be away; what is served is still known
         registered, problem = None, f"the model registry could not be read ({type(exc).__name__})"
+    monitored = console.monitoring.overview() if console.monitoring is not None else {}
     models = []
     for name, served in sorted(snap.models.items()):
         loaded = {registry.CHAMPION: served.loaded.ref}
@@ -84,14 +88,15 @@ def overview(console: Console, request: Request) -> Response:
                     "share": extra.share if alias == registry.CANARY and extra else None,
                 }
             )
-        monitoring = console.monitoring.latest(name) if console.monitoring is not None else None
-        models.append({"name": name, "versions": rows, "monitoring": monitoring})
+        models.append({"name": name, "versions": rows, "monitoring": monitored.get(name)})
     return console.render(
         request,
         "overview.j2",
         models=models,
         problem=problem,
         monitoring_wired=console.monitoring is not None,
+        any_runs=bool(monitored),
+        marks=status_marks,
         ready=console.rt.models.ready,
     )
 
@@ -306,9 +311,26 @@ def overrides(console: Console, request: Request) -> Response:
 # -- Changes ----------------------------------------------------------------------------------
 def changes(console: Console, request: Request) -> Response:
     history = shared_history(console.rt.state.log_url)
+    snap = console.rt.models.snapshot
+    end = datetime.now(UTC)
+    start = end - timedelta(days=COMPARE_DAYS)
     models: list[dict[str, Any]] = []
-    for name in sorted(console.rt.models.snapshot.models):
+    for name in sorted(snap.models):
         body = history_json(history, name)
         body["moves"] = list(reversed(body["moves"]))[:200]  # newest first, bounded
+        extra = snap.challengers.get(name)
+        # Only a model serving a shadow or canary is compared: the comparison reads the window's
+        # decisions, which for a model without one would be work for an empty table.
+        if extra is not None and (extra.shadow is not None or extra.canary is not None):
+            body["comparison"] = comparisons(compare(console.db, name, start, end))
+        else:
+            body["comparison"] = None
         models.append(body)
-    return console.render(request, "changes.j2", models=models)
+    return console.render(
+        request,
+        "changes.j2",
+        models=models,
+        compare_since=start.isoformat(timespec="minutes"),
+        compare_until=end.isoformat(timespec="minutes"),
+        compare_days=COMPARE_DAYS,
+    )

@@ -483,3 +483,110 @@ def test_every_page_and_search_runs_on_a_postgresql_log(
         finally:
             srv.stop()
             db.dispose()
+
+
+def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_second_replica(
+    console: tuple[Server, dict[str, Any]], browser: Any, store: Store, tmp_path: Path
+) -> None:
+    """A real `keel monitor` over the console's log: its verdicts and recommendation on the
+    Overview, the run on the Monitoring page and its own page, trend charts after a second run,
+    and the same run on a second `keel serve` over the same KEEL_HOME and log. Runs last in this
+    module: the first test reads the Overview before any run is recorded."""
+    from selenium.webdriver.common.by import By
+
+    from keel.monitoring import checks, runs
+    from tests.conftest import cli_env, run_keel
+
+    srv, _ = console
+    url = srv.env["KEEL_DECISION_LOG_URL"]
+    env = cli_env(store, KEEL_DECISION_LOG_URL=url)
+    args = ("monitor", "routing", "--window", "2h", "--out", str(tmp_path / "reports"))
+    first = run_keel(env, *args, timeout=600)
+    assert first.returncode in (0, 1, 2), first.stdout + first.stderr
+    db = Database(url)
+    (run,) = runs.runs(db, "routing")
+    run_path = f"/console/runs/{run.run_id}"
+
+    _sign_in(browser, srv.url, srv.keys["read"])
+    assert _one_h1(browser) == "Overview"
+    main = browser.find_element(By.TAG_NAME, "main").text
+    assert "No monitoring runs recorded yet:" not in main  # the page-wide note is gone
+    assert "No monitoring runs recorded yet for routing" not in main
+    assert "No monitoring runs recorded yet for discount_band" in main  # not monitored
+    assert "Recommended action:" in main and "Latest check verdicts of routing" in main
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    titles = {r.find_element(By.TAG_NAME, "th").text for r in rows}
+    assert {checks.title(v["check"]) for v in run.verdicts} <= titles  # every check of the run
+    marks = browser.find_elements(By.CSS_SELECTOR, "main svg.marks")
+    assert len(marks) == len(run.verdicts)
+    assert all("(oldest first)" in (m.get_attribute("aria-label") or "") for m in marks)
+    alerts = [v for v in run.verdicts if v["status"] in ("warn", "alert")]
+    if alerts:
+        assert f"Open alerts ({len(alerts)})" in main
+    else:
+        assert "No open alerts" in main
+    links = browser.find_elements(By.CSS_SELECTOR, f'main a[href="{run_path}"]')
+    assert links, "the recommended action links to its run"
+    _shot(browser, "mon-1-overview")
+
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Monitoring"))
+    assert _one_h1(browser) == "Monitoring"
+    listed = browser.find_elements(By.CSS_SELECTOR, f'main a[href="{run_path}"]')
+    assert len(listed) == 1 and listed[0].text == run.generated_at[:19].replace("T", " ")
+    assert run.status.replace("_", " ") in browser.find_element(By.TAG_NAME, "main").text
+    _shot(browser, "mon-2-monitoring")
+    _follow(browser, listed[0])
+    assert _one_h1(browser) == "Monitoring run of routing"
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert run.run_id in text and str(run.report_dir) in text
+    assert (run.mlflow_run_id or "not recorded in MLflow") in text
+    for heading in ("Checks", "Process drift", "Human overrides", "Concept drift by segment"):
+        assert browser.find_elements(By.XPATH, f"//h2[normalize-space()='{heading}']"), heading
+    verdict_rows = browser.find_elements(By.CSS_SELECTOR, "main table:first-of-type tbody tr")
+    assert len(verdict_rows) == len(run.verdicts)
+    assert "wrong queue" in text  # the seeded overrides' reason, from the stored summary
+    _shot(browser, "mon-3-run")
+
+    second = run_keel(env, *args, timeout=600)
+    assert second.returncode in (0, 1, 2), second.stdout + second.stderr
+    assert len(runs.runs(db, "routing")) == 2
+    browser.get(f"{srv.url}/console/monitoring/routing")
+    assert _one_h1(browser) == "Monitoring routing"
+    charts = browser.find_elements(By.CSS_SELECTOR, "main svg.chart")
+    titles = [c.find_element(By.TAG_NAME, "title").get_attribute("textContent") for c in charts]
+    assert titles == [
+        "Override rate of routing with its 95% interval",
+        "Abstention rate of routing",
+        "Share of drifted input features of routing",
+        "Process drift of routing: worst segment's override-rate ratio",
+        "Sequential evidence of routing (share of what an alarm needs)",
+    ]
+    assert charts[1].find_elements(By.TAG_NAME, "polyline"), "two runs: the abstention rate is a line"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "main details table")) == len(charts)
+    _shot(browser, "mon-4-monitoring-model")
+    browser.get(f"{srv.url}/console")
+    two = browser.find_elements(By.CSS_SELECTOR, "main svg.marks")[0]
+    assert len(two.find_elements(By.TAG_NAME, "rect")) == 2  # the last runs' marks, oldest first
+    _shot(browser, "mon-1b-overview-two-runs")
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Changes"))
+    assert "serves no shadow or canary" in browser.find_element(By.TAG_NAME, "main").text
+    _shot(browser, "mon-5-changes")
+
+    # a second replica on the same KEEL_HOME (so the same console secret) and the same log
+    (tmp_path / "replica").mkdir()
+    replica = start_server(store, tmp_path / "replica", url)
+    try:
+        newest = runs.runs(db, "routing")[0]
+        for server in (srv, replica):
+            with closing(_http_sign_in(server, srv.keys["read"])) as client:
+                page = client.get(run_path)
+                assert page.status_code == 200 and run.run_id in page.text, server.url
+                overview = client.get("/console")
+                assert f'href="/console/runs/{newest.run_id}"' in overview.text, server.url
+                listing = client.get("/console/monitoring/routing")
+                assert listing.text.count('href="/console/runs/') >= 2 * 5, server.url  # charts' tables
+        browser.get(f"{replica.url}{run_path}")  # the browser's session is good on the replica too
+        assert _one_h1(browser) == "Monitoring run of routing"
+    finally:
+        replica.stop()
+        db.dispose()

@@ -124,6 +124,13 @@ def test_console_routes_need_read_and_stay_out_of_the_openapi_document() -> None
     assert not [p for p in doc["paths"] if p.startswith(routes.CONSOLE)]
     found = routes.match("GET", "/console/decisions/abc")
     assert found is not None and found.route.name == "console_decision"
+    for path, name in (
+        ("/console/monitoring", "console_monitoring"),
+        ("/console/monitoring/routing", "console_monitoring_model"),
+        ("/console/runs/abc-123", "console_run"),
+    ):
+        found = routes.match("GET", path)
+        assert found is not None and found.route.name == name and found.route.role == "read", path
     assert routes.match("GET", "/console/anything") is None
 
 
