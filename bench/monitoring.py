@@ -28,10 +28,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse, urlunparse
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 MODEL = "invoice_classification"
 START, END = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
@@ -104,7 +107,8 @@ def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, 
         for written in range(len(records), decisions):
             base = records[int(picks[written])]
             at = (start + step * written).isoformat()
-            record = {**base, "decision_id": str(uuid.uuid4()), "created_at": at}
+            # cast: a logged decision record (read back as JSON), restamped.
+            record = cast("DecisionRecord", {**base, "decision_id": str(uuid.uuid4()), "created_at": at})
             yield log_row(record, 0, "bench", None, None, contract.segment_fields)
 
     BulkLoader(db).load("decisions", rows())

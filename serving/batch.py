@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -46,6 +46,9 @@ from keel.serving.decision_record import public, with_audit
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 __all__ = [
     "BATCH_CALLER_PREFIX",
@@ -117,7 +120,7 @@ class Decided:
     """One chunk's outcome: a public record per valid case (with its input row), errors for the rest."""
 
     rows: list[int]
-    records: list[dict[str, Any]]
+    records: list[DecisionRecord]
     errors: list[FieldError]
     """Field errors with `row` the input row number."""
     rejected_case_ids: dict[int, Any]
@@ -225,9 +228,9 @@ class BatchLog:
         model: str,
         chunk_no: int,
         rows: list[int],
-        records: list[dict[str, Any]],
+        records: list[DecisionRecord],
         segments: Sequence[str],
-    ) -> list[dict[str, Any]]:
+    ) -> list[DecisionRecord]:
         """Log the chunk (or find it logged by an earlier run); returns the logged records.
         `segments`: the deciding version's segment fields (its sealed spec)."""
         key = f"{self.run_id}:{chunk_no}"
@@ -270,7 +273,7 @@ class RunOutput:
         self.out = TableWriter(job.output, DECISION_COLUMNS)
         self.bad = TableWriter(job.errors, ERROR_COLUMNS)
 
-    def decisions(self, chunk_no: int, rows: list[int], records: list[dict[str, Any]]) -> None:
+    def decisions(self, chunk_no: int, rows: list[int], records: list[DecisionRecord]) -> None:
         """Log (idempotently) and write one chunk of decided cases, in input order."""
         result = self.result
         if self.batch_log is not None and records:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ import pyarrow.parquet as pq
 from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import RESERVED_KEYS, Contract
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 # Decision-log rows written by `keel score --log` have a caller starting with BATCH_CALLER_PREFIX
 # (no API key name can: `keel keys add` refuses the prefix) and a `batch` entry in their record.
@@ -147,7 +150,7 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def decision_row(row: int, public: dict[str, Any]) -> dict[str, Any]:
+def decision_row(row: int, public: DecisionRecord) -> dict[str, Any]:
     return {
         "row": row,
         "case_id": public.get("case_id"),

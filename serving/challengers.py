@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import orjson
@@ -30,6 +30,9 @@ from keel.decision_log.rows import log_row
 from keel.serving.decision_record import decide_valid
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Challengers, Served
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 __all__ = ["Challengers", "ShadowScorer", "canary_mask", "decide_cases", "in_canary"]
 
@@ -62,7 +65,7 @@ def decide_cases(
     matrix: np.ndarray,
     top_k: int,
     metrics: Metrics | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DecisionRecord]:
     """Decision records in request order: the canary's share of cases by the canary, the rest
     (all of them, without a canary) by the champion."""
     if challengers is None or challengers.canary is None or challengers.share <= 0.0:
@@ -70,7 +73,8 @@ def decide_cases(
     mask = canary_mask(served.loaded.model.name, cases, challengers.share)
     if not mask.any():
         return decide_valid(served, cases, matrix, top_k, metrics)
-    out: list[dict[str, Any]] = [{}] * len(cases)
+    # cast: placeholders, each replaced by its case's record below.
+    out: list[DecisionRecord] = [cast("DecisionRecord", {})] * len(cases)
     for who, picked in ((served, ~mask), (challengers.canary, mask)):
         idx = np.flatnonzero(picked)
         if len(idx):

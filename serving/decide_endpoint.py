@@ -12,7 +12,7 @@ pathological request never holds the event loop.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import orjson
@@ -22,6 +22,9 @@ from keel.serving import body_check
 from keel.serving.body_check import parse_cases
 from keel.serving.decider import Decider
 from keel.serving.error_response import send_error, send_json
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 __all__ = ["INLINE_BODY_BYTES", "answer", "parse_cases"]
 
@@ -35,7 +38,7 @@ CHECK_IN_PROCESS_BYTES = 256 * 1024
 pathological one never holds this process's GIL; a valid one costs one extra parse there."""
 
 
-def render(decisions: list[dict[str, Any]]) -> bytes:
+def render(decisions: list[DecisionRecord]) -> bytes:
     return orjson.dumps({"decisions": decisions}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

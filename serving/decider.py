@@ -11,10 +11,10 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -32,6 +32,9 @@ from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
 from keel.serving.settings import ServingSettings
 
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord, FeedbackRecord, LookedUpDecision
+
 log = logging.getLogger("keel.decide")
 
 INLINE_CASES = 4
@@ -47,7 +50,7 @@ def request_digest(payload: Any) -> str:
 T = TypeVar("T")
 
 
-def _same(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _same(decisions: list[DecisionRecord]) -> list[DecisionRecord]:
     return decisions
 
 
@@ -57,7 +60,7 @@ class _Plan:
     rows: list[dict[str, Any]]
     replay: Replay | None
     """Finds this request's rows if an identical one was logged first (idempotency), or None."""
-    replayed: list[dict[str, Any]] | None
+    replayed: list[DecisionRecord] | None
     """The decisions of an earlier request with the same Idempotency-Key: nothing to write."""
 
 
@@ -76,7 +79,7 @@ class Decider:
 
     def decide(
         self, model: str, cases: list[Any], caller: str, idempotency_key: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[DecisionRecord]:
         plan = self._plan(model, cases, caller, idempotency_key)
         if plan.replayed is not None:
             return plan.replayed
@@ -91,7 +94,7 @@ class Decider:
         cases: list[Any],
         caller: str,
         idempotency_key: str | None = None,
-        render: Callable[[list[dict[str, Any]]], T] = _same,  # type: ignore[assignment]
+        render: Callable[[list[DecisionRecord]], T] = _same,  # type: ignore[assignment]
     ) -> T:
         """`decide` for the event loop; returns `render(decisions)`.
 
@@ -195,13 +198,13 @@ class Decider:
                 ) from exc
         return self.audits.plan(model)
 
-    def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _finish(self, plan: _Plan, stored: list[dict[str, Any]]) -> list[DecisionRecord]:
         out = [public(r["record"]) for r in stored]
         if stored and stored[0]["decision_id"] == plan.rows[0]["decision_id"]:
             self.metrics.observe_decisions(plan.model, out)
         return out
 
-    def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[dict[str, Any]]:
+    def _decide_valid(self, served: Served, cases: list[Any], matrix: np.ndarray) -> list[DecisionRecord]:
         challengers = self.models.challengers(served.loaded.ref.name)  # a canary takes its share
         return decide_cases(served, challengers, cases, matrix, self.settings.top_k, self.metrics)
 
@@ -216,7 +219,7 @@ class Decider:
         idempotency_key: str | None = None,
         reviewer_pool: str | None = None,
         reviewer_segment: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[FeedbackRecord, bool]:
         """Append a reviewer's final outcome; returns (feedback record, newly created).
 
         `reviewer_pool` says whether the reviewer works in the case's own segment (`local`) or
@@ -252,7 +255,7 @@ class Decider:
             if idempotency_key
             else str(uuid.uuid4())
         )
-        record = {
+        record: FeedbackRecord = {
             "feedback_id": feedback_id,
             "decision_id": decision_id,
             "model": decision["model"],
@@ -270,7 +273,8 @@ class Decider:
             "request_hash": asked,
             "idempotency_key": idempotency_key,
         }
-        row = {**{k: record[k] for k in FEEDBACK_COLUMNS if k != "record"}, "record": record}
+        columns: Mapping[str, Any] = record  # read by column name, not by literal key
+        row = {**{k: columns[k] for k in FEEDBACK_COLUMNS if k != "record"}, "record": record}
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             if idempotency_key:
@@ -287,18 +291,23 @@ class Decider:
         )
         if created:
             self.metrics.feedback.labels(decision["model"], kind).inc()
-        return stored["record"], created
+        # cast: the stored row's record column is this record, or the one an earlier request logged.
+        return cast("FeedbackRecord", stored["record"]), created
 
-    def lookup(self, decision_id: str) -> dict[str, Any]:
+    def lookup(self, decision_id: str) -> LookedUpDecision:
         row = self.log.get_decision(decision_id)
         if row is None:
             raise NotFound(f"no decision {decision_id}")
-        return {
-            **row["record"],
-            "caller": row["caller"],
-            "origin": row["origin"],
-            "feedback": [f["record"] for f in self.log.feedback_for(decision_id)],
-        }
+        # cast: the row's record column is a DecisionRecord; the row adds who asked and how.
+        return cast(
+            "LookedUpDecision",
+            {
+                **row["record"],
+                "caller": row["caller"],
+                "origin": row["origin"],
+                "feedback": [f["record"] for f in self.log.feedback_for(decision_id)],
+            },
+        )
 
 
 def _digest_of(feedback: dict[str, Any]) -> str:

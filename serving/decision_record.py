@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from keel.decision_log.audit_plans import AuditPlan
 from keel.models.decision_model import BatchDecision
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Served
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import Audit, DecisionRecord
 
 __all__ = ["MODEL_ERROR", "NOT_AUDITED", "PRIVATE_FIELDS", "decide_valid", "public", "record", "with_audit"]
 
@@ -27,11 +30,11 @@ PRIVATE_FIELDS = ("inputs", "explanation_full")
 """Logged with each decision but not echoed back in decide responses."""
 
 
-NOT_AUDITED = {"selected": False, "probability": 0.0, "pool": None}
+NOT_AUDITED: dict[str, Any] = {"selected": False, "probability": 0.0, "pool": None}
 """The audit object of an abstention: every abstention goes to human review anyway."""
 
 
-def with_audit(records: list[dict[str, Any]], plan: AuditPlan) -> list[dict[str, Any]]:
+def with_audit(records: list[DecisionRecord], plan: AuditPlan) -> list[DecisionRecord]:
     """Give each served decision its `audit` selection under `plan` (keel.decision_log.audit_plans).
 
     Called on the online path and by batch runs that log, before the rows are built, so the
@@ -39,19 +42,22 @@ def with_audit(records: list[dict[str, Any]], plan: AuditPlan) -> list[dict[str,
     """
     for r in records:
         if r["abstained"]:
-            r["audit"] = {**NOT_AUDITED, "plan": plan.version}
+            # cast: NOT_AUDITED plus the plan's version is a whole Audit.
+            r["audit"] = cast("Audit", {**NOT_AUDITED, "plan": plan.version})
         else:
-            r["audit"] = plan.select(r["decision_id"], r["inputs"])
+            # cast: AuditPlan.select builds the Audit keys (it returns a plain dict).
+            r["audit"] = cast("Audit", plan.select(r["decision_id"], r["inputs"]))
     return records
 
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in PRIVATE_FIELDS}
+def public(record: DecisionRecord) -> DecisionRecord:
+    # cast: the same record without its optional private keys.
+    return cast("DecisionRecord", {k: v for k, v in record.items() if k not in PRIVATE_FIELDS})
 
 
 def decide_valid(
     served: Served, cases: list[Any], matrix: np.ndarray, top_k: int, metrics: Metrics | None = None
-) -> list[dict[str, Any]]:
+) -> list[DecisionRecord]:
     """Decision records for validated cases (`matrix` is the contract's encoding of `cases`).
 
     A failing model routes its cases to human review and a failing explanation is marked
@@ -89,7 +95,7 @@ def record(
     case: dict[str, Any],
     now: str,
     top_k: int,
-) -> dict[str, Any]:
+) -> DecisionRecord:
     """The decision record of case `i` of a batch (`batch` None: the model failed on it)."""
     model = served.loaded.model
     base = {
@@ -99,22 +105,26 @@ def record(
         "created_at": now,
         "versions": served.versions,
     }
+    # cast: `base` (a plain dict) holds the identifying keys; with the rest it is a whole record.
     if batch is None:
-        return {
-            **base,
-            "outcome": None,
-            "abstained": True,
-            "route": "human_review",
-            "reason_codes": [MODEL_ERROR],
-            "notify": [],
-            "rules_fired": [],
-            "confidence": None,
-            "probabilities": None,
-            "explanation": None,
-            "explanation_status": "unavailable",
-            "inputs": case,
-            "explanation_full": None,
-        }
+        return cast(
+            "DecisionRecord",
+            {
+                **base,
+                "outcome": None,
+                "abstained": True,
+                "route": "human_review",
+                "reason_codes": [MODEL_ERROR],
+                "notify": [],
+                "rules_fired": [],
+                "confidence": None,
+                "probabilities": None,
+                "explanation": None,
+                "explanation_status": "unavailable",
+                "inputs": case,
+                "explanation_full": None,
+            },
+        )
     outcome, abstained, confidence = (
         batch.outcome(i),
         bool(batch.abstained[i]),
@@ -123,19 +133,22 @@ def record(
     policy = served.policy.apply(case, outcome, confidence, abstained)
     full = batch.explanation(i, model.contract) if explained else None
     top = dict(full, contributions=full["contributions"][:top_k]) if full else None
-    return {
-        **base,
-        "outcome": outcome,
-        "abstained": abstained,
-        "route": policy.route,
-        "reason_codes": list(policy.reason_codes),
-        "notify": list(policy.notify),
-        "rules_fired": list(policy.rules_fired),
-        "confidence": confidence,
-        "threshold": batch.applied_threshold(i),
-        "probabilities": batch.probability_map(i),
-        "explanation": top,
-        "explanation_status": "exact" if explained else "unavailable",
-        "inputs": case,
-        "explanation_full": full,
-    }
+    return cast(
+        "DecisionRecord",
+        {
+            **base,
+            "outcome": outcome,
+            "abstained": abstained,
+            "route": policy.route,
+            "reason_codes": list(policy.reason_codes),
+            "notify": list(policy.notify),
+            "rules_fired": list(policy.rules_fired),
+            "confidence": confidence,
+            "threshold": batch.applied_threshold(i),
+            "probabilities": batch.probability_map(i),
+            "explanation": top,
+            "explanation_status": "exact" if explained else "unavailable",
+            "inputs": case,
+            "explanation_full": full,
+        },
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -82,7 +85,7 @@ class Metrics:
         self.log_write.observe(seconds)
         self.log_batch.observe(rows)
 
-    def observe_decisions(self, model: str, decisions: list[dict[str, Any]]) -> None:
+    def observe_decisions(self, model: str, decisions: list[DecisionRecord]) -> None:
         for d in decisions:
             self.decisions.labels(model, d["outcome"] or "abstained", d["route"]).inc()
             if d["abstained"]:

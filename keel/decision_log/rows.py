@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashed_values
 from keel.decision_log.database import GENESIS, Connection
 from keel.decision_log.strict_json import dumps
+
+if TYPE_CHECKING:
+    from keel.decision_log.records import DecisionRecord
 
 __all__ = ["log_row", "prepare", "read_head", "stored", "to_db", "write_head"]
 
@@ -63,7 +66,7 @@ def write_head(conn: Connection, table: str, seq: int, row_hash: str) -> None:
 
 
 def log_row(
-    record: dict[str, Any],
+    record: DecisionRecord,
     index: int,
     caller: str,
     key: str | None,
