@@ -5,13 +5,16 @@ The table lives beside the decision log (keel.decision_log.api_keys) so every re
 same keys. A serving process authenticates against an in-memory key set: a background thread
 refreshes it every few seconds (each attempt bounded by the connect timeout) and, when the
 database is away, the last good set keeps authenticating. A key the set does not hold is
-looked up once in the database (in a worker thread, never on the event loop), so a key made by
-`keel keys add` works at once; such read-throughs happen at most once per READ_THROUGH_SECONDS,
-so a flood of unknown keys costs the database two reads a second, not one per request.
+looked up in the database (in a worker thread, never on the event loop), so a key made by
+`keel keys add` works at once: a request with an unknown key waits for a read that starts after
+it arrived. Such reads start at most once per READ_THROUGH_SECONDS and every request waiting
+shares one, so a flood of unknown keys costs the database two reads a second, not one per
+request, and a new key is never refused because another request read a moment earlier.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -108,7 +111,10 @@ class KeyStore:
         self._buckets: dict[str, _Bucket] = {}
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
-        self._read_through_at = -1e9
+        self._read_started = -1e9
+        """When the latest read-through began (monotonic seconds)."""
+        self._reading: asyncio.Event | None = None
+        """Set when the read-through in flight ends; None when none is."""
 
     # -- management (command line) ------------------------------------------------------------
     def add(self, name: str, roles: list[str], rate_per_second: float | None = None) -> str:
@@ -193,20 +199,38 @@ class KeyStore:
 
     async def authenticate_async(self, authorization: str | None) -> ApiKey:
         """`authenticate` for the event loop: a well-formed key the in-memory set does not hold
-        is looked up in the database (in a worker thread, at most once per READ_THROUGH_SECONDS
-        across all callers) before it is refused."""
+        is looked up again after a database read that starts after this request arrived (in a
+        worker thread; shared with every request waiting; at most one per READ_THROUGH_SECONDS)
+        before it is refused."""
         try:
             return self.authenticate(authorization)
         except Unauthorized:
-            now = time.monotonic()
-            well_formed = authorization is not None and authorization.startswith("Bearer ")
-            if not well_formed or now - self._read_through_at < READ_THROUGH_SECONDS:
-                raise
-            # Claimed before the read starts, so concurrent misses do not queue reads of their own.
-            self._read_through_at = now
-            if not await anyio.to_thread.run_sync(self.refresh):
-                raise
+            if authorization is None or not authorization.startswith("Bearer "):
+                raise  # a malformed header never reads the database
+            await self._read_after(time.monotonic())
         return self.authenticate(authorization)
+
+    async def _read_after(self, arrived: float) -> None:
+        """Return once a read of the keys that began after `arrived` has ended. One event loop
+        runs the gate, so the checks and claims between awaits cannot interleave."""
+        while self._read_started < arrived:
+            if self._reading is not None:  # began before this request arrived: not enough
+                await self._reading.wait()
+                continue
+            wait = self._read_started + READ_THROUGH_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._read_started = time.monotonic()
+            self._reading = done = asyncio.Event()
+            try:
+                await anyio.to_thread.run_sync(self.refresh)  # a failed read keeps the last good set
+            finally:
+                self._reading = None
+                done.set()
+            return
+        if self._reading is not None:  # one began after this request arrived and is still going
+            await self._reading.wait()
 
     def retry_after(self, key: ApiKey) -> float | None:
         """Seconds until this key may make another request, or None if it may now (takes a token).
