@@ -32,6 +32,7 @@ __all__ = [
     "ReportPaths",
     "ReportSections",
     "add_to_workspace",
+    "recommendation_words",
     "write_report",
 ]
 
@@ -191,7 +192,7 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
         model=model,
         status=status,
         status_words=STATUS_WORDS.get(status, status),
-        recommendation_words=_recommendation_words(s.recommendation),
+        recommendation_words=recommendation_words(s.recommendation),
         window_text=window,
         counts_text=(
             f"{counts.get('decisions', 0):,} decisions, {counts.get('n_abstained', 0):,} abstained, "
@@ -265,7 +266,8 @@ def _verdict_words(v: Verdict) -> dict[str, Any]:
     }
 
 
-def _recommendation_words(text: str) -> str:
+def recommendation_words(text: str) -> str:
+    """A run's recommendation as the report words it ("Retrain the model: ...", "no action needed.")."""
     if not text or text == "no action":
         return "no action needed."
     head, _, rest = text.partition(": ")

@@ -15,6 +15,7 @@ from typing import Protocol
 from keel.decision_log.database import Database
 from keel.monitoring import checks, runs
 from keel.monitoring.checks import Unit
+from keel.monitoring.report import recommendation_words as report_recommendation_words
 from keel.monitoring.runs import MonitorRun, TrendPoint
 
 __all__ = [
@@ -170,9 +171,6 @@ def limits_words(unit: Unit, warn: float | None, alert: float | None) -> str:
 
 
 def recommendation_words(text: str) -> str:
-    """The run's recommendation as a sentence (the report's wording)."""
-    if not text or text == "no action":
-        return "No action needed."
-    head, _, rest = text.partition(": ")
-    verb = {"retrain": "Retrain the model", "investigate": "Investigate"}.get(head, head.capitalize())
-    return f"{verb}: {rest}." if rest else f"{verb}."
+    """The run's recommendation as a sentence: the report's wording, capitalised to stand alone."""
+    words = report_recommendation_words(text)
+    return words[:1].upper() + words[1:]
