@@ -114,6 +114,9 @@ class Gate:
         log.info(orjson.dumps(line).decode())
 
     async def _handle(self, scope: Scope, found: routes.Match | None, receive: Receive, send: Send) -> None:
+        if found is None and (bare := _console_without_slash(scope)) is not None:
+            await _redirect(send, 308, bare)  # people type and link `/console/`
+            return
         if found is not None and found.route.handler == "console":
             await self._console(scope, found.route, receive, send)
             return
@@ -208,19 +211,35 @@ class Gate:
         return b"".join(chunks)
 
 
+def _console_without_slash(scope: Scope) -> str | None:
+    """A console page asked for with a trailing slash: where it really is (with its query)."""
+    path = str(scope["path"])
+    if not (path.startswith(routes.CONSOLE) and path.endswith("/")):
+        return None
+    bare = path.rstrip("/")
+    if routes.match(str(scope["method"]), bare) is None:
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return bare + (f"?{query}" if query else "")
+
+
 async def _to_sign_in(scope: Scope, send: Send) -> None:
     """303 to the sign-in form; a page asked for by GET is named there, to come back to after."""
     location = f"{routes.CONSOLE}/sign-in"
     if scope["method"] in ("GET", "HEAD"):
         query = scope.get("query_string", b"").decode("latin-1")
         location += "?" + urlencode({"next": scope["path"] + (f"?{query}" if query else "")})
+    await _redirect(send, 303, location)
+
+
+async def _redirect(send: Send, status: int, location: str) -> None:
     headers = [
         (b"location", location.encode("latin-1")),
         (b"cache-control", b"no-store"),
         (b"content-length", b"0"),
         *SECURITY_HEADERS,
     ]
-    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -313,6 +313,16 @@ def test_every_route_but_the_public_ones_is_denied_without_a_key(server: Server)
         assert r.status_code == 404 and r.json()["error"] == "NotFound"
 
 
+def test_a_console_page_with_a_trailing_slash_is_sent_to_the_page(server: Server) -> None:
+    """`/console/` is how people type it: a redirect to the page, not a JSON 401; an undeclared
+    console path with a slash is still denied."""
+    r = httpx.get(server.url + "/console/")
+    assert r.status_code == 308 and r.headers["location"] == "/console", (r.status_code, r.text)
+    r = httpx.get(server.url + "/console/decisions/?model=routing")
+    assert r.status_code == 308 and r.headers["location"] == "/console/decisions?model=routing"
+    assert httpx.get(server.url + "/console/nothing-here/").status_code == 401
+
+
 def test_unknown_model_is_a_json_404_naming_the_served_models(server: Server) -> None:
     r = decide(server, "no_such_model", [load_contract("routing").example_case])
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
