@@ -34,6 +34,7 @@ from keel.monitoring.segments import concept_by_segment, expected_quality, segme
 from keel.monitoring.sequential import Chunk, SequentialState, accumulate, chunk_statistics
 from keel.monitoring.settings import MonitorSettings
 from keel.monitoring.verdict import COULD_NOT_RUN, Verdict, exit_code
+from keel.monitoring.workload import workload
 
 __all__ = [
     "Evidence",
@@ -231,6 +232,7 @@ def monitor_model(
         segment_parents=evidence.parents,
     )
     sections.challengers = compare_challengers(reader.db, name, start, end)
+    sections.workload = workload(reader, name, start, end, contract.segment_fields, reviewed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     paths = write_report(out_root / name / stamp, name, sections)
     status = sections.status

@@ -87,6 +87,9 @@ class ReportSections:
     sequential: dict[str, Any] | None = None
     challengers: dict[str, Any] | None = None
     """keel.monitoring.challenger_compare.compare: champion vs shadow / canary in the window."""
+    workload: dict[str, Any] | None = None
+    """keel.monitoring.workload.workload: the review queue, answer times and override pairs the
+    console's aggregate pages read from the stored run."""
     audit: dict[str, Any] | None = None
     """keel.monitoring.audit.AuditReport.to_dict(): unbiased estimates from audited cases and the
     local-vs-cross readings."""

@@ -46,8 +46,9 @@ def _number(value: Any) -> float | None:
 
 def trend_point(summary: Mapping[str, Any] | None, verdicts: list[VerdictDict]) -> dict[str, float | None]:
     """What the trend charts draw for one run: the override rate with its 95% interval, the
-    abstention rate, the share of drifted inputs, the worst process-drift rate ratio and the
-    sequential evidence (a share of what an alarm needs), each None where the run had no data."""
+    abstention rate, the share of drifted inputs, the worst process-drift rate ratio, the
+    sequential evidence (a share of what an alarm needs) and the review queue at the window's end
+    (open cases, their age p50 and p90 in seconds), each None where the run had no data."""
     values = {v["check"]: _number(v["value"]) for v in verdicts}
     overall = _get(summary, "overrides", "overall") or {}
     abstention = _number(_get(summary, "prediction_drift", "abstention", "current"))
@@ -56,6 +57,7 @@ def trend_point(summary: Mapping[str, Any] | None, verdicts: list[VerdictDict]) 
         if _number(abstained) is not None and _number(decided):
             abstention = float(abstained) / float(decided)
     drift_share = _number(_get(summary, "feature_drift", "drifted_share"))
+    queue = _get(summary, "workload", "queue")
     return {
         "override_rate": _number(overall.get("rate")),
         "override_low": _number(overall.get("low")) if overall.get("rate") is not None else None,
@@ -64,6 +66,9 @@ def trend_point(summary: Mapping[str, Any] | None, verdicts: list[VerdictDict]) 
         "drift_share": drift_share if drift_share is not None else values.get("feature_drift"),
         "process_drift_ratio": values.get("process_drift"),
         "sequential_evidence": values.get("sequential_process_drift"),
+        "queue_open": _number(_get(queue, "open")),
+        "queue_age_p50": _number(_get(queue, "age_seconds", "p50")),
+        "queue_age_p90": _number(_get(queue, "age_seconds", "p90")),
     }
 
 

@@ -117,6 +117,11 @@ class TrendPoint:
     """The worst segment's override-rate ratio in the same score bands (0: none flagged)."""
     sequential_evidence: float | None
     """Accumulated evidence as a share of what an alarm needs (>= 1: alarm)."""
+    queue_open: float | None = None
+    """Cases waiting for a person at the window's end (None: a run from before queue summaries)."""
+    queue_age_p50: float | None = None
+    """Seconds those cases had waited, median and 90th percentile."""
+    queue_age_p90: float | None = None
 
 
 def _run(row: RunRow) -> MonitorRun:
@@ -201,7 +206,7 @@ def trend(db: Database, model: str, limit: int = 100) -> list[TrendPoint]:
             row.run_id, row.generated_at, row.window_start, row.window_end, row.status,
             t.get("override_rate"), t.get("override_low"), t.get("override_high"),
             t.get("abstention_rate"), t.get("drift_share"), t.get("process_drift_ratio"),
-            t.get("sequential_evidence"),
+            t.get("sequential_evidence"), t.get("queue_open"), t.get("queue_age_p50"), t.get("queue_age_p90"),
         ))  # fmt: skip
     return points
 

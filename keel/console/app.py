@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from keel.console import access, monitoring_pages, pages
+from keel.console import access, monitoring_pages, pages, workload_pages
 from keel.console.monitoring_source import MonitoringSource
 from keel.errors import KeelError
 from keel.serving.routes import ROUTES
@@ -109,8 +109,8 @@ def console_app(rt: Runtime, sessions: Sessions, monitoring: MonitoringSource | 
         page("console_decisions", pages.decisions),
         page("console_decisions_csv", pages.decisions_csv),
         page("console_decision", pages.decision),
-        page("console_queue", pages.queue),
-        page("console_overrides", pages.overrides),
+        page("console_queue", workload_pages.queue),
+        page("console_overrides", workload_pages.overrides),
         page("console_changes", pages.changes),
         page("console_monitoring", monitoring_pages.monitoring),
         page("console_monitoring_model", monitoring_pages.monitoring_model),

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["COMPARE_DAYS", "SEGMENT_ROWS", "comparisons", "difference", "rate"]
+__all__ = ["SEGMENT_ROWS", "comparisons", "difference", "rate"]
 
-COMPARE_DAYS = 7
-"""The comparison's window: the last 7 days, like the console's other default windows."""
 SEGMENT_ROWS = 60
 """Segment rows shown per comparison (the overall row comes first)."""
 

@@ -26,37 +26,52 @@ TEXT_FIELDS = (
     "origin",
     "final_outcome",
 )
-FLAGS = ("abstained", "overridden", "answered", "to_review")
+FLAGS = ("abstained", "overridden", "answered", "to_review", "queued")
 DEFAULT_DAYS = 7
 
 
 def window(params: Mapping[str, str], days: int = DEFAULT_DAYS) -> tuple[str, str, dict[str, str], list[str]]:
     """(since, until) as ISO timestamps for the form's dates (inclusive days, UTC), the dates as
-    shown, and any problems (a bad date falls back to the default window)."""
+    shown, and any problems (a bad date falls back to the default window). A bound given as a
+    moment (a monitor run's window, `2026-12-01T10:00:00+00:00`) is used as it is, the end
+    exclusive: the console's links from a run's numbers find exactly that run's window."""
     today = datetime.now(UTC).date()
     problems: list[str] = []
-    since, until = _date(params.get("since"), problems), _date(params.get("until"), problems)
-    until = until or today
-    since = since or until - timedelta(days=days - 1)
-    if since > until:
+    since, until = _bound(params.get("since"), problems), _bound(params.get("until"), problems)
+    end = until if isinstance(until, datetime) else _start(until or today) + timedelta(days=1)
+    if isinstance(since, datetime):
+        start = since
+    else:
+        last_day = until.date() if isinstance(until, datetime) else until or today
+        start = _start(since or last_day - timedelta(days=days - 1))
+    if start >= end:
         problems.append("the window's start is after its end; showing the end day only")
-        since = until
-    shown = {"since": since.isoformat(), "until": until.isoformat()}
-    return _iso(since), _iso(until + timedelta(days=1)), shown, problems
+        start = _start((end - timedelta(microseconds=1)).date())
+    shown = {
+        "since": params["since"] if isinstance(since, datetime) else start.date().isoformat(),
+        "until": params["until"]
+        if isinstance(until, datetime)
+        else (end - timedelta(days=1)).date().isoformat(),
+    }
+    return start.isoformat(), end.isoformat(), shown, problems
 
 
-def _date(text: str | None, problems: list[str]) -> date | None:
+def _bound(text: str | None, problems: list[str]) -> date | datetime | None:
+    """A form's day (YYYY-MM-DD) or a moment (ISO 8601 with a time; UTC if it names no zone)."""
     if not text:
         return None
     try:
+        if "T" in text:
+            moment = datetime.fromisoformat(text)
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return date.fromisoformat(text)
     except ValueError:
         problems.append(f"{text[:40]!r} is not a date (YYYY-MM-DD)")
         return None
 
 
-def _iso(day: date) -> str:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).isoformat()
+def _start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _flag(text: str | None) -> bool | None:
@@ -80,6 +95,7 @@ def decision_query(params: Mapping[str, str]) -> tuple[DecisionQuery, dict[str, 
         overridden=_flag(flags.get("overridden")),
         answered=_flag(flags.get("answered")),
         to_review=_flag(flags.get("to_review")),
+        queued=_flag(flags.get("queued")),
         segments=segments,
         before_seq=int(before) if before.isdigit() else None,
         **text,

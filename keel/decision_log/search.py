@@ -1,8 +1,9 @@
-"""Searches and bounded summaries of the log for the review console (keel/console).
+"""Searches of the log for the review console (keel/console); its aggregate pages read the
+summaries each monitor run stores (keel.monitoring.workload), not this.
 
 Parameterised SQL only: a filter's value is always a bound parameter, and the only names put
 into SQL text come from fixed tuples here (SEGMENT_FIELDS). Lists are keyset-paginated on
-`seq` (newest first) and every result is bounded; summaries read a bounded window.
+`seq` (newest first) and every result is bounded.
 A segment filter matches the `segments` column's JSON text, which rows.py writes with sorted
 keys and no spaces, so `"region":"EMEA"` is an exact, portable (SQLite and PostgreSQL) match.
 """
@@ -24,17 +25,12 @@ __all__ = [
     "ChainPlace",
     "DecisionQuery",
     "chain_place",
-    "open_reviews",
-    "outcome_times",
-    "override_rows",
     "search",
     "stream",
 ]
 
 SEGMENT_FIELDS = ("region", "channel", "entity", "product_line")
 MAX_PAGE = 200
-SUMMARY_ROWS = 100_000
-"""Most rows a summary reads; a summary that reached it says so."""
 
 _LATEST = "(SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)"
 _COLUMNS = (
@@ -43,6 +39,10 @@ _COLUMNS = (
     f"(SELECT f.final_outcome FROM feedback f WHERE f.seq = {_LATEST}) AS final_outcome, "
     f"(SELECT f.kind FROM feedback f WHERE f.seq = {_LATEST}) AS feedback_kind"
 )
+
+_AUDITED = '%"audit":{"selected":true%'
+"""A record selected for audit: records are compact JSON (strict_json.dumps) and the audit object
+starts with `selected` (keel.decision_log.audit_plans.AuditPlan.select builds it so)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class DecisionQuery:
     """Has any feedback (False: still waiting for its final outcome)."""
     to_review: bool | None = None
     """Routed to a person (any route but `auto`)."""
+    queued: bool | None = None
+    """In the review queue: routed to a person or selected for audit (the record's audit.selected)."""
     final_outcome: str | None = None
     segments: dict[str, str] = field(default_factory=dict)
     before_seq: int | None = None
@@ -105,6 +107,9 @@ class DecisionQuery:
             )
         if self.to_review is not None:
             clauses.append("d.route <> 'auto'" if self.to_review else "d.route = 'auto'")
+        if self.queued is not None:
+            clauses.append(("" if self.queued else "NOT ") + "(d.route <> 'auto' OR d.record LIKE ?)")
+            params.append(_AUDITED)
         if self.final_outcome is not None:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.final_outcome = ?)"
@@ -160,74 +165,6 @@ def _split(columns: str) -> list[str]:
             start = i + 1
     items.append(columns[start:])
     return items
-
-
-def open_reviews(
-    db: Database, since: str, until: str, age_edges: tuple[str, ...]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Live decisions routed to a person (any route but `auto`) with no feedback yet, decided in
-    [since, until): counts per (model, route, segments, age bucket) with the oldest of each, and
-    the 50 oldest cases. `age_edges` are descending timestamps: bucket i holds cases decided at
-    or after edge i (and before edge i-1); the last bucket holds the rest."""
-    bucket = "CASE " + " ".join(f"WHEN d.created_at >= ? THEN {i}" for i in range(len(age_edges)))
-    bucket += f" ELSE {len(age_edges)} END"
-    open_ = (
-        "d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' AND d.route <> 'auto' "
-        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id)"
-    )
-    grouped = (
-        f"SELECT d.model, d.route, d.segments, {bucket} AS age, COUNT(*) AS n, MIN(d.created_at) AS oldest "
-        f"FROM decisions d WHERE {open_} GROUP BY d.model, d.route, d.segments, age "
-        f"ORDER BY n DESC LIMIT {SUMMARY_ROWS}"
-    )
-    oldest = f"SELECT {_COLUMNS} FROM decisions d WHERE {open_} ORDER BY d.seq LIMIT 50"
-    with db.reading() as reader:
-        names, rows = reader.columns(grouped, [*age_edges, since, until])
-        groups = [dict(zip(names, r, strict=True)) for r in rows]
-        names, rows = reader.columns(oldest, [since, until])
-    for g in groups:
-        g["segments"] = json.loads(g["segments"]) if g["segments"] else {}
-    return groups, [_row(names, r) for r in rows]
-
-
-def outcome_times(
-    db: Database, since: str, until: str
-) -> tuple[list[tuple[str, str, dict[str, Any], str, str]], bool]:
-    """(model, route, segments, decided at, first feedback at) of live decisions in the window that
-    have feedback, and whether the SUMMARY_ROWS bound cut the list."""
-    sql = (
-        "SELECT d.model, d.route, d.segments, d.created_at, MIN(f.created_at) "
-        "FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id "
-        "WHERE d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
-        "GROUP BY d.seq, d.model, d.route, d.segments, d.created_at LIMIT ?"
-    )
-    with db.reading() as reader:
-        rows = reader.all(sql, (since, until, SUMMARY_ROWS + 1))
-    out = [(m, r, json.loads(s) if s else {}, a, b) for m, r, s, a, b in rows[:SUMMARY_ROWS]]
-    return out, len(rows) > SUMMARY_ROWS
-
-
-def override_rows(db: Database, since: str, until: str) -> tuple[list[dict[str, Any]], bool]:
-    """Live decisions in the window whose latest feedback is an override: model, segments,
-    decided outcome, final outcome, reason; and whether the SUMMARY_ROWS bound cut the list."""
-    sql = (
-        "SELECT d.model, d.segments, d.outcome, f.final_outcome, f.record FROM decisions d "
-        f"JOIN feedback f ON f.decision_id = d.decision_id AND f.seq = {_LATEST} "
-        "WHERE d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' AND f.kind = 'override' LIMIT ?"
-    )
-    with db.reading() as reader:
-        rows = reader.all(sql, (since, until, SUMMARY_ROWS + 1))
-    out = [
-        {
-            "model": m,
-            "segments": json.loads(s) if s else {},
-            "outcome": o,
-            "final_outcome": fo,
-            "reason": (json.loads(rec) if isinstance(rec, str) else rec).get("reason"),
-        }
-        for m, s, o, fo, rec in rows[:SUMMARY_ROWS]
-    ]
-    return out, len(rows) > SUMMARY_ROWS
 
 
 @dataclass(frozen=True)

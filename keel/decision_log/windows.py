@@ -64,6 +64,19 @@ class WindowQueries:
         """A segment value: from the `segments` column, or the record JSON on legacy rows."""
         return self._json("d.record", "inputs", name) if legacy else self._json("d.segments", name)
 
+    def _segment_values(self, names: Sequence[str]) -> str:
+        """ ", s0, s1, ...": each segment value from whichever place the row keeps it."""
+        return "".join(
+            f", CASE WHEN d.segments IS NULL THEN {self._segment(s, True)} ELSE {self._segment(s, False)} END"
+            for s in names
+        )
+
+    def _audited(self) -> str:
+        """True when the decision was selected for audit (its record's audit.selected)."""
+        if self.db.is_postgres:
+            return f"COALESCE({self._json('d.record', 'audit', 'selected')} = 'true', FALSE)"
+        return f"COALESCE({self._json('d.record', 'audit', 'selected')} = 1, 0)"
+
     def _fired(self, legacy: bool) -> str:
         """1 when a policy rule fired: the `intervened` column, or the record JSON on legacy rows."""
         if not legacy:
@@ -144,10 +157,7 @@ class WindowQueries:
             if audit
             else ""
         )
-        seg_sql = "".join(
-            f", CASE WHEN d.segments IS NULL THEN {self._segment(s, True)} ELSE {self._segment(s, False)} END"
-            for s in names
-        )
+        seg_sql = self._segment_values(names)
         sql = (
             f"{_HITS}SELECT d.decision_id, d.created_at, d.model_version, d.outcome, d.abstained, "
             f"d.confidence, COALESCE(d.outcome, {self._json('d.record', 'explanation_full', 'class')}), "
@@ -175,3 +185,32 @@ class WindowQueries:
             window,
             names,
         )
+
+    def open_cases(self, window: Window, names: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The review queue at the window's end, in chunks of (route, created_at, audited,
+        *segment values): decisions of the window routed to a person (any route but `auto`) or
+        selected for audit, with no feedback logged before the window's end."""
+        sql = (
+            f"SELECT d.route, d.created_at, {self._audited()}{self._segment_values(names)} "
+            f"FROM decisions d WHERE {_WINDOW} AND NOT EXISTS (SELECT 1 FROM feedback f "
+            "WHERE f.decision_id = d.decision_id AND f.created_at < ?) "
+            f"AND (d.route <> 'auto' OR {self._audited()})"
+        )
+        with self.db.reading() as reader:
+            yield from reader.stream(self._live(sql), (*window, window[2]), chunk)
+
+    def answer_times(
+        self, window: Window, names: Sequence[str], chunk: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Every decision of the window with feedback, in chunks of (route, created_at, first
+        feedback's created_at, audited, *segment values): the time its case took to come back."""
+        _, lo, hi = self.seq_range(window)
+        sql = (
+            "WITH hit AS MATERIALIZED (SELECT MAX(d.seq) AS dseq, MIN(f.created_at) AS first_at "
+            "FROM feedback f CROSS JOIN decisions d WHERE d.decision_id = f.decision_id "
+            "AND d.seq BETWEEN ? AND ? GROUP BY f.decision_id ORDER BY 1) "
+            f"SELECT d.route, d.created_at, h.first_at, {self._audited()}{self._segment_values(names)} "
+            f"FROM hit h CROSS JOIN decisions d WHERE d.seq = h.dseq AND {_WINDOW}"
+        )
+        with self.db.reading() as reader:
+            yield from reader.stream(self._live(sql), (lo, hi, *window), chunk)

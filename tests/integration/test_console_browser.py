@@ -200,27 +200,21 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     assert browser.find_elements(By.CSS_SELECTOR, "svg.waterfall rect")
     _shot(browser, "3-decision")
 
-    # an override count leads to exactly its cases
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Overrides"))
-    assert _one_h1(browser) == "Overrides"
-    _shot(browser, "5-overrides")
-    link = browser.find_element(By.CSS_SELECTOR, "main table tbody td a")
-    count = int(link.text)
-    _follow(browser, link)
-    assert _one_h1(browser) == "Decisions"
-    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
-    assert len(found) == count and all("(override)" in r.text for r in found)
-    _shot(browser, "2b-override-cases")
-
-    # the review queue's count leads to exactly the cases still waiting for a person
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Review queue"))
-    waiting = browser.find_element(By.CSS_SELECTOR, "p.big a")
-    count = int(waiting.find_element(By.TAG_NAME, "strong").text)
-    expected = [d for d in seeded["decided"] if d["route"] != "auto" and d not in seeded["overridden"]]
-    assert count == len(expected)
-    _follow(browser, waiting)
-    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr a")
-    assert {a.text for a in found} == {d["case_id"] for d in expected}
+    # before any monitor run, the aggregate pages say so and what to run
+    for label in ("Overrides", "Review queue"):
+        _follow(browser, browser.find_element(By.LINK_TEXT, label))
+        assert _one_h1(browser) == label
+        text = browser.find_element(By.TAG_NAME, "main").text
+        assert (
+            "No monitor run of routing has stored this summary yet" in text and "keel monitor routing" in text
+        )
+        _shot(browser, "5-overrides" if label == "Overrides" else "4b-queue")
+    # the queue's live list (a search, not a summary) already lists the cases waiting for a person
+    listed = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "#q-open ~ table tbody tr th a")}
+    routed = {
+        d["case_id"] for d in seeded["decided"] if d["route"] != "auto" and d not in seeded["overridden"]
+    }
+    assert routed <= listed
 
     # keyboard: the first Tab reaches the skip link
     from selenium.webdriver.common.keys import Keys
@@ -435,6 +429,8 @@ def test_every_page_and_search_runs_on_a_postgresql_log(
     from keel.decision_log import search
     from keel.decision_log.log_key import NO_KEYS
     from keel.decision_log.search import DecisionQuery
+    from keel.monitoring.log_reader import LogReader
+    from keel.monitoring.workload import answer_times, queue
     from tests.conftest import fresh_postgres_database
 
     with fresh_postgres_database("keel_console") as url:
@@ -472,11 +468,18 @@ def test_every_page_and_search_runs_on_a_postgresql_log(
             )
             assert target["decision_id"] in {r["decision_id"] for r in seg}
             assert all(r["segments"]["region"] == region for r in seg)
-            groups, _ = search.open_reviews(db, since, "9999-12-31", (datetime.now(UTC).isoformat(),))
-            assert sum(int(g["n"]) for g in groups) == sum(1 for d in decided if d["route"] != "auto")
-            times, _ = search.outcome_times(db, since, "9999-12-31")
-            overrides, _ = search.override_rows(db, since, "9999-12-31")
-            assert len(times) == 1 and [o["reason"] for o in overrides] == ["why"]
+            # the monitor's workload reads on PostgreSQL: the queue is what the console's search
+            # calls queued and unanswered (routed, or selected for audit: JSON read two ways)
+            reader = LogReader(db)
+            start, end = datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(minutes=1)
+            waiting = DecisionQuery(
+                since=since, until="9999-12-31", origin="live", queued=True, answered=False
+            )
+            found = queue(reader, "routing", start, end, ["region"])
+            assert found["open"] == len(search.search(db, waiting, 200)[0]) > 0
+            assert sum(g["n"] for g in found["by_segment"]["region"]["groups"]) == found["open"]
+            times = answer_times(reader, "routing", start, end, ["region"])
+            assert times["answered"] == 1 and times["by_route"][0]["p50"] >= 0
             place = search.chain_place(db, NO_KEYS, target["decision_id"])
             assert place is not None and place.problem is None
             with closing(_http_sign_in(srv, srv.keys["read"])) as client:
@@ -501,13 +504,14 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     from keel.monitoring import checks, runs
     from tests.conftest import cli_env, run_keel
 
-    srv, _ = console
+    srv, seeded = console
     url = srv.env["KEEL_DECISION_LOG_URL"]
     env = cli_env(store, KEEL_DECISION_LOG_URL=url)
+    db = Database(url)
+    _shadow_decisions(db, srv, seeded["decided"])
     args = ("monitor", "routing", "--window", "2h", "--out", str(tmp_path / "reports"))
     first = run_keel(env, *args, timeout=600)
     assert first.returncode in (0, 1, 2), first.stdout + first.stderr
-    db = Database(url)
     (run,) = runs.runs(db, "routing")
     run_path = f"/console/runs/{run.run_id}"
 
@@ -551,6 +555,43 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     assert "wrong queue" in text  # the seeded overrides' reason, from the stored summary
     _shot(browser, "mon-3-run")
 
+    # the run stored the review workload: an override count leads to exactly its cases
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Overrides"))
+    assert _one_h1(browser) == "Overrides"
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert "wrong queue" in text and f"{len(seeded['overridden'])} overridden decision(s)" in text
+    _shot(browser, "mon-6-overrides")
+    link = browser.find_element(By.CSS_SELECTOR, "main table tbody td a")
+    count = int(link.text)
+    _follow(browser, link)
+    assert _one_h1(browser) == "Decisions"
+    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert len(found) == count and all("(override)" in r.text for r in found)
+    _shot(browser, "mon-7-override-cases")
+
+    # the queue's count leads to exactly the cases still waiting for a person
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Review queue"))
+    _shot(browser, "mon-8-queue")
+    waiting = browser.find_element(By.CSS_SELECTOR, "p.big a")
+    count = int(waiting.find_element(By.TAG_NAME, "strong").text)
+    routed = {
+        d["case_id"] for d in seeded["decided"] if d["route"] != "auto" and d not in seeded["overridden"]
+    }
+    assert count >= len(routed)  # and the cases selected for audit
+    assert browser.find_elements(By.CSS_SELECTOR, "main svg.chart"), "queue over runs"
+    _follow(browser, waiting)
+    found = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr th a")
+    assert len(found) == count and routed <= {a.text for a in found}
+
+    # the run stored its champion vs shadow comparison: the Changes page shows it
+    _follow(browser, browser.find_element(By.LINK_TEXT, "Changes"))
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert "Shadow v9 vs champion by segment" in text and "paired with the live decision" in text
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table.compare tbody tr")
+    assert rows[0].find_element(By.TAG_NAME, "th").text == "all cases"
+    assert rows[0].find_elements(By.TAG_NAME, "td")[0].text == str(len(seeded["decided"]))
+    _shot(browser, "mon-5-changes")
+
     second = run_keel(env, *args, timeout=600)
     assert second.returncode in (0, 1, 2), second.stdout + second.stderr
     assert len(runs.runs(db, "routing")) == 2
@@ -572,9 +613,6 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     two = browser.find_elements(By.CSS_SELECTOR, "main svg.marks")[0]
     assert len(two.find_elements(By.TAG_NAME, "rect")) == 2  # the last runs' marks, oldest first
     _shot(browser, "mon-1b-overview-two-runs")
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Changes"))
-    assert "serves no shadow or canary" in browser.find_element(By.TAG_NAME, "main").text
-    _shot(browser, "mon-5-changes")
 
     # a second replica on the same KEEL_HOME (so the same console secret) and the same log
     (tmp_path / "replica").mkdir()
@@ -594,3 +632,27 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     finally:
         replica.stop()
         db.dispose()
+
+
+def _shadow_decisions(db: Database, srv: Server, decided: list[dict[str, Any]]) -> None:
+    """A shadow v9 decision beside each live one, appended to the log as the shadow thread would
+    log it (origin shadow, `shadow_of` the live decision): what `keel monitor` compares."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from keel.decision_log.bulk import BulkLoader
+    from keel.decision_log.settings import LogSettings
+    from tests.integration.test_console_comparison import _row
+
+    key_file = srv.env.get("KEEL_LOG_KEY_FILE")
+    rows = []
+    for i, d in enumerate(decided):
+        record = {
+            "decision_id": str(uuid.uuid4()),
+            "shadow_of": d["decision_id"],
+            "versions": {"alias": "shadow"},
+        }
+        row = _row(i, "shadow", record, d["outcome"], ("NA", "EMEA", "APAC")[i % 3])
+        rows.append({**row, "model_version": "9", "created_at": datetime.now(UTC).isoformat()})
+    loader = BulkLoader(db, settings=LogSettings(key_file=Path(key_file) if key_file else None))
+    assert loader.load("decisions", rows) == len(decided)
