@@ -34,6 +34,7 @@ from urllib.parse import urlparse, urlunparse
 import numpy as np
 
 if TYPE_CHECKING:
+    from keel.decision_log import Database
     from keel.decision_log.records import DecisionRecord
 
 MODEL = "invoice_classification"
@@ -66,9 +67,17 @@ def logged_decisions(url: str) -> int:
         db.dispose()
 
 
-def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, float]:
+def build_log(
+    decisions: int,
+    pool: int,
+    scenario: str,
+    seed: int,
+    start: datetime = datetime(2026, 11, 1, tzinfo=UTC),
+    span: timedelta = timedelta(days=7),
+) -> dict[str, float]:
     """Train and register the model, decide a pool of cases through the online path, then bulk
-    fill the decision log to `decisions` rows; returns the phases' seconds."""
+    fill the decision log to `decisions` rows spread evenly over [start, start + span); returns
+    the phases' seconds."""
     from keel.decision_log import Database, DecisionLog
     from keel.decision_log.bulk import BulkLoader
     from keel.decision_log.rows import log_row
@@ -101,7 +110,7 @@ def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, 
     t1 = time.perf_counter()
 
     def rows() -> Iterator[dict[str, Any]]:
-        start, step = datetime(2026, 11, 1, tzinfo=UTC), timedelta(days=7) / decisions
+        step = span / decisions
         # Random picks from the pool: a cyclic order would alias with the systematic sample.
         picks = np.random.default_rng(seed).integers(0, len(records), size=decisions)
         for written in range(len(records), decisions):
@@ -114,12 +123,7 @@ def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, 
     BulkLoader(db).load("decisions", rows())
     t2 = time.perf_counter()
     if db.is_postgres:
-        # After a bulk load, as after any large import: statistics for the planner, and the
-        # visibility map that lets the monitoring index answer without touching the table.
-        raw: Any = db.engine.raw_connection()
-        raw.driver_connection.autocommit = True
-        raw.driver_connection.execute("VACUUM (ANALYZE) decisions")
-        raw.close()
+        vacuum_analyze(db, "decisions")
     db.dispose()
     return {
         "train_and_pool_seconds": round(t1 - t0, 1),
@@ -127,6 +131,15 @@ def build_log(decisions: int, pool: int, scenario: str, seed: int) -> dict[str, 
         "bulk_fill_rows_per_second": round((decisions - len(records)) / max(t2 - t1, 1e-9)),
         "vacuum_analyze_seconds": round(time.perf_counter() - t2, 1),
     }
+
+
+def vacuum_analyze(db: Database, table: str) -> None:
+    """After a bulk load, as after any large import (PostgreSQL): statistics for the planner, and
+    the visibility map that lets an index answer without touching the table."""
+    raw: Any = db.engine.raw_connection()
+    raw.driver_connection.autocommit = True
+    raw.driver_connection.execute(f"VACUUM (ANALYZE) {table}")
+    raw.close()
 
 
 def window_end_after(url: str, n: int) -> datetime:
