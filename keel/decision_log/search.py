@@ -18,6 +18,7 @@ from typing import Any
 from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, hashed_values, legacy_row_hash, row_hash
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
+from keel.decision_log.windows import AUDITED
 
 __all__ = [
     "MAX_PAGE",
@@ -39,10 +40,6 @@ _COLUMNS = (
     f"(SELECT f.final_outcome FROM feedback f WHERE f.seq = {_LATEST}) AS final_outcome, "
     f"(SELECT f.kind FROM feedback f WHERE f.seq = {_LATEST}) AS feedback_kind"
 )
-
-_AUDITED = '%"audit":{"selected":true%'
-"""A record selected for audit: records are compact JSON (strict_json.dumps) and the audit object
-starts with `selected` (keel.decision_log.audit_plans.AuditPlan.select builds it so)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class DecisionQuery:
     to_review: bool | None = None
     """Routed to a person (any route but `auto`)."""
     queued: bool | None = None
-    """In the review queue: routed to a person or selected for audit (the record's audit.selected)."""
+    """In the review queue: routed to a person or selected for audit (windows.AUDITED)."""
     final_outcome: str | None = None
     segments: dict[str, str] = field(default_factory=dict)
     before_seq: int | None = None
@@ -109,7 +106,7 @@ class DecisionQuery:
             clauses.append("d.route <> 'auto'" if self.to_review else "d.route = 'auto'")
         if self.queued is not None:
             clauses.append(("" if self.queued else "NOT ") + "(d.route <> 'auto' OR d.record LIKE ?)")
-            params.append(_AUDITED)
+            params.append(AUDITED)
         if self.final_outcome is not None:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.final_outcome = ?)"

@@ -17,7 +17,7 @@ from typing import Any
 from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, LIVE
 from keel.decision_log.database import Database
 
-__all__ = ["BATCH_CALLER_PREFIX", "Window", "WindowQueries"]
+__all__ = ["AUDITED", "BATCH_CALLER_PREFIX", "Window", "WindowQueries"]
 
 Window = tuple[str, str, str]
 """(model, start, end) with the bounds in the writer's UTC isoformat."""
@@ -37,6 +37,12 @@ _HIT_ROWS = (
     "FROM hit h CROSS JOIN decisions d CROSS JOIN feedback f "
     f"WHERE d.seq = h.dseq AND f.seq = h.fseq AND {_WINDOW}"
 )
+
+AUDITED = '%"audit":{"selected":true%'
+"""LIKE pattern of a record selected for audit: records are compact JSON (strict_json.dumps) and
+the audit object starts with `selected` (keel.decision_log.audit_plans.AuditPlan.select). Text
+matching, not JSON parsing: the queue's scan reads every automatic decision of the window."""
+_AUDITED_SQL = "CASE WHEN d.record LIKE ? THEN 1 ELSE 0 END"
 
 
 class WindowQueries:
@@ -70,12 +76,6 @@ class WindowQueries:
             f", CASE WHEN d.segments IS NULL THEN {self._segment(s, True)} ELSE {self._segment(s, False)} END"
             for s in names
         )
-
-    def _audited(self) -> str:
-        """True when the decision was selected for audit (its record's audit.selected)."""
-        if self.db.is_postgres:
-            return f"COALESCE({self._json('d.record', 'audit', 'selected')} = 'true', FALSE)"
-        return f"COALESCE({self._json('d.record', 'audit', 'selected')} = 1, 0)"
 
     def _fired(self, legacy: bool) -> str:
         """1 when a policy rule fired: the `intervened` column, or the record JSON on legacy rows."""
@@ -189,15 +189,16 @@ class WindowQueries:
     def open_cases(self, window: Window, names: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
         """The review queue at the window's end, in chunks of (route, created_at, audited,
         *segment values): decisions of the window routed to a person (any route but `auto`) or
-        selected for audit, with no feedback logged before the window's end."""
+        selected for audit, with no feedback logged before the window's end. "Selected for
+        audit" is the console search's own test (AUDITED), so a count and its search agree."""
         sql = (
-            f"SELECT d.route, d.created_at, {self._audited()}{self._segment_values(names)} "
+            f"SELECT d.route, d.created_at, {_AUDITED_SQL}{self._segment_values(names)} "
             f"FROM decisions d WHERE {_WINDOW} AND NOT EXISTS (SELECT 1 FROM feedback f "
             "WHERE f.decision_id = d.decision_id AND f.created_at < ?) "
-            f"AND (d.route <> 'auto' OR {self._audited()})"
+            "AND (d.route <> 'auto' OR d.record LIKE ?)"
         )
         with self.db.reading() as reader:
-            yield from reader.stream(self._live(sql), (*window, window[2]), chunk)
+            yield from reader.stream(self._live(sql), (AUDITED, *window, window[2], AUDITED), chunk)
 
     def answer_times(
         self, window: Window, names: Sequence[str], chunk: int
@@ -209,8 +210,8 @@ class WindowQueries:
             "WITH hit AS MATERIALIZED (SELECT MAX(d.seq) AS dseq, MIN(f.created_at) AS first_at "
             "FROM feedback f CROSS JOIN decisions d WHERE d.decision_id = f.decision_id "
             "AND d.seq BETWEEN ? AND ? GROUP BY f.decision_id ORDER BY 1) "
-            f"SELECT d.route, d.created_at, h.first_at, {self._audited()}{self._segment_values(names)} "
+            f"SELECT d.route, d.created_at, h.first_at, {_AUDITED_SQL}{self._segment_values(names)} "
             f"FROM hit h CROSS JOIN decisions d WHERE d.seq = h.dseq AND {_WINDOW}"
         )
         with self.db.reading() as reader:
-            yield from reader.stream(self._live(sql), (lo, hi, *window), chunk)
+            yield from reader.stream(self._live(sql), (lo, hi, AUDITED, *window), chunk)
