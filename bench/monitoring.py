@@ -139,6 +139,7 @@ def vacuum_analyze(db: Database, table: str) -> None:
     raw: Any = db.engine.raw_connection()
     raw.driver_connection.autocommit = True
     raw.driver_connection.execute(f"VACUUM (ANALYZE) {table}")
+    raw.driver_connection.autocommit = False  # back to the pool as it came
     raw.close()
 
 
