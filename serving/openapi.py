@@ -142,7 +142,7 @@ PROCESS_QUERY = [
         "in": "query",
         "required": True,
         "description": "a correlation context's process_instance_id",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
     },
     {
         "name": "limit",

@@ -21,7 +21,8 @@ __all__ = ["MAX_CONTEXT_BYTES", "Context", "context_size", "parse_traceparent"]
 MAX_CONTEXT_BYTES = 2048
 """A case's context, serialized as compact JSON, may be at most this many bytes (else 422)."""
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+"""One identifier; the context as a whole is bounded by MAX_CONTEXT_BYTES."""
 
 
 class Context(BaseModel):
@@ -33,7 +34,7 @@ class Context(BaseModel):
     process_definition_id: Id | None = Field(
         default=None, description="the process definition (e.g. BPMN process id or key)"
     )
-    process_definition_version: int | str | None = Field(
+    process_definition_version: int | Id | None = Field(
         default=None, description="the deployed version of that definition"
     )
     process_instance_id: Id | None = Field(
