@@ -65,7 +65,7 @@ def decision(decision_id: str, request: Request) -> Any:
 def decisions(
     request: Request,
     process_instance: str = Query(
-        min_length=1, max_length=256, description="a context's process_instance_id"
+        min_length=1, max_length=1024, description="a context's process_instance_id"
     ),
     limit: int = Query(default=50, ge=1, le=MAX_PAGE, description="decisions per page"),
     after: int | None = Query(default=None, ge=0, description="the previous page's `next_after`"),
