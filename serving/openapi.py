@@ -111,7 +111,7 @@ def decide_request_model(contract: Contract, max_cases: int) -> type[BaseModel]:
     described = f"decided in this order; at most {max_cases:,} (more: 422 with an error on `cases`)"
     cases = (list[case], Field(..., min_length=1, max_length=max_cases, description=described))  # type: ignore[valid-type]
     config = ConfigDict(extra="forbid")
-    context = (
+    context: tuple[Any, Any] = (
         Context | None,
         Field(
             default=None,
