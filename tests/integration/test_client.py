@@ -37,9 +37,16 @@ class Counting(httpx.HTTPTransport):
         super().__init__()
         self.keys: list[str | None] = []
 
+        self.failures: list[str] = []
+        """The transport errors of the tries that got no answer, by type."""
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.keys.append(request.headers.get("idempotency-key"))
-        return super().handle_request(request)
+        try:
+            return super().handle_request(request)
+        except httpx.TransportError as exc:
+            self.failures.append(type(exc).__name__)
+            raise
 
 
 def _case(case_id: str) -> dict[str, object]:
@@ -145,9 +152,11 @@ def test_sigkill_and_restart_mid_call_20_times_loses_and_duplicates_nothing(
     stop = threading.Event()
     errors: list[str] = []
 
+    transport = Counting()
+
     def client_loop() -> None:
         retry = RetryPolicy(attempts=200, deadline=150, backoff=0.05, max_backoff=1.0)
-        with KeelClient(srv.url, keys["all"], retry=retry, timeout=10) as keel:
+        with KeelClient(srv.url, keys["all"], retry=retry, timeout=10, transport=transport) as keel:
             for n in range(100_000):  # bounded in count and in time (the test's deadline)
                 if stop.is_set():
                     return
@@ -184,6 +193,13 @@ def test_sigkill_and_restart_mid_call_20_times_loses_and_duplicates_nothing(
         srv.stop()
     assert not worker.is_alive()
     assert not errors, errors[:3]
+    # Killed mid-call: some tries lost their connection after sending (not only refused ones).
+    mid_call = [f for f in transport.failures if f != "ConnectError"]
+    print(
+        f"acked {len(acked)}, gave up {len(gave_up)}, tries {len(transport.keys)}, "
+        f"dropped mid-call {len(mid_call)}"
+    )
+    assert mid_call, transport.failures[:5]
     assert len(acked) >= RESTARTS * 5
     conn = sqlite3.connect(tmp_path / "decisions.db")
     rows = conn.execute("SELECT case_id, decision_id, idempotency_key FROM decisions").fetchall()
