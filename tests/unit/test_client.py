@@ -113,3 +113,18 @@ def test_the_client_imports_nothing_of_the_service() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_large_body_is_checked_in_process_without_its_contexts() -> None:
+    import orjson
+
+    from keel.feature_defs.contract import load_contract
+    from keel.serving.body_check import _check
+
+    contract = load_contract("routing")
+    case = {**contract.example_case, "context": {"element_id": "e"}}
+    good = orjson.dumps({"cases": [case], "context": {"process_instance_id": "pi"}})
+    assert _check(good, contract, 1000) is None
+    bad = orjson.dumps({"cases": [{**case, "context": {"element": "e"}}]})
+    found = _check(bad, contract, 1000)
+    assert found is not None and [e.field for e in found[1]] == ["context.element"]
