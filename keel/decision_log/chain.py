@@ -27,6 +27,7 @@ __all__ = [
     "DECISION_COLUMNS",
     "FEEDBACK_COLUMNS",
     "LIVE",
+    "ORIGIN",
     "ORIGINS",
     "SHADOW",
     "chain_hash",
@@ -54,6 +55,7 @@ DECISION_COLUMNS = (
     "intervened",
     "record",
     "origin",
+    "process_instance",
 )
 FEEDBACK_COLUMNS = (
     "feedback_id",
@@ -65,6 +67,7 @@ FEEDBACK_COLUMNS = (
     "final_outcome",
     "kind",
     "record",
+    "process_instance",
 )
 ALIAS_COLUMNS = (
     "model",
@@ -105,17 +108,28 @@ LIVE, BATCH, SHADOW = "live", "batch", "shadow"
 ORIGINS = (LIVE, BATCH, SHADOW)
 """Where a decision came from: answered on the online route (live), logged by `keel score --log`
 (batch), or scored beside the champion and never returned (shadow). Monitoring counts live ones."""
+ORIGIN = DECISION_COLUMNS.index("origin")
+"""Where a decision row's `origin` sits among its values."""
+CORRELATED = ("decisions", "feedback")
+"""Chains whose last column is `process_instance` (migration 0008): the caller's process instance,
+copied from the record's correlation context so a process's decisions are found by index."""
 
 
 def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     """The column values a row's hash covers (in CHAINS order).
 
-    A decision's `origin` is covered only when it is not `live`: rows logged before the column
-    existed verify unchanged, and moving a row into or out of `live` still breaks its hash (the
-    encoding is self-delimiting, so a value more or less never encodes alike).
+    Columns added after rows were chained are covered only when they hold something: rows logged
+    before they existed verify unchanged, and setting or clearing one still breaks its hash (the
+    encoding is self-delimiting, so a value more or less never encodes alike). A row with a
+    `process_instance` is covered whole; without one, a decision's `origin` is covered only when
+    it is not `live`.
     """
-    if table == "decisions" and values[-1] == LIVE:
-        return values[:-1]
+    if table in CORRELATED:
+        if values[-1] is not None:
+            return values
+        values = values[:-1]
+    if table == "decisions" and values[ORIGIN] == LIVE:
+        return values[:ORIGIN]
     return values
 
 
