@@ -35,12 +35,15 @@ from keel.decision_log.archive_format import (
     parts_of,
     read_manifest,
 )
+from keel.decision_log.chain import column_digests
 from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
 
 __all__ = ["ArchiveReport", "verify_archive", "verify_month"]
 
+_KINDS = {"int64": "int", "bool": "int", "double": "float"}
+"""How each Arrow type of an archived column is encoded for its row's digest."""
 GROUPS_PER_TASK = 8
 """Row groups (of 20,000 rows) hashed by one worker task."""
 
@@ -82,7 +85,9 @@ def _check_span(
 ) -> _Span:
     """Hash a run of a file's rows, trusting only the first row's stored link (joined later)."""
     span = _Span()
-    names = arrow_schema(table).names
+    schema = arrow_schema(table)
+    names = schema.names
+    kinds = [_KINDS.get(str(schema.field(n).type), "str") for n in names[1:-3]]
     walk: ChainWalk | None = None
     keep = table in COPIED
     with fs.open(path, "rb") as handle:
@@ -93,12 +98,13 @@ def _check_span(
             data = {n: batch.column(n).to_pylist() for n in wanted}
             # A column added to the chain after this archive was written: NULL, as in the live log.
             columns = [data.get(n, [None] * batch.num_rows) for n in names]
-            for row in zip(*columns, strict=True):
+            digests = column_digests(table, columns[1:-3], kinds)
+            for row, digest in zip(zip(*columns, strict=True), digests, strict=True):
                 seq, stored_prev, stored_hash, key_id = row[0], row[-3], row[-2], row[-1]
                 if walk is None:
                     walk = ChainWalk(table, keys, prev=stored_prev, legacy_until=legacy_until)
                     span.first_seq, span.first_prev = seq, stored_prev
-                problem = walk.step(seq, tuple(row[1:-3]), stored_prev, stored_hash, key_id)
+                problem = walk.step_digest(seq, digest, row[1:-3], stored_prev, stored_hash, key_id)
                 if problem:
                     span.problem, span.bad_seq = problem, seq
                     return span

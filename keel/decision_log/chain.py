@@ -30,6 +30,7 @@ __all__ = [
     "ORIGINS",
     "SHADOW",
     "chain_hash",
+    "column_digests",
     "content_digest",
     "hashed_values",
     "legacy_row_hash",
@@ -144,6 +145,27 @@ def _encode(value: Any) -> bytes:
 def content_digest(values: tuple[Any, ...]) -> str:
     """sha256 of one row's logged column values (in CHAINS column order)."""
     return hashlib.sha256(b"".join(_encode(v) for v in values)).hexdigest()
+
+
+def _encoded_column(values: list[Any], kind: str) -> list[bytes]:
+    """`_encode` over a column whose type is known ("str", "int" or "float"): the same bytes, without
+    the per-value type dispatch (a column from Parquet holds one type, or None)."""
+    if kind == "str":
+        return [b"n;" if v is None else b"s%d:%b" % (len(e), e) for v in values for e in (str(v).encode(),)]
+    if kind == "int":
+        return [b"n;" if v is None else b"i%d;" % int(v) for v in values]
+    return [b"n;" if v is None else b"f%b;" % float.__repr__(float(v)).encode() for v in values]
+
+
+def column_digests(table: str, columns: list[list[Any]], kinds: list[str]) -> list[str]:
+    """`content_digest(hashed_values(table, row))` for every row of columns given in CHAINS order:
+    the same digests, built a column at a time (several times faster for the long scans of archives)."""
+    encoded = [_encoded_column(values, kind) for values, kind in zip(columns, kinds, strict=True)]
+    if table == "decisions":
+        # hashed_values: a live decision's origin is not covered
+        encoded[-1] = [b"" if v == LIVE else e for v, e in zip(columns[-1], encoded[-1], strict=True)]
+    sha = hashlib.sha256
+    return [sha(b"".join(parts)).hexdigest() for parts in zip(*encoded, strict=True)]
 
 
 def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:

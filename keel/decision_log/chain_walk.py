@@ -15,6 +15,7 @@ from keel.decision_log.chain import (
     BATCH,
     BATCH_CALLER_PREFIX,
     CHAINS,
+    chain_hash,
     hashed_values,
     legacy_row_hash,
     row_hash,
@@ -68,6 +69,32 @@ class ChainWalk:
             self.key_ids.add(key_id)
         self.prev, self.last_seq = stored_hash, seq
         return None
+
+    def step_digest(
+        self,
+        seq: int,
+        digest: str,
+        values: tuple[Any, ...],
+        stored_prev: str,
+        stored_hash: str,
+        key_id: str | None,
+    ) -> str | None:
+        """`step` for a row whose content digest the caller built in bulk (`column_digests`): a keyed
+        row whose link and hash fit costs one HMAC; any other row takes `step`'s full path, which
+        knows the older formats and names what is wrong."""
+        key = self.keys.keys.get(key_id) if key_id is not None else None
+        if (
+            key is not None
+            and stored_prev == self.prev
+            and chain_hash(self.prev, digest, key) == stored_hash
+            and not _origin_problem(self.table, values)
+        ):
+            self.rows += 1
+            self.keyed = True
+            self.key_ids.add(str(key_id))
+            self.prev, self.last_seq = stored_hash, seq
+            return None
+        return self.step(seq, values, stored_prev, stored_hash, key_id)
 
     def _check(
         self, values: tuple[Any, ...], stored_prev: str, stored: str, key_id: str | None
