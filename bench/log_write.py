@@ -28,7 +28,7 @@ ROWS = 32
 def _values(i: int) -> tuple[Any, ...]:
     record = json.dumps({"decision_id": f"d{i}", "inputs": {"amount": i}, "explanation": [0.1] * 20})
     return (f"d{i}-{time.monotonic_ns()}", "routing", "1", "2026-01-01T00:00:00+00:00", "bench", None, None,
-            None, 0, "finance", 0, "auto", 0.9, "{}", 0, record, "live")  # fmt: skip
+            None, 0, "finance", 0, "auto", 0.9, "{}", 0, record, "live", None)  # fmt: skip
 
 
 def raw_path(db: Database, n: int) -> float:

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from keel.errors import FieldError, InvalidInput, KeelError
+from keel.serving.correlation import case_contexts
 
-__all__ = ["check_in_process", "close", "parse_cases", "start"]
+__all__ = ["check_in_process", "close", "parse_request", "start"]
 
 _pool: ProcessPoolExecutor | None = None
 
@@ -27,8 +28,9 @@ def _invalid(problem: str, field: str = "body") -> InvalidInput:
     return InvalidInput("the request body does not match the schema", [FieldError(-1, field, problem)])
 
 
-def parse_cases(body: bytes) -> list[Any]:
-    """The `cases` of a decide body, or a 422 saying what is wrong with its shape."""
+def parse_request(body: bytes) -> tuple[list[Any], Any]:
+    """The `cases` of a decide body and its call-level `context` (None: not sent), or a 422
+    saying what is wrong with its shape (a context's own fields are checked later)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -37,23 +39,28 @@ def parse_cases(body: bytes) -> list[Any]:
         raise _invalid(f"not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise _invalid('expected a JSON object {"cases": [...]}')
-    extra = sorted(k for k in payload if k != "cases")[:10]
+    extra = sorted(k for k in payload if k not in ("cases", "context"))[:10]
     if extra:
-        raise _invalid("unknown top-level field(s); only 'cases' is allowed", field=",".join(extra)[:200])
+        raise _invalid(
+            "unknown top-level field(s); only 'cases' and 'context' are allowed", field=",".join(extra)[:200]
+        )
     cases = payload.get("cases")
     if not isinstance(cases, list):
         raise _invalid("required: a list of 1 to 1000 case objects", field="cases")
-    return cases
+    return cases, payload.get("context")
 
 
 def _check(body: bytes, contract: Any, max_cases: int) -> tuple[str, list[Any], int] | None:
     """In the child: None if the body may be parsed in the service, else (message, errors, count)."""
     try:
-        cases = parse_cases(body)
+        cases, context = parse_request(body)
+        if not cases or len(cases) > max_cases:
+            return None  # the service answers these (422) without parsing much
+        cases, _ = case_contexts(context, cases)
+    except InvalidInput as exc:
+        return exc.message, exc.errors, exc.error_count
     except KeelError as exc:
         return exc.message, list(getattr(exc, "errors", [])), 1
-    if not cases or len(cases) > max_cases:
-        return None  # the service answers these (422) without parsing much
     checked = contract.validate_records(cases)
     if checked.matrix is None:
         return f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count

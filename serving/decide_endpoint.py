@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import orjson
 
+from keel.client.context import parse_traceparent
 from keel.errors import InvalidInput, KeelError, ModelLoadError, NotFound
 from keel.serving import body_check
-from keel.serving.body_check import parse_cases
+from keel.serving.body_check import parse_request
 from keel.serving.decider import Decider
 from keel.serving.error_response import send_error, send_json
 
 if TYPE_CHECKING:
     from keel.decision_log.records import DecisionRecord
 
-__all__ = ["INLINE_BODY_BYTES", "answer", "parse_cases"]
+__all__ = ["INLINE_BODY_BYTES", "answer"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -43,7 +44,12 @@ def render(decisions: list[DecisionRecord]) -> bytes:
 
 
 def _decide_body(
-    decider: Decider, model: str, body: bytes, caller: str, idempotency_key: str | None
+    decider: Decider,
+    model: str,
+    body: bytes,
+    caller: str,
+    idempotency_key: str | None,
+    traceparent: str | None,
 ) -> bytes | KeelError:
     """Parse, validate and decide a large body in a worker thread; an error is returned, not raised.
 
@@ -52,7 +58,8 @@ def _decide_body(
     150,000 keys there holds the loop for tens of milliseconds.
     """
     try:
-        return render(decider.decide(model, parse_cases(body), caller, idempotency_key))
+        cases, context = parse_request(body)
+        return render(decider.decide(model, cases, caller, idempotency_key, context, traceparent))
     except KeelError as exc:
         return exc.with_traceback(None)
 
@@ -65,8 +72,11 @@ async def answer(
     caller: str,
     idempotency_key: str | None,
     send: Send,
+    traceparent: str | None = None,
 ) -> None:
-    """Decide the body's cases for `model` and send the response (errors as Keel's JSON)."""
+    """Decide the body's cases for `model` and send the response (errors as Keel's JSON); a
+    malformed `traceparent` is ignored (W3C Trace Context: a receiver starts a new trace)."""
+    traceparent = parse_traceparent(traceparent)
     try:
         if not served:
             raise ModelLoadError("no model is loaded yet; retry shortly")
@@ -82,12 +92,22 @@ async def answer(
             # One large body at a time: parsing holds the GIL in C for its whole length, and
             # several such parses in a row would keep the event loop from running between them.
             out = await anyio.to_thread.run_sync(
-                _decide_body, decider, model, body, caller, idempotency_key, limiter=_large_bodies()
+                _decide_body,
+                decider,
+                model,
+                body,
+                caller,
+                idempotency_key,
+                traceparent,
+                limiter=_large_bodies(),
             )
             if isinstance(out, KeelError):
                 raise out
         else:
-            out = await decider.decide_async(model, parse_cases(body), caller, idempotency_key, render=render)
+            cases, context = parse_request(body)
+            out = await decider.decide_async(
+                model, cases, caller, idempotency_key, render=render, context=context, traceparent=traceparent
+            )
     except KeelError as exc:
         await send_error(send, exc)
         return

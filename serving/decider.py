@@ -24,9 +24,10 @@ from keel.decision_log import DecisionLog, Replay, reads, reject_changed_replay
 from keel.decision_log.audit_plans import POOLS, AuditPlan, PlanBook
 from keel.decision_log.chain import FEEDBACK_COLUMNS
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
-from keel.decision_log.rows import log_row
+from keel.decision_log.rows import log_row, process_instance
 from keel.errors import FieldError, InvalidInput, NotFound
 from keel.serving.challengers import ShadowScorer, decide_cases
+from keel.serving.correlation import attach, case_contexts
 from keel.serving.decision_record import public, with_audit
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, Served
@@ -57,6 +58,8 @@ def _same(decisions: list[DecisionRecord]) -> list[DecisionRecord]:
 @dataclass
 class _Plan:
     model: str
+    cases: list[Any]
+    """The cases as the model saw them (without their correlation contexts)."""
     rows: list[dict[str, Any]]
     replay: Replay | None
     """Finds this request's rows if an identical one was logged first (idempotency), or None."""
@@ -78,14 +81,22 @@ class Decider:
         self._inflight = 0  # inline decide_async calls not yet answered (event loop only)
 
     def decide(
-        self, model: str, cases: list[Any], caller: str, idempotency_key: str | None = None
+        self,
+        model: str,
+        cases: list[Any],
+        caller: str,
+        idempotency_key: str | None = None,
+        context: Any = None,
+        traceparent: str | None = None,
     ) -> list[DecisionRecord]:
-        plan = self._plan(model, cases, caller, idempotency_key)
+        """Decide and log `cases`; `context` is the call's correlation context (each case may
+        carry its own) and `traceparent` a valid W3C trace context (serving/correlation.py)."""
+        plan = self._plan(model, cases, caller, idempotency_key, context, traceparent)
         if plan.replayed is not None:
             return plan.replayed
         out = self._finish(plan, self.log.append("decisions", plan.rows, replay=plan.replay))
         if self.models.snapshot.challengers and out and out[0]["decision_id"] == plan.rows[0]["decision_id"]:
-            self._shadow(model, cases, plan.rows, caller)
+            self._shadow(model, plan.cases, plan.rows, caller)
         return out
 
     async def decide_async(
@@ -95,6 +106,8 @@ class Decider:
         caller: str,
         idempotency_key: str | None = None,
         render: Callable[[list[DecisionRecord]], T] = _same,  # type: ignore[assignment]
+        context: Any = None,
+        traceparent: str | None = None,
     ) -> T:
         """`decide` for the event loop; returns `render(decisions)`.
 
@@ -108,7 +121,14 @@ class Decider:
         # read happens in the worker thread, never on the loop.
         if idempotency_key or len(cases) > INLINE_CASES or not self.audits.loaded:
             decisions = await anyio.to_thread.run_sync(
-                self.decide, model, cases, caller, idempotency_key, limiter=self.limiter()
+                self.decide,
+                model,
+                cases,
+                caller,
+                idempotency_key,
+                context,
+                traceparent,
+                limiter=self.limiter(),
             )
             return render(decisions)
         self._inflight += 1
@@ -118,10 +138,10 @@ class Decider:
                 # drops the GIL) runs beside the loop's work for them. A request on its own is
                 # decided inline: the thread hop would only add to its latency.
                 plan = await asyncio.get_running_loop().run_in_executor(
-                    None, self._plan, model, cases, caller, None
+                    None, self._plan, model, cases, caller, None, context, traceparent
                 )
             else:
-                plan = self._plan(model, cases, caller, None)
+                plan = self._plan(model, cases, caller, None, context, traceparent)
             committed = self.log.submit("decisions", plan.rows)
             # Without an idempotency key nothing can be replayed: the stored rows are plan.rows.
             out = [public(r["record"]) for r in plan.rows]
@@ -132,7 +152,7 @@ class Decider:
         # Counted once the response is on its way: the caller sends it before the loop runs this.
         asyncio.get_running_loop().call_soon(self.metrics.observe_decisions, plan.model, out)
         if self.models.snapshot.challengers:  # empty unless a shadow or canary is configured
-            asyncio.get_running_loop().call_soon(self._shadow, model, cases, plan.rows, caller)
+            asyncio.get_running_loop().call_soon(self._shadow, model, plan.cases, plan.rows, caller)
         return rendered
 
     def _shadow(self, model: str, cases: list[Any], rows: list[dict[str, Any]], caller: str) -> None:
@@ -148,7 +168,15 @@ class Decider:
             self._threads = anyio.CapacityLimiter(self.settings.threads)
         return self._threads
 
-    def _plan(self, model: str, cases: list[Any], caller: str, idempotency_key: str | None) -> _Plan:
+    def _plan(
+        self,
+        model: str,
+        cases: list[Any],
+        caller: str,
+        idempotency_key: str | None,
+        context: Any = None,
+        traceparent: str | None = None,
+    ) -> _Plan:
         """Everything before the log write: checks, an idempotent replay, the decisions, the rows."""
         if len(cases) > self.settings.max_cases:
             # A field error, not 413: the schema's maxItems says so, and 413 is about the body's bytes.
@@ -161,12 +189,18 @@ class Decider:
                 "Idempotency-Key is too long", [FieldError(-1, "Idempotency-Key", "at most 200 characters")]
             )
         served = self.models.get(model)
-        digest = request_digest(cases) if idempotency_key else None
+        asked, contexts = case_contexts(context, cases)
+        # The body as sent (cases with their own contexts); the call's context only when there is
+        # one, so a request without it digests as before. The traceparent is not part of it: a
+        # retry is a new span of the same trace and replays the first answer.
+        sent: Any = cases if context is None else {"cases": cases, "context": context}
+        digest = request_digest(sent) if idempotency_key else None
         if idempotency_key:
             earlier = reads.decisions_by_key(self.log.db, caller, model, idempotency_key)
             if earlier:
                 replayed = [public(r["record"]) for r in reject_changed_replay(earlier, digest or "")]
-                return _Plan(model, [], None, replayed)
+                return _Plan(model, asked, [], None, replayed)
+        cases = asked
         contract = served.loaded.model.contract
         checked = contract.validate_records(cases)
         if checked.matrix is None:
@@ -174,6 +208,7 @@ class Decider:
                 f"{checked.error_count} field error(s) in the cases", checked.errors, checked.error_count
             )
         records = with_audit(self._decide_valid(served, cases, checked.matrix), self._audit_plan(model))
+        attach(records, contexts, traceparent)
         segments = served.spec.segment_fields
         rows = [log_row(r, i, caller, idempotency_key, digest, segments) for i, r in enumerate(records)]
         replay = None
@@ -184,7 +219,7 @@ class Decider:
                 found = reads.decisions_by_key(conn, caller, model, key)
                 return reject_changed_replay(found, digest or "") if found else None
 
-        return _Plan(model, rows, replay, None)
+        return _Plan(model, cases, rows, replay, None)
 
     def _audit_plan(self, model: str) -> AuditPlan:
         """The model's current audit plan; the first call of a Decider the runtime did not load
@@ -219,11 +254,15 @@ class Decider:
         idempotency_key: str | None = None,
         reviewer_pool: str | None = None,
         reviewer_segment: str | None = None,
+        context: dict[str, Any] | None = None,
+        traceparent: str | None = None,
     ) -> tuple[FeedbackRecord, bool]:
         """Append a reviewer's final outcome; returns (feedback record, newly created).
 
         `reviewer_pool` says whether the reviewer works in the case's own segment (`local`) or
-        outside it (`cross`), as the decision's audit asked; monitoring compares the two."""
+        outside it (`cross`), as the decision's audit asked; monitoring compares the two.
+        `context` (checked fields of keel.client.context.Context) says which process step sent it;
+        the row is found by its own process instance, else by its decision's."""
         if reviewer_pool is not None and reviewer_pool not in POOLS:
             raise InvalidInput(
                 "reviewer_pool is not a reviewer pool",
@@ -249,6 +288,8 @@ class Decider:
         if reviewer_pool is not None or reviewer_segment is not None:
             # Only then: a request without them hashes as it did before they existed.
             asked_for += [reviewer_pool, reviewer_segment]
+        if context:
+            asked_for.append(context)
         asked = request_digest(asked_for)
         feedback_id = (
             str(uuid.UUID(hashlib.sha256(json.dumps([caller, idempotency_key]).encode()).hexdigest()[:32]))
@@ -273,8 +314,14 @@ class Decider:
             "request_hash": asked,
             "idempotency_key": idempotency_key,
         }
+        if context:
+            record["context"] = context
+        if traceparent is not None:
+            record["traceparent"] = traceparent
         columns: Mapping[str, Any] = record  # read by column name, not by literal key
-        row = {**{k: columns[k] for k in FEEDBACK_COLUMNS if k != "record"}, "record": record}
+        row = {k: columns[k] for k in FEEDBACK_COLUMNS if k not in ("record", "process_instance")}
+        row["record"] = record
+        row["process_instance"] = process_instance(context) or decision.get("process_instance")
 
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             if idempotency_key:
@@ -298,16 +345,33 @@ class Decider:
         row = self.log.get_decision(decision_id)
         if row is None:
             raise NotFound(f"no decision {decision_id}")
-        # cast: the row's record column is a DecisionRecord; the row adds who asked and how.
-        return cast(
-            "LookedUpDecision",
-            {
-                **row["record"],
-                "caller": row["caller"],
-                "origin": row["origin"],
-                "feedback": [f["record"] for f in self.log.feedback_for(decision_id)],
-            },
-        )
+        return _looked_up(row, self.log.feedback_for(decision_id))
+
+    def of_process(self, process_instance: str, limit: int, after: int | None) -> dict[str, Any]:
+        """A page of the decisions a process instance asked for (its context's
+        process_instance_id), oldest first, each as `lookup` returns it; `next_after` continues."""
+        rows, feedback, next_after = reads.decisions_of_process(self.log.db, process_instance, limit, after)
+        by_decision: dict[str, list[dict[str, Any]]] = {}
+        for f in feedback:
+            by_decision.setdefault(f["decision_id"], []).append(f)
+        return {
+            "process_instance": process_instance,
+            "decisions": [_looked_up(r, by_decision.get(r["decision_id"], [])) for r in rows],
+            "next_after": next_after,
+        }
+
+
+def _looked_up(row: dict[str, Any], feedback: list[dict[str, Any]]) -> LookedUpDecision:
+    # cast: the row's record column is a DecisionRecord; the row adds who asked and how.
+    return cast(
+        "LookedUpDecision",
+        {
+            **row["record"],
+            "caller": row["caller"],
+            "origin": row["origin"],
+            "feedback": [f["record"] for f in feedback],
+        },
+    )
 
 
 def _digest_of(feedback: dict[str, Any]) -> str:

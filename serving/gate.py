@@ -43,7 +43,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-length", b"idempotency-key"})
+WANTED_HEADERS = frozenset(
+    {b"authorization", b"content-type", b"content-length", b"idempotency-key", b"traceparent"}
+)
 log = logging.getLogger("keel.http")
 
 
@@ -153,6 +155,7 @@ class Gate:
                     key.name,
                     idempotency_key,
                     send,
+                    traceparent=headers.get(b"traceparent"),
                 )
                 return
         except KeelError as exc:

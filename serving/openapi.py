@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from keel.client.context import Context
+from keel.decision_log.reads import MAX_PAGE
 from keel.feature_defs.contract import Contract, FieldSpec
 from keel.serving.error_response import described_statuses
 from keel.serving.routes import ROUTES, Route
@@ -62,6 +64,11 @@ class FeedbackRequest(BaseModel):
     reviewer_segment: str | None = Field(
         default=None, max_length=200, description="the segment (e.g. region) the reviewer works in"
     )
+    context: Context | None = Field(
+        default=None,
+        description="which process step sends it (at most 2 KiB as JSON); without a process instance "
+        "of its own, the feedback is found under its decision's",
+    )
 
 
 def _field_type(spec: FieldSpec) -> tuple[Any, Any]:
@@ -87,6 +94,10 @@ def case_model(contract: Contract) -> type[BaseModel]:
             Field(default=None, min_length=1, max_length=200, description="your reference, echoed back"),
         )
     }
+    fields["context"] = (
+        Context | None,
+        Field(default=None, description="this case's correlation context; its fields win over the call's"),
+    )
     fields.update({f.name: _field_type(f) for f in contract.fields})
     example = dict(contract.example_case)
     config = ConfigDict(extra="forbid", json_schema_extra={"example": example})
@@ -100,7 +111,14 @@ def decide_request_model(contract: Contract, max_cases: int) -> type[BaseModel]:
     described = f"decided in this order; at most {max_cases:,} (more: 422 with an error on `cases`)"
     cases = (list[case], Field(..., min_length=1, max_length=max_cases, description=described))  # type: ignore[valid-type]
     config = ConfigDict(extra="forbid")
-    return create_model(f"DecideRequest_{contract.name}", __config__=config, cases=cases)
+    context: tuple[Any, Any] = (
+        Context | None,
+        Field(
+            default=None,
+            description="which process step asks, for every case (logged, returned, never a model input)",
+        ),
+    )
+    return create_model(f"DecideRequest_{contract.name}", __config__=config, cases=cases, context=context)
 
 
 IDEMPOTENCY_HEADER = {
@@ -110,6 +128,37 @@ IDEMPOTENCY_HEADER = {
     "description": "The same key and body replay the first answer and write nothing twice.",
     "schema": {"type": "string", "maxLength": 200},
 }
+
+TRACEPARENT_HEADER = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C Trace Context; logged and returned with the record. A malformed one is ignored.",
+    "schema": {"type": "string", "maxLength": 512},
+}
+PROCESS_QUERY = [
+    {
+        "name": "process_instance",
+        "in": "query",
+        "required": True,
+        "description": "a correlation context's process_instance_id",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "decisions per page",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "the previous page's `next_after`",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+]
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -168,13 +217,15 @@ def _operation(
                 "example": {"cases": [dict(contract.example_case)]},
             }
         op["requestBody"] = {"required": True, "content": {"application/json": body}}
-        op.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+        op.setdefault("parameters", []).extend((IDEMPOTENCY_HEADER, TRACEPARENT_HEADER))
     elif route.name == "feedback":
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _schema(FeedbackRequest, components)}},
         }
-        op.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+        op.setdefault("parameters", []).extend((IDEMPOTENCY_HEADER, TRACEPARENT_HEADER))
+    elif route.name == "decisions":
+        op.setdefault("parameters", []).extend(PROCESS_QUERY)
     return op
 
 

@@ -96,6 +96,14 @@ ROUTES: tuple[Route, ...] = (
         statuses=(200, 201),
     ),
     Route("decision", "GET", "/v1/decisions/{decision_id}", "read", "The logged decision with its feedback"),
+    Route(
+        "decisions",
+        "GET",
+        "/v1/decisions",
+        "read",
+        "A process instance's decisions (?process_instance=), oldest first, with their feedback; "
+        "pages of `limit`, the next one from `after`",
+    ),
     Route("models", "GET", "/v1/models", ANY_KEY, "Served models, versions, thresholds, contracts, policies"),
     Route(
         "history",

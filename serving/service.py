@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 
+from keel.client.context import parse_traceparent
+from keel.decision_log.reads import MAX_PAGE
 from keel.errors import KeelError
 from keel.serving import body_check, routes
 from keel.serving.error_response import fastapi_handler
@@ -49,6 +51,8 @@ def feedback(req: FeedbackRequest, request: Request, response: Response) -> Any:
         key,
         reviewer_pool=req.reviewer_pool,
         reviewer_segment=req.reviewer_segment,
+        context=req.context.fields() if req.context is not None else None,
+        traceparent=parse_traceparent(request.headers.get("traceparent")),
     )
     response.status_code = 201 if created else 200
     return record
@@ -56,6 +60,18 @@ def feedback(req: FeedbackRequest, request: Request, response: Response) -> Any:
 
 def decision(decision_id: str, request: Request) -> Any:
     return _rt(request).decider.lookup(decision_id)
+
+
+def decisions(
+    request: Request,
+    process_instance: str = Query(
+        min_length=1, max_length=1024, description="a context's process_instance_id"
+    ),
+    limit: int = Query(default=50, ge=1, le=MAX_PAGE, description="decisions per page"),
+    after: int | None = Query(default=None, ge=0, description="the previous page's `next_after`"),
+) -> Any:
+    """A process instance's decisions, oldest first, each with its feedback; keyset-paginated."""
+    return _rt(request).decider.of_process(process_instance, limit, after)
 
 
 def models(request: Request) -> Any:
@@ -90,6 +106,7 @@ def metrics(request: Request) -> Response:
 APP_HANDLERS: dict[str, Callable[..., Any]] = {
     "feedback": feedback,
     "decision": decision,
+    "decisions": decisions,
     "models": models,
     "history": history,
     "reload": reload,

@@ -27,11 +27,13 @@ __all__ = [
     "DECISION_COLUMNS",
     "FEEDBACK_COLUMNS",
     "LIVE",
+    "ORIGIN",
     "ORIGINS",
     "SHADOW",
     "chain_hash",
     "column_digests",
     "content_digest",
+    "hashed_count",
     "hashed_values",
     "legacy_row_hash",
     "row_hash",
@@ -55,6 +57,7 @@ DECISION_COLUMNS = (
     "intervened",
     "record",
     "origin",
+    "process_instance",
 )
 FEEDBACK_COLUMNS = (
     "feedback_id",
@@ -66,6 +69,7 @@ FEEDBACK_COLUMNS = (
     "final_outcome",
     "kind",
     "record",
+    "process_instance",
 )
 ALIAS_COLUMNS = (
     "model",
@@ -106,18 +110,34 @@ LIVE, BATCH, SHADOW = "live", "batch", "shadow"
 ORIGINS = (LIVE, BATCH, SHADOW)
 """Where a decision came from: answered on the online route (live), logged by `keel score --log`
 (batch), or scored beside the champion and never returned (shadow). Monitoring counts live ones."""
+ORIGIN = DECISION_COLUMNS.index("origin")
+"""Where a decision row's `origin` sits among its values."""
+CORRELATED = ("decisions", "feedback")
+"""Chains whose last column is `process_instance` (migration 0008): the caller's process instance,
+copied from the record's correlation context so a process's decisions are found by index."""
 
 
 def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     """The column values a row's hash covers (in CHAINS order).
 
-    A decision's `origin` is covered only when it is not `live`: rows logged before the column
-    existed verify unchanged, and moving a row into or out of `live` still breaks its hash (the
-    encoding is self-delimiting, so a value more or less never encodes alike).
+    Columns added after rows were chained are covered only when they hold something: rows logged
+    before they existed verify unchanged, and setting or clearing one still breaks its hash (the
+    encoding is self-delimiting, so a value more or less never encodes alike). A row with a
+    `process_instance` is covered whole; without one, a decision's `origin` is covered only when
+    it is not `live`.
     """
-    if table == "decisions" and values[-1] == LIVE:
-        return values[:-1]
-    return values
+    return values[: hashed_count(table, values)]
+
+
+def hashed_count(table: str, values: tuple[Any, ...]) -> int:
+    """How many of a row's leading values its hash covers (always a prefix: see hashed_values)."""
+    if table in CORRELATED:
+        if values[-1] is not None:
+            return len(values)
+        if table == "decisions" and values[ORIGIN] == LIVE:
+            return ORIGIN
+        return len(values) - 1
+    return len(values)
 
 
 _INTS = (bool, int)  # a tuple built once: `bool | int` in isinstance is built on every call
@@ -161,11 +181,11 @@ def column_digests(table: str, columns: list[list[Any]], kinds: list[str]) -> li
     """`content_digest(hashed_values(table, row))` for every row of columns given in CHAINS order:
     the same digests, built a column at a time (several times faster for the long scans of archives)."""
     encoded = [_encoded_column(values, kind) for values, kind in zip(columns, kinds, strict=True)]
-    if table == "decisions":
-        # hashed_values: a live decision's origin is not covered
-        encoded[-1] = [b"" if v == LIVE else e for v, e in zip(columns[-1], encoded[-1], strict=True)]
     sha = hashlib.sha256
-    return [sha(b"".join(parts)).hexdigest() for parts in zip(*encoded, strict=True)]
+    return [
+        sha(b"".join(parts[: hashed_count(table, row)])).hexdigest()
+        for parts, row in zip(zip(*encoded, strict=True), zip(*columns, strict=True), strict=True)
+    ]
 
 
 def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:

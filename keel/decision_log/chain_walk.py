@@ -15,6 +15,7 @@ from keel.decision_log.chain import (
     BATCH,
     BATCH_CALLER_PREFIX,
     CHAINS,
+    ORIGIN,
     chain_hash,
     hashed_values,
     legacy_row_hash,
@@ -126,8 +127,8 @@ def _origin_problem(table: str, values: tuple[Any, ...]) -> str | None:
     whose origin and caller disagree had its origin edited."""
     if table != "decisions":
         return None
-    if str(values[4]).startswith(BATCH_CALLER_PREFIX) != (values[-1] == BATCH):
-        return f"origin {values[-1]!r} does not fit caller {values[4]!r} (the origin was edited)"
+    if str(values[4]).startswith(BATCH_CALLER_PREFIX) != (values[ORIGIN] == BATCH):
+        return f"origin {values[ORIGIN]!r} does not fit caller {values[4]!r} (the origin was edited)"
     return None
 
 
@@ -136,6 +137,6 @@ def _variants(table: str, values: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...
     before the `origin` column existed (migration 0003 set its origin from its caller) the form
     without it."""
     current = hashed_values(table, values)
-    if table == "decisions" and values[-1] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
-        return current, values[:-1]
+    if table == "decisions" and values[ORIGIN] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
+        return current, values[:ORIGIN]
     return (current,)

@@ -14,10 +14,12 @@ from typing import Any
 from keel.decision_log.database import Connection, Database
 
 __all__ = [
+    "MAX_PAGE",
     "as_dicts",
     "decided_per_segment",
     "decision",
     "decisions_by_key",
+    "decisions_of_process",
     "decisions_per_model",
     "feedback_by_id",
     "feedback_for",
@@ -65,6 +67,37 @@ def decisions_by_key(
     if isinstance(target, Database):
         return _one_shot(target, _BY_KEY, (caller, model, key))
     return as_dicts(target, _BY_KEY, (caller, model, key))
+
+
+MAX_PAGE = 200
+"""Most decisions one page of a process instance's decisions holds."""
+
+
+def decisions_of_process(
+    db: Database, process_instance: str, limit: int, after: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int | None]:
+    """One page of a process instance's decisions, oldest first (keyset on seq, from the partial
+    index on (process_instance, seq)), the feedback on them, and the seq to continue after
+    (None: last page)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    with db.reading() as reader:
+        rows = as_dicts(
+            reader.conn,
+            "SELECT * FROM decisions WHERE process_instance = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (process_instance, after or 0, limit + 1),
+        )
+        page = rows[:limit]
+        ids = [r["decision_id"] for r in page]
+        feedback = (
+            as_dicts(
+                reader.conn,
+                f"SELECT * FROM feedback WHERE decision_id IN ({', '.join('?' * len(ids))}) ORDER BY seq",
+                ids,
+            )
+            if ids
+            else []
+        )
+    return page, feedback, (int(page[-1]["seq"]) if len(rows) > limit else None)
 
 
 def feedback_by_id(conn: Connection, feedback_id: str) -> list[dict[str, Any]]:

@@ -76,6 +76,10 @@ class DecisionRecord(_DecisionCore, total=False):
     """On a shadow decision only: the live decision it shadows."""
     batch: BatchRef
     """On a decision logged by a batch run only."""
+    context: dict[str, Any]
+    """The caller's correlation context (keel.client.context.Context fields); absent when none was sent."""
+    traceparent: str
+    """The request's W3C `traceparent` header; absent when none (or a malformed one) was sent."""
 
 
 class LookedUpDecision(DecisionRecord, total=False):
@@ -118,3 +122,7 @@ class FeedbackRecord(_FeedbackCore, total=False):
     request_hash: str
     """Digest of what was asked: a replay with other content is refused."""
     idempotency_key: str | None
+    context: dict[str, Any]
+    """The feedback's own correlation context (e.g. the review task); absent when none was sent."""
+    traceparent: str
+    """The request's W3C `traceparent` header; absent when none was sent."""

@@ -7,7 +7,7 @@ Shared by the group-committing writer (keel.decision_log.writer) and the bulk lo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashed_values
@@ -17,7 +17,7 @@ from keel.decision_log.strict_json import dumps
 if TYPE_CHECKING:
     from keel.decision_log.records import DecisionRecord
 
-__all__ = ["log_row", "prepare", "read_head", "stored", "to_db", "write_head"]
+__all__ = ["log_row", "prepare", "process_instance", "read_head", "stored", "to_db", "write_head"]
 
 
 def to_db(column: str, value: Any) -> Any:
@@ -65,6 +65,13 @@ def write_head(conn: Connection, table: str, seq: int, row_hash: str) -> None:
     conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, row_hash, table))
 
 
+def process_instance(context: Mapping[str, Any] | None) -> str | None:
+    """The process instance a correlation context names (keel.client.context), if any: the value
+    of the rows' searchable `process_instance` column."""
+    value = context.get("process_instance_id") if context else None
+    return None if value is None else str(value)
+
+
 def log_row(
     record: DecisionRecord,
     index: int,
@@ -96,4 +103,5 @@ def log_row(
         "intervened": int(bool(record["rules_fired"])),
         "record": record,
         "origin": origin,
+        "process_instance": process_instance(record.get("context")),
     }

@@ -57,6 +57,8 @@ decisions = sa.Table(
     sa.Column("key_id", sa.Text),
     # live, batch or shadow (keel.decision_log.chain.ORIGINS); monitoring windows count live rows
     sa.Column("origin", sa.Text, nullable=False, server_default="live"),
+    # the caller's process instance, from the record's correlation context (migration 0008)
+    sa.Column("process_instance", sa.Text),
 )
 sa.Index(
     "decisions_idempotency",
@@ -105,8 +107,25 @@ feedback = sa.Table(
     sa.Column("prev_hash", sa.Text, nullable=False),
     sa.Column("row_hash", sa.Text, nullable=False),
     sa.Column("key_id", sa.Text),
+    # the feedback's own process instance, else its decision's (migration 0008)
+    sa.Column("process_instance", sa.Text),
 )
 sa.Index("feedback_decision", feedback.c.decision_id)
+# A process instance's decisions and feedback, in log order (GET /v1/decisions?process_instance=).
+sa.Index(
+    "decisions_process_instance",
+    decisions.c.process_instance,
+    decisions.c.seq,
+    sqlite_where=decisions.c.process_instance.isnot(None),
+    postgresql_where=decisions.c.process_instance.isnot(None),
+)
+sa.Index(
+    "feedback_process_instance",
+    feedback.c.process_instance,
+    feedback.c.seq,
+    sqlite_where=feedback.c.process_instance.isnot(None),
+    postgresql_where=feedback.c.process_instance.isnot(None),
+)
 
 alias_history = sa.Table(
     "alias_history",

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, hashed_values, legacy_row_hash, row_hash
+from keel.decision_log.chain import (
+    BATCH,
+    BATCH_CALLER_PREFIX,
+    DECISION_COLUMNS,
+    ORIGIN,
+    hashed_values,
+    legacy_row_hash,
+    row_hash,
+)
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
 
@@ -244,10 +252,7 @@ class ChainPlace:
     problem: str | None
 
 
-_DECISION_COLUMNS_SQL = (
-    "decision_id, model, model_version, created_at, caller, case_id, idempotency_key, request_hash, "
-    "request_index, outcome, abstained, route, confidence, segments, intervened, record, origin"
-)
+_DECISION_COLUMNS_SQL = ", ".join(DECISION_COLUMNS)
 
 
 def chain_place(db: Database, keys: ChainKeys, decision_id: str) -> ChainPlace | None:
@@ -265,8 +270,8 @@ def chain_place(db: Database, keys: ChainKeys, decision_id: str) -> ChainPlace |
         after = reader.one("SELECT prev_hash FROM decisions WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
         head = reader.one("SELECT seq, row_hash FROM chain_heads WHERE name = 'decisions'")
     variants = [hashed_values("decisions", values)]
-    if values[-1] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
-        variants.append(values[:-1])  # a batch row logged before the origin column existed
+    if values[ORIGIN] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
+        variants.append(values[:ORIGIN])  # a batch row logged before the origin column existed
     if key_id is None:
         content_ok = any(row_hash(prev, v) == stored or legacy_row_hash(prev, v) == stored for v in variants)
         problem = None if content_ok else "row content does not match its hash"

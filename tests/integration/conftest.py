@@ -59,9 +59,10 @@ def start_server(
     log_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     ready_timeout: float = 90,
+    port: int | None = None,
 ) -> Server:
-    """Start `keel serve` on a free port and wait (bounded) until /readyz says yes."""
-    port = free_port()
+    """Start `keel serve` on a free port (or `port`: a restart) and wait (bounded) until /readyz says yes."""
+    port = port or free_port()
     env = {**os.environ, **store.env, "BENTOML_HOME": str(tmp / "bentoml")}
     env.pop("MLFLOW_TRACKING_URI", None)
     # Alias moves reach a test's server only by POST /v1/admin/reload unless it asks for polling

@@ -462,14 +462,13 @@ def test_decision_origin_upgrades_counts_and_is_covered_by_the_chain(tmp_path: P
     prev = "0" * 64
     for seq, caller, key in ((1, "batch:ops", "run1:0"), (2, "ops-key", None)):
         r = row(seq, created_at="2026-01-01T00:00:00+00:00")
-        values = tuple(
-            json.dumps(r["record"]) if c == "record" else r[c] for c in DECISION_COLUMNS if c != "origin"
-        )
+        columns = DECISION_COLUMNS[: DECISION_COLUMNS.index("origin")]  # the columns at 0002
+        values = tuple(json.dumps(r["record"]) if c == "record" else r[c] for c in columns)
         values = (*values[:4], caller, None, key, *values[7:])
         h = row_hash(prev, values)
         conn.execute(
-            f"INSERT INTO decisions ({', '.join(c for c in DECISION_COLUMNS if c != 'origin')}, "
-            f"prev_hash, row_hash) VALUES ({', '.join('?' * (len(DECISION_COLUMNS) + 1))})",
+            f"INSERT INTO decisions ({', '.join(columns)}, "
+            f"prev_hash, row_hash) VALUES ({', '.join('?' * (len(columns) + 2))})",
             (*values, prev, h),
         )
         prev = h

@@ -14,7 +14,7 @@ from alembic.config import Config
 
 __all__ = ["HEAD", "upgrade"]
 
-HEAD = "0007"
+HEAD = "0008"
 _ADVISORY_LOCK = 4242
 """PostgreSQL: replicas that start together take turns migrating."""
 
