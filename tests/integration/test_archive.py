@@ -51,6 +51,7 @@ def decisions(month: str, n: int) -> Iterator[dict[str, Any]]:
             "intervened": 0,
             "record": {"decision_id": decision_id, "inputs": {"amount": i * 1.5}},
             "origin": None,
+            "process_instance": f"invoice-approval:{i}" if i % 10 == 0 else None,
         }
 
 
