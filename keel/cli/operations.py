@@ -1,4 +1,4 @@
-"""Running Keel: serve, keys, verify-log, log-key, status, score."""
+"""Running Keel: serve, keys, verify-log, log archive, verify-archive, log-key, status, score."""
 
 from __future__ import annotations
 
@@ -84,6 +84,21 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
 
     state: StateSettings = _state(registry=False, log=True)
     return verify_log(state.log_url, Path(args.checkpoint) if args.checkpoint else None)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from keel.cli.archives import archive_log
+
+    state = _state(registry=False, log=True)
+    return archive_log(state.log_url, args.before, args.to)
+
+
+def cmd_verify_archive(args: argparse.Namespace) -> int:
+    from keel.cli.archives import check_archive
+
+    # Offline by design: no state is read unless the live log is asked for.
+    live = _state(registry=False, log=True).log_url if args.live else None
+    return check_archive(args.path, Path(args.key_file) if args.key_file else None, live, args.json)
 
 
 def cmd_log_key(args: argparse.Namespace) -> int:

@@ -18,7 +18,16 @@ from keel.cli.governance import (
     cmd_shadow,
 )
 from keel.cli.monitoring import cmd_monitor, cmd_simulate
-from keel.cli.operations import cmd_keys, cmd_log_key, cmd_score, cmd_serve, cmd_status, cmd_verify_log
+from keel.cli.operations import (
+    cmd_keys,
+    cmd_log,
+    cmd_log_key,
+    cmd_score,
+    cmd_serve,
+    cmd_status,
+    cmd_verify_archive,
+    cmd_verify_log,
+)
 from keel.cli.training import cmd_train
 from keel.feature_defs.contract import MODEL_NAMES
 
@@ -262,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-log", help="check the decision log's hash chains on one snapshot")
     p.add_argument("--checkpoint", help="signed checkpoint file: check the earlier ones, append a new one")
     p.set_defaults(func=cmd_verify_log)
+
+    p = sub.add_parser("log", help="the decision log's life cycle: archive closed months")
+    gsub = p.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    g = gsub.add_parser("archive", help="write closed months as Parquet + signed manifest, verified")
+    g.add_argument(
+        "--before", required=True, help="first day of a month (YYYY-MM-01): archive every month before it"
+    )
+    g.add_argument("--to", required=True, help="folder or fsspec URL (file://, memory://, s3://...)")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("verify-archive", help="check an archive offline: signatures, files, hash chains")
+    p.add_argument("path", help="the archive's folder or fsspec URL")
+    p.add_argument("--key-file", help="the chain key file (default $KEEL_LOG_KEY_FILE)")
+    p.add_argument("--live", action="store_true", help="also check the live log continues from the archive")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_verify_archive)
 
     p = sub.add_parser("log-key", help="create (or --rotate) the chain key file every replica receives")
     lsub = p.add_subparsers(dest="log_key_command", required=True)

@@ -31,7 +31,9 @@ __all__ = [
     "ORIGINS",
     "SHADOW",
     "chain_hash",
+    "column_digests",
     "content_digest",
+    "hashed_count",
     "hashed_values",
     "legacy_row_hash",
     "row_hash",
@@ -124,13 +126,18 @@ def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     `process_instance` is covered whole; without one, a decision's `origin` is covered only when
     it is not `live`.
     """
+    return values[: hashed_count(table, values)]
+
+
+def hashed_count(table: str, values: tuple[Any, ...]) -> int:
+    """How many of a row's leading values its hash covers (always a prefix: see hashed_values)."""
     if table in CORRELATED:
         if values[-1] is not None:
-            return values
-        values = values[:-1]
-    if table == "decisions" and values[ORIGIN] == LIVE:
-        return values[:ORIGIN]
-    return values
+            return len(values)
+        if table == "decisions" and values[ORIGIN] == LIVE:
+            return ORIGIN
+        return len(values) - 1
+    return len(values)
 
 
 _INTS = (bool, int)  # a tuple built once: `bool | int` in isinstance is built on every call
@@ -158,6 +165,27 @@ def _encode(value: Any) -> bytes:
 def content_digest(values: tuple[Any, ...]) -> str:
     """sha256 of one row's logged column values (in CHAINS column order)."""
     return hashlib.sha256(b"".join(_encode(v) for v in values)).hexdigest()
+
+
+def _encoded_column(values: list[Any], kind: str) -> list[bytes]:
+    """`_encode` over a column whose type is known ("str", "int" or "float"): the same bytes, without
+    the per-value type dispatch (a column from Parquet holds one type, or None)."""
+    if kind == "str":
+        return [b"n;" if v is None else b"s%d:%b" % (len(e), e) for v in values for e in (str(v).encode(),)]
+    if kind == "int":
+        return [b"n;" if v is None else b"i%d;" % int(v) for v in values]
+    return [b"n;" if v is None else b"f%b;" % float.__repr__(float(v)).encode() for v in values]
+
+
+def column_digests(table: str, columns: list[list[Any]], kinds: list[str]) -> list[str]:
+    """`content_digest(hashed_values(table, row))` for every row of columns given in CHAINS order:
+    the same digests, built a column at a time (several times faster for the long scans of archives)."""
+    encoded = [_encoded_column(values, kind) for values, kind in zip(columns, kinds, strict=True)]
+    sha = hashlib.sha256
+    return [
+        sha(b"".join(parts[: hashed_count(table, row)])).hexdigest()
+        for parts, row in zip(zip(*encoded, strict=True), zip(*columns, strict=True), strict=True)
+    ]
 
 
 def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:

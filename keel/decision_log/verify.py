@@ -18,21 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
-from keel.decision_log.alias_history import LEGACY_HEAD, legacy_alias_hash
+from keel.decision_log.alias_history import LEGACY_HEAD
 from keel.decision_log.alias_history import TABLE as ALIAS_TABLE
-from keel.decision_log.chain import (
-    BATCH,
-    BATCH_CALLER_PREFIX,
-    CHAINS,
-    ORIGIN,
-    hashed_values,
-    legacy_row_hash,
-    row_hash,
-)
+from keel.decision_log.chain import CHAINS
+from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import GENESIS, Database, Reader
 from keel.decision_log.log_key import NO_KEYS, ChainKeys
 from keel.decision_log.prefetch import prefetched
@@ -110,39 +102,21 @@ def verify(
             columns = CHAINS[table]
             if table not in present:
                 continue
-            created = columns.index("created_at")
-            prev, last_seq, keyed = GENESIS, 0, False
-            legacy = _legacy_rows(reader, table)
+            walk = ChainWalk(table, keys, legacy_until=_legacy_rows(reader, table))
             sql = f"SELECT seq, {', '.join(columns)}, prev_hash, row_hash, key_id FROM {table} ORDER BY seq"
             # Fetch the next chunk while this one is hashed (the snapshot stays one transaction).
             for chunk in prefetched(reader.stream(sql, (), batch_size), name="verify-fetch"):
                 for row in chunk:
-                    seq, values, stored_prev, stored_hash, key_id = (
-                        row[0], tuple(row[1:-3]), row[-3], row[-2], row[-1],
-                    )  # fmt: skip
+                    seq = row[0]
                     result.rows_checked += 1
-                    variants = _variants(table, values)
-                    if seq <= legacy and key_id is None and stored_prev == prev:
-                        # an alias move from before the history joined the log's chains (0004)
-                        problem = (
-                            None
-                            if legacy_alias_hash(prev, values) == stored_hash
-                            else "row content does not match its hash"
-                        )
-                    else:
-                        problem = _origin_problem(table, values) or _check_row(
-                            keys, prev, variants, stored_prev, stored_hash, key_id, keyed, values[created]
-                        )
+                    problem = walk.step(seq, tuple(row[1:-3]), row[-3], row[-2], row[-1])
                     if problem:
                         return _bad(result, table, seq, problem)
-                    if key_id is None:
-                        result.unkeyed_rows += 1
-                    else:
-                        keyed = True
-                        used.add(key_id)
                     if seq in wanted[table]:
-                        seen[table][seq] = stored_hash
-                    prev, last_seq = stored_hash, seq
+                        seen[table][seq] = row[-2]
+            result.unkeyed_rows += walk.unkeyed_rows
+            used |= walk.key_ids
+            last_seq, prev = walk.last_seq, walk.prev
             head = reader.one("SELECT seq, row_hash FROM chain_heads WHERE name = ?", (table,))
             head_seq, head_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS)
             if (head_seq, head_hash) != (last_seq, prev):
@@ -168,55 +142,6 @@ def _legacy_rows(reader: Reader, table: str) -> int:
         return 0
     row = reader.one("SELECT seq FROM chain_heads WHERE name = ?", (LEGACY_HEAD,))
     return int(row[0]) if row else 0
-
-
-def _origin_problem(table: str, values: tuple[Any, ...]) -> str | None:
-    """Batch decisions, and only they, carry a batch caller (no API key may be named so); a row
-    whose origin and caller disagree had its origin edited."""
-    if table != "decisions":
-        return None
-    if str(values[4]).startswith(BATCH_CALLER_PREFIX) != (values[ORIGIN] == BATCH):
-        return f"origin {values[ORIGIN]!r} does not fit caller {values[4]!r} (the origin was edited)"
-    return None
-
-
-def _variants(table: str, values: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
-    """The value tuples a row's hash may cover: the current form, and for a batch decision logged
-    before the `origin` column existed (migration 0003 set its origin from its caller) the form
-    without it."""
-    current = hashed_values(table, values)
-    if table == "decisions" and values[ORIGIN] == BATCH and str(values[4]).startswith(BATCH_CALLER_PREFIX):
-        return current, values[:ORIGIN]
-    return (current,)
-
-
-def _check_row(
-    keys: ChainKeys,
-    prev: str,
-    variants: tuple[tuple[Any, ...], ...],
-    stored_prev: str,
-    stored: str,
-    key_id: str | None,
-    keyed: bool,
-    created: Any,
-) -> str | None:
-    if stored_prev != prev:
-        return "previous-hash link broken (a row before it was deleted or altered)"
-    if key_id is None:
-        if keyed:
-            return "an unkeyed row after keyed rows (rows were rewritten without the chain key)"
-        since = keys.keyed_since
-        if since is not None and isinstance(created, str) and created > since:
-            return "an unkeyed row logged after the chain key was made (rewritten without the key)"
-        if all(row_hash(prev, v) != stored and legacy_row_hash(prev, v) != stored for v in variants):
-            return "row content does not match its hash"
-        return None
-    key = keys.keys.get(key_id)
-    if key is None:
-        return f"row signed with chain key {key_id!r}, which the key file (KEEL_LOG_KEY_FILE) lacks"
-    if all(row_hash(prev, v, key) != stored for v in variants):
-        return "row content does not match its keyed hash"
-    return None
 
 
 def _check_checkpoint(
