@@ -480,7 +480,9 @@ def _invariance(model: Any, f: Mapping[str, Any]) -> Invariance | None:
     try:
         return Invariance.model_validate({} if declared is True else declared)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'invariant'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'invariant'}: {e['msg']}" for e in exc.errors()
+        )
         raise ValueError(f"{where}: invalid `invariant` ({problems})") from exc
 
 
