@@ -34,6 +34,7 @@ __all__ = [
     "segment_parents",
 ]
 
+
 @dataclass
 class MixField:
     field: str
