@@ -87,6 +87,9 @@ class PromotionSettings(BaseSettings):
     min_segment_decided: int = 200
     """Decided test cases a segment value needs before its selective error is gated."""
 
+    consistency_sample: int = Field(default=2000, ge=1)
+    """Held-out test cases of the candidate re-decided with other values of its invariant fields."""
+
     canary_auto_rollback: bool = False
     """Stop any model's canary automatically when its reviewed override rate exceeds the
     champion's beyond override_tolerance (per model: `keel canary ... --auto-rollback`)."""

@@ -44,6 +44,7 @@ SUMMARY_KEYS = {
     "process_drift", "segment_mix", "concept_drift", "expected_quality", "sequential", "challengers",
     "reviewed_caveat", "notes", "evidently_reports",
     "audit", "detection_limits",  # issue 23: audited estimates and stated detection limits (added keys)
+    "consistency",  # issue 25: the counterfactual audit (added key)
 }  # fmt: skip
 _ids = count()
 
