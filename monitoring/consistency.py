@@ -107,7 +107,7 @@ def render(report: ConsistencyReport) -> Group:
     )
     fields = Table(title="Segment fields", show_lines=False)
     for col in ("field", "status", "decision", *KINDS, "invariant", "acts through"):
-        fields.add_column(col)
+        fields.add_column(col, no_wrap=col in ("field", "status"))
     for f in report.fields:
         if f.status != "measured":
             fields.add_row(f.field, "invariant by construction", "-", "-", "-", "-", _gate(f.gate), "-")
