@@ -104,6 +104,11 @@ def render(report: ConsistencyReport) -> Group:
         f"{report.model}: counterfactual audit of {report.cases} cases from the "
         f"{report.source.replace('_', ' ')} ({report.note}). Rates are shares of cases with "
         f"{report.level:.0%} exact (Clopper-Pearson) intervals."
+        + (
+            f" Re-deciding the unaltered cases reproduced {report.reproduced} of {report.cases} logged decisions."
+            if report.reproduced is not None
+            else ""
+        )
     )
     fields = Table(title="Segment fields", show_lines=False)
     for col in ("field", "status", "decision", *KINDS, "invariant", "acts through"):
