@@ -105,7 +105,7 @@ def render(report: ConsistencyReport) -> Group:
         f"{report.source.replace('_', ' ')} ({report.note}). Rates are shares of cases with "
         f"{report.level:.0%} exact (Clopper-Pearson) intervals."
         + (
-            f" Re-deciding the unaltered cases reproduced {report.reproduced} of {report.cases} logged decisions."
+            f" Re-decided unaltered, {report.reproduced} of {report.cases} logged decisions were reproduced."
             if report.reproduced is not None
             else ""
         )
