@@ -497,6 +497,15 @@ def load_contract_text(text: str) -> Contract:
     return _parse(raw, text)
 
 
+def without_features(contract: Contract, names: Sequence[str]) -> Contract:
+    """The same contract with `names` no longer model features (still validated and logged)."""
+    raw = yaml.safe_load(contract.source)
+    for f in raw["fields"]:
+        if f["name"] in names:
+            f["feature"] = False
+    return load_contract_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+
+
 @cache
 def load_contract(name: str) -> Contract:
     """The packaged contract of one of the three decision models."""

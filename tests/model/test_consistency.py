@@ -250,3 +250,23 @@ def test_keel_consistency_re_decides_logged_decisions_with_the_version_that_made
     examples = [e for p in channel["pairs"] for e in p["examples"]]
     assert all(len(e) == 36 for e in examples)  # decision ids (UUIDs), some of them this run's
     assert not examples or logged & set(examples) or report["cases"] > 300
+
+
+def test_training_can_leave_invariant_fields_out_of_the_features_and_then_passes(store: Store) -> None:
+    from keel.settings import StateSettings
+    from keel.training.registration import train_and_register
+
+    name = "regional_dropped"
+    settings = TrainingSettings(
+        rows=5000, num_boost_round=60, seed=5, alpha=0.1, min_decided=100, drop_invariant_features=True
+    )
+    contract = _regional_contract(name, invariant=True)
+    assert "region" in contract.feature_names
+    reg = train_and_register(
+        name, _regional_data(settings.rows, settings.seed), StateSettings(), settings, contract=contract
+    )
+    assert reg.result.extra["invariant_left_out"] == ["region"]
+    sealed = registry.load(registry.get_version(name, reg.version), store.home / "cache").model.contract
+    assert "region" not in sealed.feature_names and sealed.invariant_fields == {"region": 0.02}
+    gate = _gate(store, name, reg.version)
+    assert gate.passed and gate.detail == "region invariant by construction", gate.detail

@@ -209,3 +209,15 @@ def test_a_bad_invariance_declaration_is_refused_with_the_field_named(
     with pytest.raises(ValueError, match="field region") as caught:
         load_contract_text(_with_region(declaration, segment))
     assert says in str(caught.value)
+
+
+def test_without_features_keeps_a_field_in_the_contract_but_not_in_the_matrix() -> None:
+    from keel.feature_defs.contract import without_features
+
+    contract = load_contract_text(_with_region("    invariant: {tolerance: 0.02}\n"))
+    dropped = without_features(contract, ["channel"])
+    assert "channel" not in dropped.feature_names and "channel" in dropped.field_names
+    assert dropped.version != contract.version and dropped.invariant_fields == {"region": 0.02}
+    result = dropped.validate_records([contract.example_case])
+    assert result.ok and result.matrix is not None
+    assert result.matrix.shape == (1, len(contract.feature_names) - 1)
