@@ -113,6 +113,8 @@ class ConsistencyReport:
     fields: list[FieldConsistency]
     reproduced: int | None = None
     seed: int = 0
+    policy: dict[str, Any] | None = None
+    """Policy adherence across segments (keel.monitoring.policy_adherence), when computed."""
 
     @property
     def failed(self) -> list[FieldConsistency]:
@@ -130,6 +132,7 @@ class ConsistencyReport:
             "gate_confidence": self.gate_confidence,
             "seed": self.seed,
             "fields": [f.to_dict() for f in self.fields],
+            "policy": self.policy,
         }
 
 

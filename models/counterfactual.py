@@ -27,7 +27,7 @@ import pandas as pd
 
 from keel.feature_defs.policy import Policy
 from keel.models.decision_model import DecisionModel
-from keel.models.decision_path import Outcomes, decide_outcomes
+from keel.models.decision_path import Outcomes, decide_outcomes, predict_cases
 from keel.models.nesting import SegmentParents
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "construction",
     "counterfactual_flips",
     "fields_read_by",
+    "rule_flips",
 ]
 
 KINDS = ("outcome", "route", "abstention")
@@ -337,3 +338,57 @@ def audit_frame(
         {k: frame[k].tolist() for k in ("outcome", "route", "abstained")} if logged else None,
     )
     return flips, found
+
+
+def rule_flips(
+    model: DecisionModel,
+    cases: Sequence[Mapping[str, Any]],
+    matrix: np.ndarray,
+    ids: Sequence[str],
+    nesting: Nesting,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """The counterfactual for the policy alone: each case's model outputs held as they are, the
+    rules applied again with every other value of each segment field a rule reads (directly or
+    through a field that moves with it). Returns one row per altered case (field, from, to, case,
+    `route` and `rules` changed) and, per field so re-applied, the rules that read it."""
+    policy = model.spec.policy
+    read = fields_read_by(policy)
+    batch = predict_cases(model, cases, matrix)
+    outcome = [batch.outcome(i) for i in range(len(batch))]
+    conf, abstained = batch.confidence.tolist(), batch.abstained.tolist()
+    base = [policy.apply(c, outcome[i], conf[i], abstained[i]) for i, c in enumerate(cases)]
+    rng = np.random.default_rng(seed)
+    id_array = np.asarray(ids, dtype=object)
+    rows, readers = [], {}
+    for name in model.contract.segment_fields:
+        rules = [
+            r for g in (name, *(f for f in _related(name, nesting.parents) if f)) for r in read.get(g, [])
+        ]
+        if not rules:
+            continue
+        readers[name] = list(dict.fromkeys(rules))
+        v = _variants(model, name, cases, matrix, nesting.parents, nesting.weights, rng, [])
+        again = [
+            policy.apply(c, outcome[o], conf[o], abstained[o]) for c, o in zip(v.cases, v.origin, strict=True)
+        ]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "field": name,
+                    "from": v.start,
+                    "to": v.target,
+                    "case": id_array[v.origin],
+                    "route": [a.route != base[o].route for a, o in zip(again, v.origin, strict=True)],
+                    "rules": [
+                        a.rules_fired != base[o].rules_fired for a, o in zip(again, v.origin, strict=True)
+                    ],
+                }
+            )
+        )
+    table = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["field", "from", "to", "case", "route", "rules"])
+    )
+    return table, readers

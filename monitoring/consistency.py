@@ -20,10 +20,12 @@ from rich.text import Text
 
 from keel.models import registry
 from keel.models.consistency_report import DECISION, ConsistencyReport, summarise, test_split_audit
-from keel.models.counterfactual import KINDS, Construction, Flips, Nesting, audit_frame
+from keel.models.counterfactual import KINDS, Construction, Flips, Nesting, audit_frame, rule_flips
 from keel.models.decision_model import DecisionModel
 from keel.models.proportions import Proportion
 from keel.monitoring.log_reader import LogReader
+from keel.monitoring.policy_adherence import rule_usage, rules_alone
+from keel.monitoring.reference import sealed_reference
 
 __all__ = ["audit_window", "render"]
 
@@ -60,7 +62,9 @@ def audit_window(
     seed: int = 0,
     level: float = 0.95,
     explain_cap: int = 500,
+    adherence: bool = False,
 ) -> ConsistencyReport:
+    """`adherence`: also how each policy rule is applied across segment values (`report.policy`)."""
     summary = reader.summary(name, start, end)
     if summary.n_decisions == 0:
         loaded = registry.load(registry.resolve(name, registry.CHAMPION), cache_dir)
@@ -70,15 +74,21 @@ def audit_window(
             f"no decision of {name} logged between {start.isoformat()} and {end.isoformat()}: audited the "
             f"champion's held-out test split instead ({report.note})"
         )
+        if adherence:
+            cases = sealed_reference(model, loaded.ref.version, sample)
+            ids = [f"test-{i}" for i in range(len(cases))]
+            report.policy = _adherence(cases, {loaded.ref.version: model}, ids, seed, level)
         return report
     main = max(summary.model_versions.items(), key=lambda kv: kv[1])[0]
     contract = registry.load(registry.get_version(name, main), cache_dir).model.contract
     frame, total = reader.sample(name, start, end, contract, sample)
     flips: list[Flips] = []
     found: list[list[Construction]] = []
+    models: dict[str, DecisionModel] = {}
     delta = 1.0
     for version, rows in frame.groupby("model_version", sort=True):
         model = registry.load(registry.get_version(name, str(version)), cache_dir).model
+        models[str(version)] = model
         delta = min(delta, model.delta)
         ids = rows["decision_id"].astype(str).tolist()
         f, c = audit_frame(
@@ -91,7 +101,39 @@ def audit_window(
         f"{end.isoformat()} (every {max(1, -(-total // max(len(frame), 1)))}th, evenly spread), each "
         "re-decided by the version that decided it; examples are decision ids"
     )
-    return summarise(name, "decision_log", note, flips, _merged(found), level, 1.0 - delta, seed)
+    report = summarise(name, "decision_log", note, flips, _merged(found), level, 1.0 - delta, seed)
+    if adherence:
+        report.policy = _adherence(frame, models, frame["decision_id"].astype(str).tolist(), seed, level)
+    return report
+
+
+def _adherence(
+    frame: pd.DataFrame, models: dict[str, DecisionModel], ids: list[str], seed: int, level: float
+) -> dict[str, Any]:
+    """Rule usage by segment value and the rules-alone counterfactual, each case by its version."""
+    contract = next(iter(models.values())).contract
+    segments = contract.segment_fields
+    tables: list[pd.DataFrame] = []
+    readers: dict[str, list[str]] = {}
+    for version, model in models.items():
+        at = (frame["model_version"].astype(str) == version).to_numpy()
+        rows = frame[at]
+        checked = model.contract.validate_frame(rows[model.contract.field_names])
+        if checked.matrix is None:
+            continue
+        cases = rows[model.contract.field_names].to_dict(orient="records")
+        table, read = rule_flips(
+            model, cases, checked.matrix, [i for i, keep in zip(ids, at, strict=True) if keep],
+            _sealed_nesting(model), seed,
+        )  # fmt: skip
+        tables.append(table)
+        readers |= read
+    policies = {v: m.spec.policy for v, m in models.items()}
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["field", "case"])
+    return {
+        "rules": rule_usage(frame, policies, contract.field_names, segments, level),
+        "rules_alone": rules_alone(table, readers, segments, level),
+    }
 
 
 def _pct(p: Proportion) -> str:
@@ -138,7 +180,45 @@ def render(report: ConsistencyReport) -> Group:
     parts: list[Any] = [head, fields]
     if pairs.row_count:
         parts.append(pairs)
+    if report.policy is not None:
+        parts.append(_policy_table(report.policy))
     return Group(*parts)
+
+
+def _policy_table(policy: dict[str, Any]) -> Table:
+    """Per rule and segment field: the values it fires least and most on, and whether that spread
+    is more than chance; per field, whether the rules alone treat its values differently."""
+    table = Table(title="Policy rules across segments (fire rate by value; overrides among reviewed)")
+    for col in ("rule", "field", "fires least", "fires most", "Holm p", "overridden (most)"):
+        table.add_column(col)
+    for rule in policy["rules"]:
+        for f, by in rule["by_field"].items():
+            values = [v for v in by["values"] if v["fired"]["n"]]
+            if not values or not rule["fired"]["k"]:
+                continue
+            low = min(values, key=lambda v: v["fired"]["rate"])
+            high = max(values, key=lambda v: v["fired"]["rate"])
+            most = max(values, key=lambda v: v["overridden"]["rate"])
+            flag = " (differs)" if by["applied_differently"] else ""
+            table.add_row(
+                rule["rule"],
+                f,
+                f"{low['value']} {low['fired']['rate']:.1%}",
+                f"{high['value']} {high['fired']['rate']:.1%}",
+                f"{by['p_holm']:.2g}{flag}",
+                f"{most['value']} {most['overridden']['k']}/{most['overridden']['n']}"
+                if most["overridden"]["n"]
+                else "-",
+            )
+    alone = "; ".join(
+        f"{a['field']}: {a['route']['rate']:.1%} of cases change route with another value "
+        f"(rules: {', '.join(a['rules'])})"
+        if a["status"] == "measured"
+        else f"{a['field']}: no rule reads it"
+        for a in policy["rules_alone"]
+    )
+    table.caption = f"Rules alone, model outputs held: {alone}"
+    return table
 
 
 def _gate(gate: dict[str, Any] | None) -> str:

@@ -28,7 +28,9 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     start, end = parse_window(args.window)
     reader = LogReader(Database(state.log_url), include_batch=args.include_batch)
     with stage(f"{name}: counterfactual audit over {args.window}"):
-        report = audit_window(reader, name, start, end, args.sample, state.home_dir / "cache", args.seed)
+        report = audit_window(
+            reader, name, start, end, args.sample, state.home_dir / "cache", args.seed, adherence=True
+        )
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

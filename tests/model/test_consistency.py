@@ -270,3 +270,47 @@ def test_training_can_leave_invariant_fields_out_of_the_features_and_then_passes
     assert "region" not in sealed.feature_names and sealed.invariant_fields == {"region": 0.02}
     gate = _gate(store, name, reg.version)
     assert gate.passed and gate.detail == "region invariant by construction", gate.detail
+
+
+def test_the_rules_alone_counterfactual_finds_a_rule_that_reads_region(store: Store) -> None:
+    """A version whose sealed policy reviews LATAM invoices over 5,000 USD: holding the model's
+    outputs, moving a case into or out of LATAM changes its route exactly when the amount is
+    over 5,000 (and no rule reads channel)."""
+    from keel.models.counterfactual import rule_flips
+    from keel.monitoring.policy_adherence import rules_alone
+    from keel.settings import StateSettings
+    from keel.training.registration import train_and_register
+
+    name = "regional_policy"
+    policy = f"""
+model: {name}
+rules:
+  - id: latam_review
+    when:
+      all:
+        - {{field: region, op: eq, value: LATAM}}
+        - {{field: amount, op: gt, value: 5000}}
+    route: human_review
+    reason_code: POLICY_LATAM_REVIEW
+"""
+    settings = TrainingSettings(rows=4000, num_boost_round=40, seed=6, alpha=0.1, min_decided=100)
+    contract = _regional_contract(name, invariant=False)
+    frame = generate("invoice_classification", settings.rows, settings.seed)
+    reg = train_and_register(name, frame, StateSettings(), settings, contract=contract, policy_text=policy)
+    model = registry.load(registry.get_version(name, reg.version), store.home / "cache").model
+    cases = generate("invoice_classification", 200, seed=93).drop(columns=["exception_path", "event_time"])
+    matrix = model.contract.validate_frame(cases[model.contract.field_names]).matrix
+    assert matrix is not None
+    records = cases[model.contract.field_names].to_dict(orient="records")
+    nesting = Nesting.read(generate("invoice_classification", 3000, seed=94), model.contract.segment_fields)
+    table, readers = rule_flips(model, records, matrix, cases["case_id"].tolist(), nesting)
+    assert readers == {"region": ["latam_review"], "entity": ["latam_review"]}
+    region = table[table["field"] == "region"]
+    big = dict(zip(cases["case_id"], cases["amount"] > 5000, strict=True))
+    into_or_out = (region["from"] == "LATAM") | (region["to"] == "LATAM")
+    expected = into_or_out & region["case"].map(big)
+    # a case the model abstains on is routed to review whatever the rules say
+    assert (region["route"] <= expected).all() and region["route"].sum() > 0
+    assert (region["rules"] == expected).all()
+    out = {a["field"]: a for a in rules_alone(table, readers, model.contract.segment_fields, 0.95)}
+    assert out["channel"]["status"] == "invariant_by_construction" and out["region"]["status"] == "measured"
