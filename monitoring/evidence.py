@@ -41,3 +41,5 @@ class Evidence:
     """The smallest effect each review check would catch in this window with 90% power."""
     consistency: ConsistencyReport | None = None
     """The counterfactual audit of a bounded sample of the window (None: not computed)."""
+    consistency_problem: str | None = None
+    """Why the counterfactual audit could not run, when it could not."""

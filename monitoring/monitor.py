@@ -193,7 +193,12 @@ def monitor_model(
     assert evidence.feature is not None  # assess ran the drift parts (drift=True)
     evidence.quality = quality_report(reviewed, contract.segment_fields, summary, alpha=alpha)
     evidence.sequential = _sequential(name, reader, start, end, settings, contract.segment_fields)
-    evidence.consistency = audit_window(reader, name, start, end, settings.consistency_sample_rows, cache_dir)
+    try:
+        evidence.consistency = audit_window(
+            reader, name, start, end, settings.consistency_sample_rows, cache_dir
+        )
+    except Exception as exc:  # the other checks still run; decision_consistency says why it has no data
+        evidence.consistency_problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
     verdicts = _verdicts(settings, evidence)
     recommendation = checks.recommendation(verdicts)
@@ -229,7 +234,7 @@ def monitor_model(
         sequential=evidence.sequential.to_dict() if evidence.sequential else None,
         audit=evidence.audit.to_dict() if evidence.audit else None,
         detection_limits=[limit.to_dict() for limit in evidence.limits],
-        consistency=evidence.consistency.to_dict(),
+        consistency=evidence.consistency.to_dict() if evidence.consistency else None,
         notes=notes,
         segment_parents=evidence.parents,
     )

@@ -31,7 +31,8 @@ def _decision_consistency(
 ) -> Measurement | None:
     report = ev.consistency
     if report is None:
-        return None
+        problem = ev.consistency_problem
+        return Measurement(None, f"the counterfactual audit could not run: {problem}") if problem else None
     measured = [f for f in report.fields if f.status == "measured"]
     constructed = [f.field for f in report.fields if f.status != "measured"]
     said = [f.sentence() for f in measured]
