@@ -3,9 +3,10 @@
 For each model: train and register it in a temporary state directory (or use --home), generate N
 cases into a Parquet file, run `keel score` on them twice: without `--log` (its wall time is the
 yardstick) and with it (the decisions land in the decision log as batch), then
-`keel consistency --include-batch --sample N` over those logged decisions. Both run as their own process, startup included. Target: the audit
-takes at most twice the scoring time. Prints JSON with the load average: on a shared machine the
-figures are noise, so run it small there and for real on a quiet one.
+`keel consistency --include-batch --sample N` over those logged decisions. Each runs as its own
+process, startup included. Target: the audit takes at most twice the scoring time. Prints JSON
+with the load average: on a shared machine the figures are noise, so run it small there and for
+real on a quiet one.
 
     python -m bench.consistency [--rows 100000] [--models discount_band ...] [--home DIR]
 """

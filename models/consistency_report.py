@@ -28,8 +28,8 @@ __all__ = [
     "ConsistencyReport",
     "FieldConsistency",
     "PairConsistency",
+    "held_out_audit",
     "summarise",
-    "test_split_audit",
 ]
 
 DECISION = "decision"
@@ -222,7 +222,7 @@ def summarise(
     )
 
 
-def test_split_audit(
+def held_out_audit(
     model: DecisionModel,
     version: str,
     sample: int,

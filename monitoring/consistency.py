@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from keel.models import registry
-from keel.models.consistency_report import DECISION, ConsistencyReport, summarise, test_split_audit
+from keel.models.consistency_report import DECISION, ConsistencyReport, held_out_audit, summarise
 from keel.models.counterfactual import KINDS, Construction, Flips, Nesting, audit_frame, rule_flips
 from keel.models.decision_model import DecisionModel
 from keel.models.proportions import Proportion
@@ -69,7 +69,7 @@ def audit_window(
     if summary.n_decisions == 0:
         loaded = registry.load(registry.resolve(name, registry.CHAMPION), cache_dir)
         model = loaded.model
-        report = test_split_audit(model, loaded.ref.version, sample, seed, level, 1.0 - model.delta)
+        report = held_out_audit(model, loaded.ref.version, sample, seed, level, 1.0 - model.delta)
         report.note = (
             f"no decision of {name} logged between {start.isoformat()} and {end.isoformat()}: audited the "
             f"champion's held-out test split instead ({report.note})"

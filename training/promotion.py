@@ -34,7 +34,7 @@ from keel.errors import InvalidInput, KeelError, ModelLoadError
 from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
-from keel.models.consistency_report import DECISION, test_split_audit
+from keel.models.consistency_report import DECISION, held_out_audit
 from keel.models.history import History, HistoryEntry
 from keel.models.registry import LoadedModel, client, download, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
@@ -260,7 +260,7 @@ def _invariance(c: Facts, s: PromotionSettings) -> Criterion:
     model = c.loaded.model
     if not model.contract.invariant_fields:
         return Criterion(name, True, "the contract declares no segment field invariant")
-    report = test_split_audit(model, c.version, s.consistency_sample, confidence=1.0 - model.delta)
+    report = held_out_audit(model, c.version, s.consistency_sample, confidence=1.0 - model.delta)
     parts = []
     for f in report.fields:
         if f.gate is None:

@@ -19,7 +19,7 @@ import pytest
 
 from keel.feature_defs.contract import MODEL_NAMES, Contract, load_contract, load_contract_text
 from keel.models import registry
-from keel.models.consistency_report import DECISION, test_split_audit
+from keel.models.consistency_report import DECISION, held_out_audit
 from keel.models.counterfactual import KINDS, Nesting, audit_frame
 from keel.models.decision_model import DecisionModel
 from keel.serving.decision_record import decide_valid
@@ -168,7 +168,7 @@ def test_the_shipped_models_report_states_each_segment_fields_flip_rates(
     store: Store, registered: dict[str, str], name: str
 ) -> None:
     loaded = registry.load(registry.get_version(name, registered[name]), store.home / "cache")
-    report = test_split_audit(loaded.model, registered[name], 400, seed=3)
+    report = held_out_audit(loaded.model, registered[name], 400, seed=3)
     assert [f.field for f in report.fields] == loaded.model.contract.segment_fields
     for f in report.fields:
         features = f.field in loaded.model.contract.feature_names
