@@ -89,7 +89,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="keel-bench-consistency-") as tmp:
         work = Path(tmp)
         home = Path(args.home) if args.home else work / "home"
-        env = {**os.environ, "KEEL_HOME": str(home), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        env = {
+            **os.environ,
+            "KEEL_HOME": str(home),
+            # A fresh log, also with --home: the audit's window then holds exactly this run's cases.
+            "KEEL_DECISION_LOG_URL": f"sqlite:///{work / 'decisions.db'}",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         results = []
         for model in args.models:
