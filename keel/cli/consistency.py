@@ -21,10 +21,10 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     from keel.monitoring.monitor import parse_window
     from keel.terminal import stage
 
-    (name,) = _models(args.model, registered=True)
     if args.sample < 1:
         raise InvalidInput("--sample must be at least 1", [FieldError(-1, "sample", "at least 1")])
-    state = _state(registry=True, log=True)
+    state = _state(registry=True, log=True)  # first: reading the registry's names needs it there
+    (name,) = _models(args.model, registered=True)
     start, end = parse_window(args.window)
     reader = LogReader(Database(state.log_url), include_batch=args.include_batch)
     with stage(f"{name}: counterfactual audit over {args.window}"):
