@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.errors import FieldError
 
@@ -31,6 +32,19 @@ MODEL_NAMES = ("invoice_classification", "discount_band", "routing")
 MAX_ERRORS = 100
 """Field errors collected per validation; past it only their number is kept (`error_count`),
 so one pathological request costs bounded time and answer size."""
+
+
+class Invariance(BaseModel):
+    """A segment field's declared invariance: outcome, route and abstention must not depend on it.
+
+    `tolerance` is the share of cases whose decision may still change with another value of the
+    field (estimation noise aside); the promotion gate fails a version whose flip rate is
+    significantly above it (keel.models.counterfactual)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tolerance: float = Field(default=0.01, ge=0.0, lt=1.0)
+    """Largest tolerated share of cases whose decision changes with the field's value."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,8 @@ class FieldSpec:
     nullable: bool = False
     feature: bool = True
     segment: bool = False
+    invariant: Invariance | None = None
+    """Declared invariance (segment fields only): decisions must not depend on this field."""
 
     @cached_property
     def codes(self) -> dict[str, int]:
@@ -59,6 +75,8 @@ class FieldSpec:
             "feature": self.feature,
             "segment": self.segment,
         }
+        if self.invariant is not None:
+            out["invariant"] = self.invariant.model_dump()
         if self.unit:
             out["unit"] = self.unit
         if self.minimum is not None:
@@ -136,6 +154,11 @@ class Contract:
     @property
     def segment_fields(self) -> list[str]:
         return [f.name for f in self.fields if f.segment]
+
+    @property
+    def invariant_fields(self) -> dict[str, float]:
+        """Segment fields declared invariant, with their tolerance."""
+        return {f.name: f.invariant.tolerance for f in self.fields if f.invariant is not None}
 
     def spec(self, name: str) -> FieldSpec:
         return self._index[name]
@@ -408,6 +431,7 @@ def _parse(raw: Mapping[str, Any], source: str) -> Contract:
             nullable=bool(f.get("nullable", False)),
             feature=bool(f.get("feature", True)),
             segment=bool(f.get("segment", False)),
+            invariant=_invariance(raw.get("name"), f),
         )
         for f in raw["fields"]
     )
@@ -445,6 +469,23 @@ def _parse(raw: Mapping[str, Any], source: str) -> Contract:
     )
 
 
+def _invariance(model: Any, f: Mapping[str, Any]) -> Invariance | None:
+    """The field's `invariant` declaration, validated: only a segment field can carry one."""
+    if "invariant" not in f:
+        return None
+    where = f"contract {model}: field {f.get('name')}"
+    if not f.get("segment", False):
+        raise ValueError(f"{where} is declared invariant but is not a segment field")
+    declared = f["invariant"]
+    try:
+        return Invariance.model_validate({} if declared is True else declared)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'invariant'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{where}: invalid `invariant` ({problems})") from exc
+
+
 def load_contract_file(path: str | Path) -> Contract:
     return load_contract_text(Path(path).read_text())
 
@@ -454,6 +495,15 @@ def load_contract_text(text: str) -> Contract:
     if not isinstance(raw, Mapping) or "fields" not in raw or "target" not in raw:
         raise ValueError("not a Keel contract: expected a mapping with name, target and fields")
     return _parse(raw, text)
+
+
+def without_features(contract: Contract, names: Sequence[str]) -> Contract:
+    """The same contract with `names` no longer model features (still validated and logged)."""
+    raw = yaml.safe_load(contract.source)
+    for f in raw["fields"]:
+        if f["name"] in names:
+            f["feature"] = False
+    return load_contract_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
 
 
 @cache

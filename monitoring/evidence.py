@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from keel.models.consistency_report import ConsistencyReport
 from keel.monitoring.audit import AuditReport
 from keel.monitoring.detection import DetectionLimit
 from keel.monitoring.drift import DriftResult, PredictionDriftResult
@@ -38,3 +39,7 @@ class Evidence:
     """Estimates from audit-selected cases and the local-vs-cross readings (None: not computed)."""
     limits: list[DetectionLimit] = field(default_factory=list)
     """The smallest effect each review check would catch in this window with 90% power."""
+    consistency: ConsistencyReport | None = None
+    """The counterfactual audit of a bounded sample of the window (None: not computed)."""
+    consistency_problem: str | None = None
+    """Why the counterfactual audit could not run, when it could not."""

@@ -21,6 +21,7 @@ from keel.models import registry
 from keel.monitoring import checks
 from keel.monitoring.audit import audit_report
 from keel.monitoring.challenger_compare import compare as compare_challengers
+from keel.monitoring.consistency import audit_window
 from keel.monitoring.detection import detection_limits
 from keel.monitoring.drift import DriftConfig, explanation_drift, feature_drift, prediction_drift
 from keel.monitoring.evidence import Evidence
@@ -193,6 +194,12 @@ def monitor_model(
     assert evidence.feature is not None  # assess ran the drift parts (drift=True)
     evidence.quality = quality_report(reviewed, contract.segment_fields, summary, alpha=alpha)
     evidence.sequential = _sequential(name, reader, start, end, settings, contract.segment_fields)
+    try:
+        evidence.consistency = audit_window(
+            reader, name, start, end, settings.consistency_sample_rows, cache_dir
+        )
+    except Exception as exc:  # the other checks still run; decision_consistency says why it has no data
+        evidence.consistency_problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
     verdicts = _verdicts(settings, evidence)
     recommendation = checks.recommendation(verdicts)
@@ -228,6 +235,7 @@ def monitor_model(
         sequential=evidence.sequential.to_dict() if evidence.sequential else None,
         audit=evidence.audit.to_dict() if evidence.audit else None,
         detection_limits=[limit.to_dict() for limit in evidence.limits],
+        consistency=evidence.consistency.to_dict() if evidence.consistency else None,
         notes=notes,
         segment_parents=evidence.parents,
     )

@@ -95,6 +95,8 @@ class ReportSections:
     local-vs-cross readings."""
     detection_limits: list[dict[str, Any]] | None = None
     """keel.monitoring.detection.DetectionLimit.to_dict() per check and segment value."""
+    consistency: dict[str, Any] | None = None
+    """keel.models.consistency_report.ConsistencyReport.to_dict(): counterfactual flip rates."""
     notes: list[str] = field(default_factory=list)
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)
     segment_parents: SegmentParents = field(default_factory=dict)
@@ -222,6 +224,7 @@ def _index_html(model: str, s: ReportSections, summary: dict[str, Any], files: M
             ("Quality on reviewed cases", _quality_block(s.quality)),
             ("Audited estimates (random sample)", _audit_block(s.audit)),
             ("What this window could detect", _limits_block(s.detection_limits)),
+            ("Decision consistency (counterfactual)", _consistency_block(s.consistency)),
             ("Champion vs shadow and canary", render("challengers.html.j2", c=s.challengers)),
             ("Notes", "".join(f"<p class='note'>{h.esc(n)}</p>" for n in summary["notes"])),
         ],
@@ -455,6 +458,40 @@ def _audit_block(d: Mapping[str, Any] | None) -> str:
         *(f["sentence"] for f in d.get("findings") or []),
     ]
     return "".join(f"<p>{h.esc(line)}</p>" for line in lines)
+
+
+def _consistency_block(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "<p class='muted'>No counterfactual audit in this run.</p>"
+    rows = []
+    for f in d["fields"]:
+        if f["status"] != "measured":
+            rows.append(
+                f"<li>{h.esc(f['field'])}: invariant by construction (nothing in the decision reads it)</li>"
+            )
+            continue
+        flips = f["flips"]
+        rates = ", ".join(
+            f"{k} {percent(p['rate'])} ({percent(p['low'])}–{percent(p['high'])})"
+            for k, p in ((k, flips[k]) for k in ("decision", "outcome", "route", "abstention"))
+        )
+        through = ", ".join(x["feature"] for x in f["features"][:3]) or "none found"
+        gate = f["gate"]
+        declared = (
+            f"; declared invariant: lower bound {percent(gate['lower_bound'])} vs tolerance "
+            f"{percent(gate['tolerance'])} — {'within' if gate['passed'] else 'EXCEEDED'}"
+            if gate
+            else ""
+        )
+        rows.append(
+            f"<li>{h.esc(f['field'])} ({f['cases']} cases): {h.esc(rates)}; acts through {h.esc(through)}"
+            f"{h.esc(declared)}</li>"
+        )
+    return (
+        f"<p>{h.esc(d['note'])}. Share of cases decided differently with another value of each segment "
+        f"field, {percent(d['level'])} exact intervals; `keel consistency` lists value pairs and examples."
+        f"</p><ul>{''.join(rows)}</ul>"
+    )
 
 
 def _limits_block(limits: Sequence[Mapping[str, Any]] | None) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency
 
+from keel.models.nesting import SegmentParents, segment_parents
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.stats import binomial_above, holm, proportion
 
@@ -32,28 +33,6 @@ __all__ = [
     "segment_mix",
     "segment_parents",
 ]
-
-SegmentParents = dict[tuple[str, str], tuple[str, str]]
-"""(field, value) -> (coarser field, its value that holds every case of it)."""
-
-
-def segment_parents(frame: pd.DataFrame, segments: Sequence[str]) -> SegmentParents:
-    """Which segment values nest inside a value of another segment field (entity -> region).
-
-    A field nests under another when every one of its values occurs with exactly one value of
-    the other, which has fewer values: a hierarchy in the data, not a coincidence of one value.
-    The closest parent (the coarser field with most values) wins when there are several."""
-    fields = [f for f in segments if f in frame.columns]
-    distinct = {f: frame[f].nunique(dropna=True) for f in fields}
-    out: SegmentParents = {}
-    for child in fields:
-        parents = [p for p in fields if p != child and 1 < distinct[p] < distinct[child]]
-        for parent in sorted(parents, key=lambda p: -distinct[p]):
-            pairs = frame[[child, parent]].dropna().astype(str).drop_duplicates()
-            if len(pairs) and not pairs[child].duplicated().any():
-                out |= {(child, c): (parent, p) for c, p in pairs.itertuples(index=False)}
-                break
-    return out
 
 
 @dataclass

@@ -74,6 +74,13 @@ class MonitorSettings(BaseSettings):
     segment_mix_ratio: tuple[float, float] = (1.25, 2.0)
     """Largest share ratio (current / reference, or its inverse) of one value of a moved segment."""
 
+    consistency_sample_rows: int = Field(default=500, ge=1)
+    """Logged decisions of the window the decision_consistency check re-decides with every other
+    value of each measured segment field (a bounded sample: `keel consistency` audits more)."""
+
+    consistency_ratio: tuple[float, float] = (0.5, 1.0)
+    """Worst invariant field's flip-rate lower bound as a multiple of its declared tolerance."""
+
     concept_tolerance: float = 0.05
     """Error above the certified alpha a segment may show (reviewer slips, harder segments)
     before its reviewed error on decided cases counts as the model being wrong there."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from keel.decision_log.audit_plans import AuditPlan
 from keel.models.decision_model import BatchDecision
+from keel.models.decision_path import predict_cases
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Served
 
@@ -67,9 +68,7 @@ def decide_valid(
     now = datetime.now(UTC).isoformat()
     try:
         # A model with per-segment thresholds needs each case's segment value (models/thresholds.py).
-        seg = model.threshold_rule.field
-        values = [c.get(seg) for c in cases] if seg else None
-        batch: BatchDecision | None = model.predict_matrix(matrix, explain=False, segment_values=values)
+        batch: BatchDecision | None = predict_cases(model, cases, matrix)
     except Exception:
         log.exception("model %s failed; routing %d cases to human review", model.name, len(cases))
         if metrics is not None:

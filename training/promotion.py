@@ -12,7 +12,11 @@ every criterion passes (or `--force --reason` says why anyway). Criteria, with t
   (SHAP contributions plus base value equal the raw score on the contract's example case);
 - test coverage and accuracy at registration not worse than the champion's beyond a tolerance;
 - on reviewed cases from the decision log that neither version trained on (when there are
-  enough): would-be override rate and coverage not worse than the champion's beyond a tolerance.
+  enough): would-be override rate and coverage not worse than the champion's beyond a tolerance;
+- every segment field its contract declares invariant leaves decisions alone: re-deciding its
+  held-out test cases with every other value of the field (keel.models.counterfactual), the
+  one-sided 1-delta lower confidence bound of the share of cases decided differently is within
+  the declared tolerance (a field nothing in the decision reads passes by construction).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from keel.errors import InvalidInput, KeelError, ModelLoadError
 from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
+from keel.models.consistency_report import DECISION, held_out_audit
 from keel.models.history import History, HistoryEntry
 from keel.models.registry import LoadedModel, client, download, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
@@ -248,6 +253,30 @@ def _reviewed(c: Facts, h: Facts | None, reviewed: pd.DataFrame | None, s: Promo
     )
 
 
+def _invariance(c: Facts, s: PromotionSettings) -> Criterion:
+    """Fails when a field declared invariant changes more test decisions than its tolerance,
+    beyond estimation noise (the lower confidence bound is what is compared)."""
+    name = "invariant segment fields"
+    model = c.loaded.model
+    if not model.contract.invariant_fields:
+        return Criterion(name, True, "the contract declares no segment field invariant")
+    report = held_out_audit(model, c.version, s.consistency_sample, confidence=1.0 - model.delta)
+    parts = []
+    for f in report.fields:
+        if f.gate is None:
+            continue
+        if f.status != "measured":
+            parts.append(f"{f.field} invariant by construction")
+            continue
+        d = f.flips[DECISION]
+        parts.append(
+            f"{f.field}: {d.k}/{d.n} test cases decided differently with another value, lower bound "
+            f"{f.gate['lower_bound']:.2%} ({f.gate['confidence']:.0%} one-sided) vs tolerance "
+            f"{f.gate['tolerance']:.2%}"
+        )
+    return Criterion(name, not report.failed, "; ".join(parts))
+
+
 def evaluate(
     c: Facts, h: Facts | None, reviewed: pd.DataFrame | None, s: PromotionSettings
 ) -> list[Criterion]:
@@ -256,6 +285,7 @@ def evaluate(
         *_contract_and_explanation(c, h),
         *_versus_champion(c, h, s),
         _reviewed(c, h, reviewed, s),
+        _invariance(c, s),
     ]
 
 

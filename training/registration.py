@@ -21,7 +21,7 @@ from mlflow.utils.logging_utils import MlflowLoggingStream
 
 import keel
 from keel.errors import InvalidInput
-from keel.feature_defs.contract import Contract, load_contract
+from keel.feature_defs.contract import Contract, load_contract, without_features
 from keel.feature_defs.policy import Policy, packaged_policy_text
 from keel.models.aliases import REGISTER, move_alias, os_user
 from keel.models.bundle import POLICY, REFERENCE, REFERENCE_OUTPUTS, SPEC, reseal_bundle, write_json
@@ -178,10 +178,16 @@ def train_and_register(
     contract = contract or load_contract(name)
     if contract.name != name:
         raise InvalidInput(f"the contract file defines model {contract.name!r}, not {name!r}")
+    left_out = [f for f in contract.invariant_fields if contract.spec(f).feature]
+    if settings.drop_invariant_features and left_out:
+        _log.info("leaving %s (declared invariant) out of the features", ", ".join(left_out))
+        contract = without_features(contract, left_out)
     policy = seal_policy(default_policy_text(name) if policy_text is None else policy_text, contract)
     experiment_id = ensure_experiment(state)
     with tempfile.TemporaryDirectory(prefix=f"keel-{name}-") as tmp:
         result = train(contract, frame, Path(tmp) / "bundle", settings)
+        if settings.drop_invariant_features and left_out:
+            result.extra["invariant_left_out"] = left_out
         result.hashes = seal_spec(result.bundle_dir, policy)
         code_tree = keel_code_tree(Path(tmp) / "code")
         _log.info("logging the run and registering the version in MLflow")

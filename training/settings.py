@@ -51,6 +51,10 @@ class TrainingSettings(BaseSettings):
     expected-coverage start (training/risk_control.py), so one unlucky first test cannot end the
     search at zero coverage. 1.0: a single fixed sequence."""
 
+    drop_invariant_features: bool = False
+    """Leave segment fields the contract declares invariant out of the model's features: the
+    sealed contract marks them `feature: false` (so its version differs from the file's)."""
+
     segment_fields: dict[str, str] = {}
     """Per-model segment field for segment-conditional risk control, e.g. {"discount_band": "region"}
     (JSON in KEEL_TRAIN_SEGMENT_FIELDS): each value with enough cases gets its own threshold."""
@@ -86,6 +90,9 @@ class PromotionSettings(BaseSettings):
 
     min_segment_decided: int = 200
     """Decided test cases a segment value needs before its selective error is gated."""
+
+    consistency_sample: int = Field(default=2000, ge=1)
+    """Held-out test cases of the candidate re-decided with other values of its invariant fields."""
 
     canary_auto_rollback: bool = False
     """Stop any model's canary automatically when its reviewed override rate exceeds the

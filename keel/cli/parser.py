@@ -7,6 +7,7 @@ from typing import Any
 
 import keel
 from keel.cli.audits import cmd_audit
+from keel.cli.consistency import cmd_consistency
 from keel.cli.governance import (
     cmd_approve,
     cmd_canary,
@@ -252,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-batch", action="store_true", help="also count batch decisions (keel score --log)"
     )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "consistency",
+        help="counterfactual audit: how often outcome, route and abstention would change with another "
+        "value of each segment field (exit 1 when an invariant field fails its tolerance)",
+    )
+    p.add_argument("model", help="model name (see keel models)")
+    p.add_argument("--window", default="7d", help="7d, 24h, 30m or START..END in ISO 8601 (default 7d)")
+    p.add_argument("--sample", type=int, default=2000, help="most logged decisions audited (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the entity a region takes and of samples")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--include-batch", action="store_true", help="also audit batch decisions (keel score --log)"
+    )
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser(
         "score", help="decide a Parquet/CSV file of cases in batch, exactly as the online route would"

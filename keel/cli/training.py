@@ -103,6 +103,12 @@ def _print_registered(reg: Any) -> None:
         f"alpha={r.alpha} delta={r.delta} threshold={r.threshold:.4f} coverage {m['coverage']:.3f}, "
         f"selective error {m['selective_error']:.4f} on test)"
     )
+    left_out = reg.result.extra.get("invariant_left_out")
+    if left_out:
+        print(
+            f"{reg.name}: {', '.join(left_out)} declared invariant and left out of the features "
+            "(KEEL_TRAIN_DROP_INVARIANT_FEATURES); the sealed contract marks them feature: false"
+        )
 
 
 def _train_from_log(name: str, original: Any, source: str, state: Any, settings: Any) -> Any:

@@ -6,7 +6,7 @@ A new check is one module (its calculation and its `Check`) plus one entry in `B
 
 from __future__ import annotations
 
-from keel.monitoring.checks import audits, inputs, reviews, segments
+from keel.monitoring.checks import audits, consistency, inputs, reviews, segments
 from keel.monitoring.checks.registry import (
     Check,
     Measure,
@@ -61,6 +61,7 @@ BUILT_IN = (
     reviews.SEQUENTIAL_PROCESS_DRIFT,
     audits.AUDITED_ERROR,
     audits.PRACTICE_VS_RULE,
+    consistency.DECISION_CONSISTENCY,
 )
 for _check in BUILT_IN:
     register(_check)

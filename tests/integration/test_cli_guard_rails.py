@@ -28,6 +28,7 @@ READING_COMMANDS = [
     ["status"],
     ["keys", "list"],
     ["promote", "routing", "1"],
+    ["consistency", "routing"],
     ["serve", "--port", "1"],
 ]
 

@@ -10,6 +10,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,6 +45,7 @@ SUMMARY_KEYS = {
     "process_drift", "segment_mix", "concept_drift", "expected_quality", "sequential", "challengers",
     "reviewed_caveat", "notes", "evidently_reports",
     "audit", "detection_limits",  # issue 23: audited estimates and stated detection limits (added keys)
+    "consistency",  # issue 25: the counterfactual audit (added key)
 }  # fmt: skip
 _ids = count()
 
@@ -177,3 +179,48 @@ def test_an_entity_finding_is_shown_under_its_region(evidence: Evidence, tmp_pat
     )
     assert all(within.fullmatch(r) for r in rows[emea + 1 : emea + 3]), rows
     assert not any("entity = DE01" in r or "entity = GB01" in r for r in rows[emea + 3 :]), rows
+
+
+def test_decision_consistency_is_judged_on_fields_declared_invariant(evidence: Evidence) -> None:
+    from dataclasses import replace as with_
+
+    from keel.models.consistency_report import summarise
+    from keel.models.counterfactual import Construction, Flips
+
+    settings = MonitorSettings()
+    assert "decision_consistency" not in {v.check for v in checks.evaluate(evidence, settings)}
+
+    n = 400
+    table = pd.DataFrame(
+        {
+            "field": "region", "from": "NA", "to": "EMEA", "case": [f"c{i}" for i in range(n)],
+            "outcome": np.arange(n) < 40, "route": False, "abstention": False,
+        }
+    )  # fmt: skip
+    flips = [
+        Flips("1", n, table, pd.DataFrame(columns=["field", "from", "to", "feature", "abs_change", "n"]))
+    ]
+
+    def verdict(tolerance: float | None) -> Any:
+        found = [
+            Construction("region", True, ("read",), (), tolerance),
+            Construction("entity", False, (), (), None),
+        ]
+        report = summarise(MODEL, "decision_log", "", flips, found)
+        (v,) = [
+            v
+            for v in checks.evaluate(with_(evidence, consistency=report), settings)
+            if v.check == "decision_consistency"
+        ]
+        return v
+
+    assert verdict(0.02).status == "alert" and "region is declared invariant" in verdict(0.02).detail
+    assert verdict(0.2).status == "ok"
+    undeclared = verdict(None)
+    assert undeclared.status == "ok" and "no measured field is declared invariant" in undeclared.detail
+    assert (
+        "region: 10.0% of 400 cases" in undeclared.detail
+        and "entity invariant by construction" in undeclared.detail
+    )
+    broken = [v for v in checks.evaluate(with_(evidence, consistency_problem="KeyError: 'x'"), settings)]
+    assert [v.status for v in broken if v.check == "decision_consistency"] == ["no_data"]

@@ -172,3 +172,52 @@ def test_unknown_model_and_broken_contract() -> None:
         load_contract("nope")
     with pytest.raises(ValueError, match="not a Keel contract"):
         load_contract_text("just: text")
+
+
+def _with_region(declaration: str, segment: bool = True) -> str:
+    """The invoice contract with `region` declared as given (a YAML mapping's lines)."""
+    text = load_contract("invoice_classification").source
+    head = "    segment: true\n    feature: false\n    description: Region of the receiving legal entity."
+    assert head in text
+    region = ("    segment: true\n" if segment else "") + "    feature: false\n" + declaration
+    return text.replace(head, region + "    description: Region of the receiving legal entity.")
+
+
+def test_a_segment_field_can_be_declared_invariant_with_a_tolerance() -> None:
+    contract = load_contract_text(_with_region("    invariant: {tolerance: 0.02}\n"))
+    assert contract.invariant_fields == {"region": 0.02}
+    assert contract.spec("region").public()["invariant"] == {"tolerance": 0.02}
+    assert contract.version != load_contract("invoice_classification").version
+    shorthand = load_contract_text(_with_region("    invariant: true\n"))
+    assert shorthand.invariant_fields == {"region": 0.01}  # the default tolerance
+    assert load_contract("invoice_classification").invariant_fields == {}
+
+
+@pytest.mark.parametrize(
+    ("declaration", "segment", "says"),
+    [
+        ("    invariant: {tolerance: 1.5}\n", True, "tolerance"),
+        ("    invariant: {tolerance: -0.1}\n", True, "tolerance"),
+        ("    invariant: {tolerence: 0.01}\n", True, "tolerence"),
+        ("    invariant: yes please\n", True, "invalid `invariant`"),
+        ("    invariant: {tolerance: 0.01}\n", False, "not a segment field"),
+    ],
+)
+def test_a_bad_invariance_declaration_is_refused_with_the_field_named(
+    declaration: str, segment: bool, says: str
+) -> None:
+    with pytest.raises(ValueError, match="field region") as caught:
+        load_contract_text(_with_region(declaration, segment))
+    assert says in str(caught.value)
+
+
+def test_without_features_keeps_a_field_in_the_contract_but_not_in_the_matrix() -> None:
+    from keel.feature_defs.contract import without_features
+
+    contract = load_contract_text(_with_region("    invariant: {tolerance: 0.02}\n"))
+    dropped = without_features(contract, ["channel"])
+    assert "channel" not in dropped.feature_names and "channel" in dropped.field_names
+    assert dropped.version != contract.version and dropped.invariant_fields == {"region": 0.02}
+    result = dropped.validate_records([contract.example_case])
+    assert result.ok and result.matrix is not None
+    assert result.matrix.shape == (1, len(contract.feature_names) - 1)
