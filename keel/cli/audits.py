@@ -2,7 +2,7 @@
 
 `plan` reads the last monitoring window's decided cases per segment value and the override rate
 of their reviews from the decision log, computes per-cell inclusion probabilities
-(keel.cli.audit_allocation), prints them and writes the plan as JSON. `set` records such a file
+(keel.monitoring.allocation), prints them and writes the plan as JSON. `set` records such a file
 as the model's next audit plan (keel.decision_log.audit_plans); running servers read it within
 KEEL_AUDIT_REFRESH_SECONDS, no restart.
 """
@@ -48,10 +48,10 @@ def _segment_field(model: str, chosen: str | None) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from keel.cli.audit_allocation import allocate
     from keel.decision_log import reads
     from keel.decision_log.audit_plans import AuditSettings
     from keel.decision_log.database import Database
+    from keel.monitoring.allocation import allocate, value_level
     from keel.monitoring.monitor import parse_window
     from keel.monitoring.settings import MonitorSettings
 
@@ -74,14 +74,20 @@ def _plan(args: argparse.Namespace) -> int:
     db = Database(state.log_url)
     try:
         volumes = reads.decided_per_segment(db, model, field, start.isoformat(), end.isoformat())
-        overrides, reviews = reads.review_counts(db, model, start.isoformat(), end.isoformat())
+        counts = reads.review_counts(db, model, field, start.isoformat(), end.isoformat())
     finally:
         db.dispose()
     if not volumes:
         raise InvalidInput(f"{model}: no decided live cases in the last {window}; nothing to plan from")
-    base = overrides / reviews if reviews >= MIN_REVIEWS else FALLBACK_OVERRIDE_RATE
-    base = min(max(base, 0.005), 0.5)
-    allocation = allocate(volumes, base, args.detect, args.within, args.power, alpha, args.budget)
+    overrides, reviews = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    overall = overrides / reviews if reviews >= MIN_REVIEWS else FALLBACK_OVERRIDE_RATE
+    # Each value's own rate (a ratio is harder to see where the base rate is low), shrunk towards
+    # the model's by MIN_REVIEWS pseudo-reviews so a value with a handful of reviews borrows it.
+    shrunk = {v: (k + MIN_REVIEWS * overall) / (n + MIN_REVIEWS) for v, (k, n) in counts.items()}
+    base = {v: min(max(shrunk.get(v, overall), 0.005), 0.5) for v in volumes}
+    # Planned for the level process drift tests one value at (its share of alpha over the values).
+    level = value_level(alpha, len(volumes), field == monitor.primary_segment, monitor.primary_share)
+    allocation = allocate(volumes, base, args.detect, args.within, args.power, level, args.budget)
     cross = args.cross_share if args.cross_share is not None else AuditSettings().cross_share
     plan = {
         "model": model,
@@ -96,6 +102,7 @@ def _plan(args: argparse.Namespace) -> int:
             "within": args.within,
             "power": args.power,
             "alpha": alpha,
+            "value_level": level,
             "budget": args.budget,
             "reached": allocation.reaches_target,
             "planned_ratio": round(allocation.planned_ratio, 4),
@@ -104,7 +111,8 @@ def _plan(args: argparse.Namespace) -> int:
             "window": window,
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
-            "base_override_rate": round(base, 6),
+            "base_override_rate": round(min(max(overall, 0.005), 0.5), 6),
+            "base_override_rates": {v: round(b, 6) for v, b in base.items()},
             "reviews": reviews,
             "overrides": overrides,
         },

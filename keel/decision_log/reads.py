@@ -124,14 +124,20 @@ def decided_per_segment(db: Database, model: str, field: str, start: str, end: s
     return counts
 
 
-def review_counts(db: Database, model: str, start: str, end: str) -> tuple[int, int]:
-    """(overrides, reviews) on live decided cases of `model` created in [start, end): every
-    confirmation or override revision counts."""
+def review_counts(db: Database, model: str, field: str, start: str, end: str) -> dict[str, tuple[int, int]]:
+    """(overrides, reviews) on live decided cases of `model` created in [start, end), per value of
+    the segment field `field` (a missing value counts as "None"): every confirmation or override
+    revision counts."""
     sql = (
-        "SELECT f.kind, COUNT(*) FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
+        "SELECT d.segments, f.kind FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
         "WHERE d.model = ? AND d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
-        "AND f.kind IN ('override', 'confirmation') GROUP BY f.kind"
+        "AND f.kind IN ('override', 'confirmation')"
     )
+    counts: dict[str, tuple[int, int]] = {}
     with db.reading() as reader:
-        kinds = {str(k): int(n) for k, n in reader.all(sql, (model, start, end))}
-    return kinds.get("override", 0), kinds.get("override", 0) + kinds.get("confirmation", 0)
+        for chunk in reader.stream(sql, (model, start, end)):
+            for text, kind in chunk:
+                value = str(json.loads(text or "{}").get(field))
+                overrides, reviews = counts.get(value, (0, 0))
+                counts[value] = (overrides + (kind == "override"), reviews + 1)
+    return counts
