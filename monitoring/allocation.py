@@ -17,15 +17,27 @@ and each cell's own detectable ratio is reported.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-__all__ = ["Allocation", "CellPlan", "allocate", "detectable_ratio", "plan_for", "value_level"]
+from keel.monitoring.overrides import decided_reviews
+from keel.monitoring.process_drift import process_drift
+
+__all__ = [
+    "Allocation",
+    "CellPlan",
+    "allocate",
+    "detectable_ratio",
+    "expected_override_rates",
+    "plan_for",
+    "value_level",
+]
 
 _POWER = NormalIndPower()
 _MAX_RATE = 0.999
@@ -57,6 +69,23 @@ Base = float | Mapping[str, float]
 def _base(base: Base, cell: str) -> float:
     rate = base.get(cell, sum(base.values()) / max(len(base), 1)) if isinstance(base, Mapping) else base
     return min(max(float(rate), 1e-4), 0.5)
+
+
+def expected_override_rates(
+    reviewed: pd.DataFrame, field: str, bands: Sequence[float]
+) -> tuple[dict[str, float], int, int]:
+    """Per value of `field`, the override rate its reviewed decided cases would show if its
+    reviewers overrode like everyone else's in the same score bands: the rate process drift
+    measures a value's ratio against, so the one a plan must be solved on (a value's own rate
+    differs where the model is better or worse there). With the overrides and reviews in all."""
+    decided = decided_reviews(reviewed)
+    report = process_drift(reviewed, [field], bands, min_n=1)
+    rates = {
+        f.value: f.expected_rate
+        for f in report.findings
+        if f.metric == "override_rate" and f.field == field and f.expected_rate is not None
+    }
+    return rates, int(decided["overridden"].sum()) if len(decided) else 0, len(decided)
 
 
 def value_level(alpha: float, values: int, primary: bool, primary_share: float) -> float:

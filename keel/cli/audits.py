@@ -51,7 +51,8 @@ def _plan(args: argparse.Namespace) -> int:
     from keel.decision_log import reads
     from keel.decision_log.audit_plans import AuditSettings
     from keel.decision_log.database import Database
-    from keel.monitoring.allocation import allocate, value_level
+    from keel.monitoring.allocation import allocate, expected_override_rates, value_level
+    from keel.monitoring.log_reader import LogReader
     from keel.monitoring.monitor import parse_window
     from keel.monitoring.settings import MonitorSettings
 
@@ -74,17 +75,17 @@ def _plan(args: argparse.Namespace) -> int:
     db = Database(state.log_url)
     try:
         volumes = reads.decided_per_segment(db, model, field, start.isoformat(), end.isoformat())
-        counts = reads.review_counts(db, model, field, start.isoformat(), end.isoformat())
+        reviewed = LogReader(db).reviewed(model, start, end, [field])
     finally:
         db.dispose()
     if not volumes:
         raise InvalidInput(f"{model}: no decided live cases in the last {window}; nothing to plan from")
-    overrides, reviews = (sum(c[i] for c in counts.values()) for i in (0, 1))
+    expected, overrides, reviews = expected_override_rates(reviewed, field, monitor.score_bands)
     overall = overrides / reviews if reviews >= MIN_REVIEWS else FALLBACK_OVERRIDE_RATE
-    # Each value's own rate (a ratio is harder to see where the base rate is low), shrunk towards
-    # the model's by MIN_REVIEWS pseudo-reviews so a value with a handful of reviews borrows it.
-    shrunk = {v: (k + MIN_REVIEWS * overall) / (n + MIN_REVIEWS) for v, (k, n) in counts.items()}
-    base = {v: min(max(shrunk.get(v, overall), 0.005), 0.5) for v in volumes}
+    # Each value's rate as process drift measures against it (a ratio is harder to see where it
+    # is low); the model's rate for a value without reviews, or while there are too few reviews.
+    known = expected if reviews >= MIN_REVIEWS else {}
+    base = {v: min(max(known.get(v, overall), 0.005), 0.5) for v in volumes}
     # Planned for the level process drift tests one value at (its share of alpha over the values).
     level = value_level(alpha, len(volumes), field == monitor.primary_segment, monitor.primary_share)
     allocation = allocate(volumes, base, args.detect, args.within, args.power, level, args.budget)

@@ -23,7 +23,6 @@ __all__ = [
     "feedback_for",
     "labelled_rows",
     "latest_feedback",
-    "review_counts",
 ]
 
 _BY_KEY = (
@@ -121,23 +120,4 @@ def decided_per_segment(db: Database, model: str, field: str, start: str, end: s
             for (text,) in chunk:
                 value = str(json.loads(text or "{}").get(field))
                 counts[value] = counts.get(value, 0) + 1
-    return counts
-
-
-def review_counts(db: Database, model: str, field: str, start: str, end: str) -> dict[str, tuple[int, int]]:
-    """(overrides, reviews) on live decided cases of `model` created in [start, end), per value of
-    the segment field `field` (a missing value counts as "None"): every confirmation or override
-    revision counts."""
-    sql = (
-        "SELECT d.segments, f.kind FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
-        "WHERE d.model = ? AND d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
-        "AND f.kind IN ('override', 'confirmation')"
-    )
-    counts: dict[str, tuple[int, int]] = {}
-    with db.reading() as reader:
-        for chunk in reader.stream(sql, (model, start, end)):
-            for text, kind in chunk:
-                value = str(json.loads(text or "{}").get(field))
-                overrides, reviews = counts.get(value, (0, 0))
-                counts[value] = (overrides + (kind == "override"), reviews + 1)
     return counts
