@@ -129,16 +129,44 @@ def _verdicts_of(ev: Any) -> list[Any]:
     return checks.evaluate(ev, MonitorSettings())
 
 
+def practice_ceiling(
+    reviewed: pd.DataFrame, region: str, ratio: float, level: float, draws: int = 4000
+) -> float:
+    """Power of the most powerful reading of the window's cross audits in `region` as a practice,
+    with every rate known: Neyman–Pearson between "cross reviewers overturn like the local ones"
+    (ratio x base per case, a changed rule) and "like reviewers elsewhere" (base), misreading a
+    rule at most `level`. A ceiling for any procedure, which must estimate those rates."""
+    from keel.cli.simulate import REVIEWER_ACCURACY
+
+    mine = reviewed[(reviewed["region"].astype(str) == region) & (reviewed["audit_pool"] == "cross")]
+    if mine.empty:
+        return 0.0
+    conf = mine["confidence"].to_numpy(dtype=float)
+    base = np.clip((1.0 - conf) * REVIEWER_ACCURACY + conf * (1.0 - REVIEWER_ACCURACY), 0.005, 0.99)
+    local = np.minimum(ratio * base, 0.999)
+    weight = np.log(local / base) - np.log((1 - local) / (1 - base))
+    own = np.random.default_rng(len(mine))  # its own stream: the windows stay as they were
+    under_rule = (own.random((draws, len(mine))) < local) @ weight
+    under_practice = (own.random((draws, len(mine))) < base) @ weight
+    cut = np.sort(under_rule)[int(level * draws)]
+    # Ties at the cut count against the practice reading (a level-`level` test without randomising).
+    if np.mean(under_rule <= cut) > level:
+        cut = np.nextafter(cut, -np.inf)
+    return float(np.mean(under_practice <= cut))
+
+
 def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.Generator) -> dict[str, Any]:
     """Classification of a 5x local practice and a 30% rule change in one region, and of a rule
     change in one small entity, from audits (local 25%, cross <= 5% of decided cases)."""
     from keel.monitoring.audit import INVESTIGATE, PRACTICE, RULE
+    from keel.monitoring.settings import MonitorSettings
 
     none = setup.pools["none"]
     region = OVERRIDE_REGION
+    practice_level = MonitorSettings().practice_reading_p
     out: dict[str, Any] = {"local_audit_p": AUDIT_LOCAL, "cross_audit_p": AUDIT_CROSS}
     for scenario, truth in (("practice_x5", PRACTICE), ("rule_30pct", RULE)):
-        readings, headlines, cross_share = [], [], []
+        readings, headlines, cross_share, ceiling = [], [], [], []
         for _ in range(reps):
             window = draw(none, cases, rng)
             if scenario == "rule_30pct":
@@ -146,6 +174,7 @@ def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.
                 reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS)
             else:
                 reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS, ("region", region, 5.0))
+                ceiling.append(practice_ceiling(reviewed, region, 5.0, practice_level))
             ev, headline = _evidence(setup, window, reviewed)
             readings.append(ev.audit.reading("region", region))
             headlines.append(headline)
@@ -159,6 +188,9 @@ def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.
             "headline_retrain": rate(sum(h.startswith("retrain") for h in headlines), reps),
             "mean_cross_audits_share_of_decided": round(float(np.mean(cross_share)), 4),
         }
+        if ceiling:
+            # What no reading of the same cross audits can beat at the practice reading's level.
+            out[f"region {region} {scenario}"]["ceiling_known_rates"] = round(float(np.mean(ceiling)), 3)
     # No drift, audited: false alarms of the audit checks (and of any check on reviews).
     statuses: dict[str, list[bool]] = defaultdict(list)
     for _ in range(reps):
@@ -243,8 +275,7 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
     """Uniform review (REVIEW_SHARE of decided cases) vs `keel audit plan`'s planner
     (`monitoring.allocation.allocate`) at the same share of decided cases, planned for the
     process-drift check's per-region level and power on one window."""
-    from keel.cli.simulate import REVIEWER_ACCURACY
-    from keel.monitoring.allocation import allocate, detectable_ratio, value_level
+    from keel.monitoring.allocation import allocate, detectable_ratio, expected_override_rates, value_level
     from keel.monitoring.detection import POWER, detection_limits
     from keel.monitoring.overrides import override_report
     from keel.monitoring.process_drift import process_drift
@@ -258,15 +289,11 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
     shares = decided["region"].astype(str).value_counts(normalize=True)
     total = round(cases * len(decided) / len(none.frame))
     level = value_level(s.process_drift_p, len(shares), True, s.primary_share)
-    # The plan reads each region's override rate from history (here: the whole pool, with the
-    # reviewers' accuracy), as `keel audit plan` reads recent base rates from the log; one
-    # window's rates are too noisy to plan on.
-    wrong = (decided["outcome"].astype(str) != decided["truth"].astype(str)).to_numpy(dtype=float)
-    p_override = wrong * REVIEWER_ACCURACY + (1 - wrong) * (1 - REVIEWER_ACCURACY)
-    base = {
-        str(v): float(x)
-        for v, x in pd.Series(p_override).groupby(decided["region"].astype(str).to_numpy()).mean().items()
-    }
+    # The plan reads each region's expected override rate from history (here: the whole pool
+    # reviewed once by `keel simulate`'s reviewer, on its own random stream), as `keel audit plan`
+    # reads the last window's reviews from the log; one window's rates are too noisy to plan on.
+    history = reviewed_frame(none.frame, setup, np.random.default_rng(len(none.frame)))
+    base, _, _ = expected_override_rates(history, "region", s.score_bands)
     sizes = {str(v): float(sh * total) for v, sh in shares.items()}
     plan = allocate(sizes, base, 1.5, 1, POWER, level, budget=REVIEW_SHARE)
     probs = {c.value: c.probability for c in plan.cells}
