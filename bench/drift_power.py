@@ -12,6 +12,9 @@ repetition draws its own window and its own reviewer randomness; windows of one 
 cases, which correlates repetitions (the intervals assume independence; the pool is 5x a
 window, 2x for the covariate shift). Perturbation families:
 
+- no drift: every check's false alarms, the window's decided cases reviewed as Keel's audits
+  select them (25% by local and 5% by cross reviewers, every abstention labelled), so the checks
+  on audit estimates are judged with the others;
 - numeric covariate shift: the generator's covariate_shift scenario (inputs move) at full size;
 - categorical mix: one value of a segment field drawn `ratio` times as often (share x ratio);
 - segment overrides: one region's reviewers override `ratio` times as often in the same score
@@ -271,9 +274,14 @@ def single_window(
     # checks cost seconds per window, so they run on the first `drift_null_reps` windows only.
     per_check: dict[str, list[bool]] = defaultdict(list)
     runs_all, runs_label = [], []
+    from bench.audit_power import AUDIT_CROSS, AUDIT_LOCAL, reviews
+
     for i in range(null_reps if "no_drift" in parts else 0):
         window = draw(none, cases, rng)
-        statuses = run_checks(setup, window, reviewed_frame(window, setup, rng), drift=i < drift_null_reps)
+        # Reviewed as audits select them (the same 30% of decided cases, local and cross), so
+        # the checks on audit estimates (audited error, practice vs rule) are judged here too.
+        reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS)
+        statuses = run_checks(setup, window, reviewed, drift=i < drift_null_reps)
         for check, status in statuses.items():
             per_check[check].append(status in ALARM)
         label_only = {c: s for c, s in statuses.items() if c not in DRIFT_CHECKS}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from keel.monitoring.allocation import allocate, value_level
+from keel.monitoring.allocation import allocate, expected_override_rates, value_level
 
 VOLUMES = {"NA": 1200.0, "EMEA": 900.0, "APAC": 600.0, "LATAM": 300.0}
 BASE, WITHIN, POWER, ALPHA = 0.08, 3, 0.9, 0.01
@@ -67,3 +68,19 @@ def test_each_cell_is_planned_on_its_own_base_rate() -> None:
 def test_the_plan_is_solved_at_the_level_process_drift_tests_one_value_at() -> None:
     assert value_level(0.01, 4, True, 0.8) == 0.01 * 0.8 / 4
     assert math.isclose(value_level(0.01, 5, False, 0.8), 0.01 * 0.2 / 5)
+
+
+def test_the_base_rate_is_the_one_process_drift_measures_a_value_against() -> None:
+    """A value's expected rate is what the others override in its score bands: EMEA sits in the
+    confident band, where the others override 2%, so its base is 2% whatever EMEA itself does."""
+    from tests.unit.test_audit_stats import BANDS, rows
+
+    data = []
+    for region in ("NA", "APAC"):
+        data += rows(region, 200, 40, None, None, confidence=0.7) + rows(region, 200, 4, None, None, 0.97)
+    data += rows("EMEA", 300, 60, None, None, confidence=0.97)
+    rates, overrides, reviews = expected_override_rates(pd.DataFrame(data), "region", BANDS)
+    assert math.isclose(rates["EMEA"], 0.02)
+    # EMEA itself stands out, so process drift leaves it out of the others' reference (step-down).
+    assert math.isclose(rates["NA"], (0.2 + 0.02) / 2)
+    assert (overrides, reviews) == (2 * 44 + 60, 1100)
