@@ -54,6 +54,9 @@ RULE: Reading = "model wrong there"
 INVESTIGATE: Reading = "investigate"
 DECIDING_POWER = 0.9
 """Power the "how many more cross audits" figure is planned for."""
+WEIGHT_GRID = 20
+"""Steps the score bands' weights are rounded to in the exact practice test (any weights fixed by
+the margins keep it exact; 20 keeps the convolution small and the weights within 2.5%)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def practice_vs_rule(
     """Per segment value with `min_n`+ local audits: local and cross overturn rates against the
     baseline of the other values in the same score bands (local: one-sided CMH against every
     audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
-    counts are small), and cross against local reviewers of the value itself (Birch's exact
+    counts are small), and cross against local reviewers of the value itself (an exact
     conditional test over score bands). Reported: values whose local excess survives Holm at
     `level`, and `candidates` (flagged elsewhere); each is read as
 
@@ -368,27 +371,46 @@ def _compare(
             alternative="greater",
         ).p_value if local_n else 1.0,
         "cross_p": _above(cross_k, cross_n, cross_base),
-        "gap_p": _fewer(band[mine], events[mine], cross[mine], n_bands),
+        "gap_p": _fewer(band[mine], events[mine], cross[mine], base),
     }  # fmt: skip
 
 
-def _fewer(band: np.ndarray, events: np.ndarray, cross: np.ndarray, n_bands: int) -> float:
+def _logit(rate: float) -> float:
+    rate = min(max(rate, 1e-6), 1 - 1e-6)
+    return math.log(rate / (1 - rate))
+
+
+def _fewer(band: np.ndarray, events: np.ndarray, cross: np.ndarray, base: np.ndarray) -> float:
     """One-sided exact conditional p-value that the cross reviewers of one segment value overturn
-    less often than its local reviewers in the same score bands: P(T <= t) for T, the cross
-    overturns, under a common overturn rate per band (the convolution of each band's
-    hypergeometric law given its margins; Birch's exact test of a common odds ratio of 1)."""
-    law = np.ones(1)
-    observed = 0
-    for b in range(n_bands):
+    less often than its local reviewers in the same score bands: P(T <= t) for
+    T = sum_b w_b X_b, X_b the cross overturns in band b, whose law given the band's margins is
+    hypergeometric when both pools share the band's rate (a changed rule: both see it).
+
+    The weights are the Neyman–Pearson ones for "cross reviewers like elsewhere" against "like
+    this value's reviewers": the log odds ratio of the band's overturn rate here (a margin) over
+    the baseline elsewhere (other values' cases), on a grid of WEIGHT_GRID steps; a band with no
+    excess weighs nothing. Fixed by the margins and other values' cases, they leave the test
+    exact, and they make it far less discrete than the plain count (Birch's test, all weights 1),
+    which with two or three expected overturns cannot use most of its level."""
+    bands: list[tuple[float, int, int, int, int]] = []
+    for b in range(len(base)):
         here = band == b
-        total, drawn = int(here.sum()), int((here & cross).sum())
-        k = int(events[here].sum())
-        if drawn == 0 or total == 0:
-            continue
-        observed += int(events[here & cross].sum())
+        total, drawn, k = int(here.sum()), int((here & cross).sum()), int(events[here].sum())
+        weight = _logit(k / total) - _logit(float(base[b])) if total else 0.0
+        if drawn and k and weight > 0:
+            bands.append((weight, total, drawn, k, int(events[here & cross].sum())))
+    if not bands:
+        return 1.0
+    top = max(w for w, *_ in bands)
+    law, observed = np.ones(1), 0
+    for weight, total, drawn, k, seen in bands:
+        step = max(1, round(WEIGHT_GRID * weight / top))
         support = np.arange(0, min(drawn, k) + 1)
-        law = np.convolve(law, hypergeom.pmf(support, total, k, drawn))
-    return float(min(1.0, law[: observed + 1].sum())) if len(law) else 1.0
+        spread = np.zeros(step * (len(support) - 1) + 1)
+        spread[::step] = hypergeom.pmf(support, total, k, drawn)
+        law = np.convolve(law, spread)
+        observed += step * seen
+    return float(min(1.0, law[: observed + 1].sum()))
 
 
 def _above(k: int, n: int, rate: float) -> float:
