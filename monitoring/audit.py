@@ -34,7 +34,7 @@ from statsmodels.stats.proportion import proportion_effectsize
 from keel.models.frames import audit_flag
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.segments import segment_parents
-from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion
+from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion, weighted_holm
 
 __all__ = [
     "AuditReport",
@@ -212,6 +212,8 @@ def audit_report(
     candidates: Iterable[tuple[str, str]] = (),
     min_n: int = 20,
     practice_level: float = 0.05,
+    primary: str | None = None,
+    primary_share: float = 0.8,
 ) -> AuditReport:
     """Estimates from the window's audited cases, and `practice_vs_rule` on every segment value
     whose local audits stand out or that another check flagged (`candidates`)."""
@@ -244,7 +246,9 @@ def audit_report(
         by_segment=by_segment,
         discretionary_override_rate=proportion(int(disc["overridden"].sum()), len(disc)),
         error_exceeds_alpha=(selective.low > alpha) if alpha and selective.value is not None else None,
-        findings=practice_vs_rule(frame, segments, bands, level, candidates, min_n, practice_level),
+        findings=practice_vs_rule(
+            frame, segments, bands, level, candidates, min_n, practice_level, primary, primary_share
+        ),
         level=level,
     )
 
@@ -257,13 +261,16 @@ def practice_vs_rule(
     candidates: Iterable[tuple[str, str]] = (),
     min_n: int = 20,
     practice_level: float = 0.05,
+    primary: str | None = None,
+    primary_share: float = 0.8,
 ) -> list[PracticeFinding]:
     """Per segment value with `min_n`+ local audits: local and cross overturn rates against the
     baseline of the other values in the same score bands (local: one-sided CMH against every
     audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
     counts are small), and cross against local reviewers of the value itself (an exact
     conditional test over score bands). Reported: values whose local excess survives Holm at
-    `level`, and `candidates` (flagged elsewhere); each is read as
+    `level` (weighted as process drift weighs them: `primary_share` on the `primary` field), and
+    `candidates` (flagged elsewhere); each is read as
 
     - "model wrong there": cross reviewers overturn more than the baseline (Holm at `level` over
       the reported values: the reading that says retrain is held to the strict level);
@@ -293,7 +300,15 @@ def practice_vs_rule(
                 continue
             if stats["local_n"] >= min_n or (name, value) in wanted:
                 tested.append((name, value, stats))
-    adjusted = holm([s["local_p"] for *_, s in tested])
+    # The error budget split as process drift splits it (weighted Holm): `primary_share` on the
+    # primary field's few values (regions), the rest on every other field's many values, so a
+    # regional practice is not drowned by thirty entities and channels.
+    main = sum(name == primary for name, *_ in tested)
+    share = primary_share if main and main < len(tested) else (1.0 if main else 0.0)
+    weights = [
+        share / main if name == primary else (1.0 - share) / max(len(tested) - main, 1) for name, *_ in tested
+    ]
+    adjusted = weighted_holm([s["local_p"] for *_, s in tested], weights)
     report = [
         (name, value, s, p)
         for (name, value, s), p in zip(tested, adjusted, strict=True)
