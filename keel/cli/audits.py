@@ -140,7 +140,8 @@ def _print_plan(plan: dict[str, Any], reached: bool) -> None:
     table = Table(
         title=f"{plan['model']}: audit plan by {plan['field']} "
         f"(catch {target['detect']}x override rate within {target['within']} windows of "
-        f"{basis['window']}, power {target['power']}, alpha {target['alpha']})"
+        f"{basis['window']}, power {target['power']}, alpha {target['alpha']}, "
+        f"{target['value_level']:.2g} per value)"
     )
     for col in ("value", "decided/window", "probability", "audits/window", "detectable ratio"):
         table.add_column(col, justify="left" if col == "value" else "right")
