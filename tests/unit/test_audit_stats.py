@@ -207,6 +207,19 @@ def test_cross_evidence_decides_the_headline_both_ways() -> None:
     assert rule["concept_drift"].status == "alert"  # cross evidence backs the concept alert
 
 
+def test_reviewed_accuracy_says_retrain_only_with_cross_evidence_of_a_wrong_model() -> None:
+    """EMEA's local reviewers overturn 90% of their audits: accuracy on reviewed cases falls under
+    the alert line either way; cross reviewers agreeing with the model make it a warning (a
+    practice), cross reviewers overturning too make it the alert that says retrain."""
+    practice, headline = _verdicts(audited_window(emea_local=360, emea_cross=3))
+    assert (practice["reviewed_accuracy"].value or 1.0) < MonitorSettings().reviewed_accuracy[1]
+    assert practice["reviewed_accuracy"].status == "warn", practice["reviewed_accuracy"]
+    assert "local review practice" in practice["reviewed_accuracy"].detail
+    assert not headline.startswith("retrain"), headline
+    rule, headline = _verdicts(audited_window(emea_local=360, emea_cross=50))
+    assert rule["reviewed_accuracy"].status == "alert" and headline.startswith("retrain"), headline
+
+
 def test_new_checks_are_registered_in_order_and_judged() -> None:
     names = [c.name for c in checks.registered()]
     assert names[-2:] == ["audited_error", "practice_vs_rule"]
