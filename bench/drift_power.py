@@ -12,6 +12,9 @@ repetition draws its own window and its own reviewer randomness; windows of one 
 cases, which correlates repetitions (the intervals assume independence; the pool is 5x a
 window, 2x for the covariate shift). Perturbation families:
 
+- no drift: every check's false alarms, the window's decided cases reviewed as Keel's audits
+  select them (25% by local and 5% by cross reviewers, every abstention labelled), so the checks
+  on audit estimates are judged with the others;
 - numeric covariate shift: the generator's covariate_shift scenario (inputs move) at full size;
 - categorical mix: one value of a segment field drawn `ratio` times as often (share x ratio);
 - segment overrides: one region's reviewers override `ratio` times as often in the same score
@@ -19,18 +22,8 @@ window, 2x for the covariate shift). Perturbation families:
 - concept change: the true outcome changes to another class on `share` of one entity's cases;
 - sequential: consecutive non-overlapping windows, 2x regional overrides vs none, evidence
   folded by `monitoring.sequential` exactly as successive monitor runs fold it;
-- practice vs rule (issue 23): decided cases audited at random (local 25%, cross 5%, every
-  abstention reviewed); one region's local reviewers override 5x (a practice) or the outcome rule
-  changes on 30% of the region's cases (both pools see it), and a rule change in one small entity;
-  correct when the monitor's reading (`monitoring.audit`) names the truth ("investigate" is not
-  correct; for the small entity "investigate" with the cross audits needed counts, "review
-  practice" never does); the headline is recorded beside it;
-- limit calibration: per window, the process-drift check's stated detection limit for the region
-  (`monitoring.detection`), then the same window's reviewers drifting by that ratio and by half
-  the increase: the detection rates at each;
-- allocation: the same number of reviews spread uniformly (30% of decided cases) or planned to
-  equalise the regions' detection limits (minimax, from the window's region sizes); the worst
-  region's stated limit under each, and the ceiling no allocation can beat given region shares.
+- the audit families (issue 23: practice vs rule, limit calibration, allocation) live in
+  `bench.audit_power`, which runs them alone; `--families` reaches them from here too.
 
 Beside the override families stands a ceiling (`oracle`): one one-sided CMH test of the drifted
 region on the same reviewed cases, as if the region were known in advance, at the check's whole
@@ -44,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -67,8 +59,6 @@ DRIFT_CHECKS = frozenset({"feature_drift", "important_feature_drift", "outcome_s
                           "policy_interventions", "explanation_drift"})  # fmt: skip
 REVIEW_SHARE = 0.3  # keel simulate's default: every abstention, 30% of decided cases
 OVERRIDE_REGION = "EMEA"
-AUDIT_LOCAL = 0.25  # audit families: local audit probability of a decided case
-AUDIT_CROSS = 0.05  # cross audits: at most 5% of decided cases (the issue's budget)
 
 
 @dataclass
@@ -251,12 +241,12 @@ def oracle_power(reviewed: list[pd.DataFrame], alpha: float, share: float) -> di
     }
 
 
-def concept_change(
-    window: pd.DataFrame, setup: Setup, entity: str, share: float, rng: np.random.Generator
+def rule_change(
+    window: pd.DataFrame, setup: Setup, column: str, value: str, share: float, rng: np.random.Generator
 ) -> pd.DataFrame:
-    """On `share` of `entity`'s cases the true outcome becomes the next class (a changed rule)."""
+    """On `share` of the cases with `column` == `value` the true outcome becomes the next class."""
     classes = list(setup.contract.classes)
-    hit = (window["entity"].astype(str) == entity).to_numpy() & (rng.random(len(window)) < share)
+    hit = (window[column].astype(str) == value).to_numpy() & (rng.random(len(window)) < share)
     truth = window["truth"].to_numpy(dtype=object).copy()
     truth[hit] = [classes[(classes.index(t) + 1) % len(classes)] for t in truth[hit]]
     return window.assign(truth=truth)
@@ -284,9 +274,14 @@ def single_window(
     # checks cost seconds per window, so they run on the first `drift_null_reps` windows only.
     per_check: dict[str, list[bool]] = defaultdict(list)
     runs_all, runs_label = [], []
+    from bench.audit_power import AUDIT_CROSS, AUDIT_LOCAL, reviews
+
     for i in range(null_reps if "no_drift" in parts else 0):
         window = draw(none, cases, rng)
-        statuses = run_checks(setup, window, reviewed_frame(window, setup, rng), drift=i < drift_null_reps)
+        # Reviewed as audits select them (the same 30% of decided cases, local and cross), so
+        # the checks on audit estimates (audited error, practice vs rule) are judged here too.
+        reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS)
+        statuses = run_checks(setup, window, reviewed, drift=i < drift_null_reps)
         for check, status in statuses.items():
             per_check[check].append(status in ALARM)
         label_only = {c: s for c, s in statuses.items() if c not in DRIFT_CHECKS}
@@ -344,7 +339,9 @@ def single_window(
     entity = most_common(none.frame, "entity", rank=1) if "entity" in none.frame else None
     if entity is not None:
         for share in (0.1, 0.3) if "concept" in parts else ():
-            ws = [concept_change(draw(none, cases, rng), setup, entity, share, rng) for _ in range(reps)]
+            ws = [
+                rule_change(draw(none, cases, rng), setup, "entity", entity, share, rng) for _ in range(reps)
+            ]
             record("concept_change", f"entity {entity} share {share}", "concept_drift",
                    [(w, reviewed_frame(w, setup, rng)) for w in ws], False)  # fmt: skip
     out["families"] = families
@@ -392,316 +389,9 @@ def sequential(
     return out
 
 
-def reviews(
-    window: pd.DataFrame,
-    setup: Setup,
-    rng: np.random.Generator,
-    local_p: np.ndarray | float,
-    cross_p: float = 0.0,
-    practice: tuple[str, str, float] | None = None,
-    audit: bool = True,
-) -> pd.DataFrame:
-    """Reviewers on the window as `LogReader.reviewed` returns it, audit columns included: every
-    abstention labelled; each decided case audited by a cross reviewer with probability `cross_p`,
-    else by a local one with `local_p` (per case or one number). Reviewers are right
-    `REVIEWER_ACCURACY` of the time; `practice` = (field, value, ratio): that value's *local*
-    reviewers override `ratio` times as often in the same score bands (cross reviewers do not)."""
-    from keel.cli.simulate import REVIEWER_ACCURACY
-    from keel.monitoring.log_reader import AUDIT_COLUMNS, REVIEWED_COLUMNS
-
-    classes = list(setup.contract.classes)
-    n = len(window)
-    decided = ~window["abstained"].to_numpy(dtype=bool)
-    u = rng.random(n)
-    local_p = np.broadcast_to(np.asarray(local_p, dtype=float), (n,))
-    cross = decided & (u < cross_p)
-    local = decided & ~cross & (u < cross_p + local_p)
-    look = cross | local | ~decided
-    rows = window[look].copy()
-    cross, local, decided = cross[look], local[look], decided[look]
-    truth = rows["truth"].astype(object).to_numpy()
-    final = truth.copy()
-    slip = rng.random(len(rows)) >= REVIEWER_ACCURACY
-    for i in np.flatnonzero(slip):
-        others = [c for c in classes if c != truth[i]]
-        final[i] = others[int(rng.integers(len(others)))]
-    outcome = rows["outcome"].astype(object).to_numpy()
-    if practice is not None:
-        fld, value, ratio = practice
-        conf = rows["confidence"].to_numpy(dtype=float)
-        base = np.clip((1.0 - conf) * REVIEWER_ACCURACY + conf * (1.0 - REVIEWER_ACCURACY), 0.005, 0.99)
-        extra = np.clip((ratio - 1.0) * base / (1.0 - base), 0.0, 1.0)
-        mine = rows[fld].astype(str).to_numpy() == value
-        flip = mine & local & (final == outcome) & (rng.random(len(rows)) < extra)
-        for i in np.flatnonzero(flip):
-            others = [c for c in classes if c != final[i]]
-            final[i] = others[int(rng.integers(len(others)))]
-    kind = np.where(~decided, "label", np.where(final == outcome, "confirmation", "override"))
-    selected = (cross | local) & audit
-    rows = rows.assign(
-        final_outcome=final, kind=kind, reason="bench", actor="bench-reviewer",
-        audit_selected=selected,
-        audit_probability=np.where(selected, cross_p + local_p[look], np.nan),
-        audit_pool=np.where(cross, "cross", np.where(local, "local", np.array(None, dtype=object))),
-        reviewer_pool=np.where(cross, "cross", np.where(selected, "local", np.array(None, dtype=object))),
-        reviewer_segment=None,
-    )  # fmt: skip
-    return rows[[*REVIEWED_COLUMNS, *AUDIT_COLUMNS, *setup.contract.segment_fields]].reset_index(drop=True)
-
-
-def rule_change(
-    window: pd.DataFrame, setup: Setup, column: str, value: str, share: float, rng: np.random.Generator
-) -> pd.DataFrame:
-    """On `share` of the cases with `column` == `value` the true outcome becomes the next class."""
-    classes = list(setup.contract.classes)
-    hit = (window[column].astype(str) == value).to_numpy() & (rng.random(len(window)) < share)
-    truth = window["truth"].to_numpy(dtype=object).copy()
-    truth[hit] = [classes[(classes.index(t) + 1) % len(classes)] for t in truth[hit]]
-    return window.assign(truth=truth)
-
-
-def _evidence(setup: Setup, window: pd.DataFrame, reviewed: pd.DataFrame) -> tuple[Any, str]:
-    from keel.monitoring import checks
-    from keel.monitoring.drift import DriftConfig
-    from keel.monitoring.monitor import assess
-    from keel.monitoring.settings import MonitorSettings
-
-    settings = MonitorSettings()
-    ev = assess(setup.contract, setup.alpha, setup.reference, window, reviewed, settings, DriftConfig(),
-                drift=False)  # fmt: skip
-    return ev, checks.recommendation(checks.evaluate(ev, settings))
-
-
-def _verdicts_of(ev: Any) -> list[Any]:
-    from keel.monitoring import checks
-    from keel.monitoring.settings import MonitorSettings
-
-    return checks.evaluate(ev, MonitorSettings())
-
-
-def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Classification of a 5x local practice and a 30% rule change in one region, and of a rule
-    change in one small entity, from audits (local 25%, cross <= 5% of decided cases)."""
-    from keel.monitoring.audit import INVESTIGATE, PRACTICE, RULE
-
-    none = setup.pools["none"]
-    region = OVERRIDE_REGION
-    out: dict[str, Any] = {"local_audit_p": AUDIT_LOCAL, "cross_audit_p": AUDIT_CROSS}
-    for scenario, truth in (("practice_x5", PRACTICE), ("rule_30pct", RULE)):
-        readings, headlines, cross_share = [], [], []
-        for _ in range(reps):
-            window = draw(none, cases, rng)
-            if scenario == "rule_30pct":
-                window = rule_change(window, setup, "region", region, 0.3, rng)
-                reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS)
-            else:
-                reviewed = reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS, ("region", region, 5.0))
-            ev, headline = _evidence(setup, window, reviewed)
-            readings.append(ev.audit.reading("region", region))
-            headlines.append(headline)
-            decided = int((~window["abstained"].astype(bool)).sum())
-            cross_share.append(ev.audit.n_audited_cross / max(decided, 1))
-        out[f"region {region} {scenario}"] = {
-            "truth": truth,
-            "correct": rate(sum(r == truth for r in readings), reps),
-            "investigate": rate(sum(r == INVESTIGATE for r in readings), reps),
-            "readings": {str(r): readings.count(r) for r in set(readings)},
-            "headline_retrain": rate(sum(h.startswith("retrain") for h in headlines), reps),
-            "mean_cross_audits_share_of_decided": round(float(np.mean(cross_share)), 4),
-        }
-    # No drift, audited: false alarms of the audit checks (and of any check on reviews).
-    statuses: dict[str, list[bool]] = defaultdict(list)
-    for _ in range(reps):
-        window = draw(none, cases, rng)
-        ev, headline = _evidence(setup, window, reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS))
-        for v in _verdicts_of(ev):
-            statuses[v.check].append(v.status in ALARM)
-        statuses["headline_retrain"].append(headline.startswith("retrain"))
-    out["no_drift_audited_false_alarms"] = {c: rate(sum(x), len(x)) for c, x in sorted(statuses.items())}
-    if "entity" in none.frame:
-        shares = none.frame["entity"].astype(str).value_counts(normalize=True)
-        entity = str((shares - 0.05).abs().idxmin())
-        ok, practice_said, asks = 0, 0, []
-        for _ in range(reps):
-            window = rule_change(draw(none, cases, rng), setup, "entity", entity, 0.3, rng)
-            ev, _ = _evidence(setup, window, reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS))
-            found = {(f.field, f.value): f for f in ev.audit.findings}
-            mine = found.get(("entity", entity))
-            parent = ev.parents.get(("entity", entity))
-            said = [f.reading for k, f in found.items() if k in (("entity", entity), parent)]
-            practice_said += PRACTICE in said
-            if mine is not None and (
-                mine.reading == RULE or (mine.reading == INVESTIGATE and mine.more_cross_audits)
-            ):
-                ok += 1
-                if mine.more_cross_audits:
-                    asks.append(mine.more_cross_audits)
-        out[f"entity {entity} rule_30pct"] = {
-            "entity_share": round(float(shares[entity]), 4),
-            "attributed_or_investigate_with_count": rate(ok, reps),
-            "said_review_practice": rate(practice_said, reps),
-            "median_more_cross_audits_asked": float(np.median(asks)) if asks else None,
-        }
-    return out
-
-
-def limit_calibration(setup: Setup, cases: int, windows: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Per window: the process-drift check's stated limit for the region, then detection at it
-    and at half the increase, by the check's own test on the same window's cases."""
-    from keel.monitoring.detection import detection_limits
-    from keel.monitoring.overrides import override_report
-    from keel.monitoring.process_drift import process_drift
-    from keel.monitoring.segments import concept_by_segment
-    from keel.monitoring.settings import MonitorSettings
-
-    s = MonitorSettings()
-    none = setup.pools["none"]
-    segments = setup.contract.segment_fields
-
-    def run(reviewed: pd.DataFrame) -> Any:
-        return process_drift(reviewed, segments, s.score_bands, alpha=s.process_drift_p,
-                             primary="region", primary_share=s.primary_share)  # fmt: skip
-
-    def flagged(report: Any) -> bool:
-        return any(f.value == OVERRIDE_REGION and f.field == "region" and f.significant
-                   and (f.rate_ratio or 0) >= s.process_drift_ratio[0] for f in report.findings)  # fmt: skip
-
-    stated, at, half = [], 0, 0
-    for _ in range(windows):
-        window = draw(none, cases, rng)
-        null = run(reviewed_frame(window, setup, rng))
-        empty = concept_by_segment(window.iloc[:0], [], None, 0.0)
-        limits = detection_limits(null, empty, override_report(window.iloc[:0].assign(kind=None), []),
-                                  "region", s.primary_share, s.override_rate[0], s.concept_p)  # fmt: skip
-        ratio = next((d.ratio for d in limits if d.field == "region" and d.value == OVERRIDE_REGION), None)
-        if ratio is None:
-            continue
-        stated.append(ratio)
-        at += flagged(run(reviewed_frame(window, setup, rng, ratio)))
-        half += flagged(run(reviewed_frame(window, setup, rng, 1 + (ratio - 1) / 2)))
-    return {
-        "check": "process_drift",
-        "region": OVERRIDE_REGION,
-        "windows": len(stated),
-        "mean_stated_ratio": round(float(np.mean(stated)), 3) if stated else None,
-        "detected_at_stated": rate(at, len(stated)),
-        "detected_at_half_the_increase": rate(half, len(stated)),
-    }
-
-
-def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Uniform review (REVIEW_SHARE of decided cases) vs a plan with the same expected number of
-    reviews that equalises the regions' process-drift detection limits (minimax)."""
-    from keel.monitoring.detection import detection_limits, min_detectable_ratio
-    from keel.monitoring.overrides import override_report
-    from keel.monitoring.process_drift import process_drift
-    from keel.monitoring.segments import concept_by_segment
-    from keel.monitoring.settings import MonitorSettings
-
-    s = MonitorSettings()
-    none = setup.pools["none"]
-    segments = setup.contract.segment_fields
-    decided = none.frame[~none.frame["abstained"].astype(bool)]
-    shares = decided["region"].astype(str).value_counts(normalize=True)
-    total = round(cases * len(decided) / len(none.frame))
-    budget = REVIEW_SHARE * total
-    level = s.process_drift_p * s.primary_share / len(shares)
-    # The plan reads each region's override rate from history (here: the whole pool, with the
-    # reviewers' accuracy), as `keel audit plan` reads recent base rates from the log; one
-    # window's rates are too noisy to plan on.
-    from keel.cli.simulate import REVIEWER_ACCURACY
-
-    wrong = (decided["outcome"].astype(str) != decided["truth"].astype(str)).to_numpy(dtype=float)
-    p_override = wrong * REVIEWER_ACCURACY + (1 - wrong) * (1 - REVIEWER_ACCURACY)
-    base = {
-        str(v): float(x)
-        for v, x in pd.Series(p_override).groupby(decided["region"].astype(str).to_numpy()).mean().items()
-    }
-
-    def limit(n: float, v: str) -> float:
-        ratio = min_detectable_ratio(max(int(n), 1), max(int(budget - n), 1), base.get(v, 0.05), level)
-        return ratio or math.inf
-
-    def need(target: float, size: float, v: str) -> float | None:
-        # Past half the budget the rest gets too few reviews to compare with: the limit rises again.
-        lo, hi = 1.0, min(size, budget / 2)
-        if limit(hi, v) > target:
-            return None
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if limit(mid, v) > target else (lo, mid)
-        return hi
-
-    sizes = {str(v): float(sh * total) for v, sh in shares.items()}
-    uniform_worst = max(limit(REVIEW_SHARE * n, v) for v, n in sizes.items())
-    lo, hi = 1.0, uniform_worst
-    for _ in range(40):  # smallest worst-region limit the budget can buy (the minimax ceiling)
-        mid = (lo + hi) / 2
-        ns = [need(mid, n, v) for v, n in sizes.items()]
-        lo, hi = (mid, hi) if any(x is None for x in ns) or sum(x or 0 for x in ns) > budget else (lo, mid)
-    plan = {v: need(hi, n, v) or n for v, n in sizes.items()}
-    spare = (budget - sum(plan.values())) / total
-    probs = {v: min(1.0, plan[v] / sizes[v] + spare) for v in sizes}
-    measured: dict[str, list[float]] = {"uniform": [], "planned": []}
-    per_region: dict[str, dict[str, list[float]]] = {
-        "uniform": defaultdict(list),
-        "planned": defaultdict(list),
-    }
-    for _ in range(reps):
-        window = draw(none, cases, rng)
-        p_row = window["region"].astype(str).map(probs).fillna(REVIEW_SHARE).to_numpy(dtype=float)
-        for name, p in (("uniform", REVIEW_SHARE), ("planned", p_row)):
-            reviewed = reviews(window, setup, rng, p, audit=False)
-            report = process_drift(reviewed, segments, s.score_bands, alpha=s.process_drift_p,
-                                   primary="region", primary_share=s.primary_share)  # fmt: skip
-            limits = detection_limits(report, concept_by_segment(window.iloc[:0], [], None, 0.0),
-                                      override_report(window.iloc[:0].assign(kind=None), []), "region",
-                                      s.primary_share, s.override_rate[0], s.concept_p)  # fmt: skip
-            stated = {
-                d.value: d.ratio or math.inf
-                for d in limits
-                if d.check == "process_drift" and d.field == "region"
-            }
-            # A region with too few reviews to be tested at all can see nothing.
-            measured[name].append(max(stated.get(v, math.inf) for v in sizes))
-            for v in sizes:
-                per_region[name][v].append(stated.get(v, math.inf))
-    # Windows where uniform review leaves a region untestable (fewer reviewed cases than process
-    # drift needs) are counted apart: no ratio to a blind spot.
-    both = [(p, u) for p, u in zip(measured["planned"], measured["uniform"], strict=True) if math.isfinite(u)]
-    ratio = [p / u for p, u in both]
-    # The worst region of the mean limits: a plan is for the region that is worst on average,
-    # while the per-window worst also picks whichever region's base rate was unlucky that window.
-    finite = [i for i, u in enumerate(measured["uniform"]) if math.isfinite(u)]
-    worst_mean = {
-        k: max(float(np.mean([x[i] for i in finite])) if finite else math.inf for x in per_region[k].values())
-        for k in per_region
-    }
-    return {
-        "reviews_per_window": round(budget),
-        "region_shares_of_decided": {v: round(float(x), 4) for v, x in shares.items()},
-        "planned_review_probability": {v: round(p, 4) for v, p in probs.items()},
-        "mean_worst_region_limit_uniform": round(float(np.mean([u for _, u in both])), 3) if both else None,
-        "mean_worst_region_limit_planned": round(float(np.mean([p for p, _ in both])), 3) if both else None,
-        "windows_uniform_leaves_a_region_untestable": len(measured["uniform"]) - len(both),
-        "windows_planned_leaves_a_region_untestable": sum(not math.isfinite(p) for p in measured["planned"]),
-        "worst_region_limit_ratio_planned_over_uniform": round(float(np.mean(ratio)), 3) if ratio else None,
-        "mean_limit_per_region": {
-            k: {
-                v: round(float(np.mean([x[i] for i in finite])), 3) if finite else None
-                for v, x in per_region[k].items()
-            }
-            for k in per_region
-        },
-        "worst_region_of_mean_limits_ratio": round(worst_mean["planned"] / worst_mean["uniform"], 3)
-        if math.isfinite(worst_mean["uniform"])
-        else None,
-        "minimax_ceiling_ratio": round(hi / uniform_worst, 3),
-    }
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(families: Sequence[str] = FAMILIES, description: str | None = None) -> argparse.ArgumentParser:
+    """The command line of this benchmark (and of `bench.audit_power`, whose default families differ)."""
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (tests)")
     parser.add_argument("--models", nargs="+", default=["invoice_classification", "discount_band", "routing"])
     parser.add_argument("--cases", type=int, help="decisions per window (default 3000; quick 400)")
@@ -715,9 +405,9 @@ def main() -> int:
     parser.add_argument(
         "--families",
         nargs="+",
-        default=list(FAMILIES),
+        default=list(families),
         choices=FAMILIES,
-        help="which parts to run (default all)",
+        help=f"which parts to run (default {' '.join(families)})",
     )
     parser.add_argument("--drift-reps", type=int, help="repetitions of the covariate shift (default: --reps)")
     parser.add_argument(
@@ -731,7 +421,17 @@ def main() -> int:
     parser.add_argument("--train-rows", type=int, help="training rows per model (default 10000; quick 3000)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--home", help="state folder (default: a temporary one)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    return run(parser().parse_args())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the models' pools, run the chosen families, print the JSON."""
+    from bench.audit_power import audit_families, audit_targets
+
     cases = args.cases or (400 if args.quick else 3000)
     reps = args.reps or (2 if args.quick else 20)
     null_reps = args.null_reps or (3 if args.quick else 100)
@@ -753,6 +453,8 @@ def main() -> int:
         result: dict[str, Any] = {
             "benchmark": "drift_power",
             "mode": "quick" if args.quick else "full",
+            "families": list(args.families),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "cases_per_window": cases,
             "reps": reps,
             "null_reps": null_reps,
@@ -783,26 +485,19 @@ def main() -> int:
                 **audit_families(setup, cases, args, rng),
                 "seconds": round(time.perf_counter() - t1, 1),
             }
-    result["targets"] = targets(result)
+    result["targets"] = {m: t | audit_targets(result["models"][m]) for m, t in targets(result).items()}
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
     json.dump(result, sys.stdout, indent=1)
     print()
     return 0
 
 
-def audit_families(
-    setup: Setup, cases: int, args: argparse.Namespace, rng: np.random.Generator
-) -> dict[str, Any]:
-    reps = args.audit_reps or (10 if args.quick else 50)
-    windows = args.calibration_windows or (40 if args.quick else 200)
-    out: dict[str, Any] = {}
-    if "practice_vs_rule" in args.families:
-        out["practice_vs_rule"] = practice_vs_rule_family(setup, cases, reps, rng)
-    if "limit_calibration" in args.families:
-        out["limit_calibration"] = limit_calibration(setup, cases, windows, rng)
-    if "allocation" in args.families:
-        out["allocation"] = allocation(setup, cases, reps, rng)
-    return out
+def get(part: Any, *keys: str) -> Any:
+    """part[k1][k2]..., None where a key is missing."""
+    for key in keys:
+        part = part.get(key) if isinstance(part, dict) else None
+    return part
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
@@ -816,11 +511,6 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             rows = [v for k, v in fam.get(family, {}).items() if needle in k]
             return rows[0]["target_check"]["rate"] if rows else None
 
-        def get(part: Any, *keys: str) -> Any:
-            for key in keys:
-                part = part.get(key) if isinstance(part, dict) else None
-            return part
-
         out[model] = {
             "no_drift_false_alarm_runs<=0.05": get(sw, "no_drift", "any_check_all_checks", "rate"),
             "no_drift_false_alarm_runs_label_checks<=0.05": get(
@@ -833,23 +523,6 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             "sequential_false_alarm_10_windows<=0.05": get(
                 seq, "no_drift_false_alarm_within_10_windows", "rate"
             ),
-            "practice_x5_classified>=0.9": get(
-                r, "practice_vs_rule", f"region {OVERRIDE_REGION} practice_x5", "correct", "rate"
-            ),
-            "rule_30pct_classified>=0.9": get(
-                r, "practice_vs_rule", f"region {OVERRIDE_REGION} rule_30pct", "correct", "rate"
-            ),
-            "detected_at_stated_limit>=0.85": get(r, "limit_calibration", "detected_at_stated", "rate"),
-            "detected_at_half_the_increase_clearly_lower": get(
-                r, "limit_calibration", "detected_at_half_the_increase", "rate"
-            ),
-            "planned_vs_uniform_worst_limit<=0.8_or_ceiling": get(
-                r, "allocation", "worst_region_limit_ratio_planned_over_uniform"
-            ),
-            "planned_vs_uniform_worst_of_mean_limits": get(
-                r, "allocation", "worst_region_of_mean_limits_ratio"
-            ),
-            "minimax_ceiling": get(r, "allocation", "minimax_ceiling_ratio"),
         }
     return out
 

@@ -144,7 +144,7 @@ def assess(
     }
     evidence.audit = audit_report(
         reviewed, segments, alpha, settings.score_bands, settings.practice_p, flagged, settings.min_reviewed,
-        settings.practice_reading_p,
+        settings.practice_reading_p, primary, settings.primary_share,
     )  # fmt: skip
     evidence.limits = detection_limits(
         evidence.process, evidence.concept, evidence.overrides, primary, settings.primary_share,

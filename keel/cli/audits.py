@@ -2,7 +2,7 @@
 
 `plan` reads the last monitoring window's decided cases per segment value and the override rate
 of their reviews from the decision log, computes per-cell inclusion probabilities
-(keel.cli.audit_allocation), prints them and writes the plan as JSON. `set` records such a file
+(keel.monitoring.allocation), prints them and writes the plan as JSON. `set` records such a file
 as the model's next audit plan (keel.decision_log.audit_plans); running servers read it within
 KEEL_AUDIT_REFRESH_SECONDS, no restart.
 """
@@ -48,10 +48,11 @@ def _segment_field(model: str, chosen: str | None) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from keel.cli.audit_allocation import allocate
     from keel.decision_log import reads
     from keel.decision_log.audit_plans import AuditSettings
     from keel.decision_log.database import Database
+    from keel.monitoring.allocation import allocate, expected_override_rates, value_level
+    from keel.monitoring.log_reader import LogReader
     from keel.monitoring.monitor import parse_window
     from keel.monitoring.settings import MonitorSettings
 
@@ -74,14 +75,20 @@ def _plan(args: argparse.Namespace) -> int:
     db = Database(state.log_url)
     try:
         volumes = reads.decided_per_segment(db, model, field, start.isoformat(), end.isoformat())
-        overrides, reviews = reads.review_counts(db, model, start.isoformat(), end.isoformat())
+        reviewed = LogReader(db).reviewed(model, start, end, [field])
     finally:
         db.dispose()
     if not volumes:
         raise InvalidInput(f"{model}: no decided live cases in the last {window}; nothing to plan from")
-    base = overrides / reviews if reviews >= MIN_REVIEWS else FALLBACK_OVERRIDE_RATE
-    base = min(max(base, 0.005), 0.5)
-    allocation = allocate(volumes, base, args.detect, args.within, args.power, alpha, args.budget)
+    expected, overrides, reviews = expected_override_rates(reviewed, field, monitor.score_bands)
+    overall = overrides / reviews if reviews >= MIN_REVIEWS else FALLBACK_OVERRIDE_RATE
+    # Each value's rate as process drift measures against it (a ratio is harder to see where it
+    # is low); the model's rate for a value without reviews, or while there are too few reviews.
+    known = expected if reviews >= MIN_REVIEWS else {}
+    base = {v: min(max(known.get(v, overall), 0.005), 0.5) for v in volumes}
+    # Planned for the level process drift tests one value at (its share of alpha over the values).
+    level = value_level(alpha, len(volumes), field == monitor.primary_segment, monitor.primary_share)
+    allocation = allocate(volumes, base, args.detect, args.within, args.power, level, args.budget)
     cross = args.cross_share if args.cross_share is not None else AuditSettings().cross_share
     plan = {
         "model": model,
@@ -96,6 +103,7 @@ def _plan(args: argparse.Namespace) -> int:
             "within": args.within,
             "power": args.power,
             "alpha": alpha,
+            "value_level": level,
             "budget": args.budget,
             "reached": allocation.reaches_target,
             "planned_ratio": round(allocation.planned_ratio, 4),
@@ -104,7 +112,8 @@ def _plan(args: argparse.Namespace) -> int:
             "window": window,
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
-            "base_override_rate": round(base, 6),
+            "base_override_rate": round(min(max(overall, 0.005), 0.5), 6),
+            "base_override_rates": {v: round(b, 6) for v, b in base.items()},
             "reviews": reviews,
             "overrides": overrides,
         },
@@ -131,7 +140,8 @@ def _print_plan(plan: dict[str, Any], reached: bool) -> None:
     table = Table(
         title=f"{plan['model']}: audit plan by {plan['field']} "
         f"(catch {target['detect']}x override rate within {target['within']} windows of "
-        f"{basis['window']}, power {target['power']}, alpha {target['alpha']})"
+        f"{basis['window']}, power {target['power']}, alpha {target['alpha']}, "
+        f"{target['value_level']:.2g} per value)"
     )
     for col in ("value", "decided/window", "probability", "audits/window", "detectable ratio"):
         table.add_column(col, justify="left" if col == "value" else "right")

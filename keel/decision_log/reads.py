@@ -25,7 +25,6 @@ __all__ = [
     "feedback_for",
     "labelled_rows",
     "latest_feedback",
-    "review_counts",
 ]
 
 _BY_KEY = (
@@ -155,16 +154,3 @@ def decided_per_segment(db: Database, model: str, field: str, start: str, end: s
                 value = str(json.loads(text or "{}").get(field))
                 counts[value] = counts.get(value, 0) + 1
     return counts
-
-
-def review_counts(db: Database, model: str, start: str, end: str) -> tuple[int, int]:
-    """(overrides, reviews) on live decided cases of `model` created in [start, end): every
-    confirmation or override revision counts."""
-    sql = (
-        "SELECT f.kind, COUNT(*) FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
-        "WHERE d.model = ? AND d.created_at >= ? AND d.created_at < ? AND d.origin = 'live' "
-        "AND f.kind IN ('override', 'confirmation') GROUP BY f.kind"
-    )
-    with db.reading() as reader:
-        kinds = {str(k): int(n) for k, n in reader.all(sql, (model, start, end))}
-    return kinds.get("override", 0), kinds.get("override", 0) + kinds.get("confirmation", 0)

@@ -4,6 +4,7 @@ accumulated over windows."""
 
 from __future__ import annotations
 
+from keel.monitoring.checks.audits import separates
 from keel.monitoring.checks.registry import Check, Measurement
 from keel.monitoring.checks.words import nest, pct, stated_limits
 from keel.monitoring.evidence import Evidence
@@ -29,9 +30,18 @@ def _override_rate(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
 def _reviewed_accuracy(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurement:
     # Decided cases only: abstentions are the hard cases by design, judged in the concept check.
     acc = ev.quality.accuracy_decided
+    # Where some segments' reviewers overturn more than others in the same score bands, their
+    # labels pull this accuracy down whether the model is wrong there or they review differently:
+    # retrain only when cross review says the model is wrong there, as for concept drift.
+    differing = {
+        (f.field, f.value)
+        for f in ev.process.findings
+        if f.significant and f.metric == "override_rate" and (f.rate_ratio or 0.0) >= s.process_drift_ratio[0]
+    }
     return Measurement(
         acc.rate if acc.n >= s.min_reviewed else None,
         f"accuracy {pct(acc.rate)} on {acc.n} reviewed cases the model decided (not a random sample)",
+        alert_caveat=separates(ev, differing) if differing else None,
     )
 
 
@@ -77,7 +87,7 @@ OVERRIDE_RATE = Check(
 REVIEWED_ACCURACY = Check(
     "reviewed_accuracy", "Accuracy on reviewed decided cases", "lower_is_worse", "reviewed_accuracy", "share",
     "read the override pairs; if they agree on a pattern, retrain from the log.",
-    _reviewed_accuracy, retrain=True, settings=("min_reviewed",),
+    _reviewed_accuracy, retrain=True, settings=("min_reviewed", "process_drift_ratio"),
 )  # fmt: skip
 PROCESS_DRIFT = Check(
     "process_drift", "Process drift in this window", "higher_is_worse", "process_drift_ratio", "ratio",

@@ -366,3 +366,41 @@ def test_a_check_registered_from_a_test_module_runs_with_the_monitor(
     assert entities and "— within EMEA: entity " in process, process  # EMEA's entities flagged with it
     for value in entities:  # each said once: under its region, not again as a finding of its own
         assert f"{value} (entity)" not in process or f"entity {value} " not in process, process
+
+
+def test_the_newcomer_segment_overrides_run_never_headlines_retrain(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 23, as a newcomer runs it: `keel simulate --scenario segment_overrides` against a real
+    `keel serve`, then `keel monitor all`. EMEA's reviewers override more and the model is not
+    wrong, so no model may be told to retrain: the headline says investigate (process drift)."""
+    from tests.integration.conftest import make_keys, start_server
+
+    log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    keys = make_keys(log_url, "newcomer")
+    server = start_server(store, tmp_path, log_url)
+    try:
+        env = cli_env(store, KEEL_DECISION_LOG_URL=log_url, KEEL_KEY=keys["all"])
+        simulated = run_keel(
+            env,
+            "simulate",
+            "--url",
+            server.url,
+            "--scenario",
+            "segment_overrides",
+            "--seed",
+            "7",
+            timeout=600,
+        )
+        assert simulated.returncode == 0, simulated.stderr[-3000:]
+    finally:
+        server.stop()
+    out = str(tmp_path / "reports")
+    monitored = run_keel(env, "monitor", "all", "--window", "2h", "--out", out, "--json", timeout=900)
+    assert monitored.returncode in (0, 1, 2), monitored.stderr[-3000:]
+    lines = [json.loads(line) for line in monitored.stdout.splitlines() if line.startswith("{")]
+    assert {line["model"] for line in lines} == set(registered), monitored.stdout
+    for line in lines:
+        assert not line["recommendation"].startswith("retrain"), line
+    # The region's reviewers were seen: at least one model's headline names the process finding.
+    assert any("process drift" in line["recommendation"] for line in lines), lines

@@ -132,6 +132,44 @@ def test_too_few_cross_audits_read_investigate_with_how_many_more() -> None:
     assert f"{emea.more_cross_audits} more cross audits in region EMEA would decide it" in emea.sentence
 
 
+def test_a_practice_inside_a_value_the_cross_reviewers_call_wrong_reads_investigate() -> None:
+    """EMEA01's cross reviewers overturn like its local ones (the rule changed), EMEA02's do not:
+    on its own EMEA02 reads as a practice, but its region reads "model wrong there", so the two
+    readings contradict each other and EMEA02 is left to investigate."""
+    data: list[dict[str, Any]] = []
+    for region in REGIONS:
+        if region != "EMEA":
+            data += rows(region, 400, 20, "local", 0.2) + rows(region, 60, 3, "cross", 0.05)
+    data += rows("EMEA", 200, 60, "local", 0.2, entity="EMEA01") + rows(
+        "EMEA", 40, 14, "cross", 0.05, entity="EMEA01"
+    )
+    data += rows("EMEA", 200, 60, "local", 0.2, entity="EMEA02") + rows(
+        "EMEA", 40, 1, "cross", 0.05, entity="EMEA02"
+    )
+    report = audit_report(pd.DataFrame(data), ["region", "entity"], 0.05, BANDS)
+    readings = {(f.field, f.value): f.reading for f in report.findings}
+    assert readings[("region", "EMEA")] == RULE and readings[("entity", "EMEA01")] == RULE, readings
+    assert readings[("entity", "EMEA02")] == INVESTIGATE, readings
+    alone = audit_report(pd.DataFrame([r for r in data if r["entity"] != "EMEA01"]), ["entity"], 0.05, BANDS)
+    assert alone.reading("entity", "EMEA02") == PRACTICE
+
+
+def test_a_changed_rule_reads_as_a_practice_at_most_at_the_practice_level() -> None:
+    """Local and cross reviewers of EMEA see the same changed truth (30% overturned by both): over
+    300 draws the reading "review practice" may come at most as often as its 5% level implies."""
+    rng = np.random.default_rng(23)
+    said = 0
+    for _ in range(300):
+        local_k, cross_k = int(rng.binomial(150, 0.3)), int(rng.binomial(25, 0.3))
+        frame = pd.DataFrame(
+            [r for region in REGIONS if region != "EMEA" for r in rows(region, 300, 15, "local", 0.2)]
+            + rows("EMEA", 150, local_k, "local", 0.2) + rows("EMEA", 25, cross_k, "cross", 0.05)
+        )  # fmt: skip
+        report = audit_report(frame, ["region"], 0.05, BANDS, candidates=[("region", "EMEA")])
+        said += report.reading("region", "EMEA") == PRACTICE
+    assert said <= binom.ppf(0.999, 300, 0.05), said
+
+
 # -- the headline ---------------------------------------------------------------------------------
 
 
@@ -167,6 +205,19 @@ def test_cross_evidence_decides_the_headline_both_ways() -> None:
     assert rule["practice_vs_rule"].status == "alert"
     assert headline.startswith("retrain"), headline
     assert rule["concept_drift"].status == "alert"  # cross evidence backs the concept alert
+
+
+def test_reviewed_accuracy_says_retrain_only_with_cross_evidence_of_a_wrong_model() -> None:
+    """EMEA's local reviewers overturn 90% of their audits: accuracy on reviewed cases falls under
+    the alert line either way; cross reviewers agreeing with the model make it a warning (a
+    practice), cross reviewers overturning too make it the alert that says retrain."""
+    practice, headline = _verdicts(audited_window(emea_local=360, emea_cross=3))
+    assert (practice["reviewed_accuracy"].value or 1.0) < MonitorSettings().reviewed_accuracy[1]
+    assert practice["reviewed_accuracy"].status == "warn", practice["reviewed_accuracy"]
+    assert "local review practice" in practice["reviewed_accuracy"].detail
+    assert not headline.startswith("retrain"), headline
+    rule, headline = _verdicts(audited_window(emea_local=360, emea_cross=50))
+    assert rule["reviewed_accuracy"].status == "alert" and headline.startswith("retrain"), headline
 
 
 def test_new_checks_are_registered_in_order_and_judged() -> None:
