@@ -30,9 +30,12 @@ def _override_rate(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurem
 def _reviewed_accuracy(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurement:
     # Decided cases only: abstentions are the hard cases by design, judged in the concept check.
     acc = ev.quality.accuracy_decided
-    # Where some segments' reviewers overturn more than others in the same score bands, their
-    # labels pull this accuracy down whether the model is wrong there or they review differently:
-    # retrain only when cross review says the model is wrong there, as for concept drift.
+    # Every label here comes from the segments' own reviewers, and reviewed cases are not a random
+    # sample: a local review practice pulls this accuracy down as much as a wrong model does, and
+    # the process-drift test that would point at that segment may lack the power to in one window
+    # (the newcomer segment_overrides run headlined retrain through it now and then). So it says
+    # retrain only when cross review finds the model wrong somewhere, where segments' reviewers
+    # differ, or anywhere when none is found to differ; otherwise its alert is a warning saying so.
     differing = {
         (f.field, f.value)
         for f in ev.process.findings
@@ -41,8 +44,13 @@ def _reviewed_accuracy(ev: Evidence, s: MonitorSettings, limits: Limits) -> Meas
     return Measurement(
         acc.rate if acc.n >= s.min_reviewed else None,
         f"accuracy {pct(acc.rate)} on {acc.n} reviewed cases the model decided (not a random sample)",
-        alert_caveat=separates(ev, differing) if differing else None,
+        alert_caveat=separates(ev, differing) if differing else separates(ev, _all_findings(ev)),
     )
+
+
+def _all_findings(ev: Evidence) -> set[tuple[str, str]]:
+    """Every value the cross-review audit judged: any "model wrong there" among them supports a retrain."""
+    return {(f.field, f.value) for f in (ev.audit.findings if ev.audit else [])}
 
 
 def _process_drift(ev: Evidence, s: MonitorSettings, limits: Limits) -> Measurement:

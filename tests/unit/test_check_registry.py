@@ -46,6 +46,7 @@ SUMMARY_KEYS = {
     "reviewed_caveat", "notes", "evidently_reports",
     "audit", "detection_limits",  # issue 23: audited estimates and stated detection limits (added keys)
     "consistency",  # issue 25: the counterfactual audit (added key)
+    "workload",  # issue 24: the review queue, time to feedback and override pairs the console reads
 }  # fmt: skip
 _ids = count()
 
