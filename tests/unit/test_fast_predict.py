@@ -37,7 +37,7 @@ def test_one_row_raw_scores_and_contributions_equal_the_batch_path(
         assert np.array_equal(raw[0], batch_raw[i])
         for k in range(3):
             batch = model.class_boosters[k].predict(row, pred_contrib=True, num_threads=1)
-            assert np.array_equal(model.contributions(row, np.array([k])), batch)
+            assert np.array_equal(model.lightgbm_contributions(row, np.array([k])), batch)
 
 
 def test_many_threads_share_one_predictor(tree: tuple[TreeModel, np.ndarray]) -> None:
