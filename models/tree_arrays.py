@@ -103,6 +103,10 @@ class TreeArrays:
         )
 
     @property
+    def max_quad(self) -> int:
+        return int(np.diff(self.quad_offset).max(initial=1))
+
+    @property
     def max_nodes(self) -> int:
         return int(np.diff(self.tree_offset).max(initial=1))
 
@@ -308,8 +312,8 @@ def _hot_factors(
 ) -> dict[str, np.ndarray]:
     """The divisions that do not depend on the row, done once: 1 / (z + (1 - z) t) of each edge at
     its tree's quadrature nodes (where the row follows the edge), 1 / z and 1 / (1 - t) (where it
-    does not: a = z (1 - t)). Stored node-minor: tree t's values at its q-th node start at
-    hot_offset[t] + q * nodes(t)."""
+    does not: a = z (1 - t)). Tree t's value for its node c at its q-th quadrature node is at
+    hot_offset[t] + c * nq(t) + q."""
     z = np.array(zero, dtype=np.float64)
     t_all = np.array(quad_t, dtype=np.float64)
     hot_offset = np.zeros(len(offsets) - 1, dtype=np.int64)
@@ -319,7 +323,7 @@ def _hot_factors(
         t = t_all[quad_offsets[tree] : quad_offsets[tree + 1]]
         nodes = z[offsets[tree] : offsets[tree + 1]]
         hot_offset[tree] = at
-        parts.append((1.0 / (nodes[None, :] + (1.0 - nodes[None, :]) * t[:, None])).ravel())
+        parts.append((1.0 / (nodes[:, None] + (1.0 - nodes[:, None]) * t[None, :])).ravel())
         at += len(t) * len(nodes)
     return {
         "inv_zero": 1.0 / z,
