@@ -229,6 +229,10 @@ class CompiledTrees:
         self.arrays = read_trees(model_text)
         self.num_class = self.arrays.num_class
         self.num_feature = self.arrays.num_feature
+        a = self.arrays
+        # Worked out once: a call's set-up is most of the cost of explaining one row.
+        self._explain_args = (a.num_class, a.tree_offset, a.splits, a.paths, a.max_nodes, a.max_quad)
+        self._raw_args = (a.num_class, a.tree_offset, a.splits, a.value)
         _compile_once(self)
 
     def contributions(self, matrix: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -240,19 +244,15 @@ class CompiledTrees:
         wanted = np.ascontiguousarray(classes, dtype=np.int64)
         if len(wanted) != len(rows) or (len(wanted) and (wanted.min() < 0 or wanted.max() >= self.num_class)):
             raise ValueError(f"need one class in [0, {self.num_class}) per row")
-        a = self.arrays
         out = np.empty((len(rows), self.num_feature + 1))
-        _explain_rows(
-            rows, wanted, out, a.num_class, a.tree_offset, a.splits, a.paths, a.max_nodes, a.max_quad
-        )
+        _explain_rows(rows, wanted, out, *self._explain_args)
         return out
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Raw scores (n, num_class), as LightGBM's `predict(raw_score=True)`."""
         rows = _rows(matrix, self.num_feature)
-        a = self.arrays
         out = np.empty((len(rows), self.num_class))
-        _raw_rows(rows, out, a.num_class, a.tree_offset, a.splits, a.value)
+        _raw_rows(rows, out, *self._raw_args)
         return out
 
 
