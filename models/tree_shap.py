@@ -15,8 +15,9 @@ bottom-up pass (sums over the leaves below each edge) give every feature's value
 telescoping difference at each edge for features split more than once on a path. The work is
 O(nodes x depth/2) per tree instead of O(leaves x depth^2) for the path algorithm LightGBM runs,
 there is no 2^depth table (Keel's leaf-wise trees have no depth limit), and only the decided
-class's trees are walked. The quadrature weights are positive and every factor lies in (0, 1],
-so nothing is ill-conditioned; tests hold the values to shap.TreeExplainer within 1e-9.
+class's trees are walked. The quadrature weights are positive and every factor lies in (0, 1];
+the one cancellation is the telescoping difference, and on the served models the values stay
+within 5e-14 of LightGBM's (tests hold them to shap.TreeExplainer within 1e-9).
 
 The kernels compile when the first model loads (`compile_seconds` says how long), never on a
 request, and release the GIL while they run.
