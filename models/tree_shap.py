@@ -46,13 +46,21 @@ _INT_LIMIT = 2147483648.0
 
 
 def _compiled(fn: _F) -> _F:
-    """numba's decorator is untyped; the kernel keeps its Python signature for mypy."""
-    return cast(_F, numba.njit(nogil=True, cache=False)(fn))
+    """numba's decorator is untyped; the kernel keeps its Python signature for mypy.
+
+    Compiled code is cached on disk (beside this file, or in the user's cache directory where the
+    install is read-only), so only the first process on a machine pays the seconds of compiling:
+    every `keel` command, replica and Spark worker after it loads the machine code. Where numba
+    finds nowhere to write, it compiles in memory as before."""
+    try:
+        return cast(_F, numba.njit(nogil=True, cache=True)(fn))
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return cast(_F, numba.njit(nogil=True, cache=False)(fn))
 
 
 def _inlined(fn: _F) -> _F:
     """A helper inlined into its callers at numba's level: a call passing a dozen arrays costs
-    more than the decision it makes."""
+    more than the decision it makes (it is compiled, and cached, inside them)."""
     return cast(_F, numba.njit(nogil=True, cache=False, inline="always")(fn))
 
 
