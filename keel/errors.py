@@ -27,6 +27,7 @@ __all__ = [
     "Unavailable",
     "Unreachable",
     "UnsupportedMediaType",
+    "UnsupportedTrees",
     "first_problem",
 ]
 
@@ -181,6 +182,11 @@ class ModelLoadError(KeelError):
 
 class IntegrityError(ModelLoadError):
     """An artefact's sha256 differs from the one recorded at registration."""
+
+
+class UnsupportedTrees(ModelLoadError):
+    """A booster holds trees the compiled explainer does not read (linear trees, say); the model
+    keeps LightGBM's own TreeSHAP for it instead of failing to load."""
 
 
 class RegistryError(KeelError):

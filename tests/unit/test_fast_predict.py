@@ -30,14 +30,16 @@ def test_one_row_raw_scores_and_contributions_equal_the_batch_path(
 ) -> None:
     model, x = tree
     batch_raw = np.asarray(model.booster.predict(x[:200], raw_score=True, num_threads=1))
+    fast_raw = SingleRowPredictor(model.booster, PREDICT_RAW_SCORE, x.shape[1])
     for i in range(200):
         row = x[i : i + 1].copy()
-        raw = model.raw_scores(row)
+        assert np.array_equal(fast_raw.predict(row[0]), batch_raw[i])
+        raw = model.raw_scores(row)  # the compiled trees: the same bits
         assert raw.shape == (1, 3)
         assert np.array_equal(raw[0], batch_raw[i])
         for k in range(3):
             batch = model.class_boosters[k].predict(row, pred_contrib=True, num_threads=1)
-            assert np.array_equal(model.contributions(row, np.array([k])), batch)
+            assert np.array_equal(model.lightgbm_contributions(row, np.array([k])), batch)
 
 
 def test_many_threads_share_one_predictor(tree: tuple[TreeModel, np.ndarray]) -> None:
