@@ -102,7 +102,9 @@ SEARCH_INDEXES = (
     sa.Index("decisions_case_id", decisions.c.case_id, decisions.c.seq,
              sqlite_where=decisions.c.case_id.isnot(None), postgresql_where=decisions.c.case_id.isnot(None)),
     sa.Index("decisions_caller", decisions.c.caller, decisions.c.seq),
-    sa.Index("decisions_created_at", decisions.c.created_at, decisions.c.seq),
+    # PostgreSQL only: SQLite's planner, without range statistics, would read a whole window
+    # through it and sort rather than walk the primary key newest first and stop at a page.
+    sa.Index("decisions_created_at", decisions.c.created_at, decisions.c.seq).ddl_if(dialect="postgresql"),
     sa.Index("decisions_outcome", decisions.c.outcome, decisions.c.seq),
     sa.Index("decisions_abstained", decisions.c.seq,
              sqlite_where=decisions.c.abstained == 1, postgresql_where=decisions.c.abstained == 1),
@@ -112,7 +114,7 @@ SEARCH_INDEXES = (
         for f in SEGMENT_FIELDS
     ),
 )  # fmt: skip
-"""Migration 0009's indexes (the segment ones: PostgreSQL only)."""
+"""Migration 0009's indexes (created_at and the segment ones: PostgreSQL only)."""
 
 feedback = sa.Table(
     "feedback",
