@@ -38,7 +38,8 @@ from bench.console import (
 def access_paths(plan: dict[str, Any]) -> list[str]:
     """The scans of `decisions` (alias d) in a JSON plan, e.g. 'Index Scan Backward decisions_pkey'."""
     found: list[str] = []
-    if plan.get("Relation Name") == "decisions" or plan.get("Alias") == "d":
+    bitmap_index = plan["Node Type"] == "Bitmap Index Scan" and plan["Index Name"].startswith("decisions_")
+    if plan.get("Relation Name") == "decisions" or plan.get("Alias") == "d" or bitmap_index:
         direction = " Backward" if plan.get("Scan Direction") == "Backward" else ""
         found.append(f"{plan['Node Type']}{direction} {plan.get('Index Name', '')}".strip())
     for child in plan.get("Plans", []):

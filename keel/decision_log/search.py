@@ -2,7 +2,7 @@
 summaries each monitor run stores (keel.monitoring.workload), not this.
 
 Parameterised SQL only: a filter's value is always a bound parameter, and the only names put
-into SQL text come from fixed tuples here (SEGMENT_FIELDS). Lists are keyset-paginated on
+into SQL text come from fixed tuples (schema.SEGMENT_FIELDS). Lists are keyset-paginated on
 `seq` (newest first) and every result is bounded.
 A segment filter on SQLite matches the `segments` column's JSON text, which rows.py writes with
 sorted keys and no spaces, so `"region":"EMEA"` is an exact match; on PostgreSQL it compares
