@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "SEARCH_INDEXES",
+    "SEGMENT_FIELDS",
     "alias_history",
     "api_keys",
     "audit_plans",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 metadata = sa.MetaData()
+SEGMENT_FIELDS = ("region", "channel", "entity", "product_line")
+"""The declared segment fields a decision's `segments` JSON may hold (search filters on each)."""
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
 
 decisions = sa.Table(
@@ -90,6 +94,27 @@ sa.Index(
         )
     ),
 )
+
+# The review console's search (keel.decision_log.search; migration 0009): each filter that can
+# match few or no rows has an index ending in seq, so a page is an index range in seq order and
+# "nothing" is an empty probe. Segment fields: PostgreSQL only (SQLite matches the text).
+SEARCH_INDEXES = (
+    sa.Index("decisions_case_id", decisions.c.case_id, decisions.c.seq,
+             sqlite_where=decisions.c.case_id.isnot(None), postgresql_where=decisions.c.case_id.isnot(None)),
+    sa.Index("decisions_caller", decisions.c.caller, decisions.c.seq),
+    # PostgreSQL only: SQLite's planner, without range statistics, would read a whole window
+    # through it and sort rather than walk the primary key newest first and stop at a page.
+    sa.Index("decisions_created_at", decisions.c.created_at, decisions.c.seq).ddl_if(dialect="postgresql"),
+    sa.Index("decisions_outcome", decisions.c.outcome, decisions.c.seq),
+    sa.Index("decisions_abstained", decisions.c.seq,
+             sqlite_where=decisions.c.abstained == 1, postgresql_where=decisions.c.abstained == 1),
+    *(
+        sa.Index(f"decisions_segment_{f}", sa.text(f"((segments::jsonb) ->> '{f}')"), decisions.c.seq)
+        .ddl_if(dialect="postgresql")
+        for f in SEGMENT_FIELDS
+    ),
+)  # fmt: skip
+"""Migration 0009's indexes (created_at and the segment ones: PostgreSQL only)."""
 
 feedback = sa.Table(
     "feedback",

@@ -2,10 +2,13 @@
 summaries each monitor run stores (keel.monitoring.workload), not this.
 
 Parameterised SQL only: a filter's value is always a bound parameter, and the only names put
-into SQL text come from fixed tuples here (SEGMENT_FIELDS). Lists are keyset-paginated on
+into SQL text come from fixed tuples (schema.SEGMENT_FIELDS). Lists are keyset-paginated on
 `seq` (newest first) and every result is bounded.
-A segment filter matches the `segments` column's JSON text, which rows.py writes with sorted
-keys and no spaces, so `"region":"EMEA"` is an exact, portable (SQLite and PostgreSQL) match.
+A segment filter on SQLite matches the `segments` column's JSON text, which rows.py writes with
+sorted keys and no spaces, so `"region":"EMEA"` is an exact match; on PostgreSQL it compares
+`(segments::jsonb ->> field)`, the expression migration 0009 indexes, so a value no decision has
+is an empty index probe rather than a scan of the log. `abstained` is put into the SQL as 0 or 1
+(a bool, never user text) so PostgreSQL can use the partial index on abstentions.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from keel.decision_log.chain import (
 )
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
+from keel.decision_log.schema import SEGMENT_FIELDS
 from keel.decision_log.windows import AUDITED
 
 __all__ = [
@@ -35,10 +39,10 @@ __all__ = [
     "DecisionQuery",
     "chain_place",
     "search",
+    "search_sql",
     "stream",
 ]
 
-SEGMENT_FIELDS = ("region", "channel", "entity", "product_line")
 MAX_PAGE = 200
 
 _LATEST = "(SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)"
@@ -77,7 +81,7 @@ class DecisionQuery:
     before_seq: int | None = None
     """Keyset: only rows older than this seq (the last row of the previous page)."""
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, postgres: bool = False) -> tuple[str, list[Any]]:
         clauses = ["d.created_at >= ?", "d.created_at < ?"]
         params: list[Any] = [self.since, self.until]
         for column, value in (
@@ -94,10 +98,14 @@ class DecisionQuery:
                 clauses.append(f"d.{column} = ?")
                 params.append(value)
         if self.abstained is not None:
-            clauses.append("d.abstained = ?")
-            params.append(int(self.abstained))
+            clauses.append(f"d.abstained = {int(self.abstained)}")
         for name in SEGMENT_FIELDS:
-            if name in self.segments:
+            if name not in self.segments:
+                continue
+            if postgres:
+                clauses.append(f"((d.segments::jsonb) ->> '{name}') = ?")
+                params.append(self.segments[name])
+            else:
                 clauses.append("d.segments LIKE ? ESCAPE '!'")
                 params.append(f"%{_like(json.dumps(name))}:{_like(json.dumps(self.segments[name]))}%")
         if self.overridden is not None:
@@ -137,24 +145,28 @@ def _row(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
     return row
 
 
+def search_sql(db: Database, query: DecisionQuery, limit: int) -> tuple[str, list[Any]]:
+    """The statement a search or export runs (newest first, at most `limit` rows) and its parameters."""
+    where, params = query.where(db.is_postgres)
+    return f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?", [*params, limit]
+
+
 def search(db: Database, query: DecisionQuery, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
     """One page of matching decisions, newest first, and the seq to continue from (None: last page)."""
     limit = max(1, min(limit, MAX_PAGE))
-    where, params = query.where()
-    sql = f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?"
+    sql, params = search_sql(db, query, limit + 1)
     with db.reading() as reader:
-        names, rows = reader.columns(sql, [*params, limit + 1])
+        names, rows = reader.columns(sql, params)
     page = [_row(names, r) for r in rows[:limit]]
     return page, (page[-1]["seq"] if len(rows) > limit else None)
 
 
 def stream(db: Database, query: DecisionQuery, limit: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Up to `limit` matching decisions, newest first, read in chunks (a CSV export)."""
-    where, params = query.where()
-    sql = f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?"
+    sql, params = search_sql(db, query, limit)
     names = [c.strip().split(" AS ")[-1].removeprefix("d.") for c in _split(_COLUMNS)]
     with db.reading() as reader:
-        for batch in reader.stream(sql, [*params, limit], chunk):
+        for batch in reader.stream(sql, params, chunk):
             for values in batch:
                 yield _row(names, tuple(values))
 

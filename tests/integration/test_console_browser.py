@@ -126,17 +126,27 @@ def _sign_in(driver: Any, url: str, key: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{url}/console/sign-in")
     driver.find_element(By.ID, "key").send_keys(key)
-    _follow(driver, driver.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
+    _follow(driver, (By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
 
 
-def _follow(driver: Any, element: Any) -> None:
-    """Click and wait until the next page has replaced this one."""
+def _follow(driver: Any, target: Any) -> None:
+    """Click and wait until the next page has replaced this one. `target` is an element, or a
+    (By, value) locator found afresh on each try: a page still settling can replace the element
+    between finding and clicking it (chromedriver: "Node ... does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
+    for attempt in range(3):
+        try:
+            page = driver.find_element(By.TAG_NAME, "html")
+            element = driver.find_element(*target) if isinstance(target, tuple) else target
+            element.click()
+            break
+        except StaleElementReferenceException:
+            if not isinstance(target, tuple) or attempt == 2:
+                raise
     WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
 
 
@@ -177,7 +187,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
         ("Changes", "Changes", "6-changes"),
         ("Decisions", "Decisions", "2-decisions"),
     ):
-        _follow(browser, browser.find_element(By.LINK_TEXT, label))
+        _follow(browser, (By.LINK_TEXT, label))
         assert _one_h1(browser) == h1
         _shot(browser, shot)
         if h1 == "Changes":
@@ -188,7 +198,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     # search by model and case id, then open the decision
     target = seeded["overridden"][0]
     browser.find_element(By.ID, "case_id").send_keys(target["case_id"])
-    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]"))
+    _follow(browser, (By.CSS_SELECTOR, "form.search button[type=submit]"))
     rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
     assert len(rows) == 1 and target["case_id"] in rows[0].text
     _follow(browser, rows[0].find_element(By.TAG_NAME, "a"))
@@ -202,7 +212,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
 
     # before any monitor run, the aggregate pages say so and what to run
     for label in ("Overrides", "Review queue"):
-        _follow(browser, browser.find_element(By.LINK_TEXT, label))
+        _follow(browser, (By.LINK_TEXT, label))
         assert _one_h1(browser) == label
         text = browser.find_element(By.TAG_NAME, "main").text
         assert (
@@ -222,7 +232,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.text == "Skip to content"
 
-    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))  # sign out
+    _follow(browser, (By.CSS_SELECTOR, "form.who button"))  # sign out
     assert "/console/sign-in" in browser.current_url
     browser.get(f"{srv.url}/console/decisions")
     assert "/console/sign-in" in browser.current_url
@@ -231,7 +241,7 @@ def test_sign_in_walk_every_page_search_open_a_decision_and_follow_an_override(
     browser.get(f"{srv.url}/console/decisions/{target['decision_id']}")
     assert "/console/sign-in?next=" in browser.current_url
     browser.find_element(By.ID, "key").send_keys(srv.keys["read"])
-    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
+    _follow(browser, (By.CSS_SELECTOR, "form.sign-in button[type=submit]"))
     assert browser.current_url == f"{srv.url}/console/decisions/{target['decision_id']}"
 
 
@@ -537,7 +547,7 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     assert links, "the recommended action links to its run"
     _shot(browser, "mon-1-overview")
 
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Monitoring"))
+    _follow(browser, (By.LINK_TEXT, "Monitoring"))
     assert _one_h1(browser) == "Monitoring"
     listed = browser.find_elements(By.CSS_SELECTOR, f'main a[href="{run_path}"]')
     assert len(listed) == 1 and listed[0].text == run.generated_at[:19].replace("T", " ")
@@ -556,7 +566,7 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     _shot(browser, "mon-3-run")
 
     # the run stored the review workload: an override count leads to exactly its cases
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Overrides"))
+    _follow(browser, (By.LINK_TEXT, "Overrides"))
     assert _one_h1(browser) == "Overrides"
     text = browser.find_element(By.TAG_NAME, "main").text
     assert "wrong queue" in text and f"{len(seeded['overridden'])} overridden decision(s)" in text
@@ -570,7 +580,7 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     _shot(browser, "mon-7-override-cases")
 
     # the queue's count leads to exactly the cases still waiting for a person
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Review queue"))
+    _follow(browser, (By.LINK_TEXT, "Review queue"))
     _shot(browser, "mon-8-queue")
     waiting = browser.find_element(By.CSS_SELECTOR, "p.big a")
     count = int(waiting.find_element(By.TAG_NAME, "strong").text)
@@ -584,7 +594,7 @@ def test_monitoring_runs_show_on_the_overview_their_pages_the_trends_and_on_a_se
     assert len(found) == count and routed <= {a.text for a in found}
 
     # the run stored its champion vs shadow comparison: the Changes page shows it
-    _follow(browser, browser.find_element(By.LINK_TEXT, "Changes"))
+    _follow(browser, (By.LINK_TEXT, "Changes"))
     text = browser.find_element(By.TAG_NAME, "main").text
     assert "Shadow v9 vs champion by segment" in text and "paired with the live decision" in text
     rows = browser.find_elements(By.CSS_SELECTOR, "main table.compare tbody tr")
