@@ -28,7 +28,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy.stats import binom, hypergeom, norm
-from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from keel.models.frames import audit_flag
@@ -443,10 +442,11 @@ def more_cross_audits(local_rate: float, baseline: float, have: int, level: floa
     base = min(max(baseline, 1e-3), 0.99)
     alt = min(max(local_rate, 2 * base), 0.999)
     effect = abs(float(proportion_effectsize(alt, base)))
-    n = NormalIndPower().solve_power(
-        effect_size=effect, nobs1=None, alpha=level, power=DECIDING_POWER, ratio=0.0, alternative="larger"
-    )
-    return max(1, math.ceil(float(n)) - have)
+    # statsmodels' NormalIndPower with ratio 0 is this one-sample equation, but its root finder
+    # can fail to converge at strict levels and return NaN (seen in a newcomer monitor run); the
+    # equation has a closed form, so it is solved directly.
+    n = ((norm.isf(level) + norm.ppf(DECIDING_POWER)) / max(effect, 1e-9)) ** 2
+    return max(1, math.ceil(n) - have)
 
 
 def _sentence(f: PracticeFinding) -> str:

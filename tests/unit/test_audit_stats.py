@@ -344,3 +344,36 @@ def test_sequential_mixture_is_tuned_to_the_planned_ratio() -> None:
     v = 20.0
     s = math.log(3.0) * v
     assert e_value(s, v, tuned.mixture_rho()) > e_value(s, v, MonitorSettings().mixture_rho())
+
+
+def test_more_cross_audits_is_statsmodels_one_sample_power_and_never_nan() -> None:
+    """Where statsmodels' root finder converges the answer is its; where it returns NaN (a huge
+    effect: local reviewers overturn everything, nobody else anything) the count is still a number."""
+    import math
+    import warnings
+
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    from keel.monitoring.audit import DECIDING_POWER
+
+    for local, base, level in [(0.3, 0.05, 0.01), (0.5, 0.1, 0.002), (0.2, 0.07, 0.0005)]:
+        effect = abs(float(proportion_effectsize(max(local, 2 * base), base)))
+        n = NormalIndPower().solve_power(
+            effect_size=effect, nobs1=None, alpha=level, power=DECIDING_POWER, ratio=0.0, alternative="larger"
+        )
+        assert more_cross_audits(local, base, 0, level) == math.ceil(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' ConvergenceWarning, the case at hand
+        effect = abs(float(proportion_effectsize(0.999, 0.001)))
+        assert math.isnan(
+            NormalIndPower().solve_power(
+                effect_size=effect,
+                nobs1=None,
+                alpha=0.01,
+                power=DECIDING_POWER,
+                ratio=0.0,
+                alternative="larger",
+            )
+        )
+    assert more_cross_audits(0.999, 0.001, 0, 0.01) == 2  # ((z_0.01 + z_power) / h)^2 = 1.4
