@@ -445,7 +445,7 @@ def more_cross_audits(local_rate: float, baseline: float, have: int, level: floa
     # statsmodels' NormalIndPower with ratio 0 is this one-sample equation, but its root finder
     # can fail to converge at strict levels and return NaN (seen in a newcomer monitor run); the
     # equation has a closed form, so it is solved directly.
-    n = ((norm.isf(level) + norm.ppf(DECIDING_POWER)) / max(effect, 1e-9)) ** 2
+    n = float(((norm.isf(level) + norm.ppf(DECIDING_POWER)) / max(effect, 1e-9)) ** 2)
     return max(1, math.ceil(n) - have)
 
 
