@@ -132,22 +132,35 @@ def _sign_in(driver: Any, url: str, key: str) -> None:
 def _follow(driver: Any, target: Any) -> None:
     """Click and wait until the next page has replaced this one. `target` is an element, or a
     (By, value) locator found afresh on each try: a page still settling can replace the element
-    between finding and clicking it (chromedriver: "Node ... does not belong to the document")."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    between finding and clicking it (chromedriver: "Node ... does not belong to the document").
+
+    The wait marks this page's window object and waits for a window without the mark: every
+    navigation makes a new one. (Selenium's `staleness_of` asks chromedriver about the old node,
+    which after navigation sometimes answers that inspector error instead of "stale", seen in CI.)
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
+    driver.execute_script("window.__keelLeaving = true;")
     for attempt in range(3):
         try:
-            page = driver.find_element(By.TAG_NAME, "html")
             element = driver.find_element(*target) if isinstance(target, tuple) else target
             element.click()
             break
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, WebDriverException):
             if not isinstance(target, tuple) or attempt == 2:
                 raise
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+            if not driver.execute_script("return window.__keelLeaving === true;"):
+                break  # the click went through before the error: the page is already replaced
+
+    def replaced(d: Any) -> bool:
+        ready = d.execute_script(
+            "return window.__keelLeaving === undefined && document.readyState === 'complete';"
+        )
+        return bool(ready)
+
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(replaced)
 
 
 def _shot(driver: Any, name: str) -> None:
