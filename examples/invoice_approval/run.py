@@ -2,6 +2,8 @@
 
     python examples/invoice_approval/run.py --url http://127.0.0.1:3000 --key $KEEL_KEY --instances 10
 
+(--key defaults to $KEEL_KEY.)
+
 Keel decides each invoice's exception path; the process posts it, queues the exception, asks
 finance, or asks a person, and sends every person's outcome back to Keel as feedback. Every call
 carries the correlation context of the process instance, so GET /v1/decisions?process_instance=
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -81,10 +84,10 @@ class KeelServices(PythonScriptEngine):  # type: ignore[misc]
         return answer.model_dump_json()  # SpiffWorkflow stores the JSON in the result variable
 
 
-def run_instance(
+def start_instance(
     spec: BpmnProcessSpec, version: str, keel: KeelClient, invoice: dict[str, Any]
-) -> dict[str, Any]:
-    """One process instance from start to end; returns what it did."""
+) -> BpmnWorkflow:
+    """A new process instance for one invoice, not run yet."""
     workflow = BpmnWorkflow(spec, script_engine=KeelServices(keel))
     workflow.data.update(
         process_instance_id=str(uuid.uuid4()),
@@ -92,6 +95,11 @@ def run_instance(
         business_key=invoice["case_id"],
     )
     workflow.get_tasks(state=TaskState.READY)[0].data["invoice"] = invoice
+    return workflow
+
+
+def finish(workflow: BpmnWorkflow) -> dict[str, Any]:
+    """Run an instance to its end; returns what it did."""
     for _ in range(MAX_STEPS):
         workflow.do_engine_steps()
         waiting = workflow.get_tasks(state=TaskState.READY, manual=True)
@@ -119,7 +127,12 @@ def run_instance(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Keel service")
-    parser.add_argument("--key", required=True, help="an API key with the decide and feedback roles")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("KEEL_KEY"),
+        required="KEEL_KEY" not in os.environ,
+        help="an API key with the decide and feedback roles (default: $KEEL_KEY)",
+    )
     parser.add_argument("--instances", type=int, default=10, help="process instances to run")
     parser.add_argument("--seed", type=int, default=7, help="seed of the sample invoices")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     with KeelClient(args.url, args.key) as keel:
         for invoice in sample_invoices(args.instances, args.seed):
             try:
-                done.append(run_instance(spec, version, keel, invoice))
+                done.append(finish(start_instance(spec, version, keel, invoice)))
             except Exception as exc:  # a failed instance is counted; the next one runs
                 errors.append({"business_key": invoice["case_id"], "error": repr(exc)})
                 print(f"{invoice['case_id']}: {exc!r}", file=sys.stderr)

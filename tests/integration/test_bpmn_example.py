@@ -1,13 +1,20 @@
 """The worked example (examples/invoice_approval) as a person runs it, against a real `keel serve`:
 30 BPMN process instances on SpiffWorkflow with 0 errors, and every decision and feedback found
-again by its process instance id, with the context the instance sent."""
+again by its process instance id, with the context the instance sent; and an instance restored
+from its persisted state and run again gets Keel's first answers, not second ones."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
+from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
 from keel.client import Context, KeelClient
 from tests.integration.conftest import Server
@@ -73,3 +80,35 @@ def test_the_invoice_approval_process_runs_30_instances_each_found_by_its_proces
     # 7 of the 30 sample invoices sit on four of the checklist's edges at once; the session's
     # invoice model abstains on about 60% of such cases, so none of 7 abstaining is ~0.1%.
     assert abstained >= 1
+
+
+def _example(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/invoice_approval/run.py imported as its script runs (its folder on the path)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    spec = importlib.util.spec_from_file_location("invoice_approval_run", EXAMPLE / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_instance_run_again_from_its_persisted_state_gets_keels_first_answers(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = _example(monkeypatch)
+    from stand_ins import sample_invoices  # the example's folder is on the path now
+
+    serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
+    spec, version = example.load_process()
+    invoice = sample_invoices(4)[3]  # over 50,000 USD: decided, then reviewed by policy
+    with KeelClient(server.url, server.keys["all"]) as keel:
+        workflow = example.start_instance(spec, version, keel, invoice)
+        saved = serializer.serialize_json(workflow)  # persisted; then the worker ran it and crashed
+        first = example.finish(workflow)
+        again = serializer.deserialize_json(saved)
+        again.script_engine = example.KeelServices(keel)
+        second = example.finish(again)
+        assert second == first and first["route"] == "human_review" and first["feedback_ids"]
+        found = list(keel.process_decisions(first["process_instance_id"]))
+    assert [d.decision_id for d in found] == [first["decision_id"]]
+    assert sorted(f.feedback_id for f in found[0].feedback) == sorted(first["feedback_ids"])
