@@ -1,5 +1,10 @@
 """Benchmark: training time, per-row predict and explanation cost, one row and batches. Prints JSON.
 
+Predict: `predict_us_per_row` is LightGBM's `Booster.predict(raw_score=True)` (one thread), beside
+it its single-row fast path (the fallback for trees the compiled code does not read) and
+`compiled_predict_us_per_row`, the compiled trees the decide path uses (equal to LightGBM's to
+1e-12; the largest difference over the batch is printed).
+
 Explanation of the decided class (DecisionModel: compiled TreeSHAP of that class's trees,
 docs/explanations.md) is compared in the same run with LightGBM's own all-class
 `pred_contrib=True` and with `shap.TreeExplainer`, on the same booster and the same rows, all
@@ -93,7 +98,9 @@ def bench_model(
     explainer = shap.TreeExplainer(tree.booster)
     per_row = rounds_us(
         {
-            "predict": (lambda: tree.raw_scores(row()[0]), reps),
+            "predict": (lambda: tree.booster.predict(row()[0], raw_score=True, num_threads=1), reps),
+            "predict_fast_path": (lambda: tree.lightgbm_raw_scores(row()[0]), reps),
+            "compiled_predict": (lambda: tree.raw_scores(row()[0]), reps),
             "decide_no_explanation": (lambda: model.predict_matrix(row()[0], explain=False), reps),
             "decide_with_explanation": (lambda: model.predict_matrix(row()[0], explain=True), reps),
             "ours": (lambda: tree.contributions(*_one(row())), reps),
@@ -104,6 +111,8 @@ def bench_model(
     )
     in_batch = rounds_us(
         {
+            "predict": (lambda: tree.booster.predict(batch, raw_score=True, num_threads=1), 1),
+            "compiled_predict": (lambda: tree.raw_scores(batch), 1),
             "ours": (lambda: tree.contributions(batch, k_batch), 1),
             "lightgbm_all_class": (lambda: tree.all_class_contributions(batch), 1),
             "shap_tree_explainer": (lambda: explainer.shap_values(batch), 1),
@@ -134,6 +143,12 @@ def bench_model(
         "coverage": round(result.metrics["coverage"], 4),
         "selective_error": round(result.metrics["selective_error"], 4),
         "predict_us_per_row": round(per_row["predict"], 1),
+        "predict_us_per_row_lightgbm_single_row_fast_path": round(per_row["predict_fast_path"], 1),
+        "compiled_predict_us_per_row": round(per_row["compiled_predict"], 1),
+        "compiled_predict_ratio_vs_predict": round(per_row["compiled_predict"] / per_row["predict"], 3),
+        "compiled_predict_max_abs_diff": float(
+            np.abs(tree.raw_scores(batch) - tree.booster.predict(batch, raw_score=True, num_threads=1)).max()
+        ),
         "decide_us_per_row_no_explanation": round(per_row["decide_no_explanation"], 1),
         "decide_us_per_row_with_explanation": round(per_row["decide_with_explanation"], 1),
         "one_row": {
@@ -145,6 +160,8 @@ def bench_model(
         },
         "batch": {
             "rows": len(batch),
+            "predict_us_per_row": round(in_batch["predict"], 2),
+            "compiled_predict_us_per_row": round(in_batch["compiled_predict"], 2),
             "explain_decided_class_us_per_row": round(in_batch["ours"], 2),
             "lightgbm_all_class_pred_contrib_us_per_row": round(in_batch["lightgbm_all_class"], 2),
             "shap_tree_explainer_us_per_row": round(in_batch["shap_tree_explainer"], 2),

@@ -93,6 +93,11 @@ class TreeModel:
         set-up that is most of LightGBM's cost on one row."""
         if self.compiled is not None:
             return self.compiled.raw_scores(matrix)
+        return self.lightgbm_raw_scores(matrix)
+
+    def lightgbm_raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        """LightGBM's own raw scores, through its single-row fast path for one row: the fallback for
+        trees the compiled code does not read, and the baseline bench.models compares."""
         if len(matrix) == 1 and matrix.dtype == np.float64 and matrix.flags.c_contiguous:
             return self._raw_one.predict(matrix[0]).reshape(1, self.num_class)
         raw = np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=1))

@@ -14,7 +14,9 @@ database must not turn into minutes-long waits.
 
 Work is kept off the writer, which holds the database's write lock: callers serialise each
 record to JSON and hash the row content before queueing. With SQLite the writer does not let a
-WAL checkpoint run inside a commit; it checkpoints between batches, after answering its waiters.
+WAL checkpoint run inside a commit: a thread of its own checkpoints beside the writer
+(keel.decision_log.checkpointer), and the writer takes a turn between batches only when the WAL
+has grown long under a load that never pauses.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from keel.decision_log import reads
 from keel.decision_log.chain import CHAINS, chain_hash
+from keel.decision_log.checkpointer import Checkpointer, checkpoint
 from keel.decision_log.database import Connection, Database, discard, is_alive
 from keel.decision_log.errors import NOT_RECORDED, UNKNOWN, LogUnavailable
 from keel.decision_log.log_key import ChainKeys, load_keys
@@ -41,9 +44,6 @@ from keel.errors import KeelError
 
 __all__ = ["DecisionLog", "Replay"]
 
-CHECKPOINT_SECONDS = 0.5
-"""SQLite: checkpoint the WAL this often while writing; each runs right after a batch was
-answered, so it only delays the requests that queue up meanwhile."""
 BACKOFF = (0.1, 1.0)
 """Reconnect delays: first and longest; recovery after the database returns takes at most ~1 s."""
 
@@ -75,8 +75,7 @@ class DecisionLog:
         self._writer: threading.Thread | None = None
         self._healthy = threading.Event()
         self._tried = threading.Event()  # the writer's first connection attempt is over
-        self._unchecked = False  # SQLite: commits since the last WAL checkpoint
-        self._checkpointed = time.monotonic()
+        self._checkpointer: Checkpointer | None = None
         self.on_commit: Callable[[int, float], None] | None = None
         """Called after each commit with (rows written, seconds): metrics hook."""
         self.on_failure: Callable[[], None] | None = None
@@ -85,6 +84,8 @@ class DecisionLog:
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> DecisionLog:
         self.db.create_schema()
+        if not self.db.is_postgres:
+            self._checkpointer = Checkpointer(self.db).start()
         self._writer = threading.Thread(target=self._supervise, name="decision-log-writer", daemon=True)
         self._writer.start()
         # Give the first connection its chance, so writes right after `open` are not refused;
@@ -97,6 +98,9 @@ class DecisionLog:
             self._queue.put(None)
             self._writer.join(timeout=self.timeout)
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop(timeout=self.timeout)
+            self._checkpointer = None
 
     @property
     def ready(self) -> bool:
@@ -214,16 +218,13 @@ class DecisionLog:
     def _serve(self, conn: Connection) -> bool:
         """Write batches until told to stop (True) or the connection breaks (raises)."""
         while True:
-            try:
-                batch, stop = self._take(CHECKPOINT_SECONDS if self._unchecked else None)
-            except queue.Empty:  # idle: a good moment to checkpoint what was written
-                self._checkpoint(conn, force=True)
-                continue
+            batch, stop = self._take(None)
             if batch:
                 self._write_batch(conn, batch)
             if stop:
                 return True
-            self._checkpoint(conn)
+            if self._checkpointer is not None and self._checkpointer.wants_restart:
+                self._checkpoint_here(conn)
 
     def _refuse_queued(self, seconds: float) -> bool:
         """While the database is away: answer queued writes with 503 for `seconds`; True on stop."""
@@ -242,33 +243,25 @@ class DecisionLog:
 
     def _close(self, conn: Connection) -> None:
         with contextlib.suppress(Exception):
-            self._checkpoint(conn, force=True)
-        with contextlib.suppress(Exception):
             conn.close()
 
-    def _checkpoint(self, conn: Connection, force: bool = False) -> None:
-        """SQLite: copy committed WAL pages into the database file so the WAL can restart.
-
-        PASSIVE never waits for readers; pages a reader still needs stay for the next round.
-        A failed checkpoint loses nothing (the pages stay in the WAL), so it is only logged.
-        """
-        if not self._unchecked:
-            return
-        if not force and time.monotonic() - self._checkpointed < CHECKPOINT_SECONDS:
-            return
+    def _checkpoint_here(self, conn: Connection) -> None:
+        """SQLite, a long WAL: checkpoint between batches, after answering them, so that the WAL
+        starts over at the next commit (the checkpointer's thread has copied all but the newest
+        frames). A failed checkpoint loses nothing: the pages stay in the WAL."""
+        assert self._checkpointer is not None
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            frames, copied = checkpoint(conn)
+            self._checkpointer.wants_restart = frames > copied
         except Exception:
             log.warning("WAL checkpoint failed; the next one retries", exc_info=True)
-        self._unchecked = False
-        self._checkpointed = time.monotonic()
 
     def _connect_writer(self) -> Connection:
         conn = self.db.connect()
         try:
             if not self.db.is_postgres:
                 # A checkpoint inside a commit would hold every waiting request for its copying
-                # and fsyncs; `_checkpoint` runs them between batches instead.
+                # and fsyncs; the checkpointer's thread runs them beside the writer instead.
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             # Prove the connection can write (a read-only file or a read-only replica cannot):
             # take the write lock and touch the heads, then roll back.
@@ -284,7 +277,8 @@ class DecisionLog:
 
     def _write_batch(self, conn: Connection, batch: list[Submission]) -> None:
         started = time.perf_counter()
-        self._unchecked = not self.db.is_postgres
+        if self._checkpointer is not None:
+            self._checkpointer.written()  # a batch that fails may still have committed
         try:
             results = self._commit(conn, batch)
         except Exception as exc:
