@@ -163,7 +163,7 @@ class PracticeFinding:
     the values reported."""
     gap_p: float
     """One-sided, exact: cross overturns below the local ones in the same score bands (a local
-    practice)."""
+    practice), weighted-Holm-adjusted over the values reported as `local_p` is."""
     more_cross_audits: int | None
     """When the reading is "investigate": cross audits in this value that would decide it with 90%
     power (beyond those already there)."""
@@ -274,8 +274,8 @@ def practice_vs_rule(
     - "model wrong there": cross reviewers overturn more than the baseline (Holm at `level` over
       the reported values: the reading that says retrain is held to the strict level);
     - "review practice": local reviewers do, and cross reviewers less than the local ones in the
-      same score bands (at `practice_level`), while no value nesting in it or holding it reads
-      "model wrong there";
+      same score bands (at `practice_level` family-wise over the reported values, weighted as the
+      local test is), while no value nesting in it or holding it reads "model wrong there";
     - "investigate": neither yet, with the cross audits in the value that would decide it.
     """
     if frame.empty or "confidence" not in frame:
@@ -309,8 +309,8 @@ def practice_vs_rule(
     ]
     adjusted = weighted_holm([s["local_p"] for *_, s in tested], weights)
     report = [
-        (name, value, s, p)
-        for (name, value, s), p in zip(tested, adjusted, strict=True)
+        (name, value, s, p, w)
+        for (name, value, s), p, w in zip(tested, adjusted, weights, strict=True)
         if p < level or (name, value) in wanted
     ]
     # A wrong reading needs the cross audits to go against the truth. "Model wrong there" (the one
@@ -318,37 +318,43 @@ def practice_vs_rule(
     # p-values), so a practice reads as a rule in at most `level` of windows however many of its
     # entities are reported beside the region. "Review practice" is read per value at
     # `practice_level` by an exact test of cross against local reviewers in the same score bands
-    # (under a changed rule both see the same truth, so it holds that level whatever the rate).
+    # (under a changed rule both see the same truth, so each test holds that level whatever the
+    # rate). A changed rule makes its value and every value nesting it or holding it stand out
+    # together (a small entity and its region), each a chance at a misread: the exact tests are
+    # held to `practice_level` family-wise over the reported values (weighted Holm, with the
+    # weights of the local test, so a regional practice keeps most of the level), so a changed
+    # rule is read as a practice somewhere in at most `practice_level` of windows.
     # A few dozen cross audits in a region cannot reach 1% against a 5x practice at a 4% base rate.
-    rule_p = holm([s["cross_p"] for _, _, s, _ in report])
+    rule_p = holm([s["cross_p"] for _, _, s, _, _ in report])
+    gap_p = weighted_holm([s["gap_p"] for _, _, s, _, _ in report], [w for *_, w in report]) if report else []
     readings: list[Reading] = []
-    for (_, _, s, p), cross_p in zip(report, rule_p, strict=True):
+    for (_, _, _, p, _), cross_p, gap in zip(report, rule_p, gap_p, strict=True):
         if cross_p < level:
             readings.append(RULE)
-        elif p < level and s["gap_p"] < practice_level:
+        elif p < level and gap < practice_level:
             readings.append(PRACTICE)
         else:
             readings.append(INVESTIGATE)
     # A value inside one the cross reviewers call wrong (or holding one) is not a local practice:
     # the two readings contradict each other, and the rule is the one read at the strict level.
     parents = segment_parents(frame, segments)
-    wrong = {(name, value) for (name, value, _, _), r in zip(report, readings, strict=True) if r == RULE}
+    wrong = {(name, value) for (name, value, *_), r in zip(report, readings, strict=True) if r == RULE}
+    total = sum(w for *_, w in report)
     out = []
-    for (name, value, s, p), reading, cross_p in zip(report, readings, rule_p, strict=True):
+    for (name, value, s, p, w), reading, cross_p, gap in zip(report, readings, rule_p, gap_p, strict=True):
         related = {parents.get((name, value))} | {c for c, up in parents.items() if up == (name, value)}
         if reading == PRACTICE and related & wrong:
             reading = INVESTIGATE
+        # Enough to reach either reading at its first-step (Bonferroni) level, the stricter one.
+        deciding = min(level / len(report), practice_level * w / total)
         needed = (
-            # Enough to reach either reading: the rule's (Bonferroni) level is the stricter one.
-            more_cross_audits(
-                s["local_rate"], s["baseline"], s["cross_n"], min(level / len(report), practice_level)
-            )
+            more_cross_audits(s["local_rate"], s["baseline"], s["cross_n"], deciding)
             if reading == INVESTIGATE
             else None
         )
         finding = PracticeFinding(
             name, value, reading, proportion(s["local_k"], s["local_n"]),
-            proportion(s["cross_k"], s["cross_n"]), s["baseline"], p, cross_p, s["gap_p"], needed,
+            proportion(s["cross_k"], s["cross_n"]), s["baseline"], p, cross_p, gap, needed,
         )  # fmt: skip
         finding.sentence = _sentence(finding)
         out.append(finding)

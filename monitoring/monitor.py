@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from keel.decision_log.audit_plans import latest_plans
 from keel.errors import InvalidInput, NotFound
 from keel.feature_defs.contract import Contract
 from keel.models import registry
@@ -297,7 +298,17 @@ def _sequential(
             return None
         return chunk_statistics(chunk, primary, s.score_bands), chunk_start.isoformat(), chunk_end.isoformat()
 
-    return accumulate(reader.db, name, primary, s.sequential_alpha, s.mixture_rho(), next_chunk)
+    # The mixture is tuned to the effect the audits were planned to catch (the active plan's
+    # --detect), unless the operator set one; a plan with another target starts a new test.
+    plan = latest_plans(reader.db).get(name)
+    planned = plan.detect_ratio if plan is not None else None
+    state = accumulate(reader.db, name, primary, s.sequential_alpha, s.mixture_rho(planned), next_chunk)
+    if s.sequential_detect_ratio is not None:
+        ratio = s.sequential_detect_ratio
+        state.tuned_to = f"tuned to a {ratio:g}x increase (KEEL_MONITOR_SEQUENTIAL_DETECT_RATIO)"
+    elif plan is not None and planned is not None:
+        state.tuned_to = f"tuned to a {planned:g}x increase (audit plan v{plan.version}'s --detect)"
+    return state
 
 
 def _verdicts(s: MonitorSettings, ev: Evidence) -> list[Verdict]:

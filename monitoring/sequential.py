@@ -78,6 +78,9 @@ class SequentialState:
     consumed_until: str | None = None
     chunks: list[dict[str, Any]] = dc_field(default_factory=list)
     values: dict[str, ValueEvidence] = dc_field(default_factory=dict)
+    tuned_to: str = ""
+    """What the mixture is tuned to, for the verdict ("" : `sequential_rho`); not part of the design
+    (`rho` is), so it is neither compared nor needed when the state is restored."""
 
     @property
     def bar(self) -> float:

@@ -99,10 +99,11 @@ class MonitorSettings(BaseSettings):
     to rate ratios around exp(sqrt(rho)), i.e. 2x for 0.5)."""
 
     sequential_detect_ratio: Annotated[float, Field(gt=1.0)] | None = None
-    """Planned override-rate ratio the sequential test should be most powerful for (an audit plan's
-    --detect). When set, the mixture variance is rho = log(ratio)^2 (the normal mixture over the
-    log rate ratio is tuned to effects about sqrt(rho) on that scale) and `sequential_rho` is
-    ignored; changing it starts a new test, as any change of design does."""
+    """Override-rate ratio the sequential test should be most powerful for. When set, the mixture
+    variance is rho = log(ratio)^2 (the normal mixture over the log rate ratio is tuned to effects
+    about sqrt(rho) on that scale); when unset, the model's active audit plan's --detect target
+    takes its place, and without one `sequential_rho` stands. Changing it (or recording a plan
+    with another target) starts a new test, as any change of design does."""
 
     audited_error_excess: tuple[float, float] = (0.025, 0.05)
     """How far above the certified alpha the lower 95% bound of the audited (inverse-probability
@@ -113,9 +114,10 @@ class MonitorSettings(BaseSettings):
     """Level at which audited local and cross reviewers' overturn rates are read (practice vs rule)."""
 
     practice_reading_p: float = 0.05
-    """Level at which cross reviewers overturning less than the local ones reads "review practice":
-    a changed rule is misread as a practice at most this often. The "model wrong there" reading
-    (the one that says retrain) keeps `practice_p`."""
+    """Level at which cross reviewers overturning less than the local ones reads "review practice",
+    family-wise over the segment values reported (weighted Holm): a changed rule is misread as a
+    practice, in any value, at most this often. The "model wrong there" reading (the one that says
+    retrain) keeps `practice_p`."""
 
     sequential_settle_hours: float = 0.0
     """Decisions younger than this are left to a later run, so their feedback can arrive first."""
@@ -126,11 +128,16 @@ class MonitorSettings(BaseSettings):
     prometheus_file: str | None = None
     """If set, verdicts are written here in the Prometheus textfile-collector format."""
 
-    def mixture_rho(self) -> float:
-        """The sequential test's mixture variance: from the planned ratio if set, else `sequential_rho`."""
-        if self.sequential_detect_ratio is not None:
-            return math.log(self.sequential_detect_ratio) ** 2
-        return self.sequential_rho
+    def detect_ratio(self, planned: float | None = None) -> float | None:
+        """The ratio the sequential test is tuned to: this setting, else the audit plan's target
+        (`planned`), else None (`sequential_rho` stands)."""
+        return self.sequential_detect_ratio if self.sequential_detect_ratio is not None else planned
+
+    def mixture_rho(self, planned: float | None = None) -> float:
+        """The sequential test's mixture variance: log(ratio)^2 for `detect_ratio(planned)` when there
+        is one, else `sequential_rho`."""
+        ratio = self.detect_ratio(planned)
+        return math.log(ratio) ** 2 if ratio is not None else self.sequential_rho
 
     score_bands: list[float] = Field(default_factory=lambda: [0.0, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0001])
     """Confidence band edges used to condition process-drift comparisons."""

@@ -3,8 +3,9 @@
 `plan` reads the last monitoring window's decided cases per segment value and the override rate
 of their reviews from the decision log, computes per-cell inclusion probabilities
 (keel.monitoring.allocation), prints them and writes the plan as JSON. `set` records such a file
-as the model's next audit plan (keel.decision_log.audit_plans); running servers read it within
-KEEL_AUDIT_REFRESH_SECONDS, no restart.
+as the model's next audit plan (keel.decision_log.audit_plans), with its `--detect` target (the
+file's `target.detect`), to which `keel monitor` tunes its sequential test; running servers read
+it within KEEL_AUDIT_REFRESH_SECONDS, no restart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.table import Table
 from keel.cli.common import _actor, _models, _state
 from keel.errors import InvalidInput
 
-__all__ = ["cmd_audit", "load_plan_file"]
+__all__ = ["cmd_audit", "load_plan_file", "planned_detect"]
 
 FALLBACK_OVERRIDE_RATE = 0.05
 """Base override rate assumed while a model has fewer than MIN_REVIEWS reviewed decided cases."""
@@ -189,7 +190,19 @@ def load_plan_file(path: Path, model: str) -> dict[str, Any]:
             raise InvalidInput(f"{path}: {key} = {value!r} is not a probability in [0, 1]")
     if probabilities and not plan.get("field"):
         raise InvalidInput(f"{path}: per-cell probabilities need the segment `field` they are cells of")
+    target = plan.get("target", {})
+    detect = target.get("detect") if isinstance(target, dict) else None
+    if not isinstance(target, dict) or not (
+        detect is None or (isinstance(detect, (int, float)) and 1.0 < float(detect) < math.inf)
+    ):
+        raise InvalidInput(f"{path}: target.detect = {detect!r} is not an override-rate ratio above 1")
     return plan
+
+
+def planned_detect(plan: dict[str, Any]) -> float | None:
+    """The override-rate ratio a plan file was designed to catch (`target.detect`), if it says."""
+    detect = plan.get("target", {}).get("detect")
+    return None if detect is None else float(detect)
 
 
 def _set(args: argparse.Namespace) -> int:
@@ -217,13 +230,15 @@ def _set(args: argparse.Namespace) -> int:
             float(plan.get("cross_share", settings.cross_share)),
             _actor(args),
             args.reason or "",
+            planned_detect(plan),
         )
     finally:
         db.dispose()
     print(
         f"{model}: audit plan v{saved.version} recorded by {saved.actor} "
         f"({len(saved.probabilities)} {saved.field or 'uniform'} cells, "
-        f"cross share {saved.cross_share:.0%}); "
+        f"cross share {saved.cross_share:.0%}"
+        f"{f'; planned to detect {saved.detect_ratio:g}x' if saved.detect_ratio else ''}); "
         f"running servers apply it within {settings.refresh_seconds:g}s"
     )
     return 0

@@ -165,10 +165,13 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"{name}: {len(plans)} audit plans (the latest is current)")
     for p in plans:
         cells = ", ".join(f"{k} {v:.3g}" for k, v in p["probabilities"].items()) or "uniform"
+        detect = f"; planned to detect {p['detect_ratio']:g}x" if p.get("detect_ratio") else ""
         print(
             f"audit plan v{p['version']} {p['created_at']} by {p['actor']}: "
             f"{p['field'] or 'every case'} {cells}; otherwise {p['default_probability']:.3g}; "
-            f"cross {p['cross_share']:.0%}{'; reason: ' + p['reason'] if p['reason'] else ''}"
+            f"cross {p['cross_share']:.0%}"
+            f"{detect}"
+            f"{'; reason: ' + p['reason'] if p['reason'] else ''}"
         )
     return 0 if body["chain_intact"] else 1
 

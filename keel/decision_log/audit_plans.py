@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.decision_log.chain import AUDIT_PLAN_COLUMNS, chain_hash, content_digest
+from keel.decision_log.chain import AUDIT_PLAN_COLUMNS, chain_hash, content_digest, hashed_values
 from keel.decision_log.database import Database
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.log_key import ChainKeys
@@ -60,7 +60,8 @@ SECRET_TABLE = "audit_secret"
 POOLS = ("local", "cross")
 ATTEMPTS = 5
 COLUMNS = AUDIT_PLAN_COLUMNS
-"""What a plan row's hash covers (`probabilities` as sorted JSON text); `keel verify-log` walks it."""
+"""What a plan row's hash covers (`probabilities` as sorted JSON text; `detect_ratio` only when set,
+so plans recorded before migration 0012 verify unchanged); `keel verify-log` walks it."""
 
 
 class AuditSettings(BaseSettings):
@@ -96,6 +97,10 @@ class AuditPlan:
     created_at: str = ""
     actor: str = ""
     reason: str = ""
+    detect_ratio: float | None = None
+    """The override-rate ratio the plan was designed to catch in any one cell (`keel audit plan
+    --detect`): the monitor's sequential test is tuned to it. None: not recorded (older plans, the
+    default plan, a plan file without a target)."""
 
     def probability(self, case: dict[str, Any]) -> float:
         if self.field is None:
@@ -126,6 +131,7 @@ class AuditPlan:
             "created_at": self.created_at,
             "actor": self.actor,
             "reason": self.reason,
+            "detect_ratio": self.detect_ratio,
         }
 
 
@@ -166,6 +172,7 @@ def _plan(row: dict[str, Any]) -> AuditPlan:
         created_at=row["created_at"],
         actor=row["actor"],
         reason=row["reason"],
+        detect_ratio=None if row["detect_ratio"] is None else float(row["detect_ratio"]),
     )
 
 
@@ -200,8 +207,12 @@ def append_plan(
     cross_share: float,
     actor: str,
     reason: str,
+    detect_ratio: float | None = None,
 ) -> AuditPlan:
-    """Record a new plan for `model` (version: its previous one + 1) with a fresh random seed."""
+    """Record a new plan for `model` (version: its previous one + 1) with a fresh random seed, and
+    the override-rate ratio it was planned to detect (`detect_ratio`, above 1) when there is one."""
+    if detect_ratio is not None and not 1.0 < float(detect_ratio) < float("inf"):
+        raise ValueError(f"detect_ratio: {detect_ratio} is not an override-rate ratio above 1")
     for name, p in {
         **probabilities,
         "default_probability": default_probability,
@@ -212,8 +223,9 @@ def append_plan(
     for attempt in range(ATTEMPTS):
         try:
             return _append(
-                db, keys, model, field_name, probabilities, default_probability, cross_share, actor, reason
-            )
+                db, keys, model, field_name, probabilities, default_probability, cross_share, actor, reason,
+                detect_ratio,
+            )  # fmt: skip
         except DATABASE_ERRORS:
             # Another writer took the version or made the chain head first: read again and retry.
             if attempt == ATTEMPTS - 1:
@@ -232,6 +244,7 @@ def _append(
     cross_share: float,
     actor: str,
     reason: str,
+    detect_ratio: float | None,
 ) -> AuditPlan:
     key_id, key = keys.current, keys.current_key
     conn = db.connect()
@@ -250,12 +263,13 @@ def _append(
                 created_at=datetime.now(UTC).isoformat(),
                 actor=actor,
                 reason=reason,
+                detect_ratio=None if detect_ratio is None else float(detect_ratio),
             )
             values = tuple(
                 json.dumps(plan.probabilities, sort_keys=True) if c == "probabilities" else getattr(plan, c)
                 for c in COLUMNS
             )
-            link = chain_hash(prev, content_digest(values), key)
+            link = chain_hash(prev, content_digest(hashed_values(TABLE, values)), key)
             sql = (
                 f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}, prev_hash, row_hash, key_id) "
                 f"VALUES ({', '.join('?' * (len(COLUMNS) + 3))}) RETURNING seq"

@@ -95,8 +95,10 @@ AUDIT_PLAN_COLUMNS = (
     "created_at",
     "actor",
     "reason",
+    "detect_ratio",
 )
-"""An audit plan (keel.decision_log.audit_plans): `probabilities` as sorted JSON text."""
+"""An audit plan (keel.decision_log.audit_plans): `probabilities` as sorted JSON text; `detect_ratio`
+(migration 0012, the plan's --detect target) is covered only when set."""
 CHAINS = {
     "decisions": DECISION_COLUMNS,
     "feedback": FEEDBACK_COLUMNS,
@@ -115,6 +117,9 @@ ORIGIN = DECISION_COLUMNS.index("origin")
 CORRELATED = ("decisions", "feedback")
 """Chains whose last column is `process_instance` (migration 0008): the caller's process instance,
 copied from the record's correlation context so a process's decisions are found by index."""
+LATE_LAST_COLUMN = (*CORRELATED, "audit_plans")
+"""Chains whose last column was added after rows were chained (0008's `process_instance`, 0012's
+`detect_ratio` of audit plans): covered by the hash only when set."""
 
 
 def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -124,14 +129,14 @@ def hashed_values(table: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     before they existed verify unchanged, and setting or clearing one still breaks its hash (the
     encoding is self-delimiting, so a value more or less never encodes alike). A row with a
     `process_instance` is covered whole; without one, a decision's `origin` is covered only when
-    it is not `live`.
+    it is not `live`. An audit plan's `detect_ratio` is covered when set.
     """
     return values[: hashed_count(table, values)]
 
 
 def hashed_count(table: str, values: tuple[Any, ...]) -> int:
     """How many of a row's leading values its hash covers (always a prefix: see hashed_values)."""
-    if table in CORRELATED:
+    if table in LATE_LAST_COLUMN:
         if values[-1] is not None:
             return len(values)
         if table == "decisions" and values[ORIGIN] == LIVE:

@@ -250,6 +250,7 @@ audit_plans = sa.Table(
     sa.Column("prev_hash", sa.Text, nullable=False, unique=True),
     sa.Column("row_hash", sa.Text, nullable=False),
     sa.Column("key_id", sa.Text),
+    sa.Column("detect_ratio", sa.Double),  # 0012: the plan's --detect target (NULL: none recorded)
     sa.UniqueConstraint("model", "version", name="audit_plans_model_version"),
 )
 

@@ -83,7 +83,8 @@ def _sequential_process_drift(ev: Evidence, s: MonitorSettings, limits: Limits) 
         e.max_e / state.bar,
         f"{state.field} {value}: evidence {e.max_e:.3g} of the {state.bar:.3g} needed over "
         f"{len(state.chunks)} consecutive windows ({e.events} overrides in {e.n} reviewed decided "
-        f"cases, {pct(rate)}; false-alarm rate ≤ {state.alpha:.0%} however often this runs)",
+        f"cases, {pct(rate)}; false-alarm rate ≤ {state.alpha:.0%} however often this runs"
+        f"{'; ' + state.tuned_to if state.tuned_to else ''})",
     )
 
 

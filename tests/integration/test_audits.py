@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from keel.decision_log import DecisionLog
@@ -109,6 +110,7 @@ def test_a_recorded_plan_reaches_a_running_server_and_the_history(
         )
         assert recorded.returncode == 0, recorded.stdout + recorded.stderr
         assert "audit plan v1 recorded by ana" in recorded.stdout
+        assert "planned to detect 2x" in recorded.stdout
 
         def picked_up() -> bool:
             got = decide(srv, "routing", cases[300:320]).json()["decisions"]
@@ -121,14 +123,19 @@ def test_a_recorded_plan_reaches_a_running_server_and_the_history(
         shown = run_keel(env, "history", "routing")
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert "audit plan v1" in shown.stdout and "reason: all in" in shown.stdout
+        assert "planned to detect 2x" in shown.stdout
         body = json.loads(run_keel(env, "history", "routing", "--json").stdout)
         assert [p["version"] for p in body["audit_plans"]] == [1] and "seed" not in body["audit_plans"][0]
+        assert body["audit_plans"][0]["detect_ratio"] == 2.0
         with srv.client("read") as c:
             served = c.get("/v1/models/routing/history").json()
         assert served["audit_plans"][0]["actor"] == "ana" and "moves" in served
         assert run_keel(env, "verify-log").returncode == 0
         bad = run_keel(env, "audit", "set", "routing", "--plan", str(tmp_path / "missing.json"))
         assert bad.returncode != 0 and "cannot read plan file" in bad.stderr
+        out.write_text(json.dumps({**plan, "target": {**plan["target"], "detect": 0.5}}))
+        bad = run_keel(env, "audit", "set", "routing", "--plan", str(out))
+        assert bad.returncode != 0 and "target.detect = 0.5" in bad.stderr
     finally:
         srv.stop()
 
@@ -282,5 +289,120 @@ def test_verify_log_walks_the_audit_plan_chain_and_finds_an_edited_plan(tmp_path
             conn.execute(sa.text(edit))
         broken = verify(db)
         assert not broken.ok and broken.table == "audit_plans" and broken.bad_seq == 1, broken
+    finally:
+        db.dispose()
+
+
+def _plan_as_0009_wrote_it(db: Database) -> None:
+    """A plan row chained before migration 0012: the ten columns of that release, no detect_ratio."""
+    from keel.decision_log.chain import AUDIT_PLAN_COLUMNS, row_hash
+    from keel.decision_log.rows import read_head, write_head
+
+    columns = AUDIT_PLAN_COLUMNS[:-1]
+    values = ("routing", 1, "region", '{"EMEA": 0.3}', 0.05, 0.2, "ab" * 32, "2026-11-01T00:00:00+00:00",
+              "ana", "before 0012")  # fmt: skip
+    conn = db.connect()
+    try:
+        with db.transaction(conn, lock_heads=["audit_plans"]):
+            _, prev = read_head(conn, "audit_plans")
+            link = row_hash(prev, values)
+            sql = (
+                f"INSERT INTO audit_plans ({', '.join(columns)}, prev_hash, row_hash, key_id) "
+                f"VALUES ({', '.join('?' * (len(columns) + 3))}) RETURNING seq"
+            )
+            seq = int(conn.execute(sql, (*values, prev, link, None)).fetchone()[0])
+            write_head(conn, "audit_plans", seq, link)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_0012_records_the_detect_target_and_old_plans_still_verify(kind: str, tmp_path: Path) -> None:
+    """A plan chained before 0012 verifies unchanged after it; a plan recorded with its --detect
+    target carries it under the row hash (editing the target, or giving the old plan one, shows),
+    and the current plan reads it back."""
+    from keel.decision_log.audit_plans import append_plan, latest_plans, plan_rows
+    from keel.decision_log.log_key import NO_KEYS
+    from keel.decision_log.migrations import HEAD, downgrade, upgrade
+    from keel.decision_log.verify import verify
+    from tests.conftest import fresh_postgres_database
+
+    with fresh_postgres_database("keel_0012") as pg_url:
+        db = Database(f"sqlite:///{tmp_path / 'decisions.db'}" if kind == "sqlite" else pg_url)
+        try:
+            upgrade(db.engine, db.is_postgres, to="0009")
+            _plan_as_0009_wrote_it(db)
+            db.create_schema()  # to head: the column joins, the old row untouched
+            with db.engine.begin() as conn:
+                assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
+            assert verify(db).ok
+            assert latest_plans(db)["routing"].detect_ratio is None
+            append_plan(db, NO_KEYS, "routing", "region", {"EMEA": 0.4}, 0.05, 0.2, "ana", "planned", 2.5)
+            assert [r["detect_ratio"] for r in plan_rows(db, "routing")] == [None, 2.5]
+            current = latest_plans(db)["routing"]
+            assert (current.version, current.detect_ratio, current.public()["detect_ratio"]) == (2, 2.5, 2.5)
+            assert verify(db).ok
+            for edit in ("UPDATE audit_plans SET detect_ratio = 1.5 WHERE version = 2",
+                         "UPDATE audit_plans SET detect_ratio = 3 WHERE version = 1",
+                         "UPDATE audit_plans SET detect_ratio = NULL WHERE version = 2"):  # fmt: skip
+                with db.engine.begin() as conn:
+                    conn.execute(sa.text(edit))
+                broken = verify(db)
+                assert not broken.ok and broken.table == "audit_plans", (edit, broken)
+                restore = "UPDATE audit_plans SET detect_ratio = CASE version WHEN 2 THEN 2.5 END"
+                with db.engine.begin() as conn:
+                    conn.execute(sa.text(restore))
+            assert verify(db).ok
+            with pytest.raises(ValueError, match="detect_ratio"):
+                append_plan(db, NO_KEYS, "routing", None, {}, 0.05, 0.2, "ana", "bad", 1.0)
+            downgrade(db.engine, db.is_postgres, "0009")  # and back: only the column goes
+            with db.engine.begin() as conn:
+                assert "detect_ratio" not in {c["name"] for c in sa.inspect(conn).get_columns("audit_plans")}
+        finally:
+            db.dispose()
+
+
+def test_the_sequential_test_is_tuned_to_the_active_plans_detect_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without KEEL_MONITOR_SEQUENTIAL_DETECT_RATIO the monitor's sequential mixture follows the
+    model's current audit plan's --detect (rho = log(R)^2) and its verdict says so; the setting,
+    when given, wins over the plan."""
+    import math
+    from datetime import UTC, datetime, timedelta
+
+    from keel.decision_log.audit_plans import append_plan
+    from keel.decision_log.log_key import NO_KEYS
+    from keel.monitoring.log_reader import LogReader
+    from keel.monitoring.monitor import _sequential
+    from keel.monitoring.settings import MonitorSettings
+
+    monkeypatch.delenv("KEEL_MONITOR_SEQUENTIAL_DETECT_RATIO", raising=False)
+    db = Database(f"sqlite:///{tmp_path / 'log.db'}")
+    end = datetime.now(UTC)
+    start = end - timedelta(days=7)
+    try:
+        db.create_schema()
+        reader = LogReader(db)
+
+        def state(settings: MonitorSettings) -> Any:
+            found = _sequential("routing", reader, start, end, settings, ["region"])
+            assert found is not None
+            return found
+
+        plain = state(MonitorSettings())
+        assert (plain.rho, plain.tuned_to) == (MonitorSettings().sequential_rho, "")
+        append_plan(db, NO_KEYS, "routing", "region", {"EMEA": 0.3}, 0.05, 0.2, "ana", "plan", 3.0)
+        planned = state(MonitorSettings())
+        assert planned.rho == pytest.approx(math.log(3.0) ** 2)
+        assert planned.tuned_to == "tuned to a 3x increase (audit plan v1's --detect)"
+        # A plan without a target (a hand-written file) leaves the default design.
+        append_plan(db, NO_KEYS, "routing", "region", {"EMEA": 0.3}, 0.05, 0.2, "ana", "no target")
+        assert state(MonitorSettings()).rho == MonitorSettings().sequential_rho
+        append_plan(db, NO_KEYS, "routing", "region", {"EMEA": 0.3}, 0.05, 0.2, "ana", "plan", 1.5)
+        assert state(MonitorSettings()).rho == pytest.approx(math.log(1.5) ** 2)
+        chosen = state(MonitorSettings(sequential_detect_ratio=2.0))
+        assert chosen.rho == pytest.approx(math.log(2.0) ** 2)
+        assert "KEEL_MONITOR_SEQUENTIAL_DETECT_RATIO" in chosen.tuned_to
     finally:
         db.dispose()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
@@ -84,3 +87,21 @@ def test_the_base_rate_is_the_one_process_drift_measures_a_value_against() -> No
     # EMEA itself stands out, so process drift leaves it out of the others' reference (step-down).
     assert math.isclose(rates["NA"], (0.2 + 0.02) / 2)
     assert (overrides, reviews) == (2 * 44 + 60, 1100)
+
+
+def test_a_plan_file_carries_its_detect_target_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    """`keel audit set` records the file's target.detect (what `keel audit plan --detect` wrote);
+    a file without a target records none; a ratio that is not above 1 is refused."""
+    from keel.cli.audits import load_plan_file, planned_detect
+    from keel.errors import InvalidInput
+
+    path = tmp_path / "plan.json"
+    base = {"model": "routing", "field": "region", "probabilities": {"EMEA": 0.3}, "cross_share": 0.2}
+    path.write_text(json.dumps({**base, "target": {"detect": 2.5, "within": 3}}))
+    assert planned_detect(load_plan_file(path, "routing")) == 2.5
+    path.write_text(json.dumps(base))
+    assert planned_detect(load_plan_file(path, "routing")) is None
+    for bad in (1.0, 0.5, "2", math.inf):
+        path.write_text(json.dumps({**base, "target": {"detect": bad}}))
+        with pytest.raises(InvalidInput, match=r"target\.detect"):
+            load_plan_file(path, "routing")
