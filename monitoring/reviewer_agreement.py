@@ -119,52 +119,76 @@ def _interval(kappa: float, var: float, n_clear: float, level: float) -> tuple[f
 
 def cohens_kappa(first: Sequence[Any], second: Sequence[Any], level: float = 0.95) -> Kappa:
     """Kappa between two raters' outcomes on the same cases (any hashable labels)."""
-    a, b = pd.Series(list(first), dtype=object).astype(str), pd.Series(list(second), dtype=object).astype(str)
+    a, b = np.asarray(list(first), dtype=object), np.asarray(list(second), dtype=object)
     if len(a) != len(b):
         raise ValueError("need one second outcome per first outcome")
-    labels = sorted(set(a) | set(b))
-    table = pd.crosstab(
-        pd.Categorical(a, categories=labels), pd.Categorical(b, categories=labels), dropna=False
-    )
-    return kappa_from_table(table.to_numpy(), level)
+    codes, labels = pd.factorize(np.concatenate([a, b]).astype(str))
+    return _coded_kappa(codes[: len(a)], codes[len(a) :], len(labels), level)
+
+
+def _coded_kappa(first: np.ndarray, second: np.ndarray, k: int, level: float) -> Kappa:
+    """Kappa of outcomes already coded 0..k-1 (the table by bincount: one pass, no pandas)."""
+    table = np.bincount(first * k + second, minlength=k * k).reshape(k, k) if k else np.zeros((0, 0))
+    return kappa_from_table(table, level)
 
 
 def review_pairs(words: pd.DataFrame, segments: Sequence[str] = ()) -> pd.DataFrame:
     """One pair per case reviewed by two people: columns case, source, first, second,
-    first_actor, second_actor, and the segment fields of the case's first decision."""
+    first_actor, second_actor, and the segment fields of the case's first reviewed decision."""
     columns = ["case", "source", "first", "second", "first_actor", "second_actor", *segments]
     if words.empty:
         return pd.DataFrame(columns=columns)
-    words = words.sort_values(["case", "reviewed_at", "decision_id"], kind="stable")
-    # Only cases with two reviewers at all are walked in Python: a few percent of the reviewed.
-    actors = words.groupby("case", sort=False)["actor"].nunique()
-    rows = []
-    for case, group in words[words["case"].isin(actors.index[actors >= 2])].groupby("case", sort=False):
-        # A reviewer's latest word on the case counts (a revision replaces, as for overrides).
-        latest = group.drop_duplicates("actor", keep="last")
-        rows.append(_pair(str(case), latest, group.iloc[0], segments))
-    return pd.DataFrame(rows, columns=columns)
+    # Integer codes, sorted once: string sorts and groupbys over a big window cost seconds.
+    codes = {c: pd.factorize(words[c])[0] for c in ("case", "decision_id", "actor")}
+    when = pd.factorize(words["reviewed_at"], sort=True)[0]
+    order = np.lexsort((codes["decision_id"], when, codes["case"]))
+    ordered = words.iloc[order].assign(
+        _case=codes["case"][order], _decision=codes["decision_id"][order], _actor=codes["actor"][order]
+    )
+    head = ordered.drop_duplicates("_case")[["_case", *segments]]
+    # A reviewer's latest word on the case counts (a revision replaces, as for overrides); the
+    # rows keep their time order, so "first" below means first in time.
+    latest = ordered.drop_duplicates(["_case", "_actor"], keep="last")
+    latest = latest[latest.groupby("_case", sort=False)["_actor"].transform("size").to_numpy() >= 2]
+    cross = pd.Series(latest["reviewer_pool"].astype(object).to_numpy() == "cross", index=latest.index)
+    # Local against cross on one decision, the audit design's own comparison, where a case has it.
+    keys = [latest["_case"], latest["_decision"]]
+    both = cross.groupby(keys, sort=False).transform("any") & (~cross).groupby(keys, sort=False).transform(
+        "any"
+    )
+    audited = latest[both.to_numpy()]
+    firsts = audited.groupby("_case", sort=False)["_decision"].transform("first")
+    audited = audited[audited["_decision"].to_numpy() == firsts.to_numpy()]
+    local_first = audited[~cross[audited.index].to_numpy()].groupby("_case", sort=False).head(1)
+    cross_first = audited[cross[audited.index].to_numpy()].groupby("_case", sort=False).head(1)
+    # Otherwise the case's first two reviewers in time.
+    rest = latest[~latest["_case"].isin(local_first["_case"])]
+    rank = rest.groupby("_case", sort=False).cumcount().to_numpy()
+    parts = [
+        _joined(local_first, cross_first, "cross_review"),
+        _joined(rest[rank == 0], rest[rank == 1], None),
+    ]
+    pairs = pd.concat(parts, ignore_index=True).merge(head, on="_case", how="left")
+    return pairs[columns]
 
 
-def _pair(case: str, latest: pd.DataFrame, head: pd.Series, segments: Sequence[str]) -> list[Any]:
-    cross = latest["reviewer_pool"].astype(object).to_numpy() == "cross"
-    same = latest["decision_id"].to_numpy()
-    # Local against cross on one decision: the audit design's own comparison.
-    pair, source = None, ""
-    for decision in dict.fromkeys(same):
-        here = same == decision
-        if (here & cross).any() and (here & ~cross).any():
-            pair = (latest[here & ~cross].iloc[0], latest[here & cross].iloc[0])
-            source = "cross_review"
-            break
-    if pair is None:
-        pair = (latest.iloc[0], latest.iloc[1])
-        source = "second_review" if pair[0]["decision_id"] == pair[1]["decision_id"] else "duplicate_case"
-    one, two = pair
-    return [
-        case, source, str(one["final_outcome"]), str(two["final_outcome"]), str(one["actor"]),
-        str(two["actor"]), *(head[s] for s in segments),
-    ]  # fmt: skip
+def _joined(one: pd.DataFrame, two: pd.DataFrame, source: str | None) -> pd.DataFrame:
+    """First and second raters' words side by side by case; `source` None: by whether the two
+    words are on one decision (second review) or two (a duplicate case)."""
+    take = ["_case", "case", "_decision", "actor", "final_outcome"]
+    both = one[take].merge(two[take].drop(columns="case"), on="_case", suffixes=("_1", "_2"))
+    same = both["_decision_1"].to_numpy() == both["_decision_2"].to_numpy()
+    return pd.DataFrame(
+        {
+            "_case": both["_case"],
+            "case": both["case"],
+            "source": source or np.where(same, "second_review", "duplicate_case"),
+            "first": both["final_outcome_1"].astype(str),
+            "second": both["final_outcome_2"].astype(str),
+            "first_actor": both["actor_1"].astype(str),
+            "second_actor": both["actor_2"].astype(str),
+        }
+    )
 
 
 @dataclass
@@ -199,10 +223,11 @@ def agreement_report(
     pairs: pd.DataFrame, segments: Sequence[str], level: float = 0.95, min_pairs: int = MIN_PAIRS
 ) -> AgreementReport:
     """Kappa overall, per source and per segment value, each value against the rest's pairs."""
-    first, second = pairs["first"].astype(str), pairs["second"].astype(str)
+    codes, labels = pd.factorize(np.concatenate([pairs["first"].astype(str), pairs["second"].astype(str)]))
+    first, second, k = codes[: len(pairs)], codes[len(pairs) :], len(labels)
     sources = pairs["source"].astype(str).to_numpy()
     by_source = {
-        s: cohens_kappa(first[sources == s], second[sources == s], level)
+        s: _coded_kappa(first[sources == s], second[sources == s], k, level)
         for s in SOURCES
         if (sources == s).any()
     }
@@ -217,8 +242,8 @@ def agreement_report(
         rows = []
         for value in sorted(set(text[known])):
             mine = known & (text == value)
-            here = cohens_kappa(first[mine], second[mine], level)
-            rest = cohens_kappa(first[known & ~mine], second[known & ~mine], level)
+            here = _coded_kappa(first[mine], second[mine], k, level)
+            rest = _coded_kappa(first[known & ~mine], second[known & ~mine], k, level)
             less = bool(
                 here.n >= min_pairs and rest.n >= min_pairs and here.kappa is not None
                 and rest.kappa is not None and here.high < rest.low
@@ -230,7 +255,7 @@ def agreement_report(
                 sentences.append(_sentence(name, value, here, rest))
         by_segment[name] = rows
     return AgreementReport(
-        len(pairs), {s: int((sources == s).sum()) for s in SOURCES}, cohens_kappa(first, second, level),
+        len(pairs), {s: int((sources == s).sum()) for s in SOURCES}, _coded_kappa(first, second, k, level),
         by_source, by_segment, level, sentences,
     )  # fmt: skip
 
