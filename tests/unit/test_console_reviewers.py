@@ -36,3 +36,26 @@ def test_runs_stored_before_reviewer_agreement_show_no_section() -> None:
     assert _reviewer_rows({}) is None
     assert _reviewer_rows({"consistency": {"fields": []}}) is None
     assert _reviewer_rows({"consistency": None}) is None
+
+
+def test_the_run_pages_section_renders_with_the_consoles_strict_templates() -> None:
+    from pathlib import Path
+
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    import keel.console
+    from keel.console.app import _num, _pct
+
+    env = Environment(
+        loader=PackageLoader("keel.console", "templates"), undefined=StrictUndefined, autoescape=True
+    )
+    env.filters.update(num=_num, pct=_pct)
+    env.get_template("run.j2")  # the page compiles
+    page = (Path(keel.console.__file__).parent / "templates" / "run.j2").read_text()
+    section = page[page.index("{% if reviewers is not none %}") : page.index("{% if notes %}")]
+    html = env.from_string(section).render(reviewers=_reviewer_rows(_summary()))
+    assert "Reviewer agreement" in html and "region = EMEA" in html and "900 duplicate case" in html
+    empty = {"consistency": {"reviewers": {**_summary()["consistency"]["reviewers"], "n_pairs": 0}}}
+    assert "No case of this window was reviewed by two people" in env.from_string(section).render(
+        reviewers=_reviewer_rows(empty)
+    )
