@@ -115,6 +115,9 @@ class ConsistencyReport:
     seed: int = 0
     policy: dict[str, Any] | None = None
     """Policy adherence across segments (keel.monitoring.policy_adherence), when computed."""
+    reviewers: dict[str, Any] | None = None
+    """Agreement between reviewers of the same case per segment value
+    (keel.monitoring.reviewer_agreement.AgreementReport), when computed."""
 
     @property
     def failed(self) -> list[FieldConsistency]:
@@ -133,6 +136,7 @@ class ConsistencyReport:
             "seed": self.seed,
             "fields": [f.to_dict() for f in self.fields],
             "policy": self.policy,
+            "reviewers": self.reviewers,
         }
 
 

@@ -33,7 +33,15 @@ from statsmodels.stats.proportion import proportion_effectsize
 from keel.models.frames import audit_flag
 from keel.monitoring.overrides import decided_reviews
 from keel.monitoring.segments import segment_parents
-from keel.monitoring.stats import Proportion, band_index, cmh_test, holm, proportion, weighted_holm
+from keel.monitoring.stats import (
+    Proportion,
+    band_index,
+    cmh_test,
+    holm,
+    proportion,
+    weighted_holm,
+    wilson_at,
+)
 
 __all__ = [
     "AuditReport",
@@ -76,14 +84,6 @@ class Estimate:
         return asdict(self)
 
 
-def _wilson(rate: float, n: float, confidence: float) -> tuple[float, float]:
-    z = float(norm.ppf(0.5 + confidence / 2))
-    denom = 1 + z * z / n
-    centre = (rate + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(rate * (1 - rate), 0.0) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half) if rate > 0 else 0.0, min(1.0, centre + half) if rate < 1 else 1.0
-
-
 def hajek(events: Sequence[bool] | np.ndarray, probability: Sequence[float] | np.ndarray,
           confidence: float = 0.95) -> Estimate:  # fmt: skip
     """Hajek estimate of a rate from audited cases (event, inclusion probability), with a Wilson
@@ -118,7 +118,7 @@ def hajek(events: Sequence[bool] | np.ndarray, probability: Sequence[float] | np
     v = float((w * w * (y - value) ** 2).sum() / w.sum() ** 2)
     kish = float(w.sum() ** 2 / (w * w).sum())
     n_eff = value * (1 - value) / v if v > 0 else kish
-    low, high = _wilson(value, n_eff, confidence)
+    low, high = wilson_at(value, n_eff, confidence)
     return Estimate(n, k, value, low, high, n_eff)
 
 

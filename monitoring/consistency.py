@@ -26,8 +26,9 @@ from keel.models.proportions import Proportion
 from keel.monitoring.log_reader import LogReader
 from keel.monitoring.policy_adherence import rule_usage, rules_alone
 from keel.monitoring.reference import sealed_reference
+from keel.monitoring.reviewer_agreement import Kappa, agreement_report, describe, review_pairs
 
-__all__ = ["audit_window", "render"]
+__all__ = ["audit_window", "render", "reviewer_agreement"]
 
 
 def _sealed_nesting(model: DecisionModel) -> Nesting:
@@ -74,6 +75,7 @@ def audit_window(
             f"no decision of {name} logged between {start.isoformat()} and {end.isoformat()}: audited the "
             f"champion's held-out test split instead ({report.note})"
         )
+        report.reviewers = reviewer_agreement(reader, name, start, end, model.contract.segment_fields, level)
         if adherence:
             cases = sealed_reference(model, loaded.ref.version, sample)
             ids = [f"test-{i}" for i in range(len(cases))]
@@ -102,9 +104,18 @@ def audit_window(
         "re-decided by the version that decided it; examples are decision ids"
     )
     report = summarise(name, "decision_log", note, flips, _merged(found), level, 1.0 - delta, seed)
+    report.reviewers = reviewer_agreement(reader, name, start, end, contract.segment_fields, level)
     if adherence:
         report.policy = _adherence(frame, models, frame["decision_id"].astype(str).tolist(), seed, level)
     return report
+
+
+def reviewer_agreement(
+    reader: LogReader, name: str, start: datetime, end: datetime, segments: list[str], level: float
+) -> dict[str, Any]:
+    """Kappa between reviewers of the same case per segment value (keel.monitoring.reviewer_agreement)."""
+    pairs = review_pairs(reader.review_words(name, start, end, segments), segments)
+    return agreement_report(pairs, segments, level).to_dict()
 
 
 def _adherence(
@@ -182,14 +193,43 @@ def render(report: ConsistencyReport) -> Group:
         parts.append(pairs)
     if report.policy is not None:
         parts.append(_policy_table(report.policy))
+    if report.reviewers is not None:
+        parts.append(_reviewer_table(report.reviewers))
     return Group(*parts)
+
+
+def _reviewer_table(reviewers: dict[str, Any]) -> Table | Text:
+    """Per segment value: kappa between two reviewers of the same case, against the other values'."""
+    overall = describe(Kappa(**reviewers["overall"]))
+    if not reviewers["n_pairs"]:
+        return Text(f"Reviewer agreement: {overall} in this window.")
+    table = Table(title="Reviewer agreement on cases reviewed twice (Cohen's kappa)")
+    for col in ("field", "value", "kappa here", "kappa elsewhere", "agrees less"):
+        table.add_column(col)
+    for name, values in reviewers["by_segment"].items():
+        for v in values:
+            here, rest = Kappa(**v["kappa"]), Kappa(**v["rest"])
+            table.add_row(
+                name, v["value"], describe(here), describe(rest), "YES" if v["agrees_less"] else "-"
+            )
+    sources = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in reviewers["sources"].items() if n)
+    table.caption = f"All pairs: {overall}; {sources}. " + " ".join(reviewers["sentences"])
+    return table
 
 
 def _policy_table(policy: dict[str, Any]) -> Table:
     """Per rule and segment field: the values it fires least and most on, and whether that spread
     is more than chance; per field, whether the rules alone treat its values differently."""
-    table = Table(title="Policy rules across segments (fire rate by value; overrides among reviewed)")
-    for col in ("rule", "field", "fires least", "fires most", "Holm p", "overridden (most)"):
+    table = Table(title="Policy rules across segments (fire rate by value; overrides of the rule's cases)")
+    for col in (
+        "rule",
+        "field",
+        "fires least",
+        "fires most",
+        "Holm p",
+        "overridden most (audited)",
+        "discretionary",
+    ):
         table.add_column(col)
     for rule in policy["rules"]:
         for f, by in rule["by_field"].items():
@@ -198,7 +238,10 @@ def _policy_table(policy: dict[str, Any]) -> Table:
                 continue
             low = min(values, key=lambda v: v["fired"]["rate"])
             high = max(values, key=lambda v: v["fired"]["rate"])
-            most = max(values, key=lambda v: v["overridden"]["rate"])
+            audited = [v for v in values if v["overridden_audited"]["n"]]
+            most = max(audited, key=lambda v: v["overridden_audited"]["value"]) if audited else None
+            reviewed = sum(v["overridden_discretionary"]["n"] for v in values)
+            overruled = sum(v["overridden_discretionary"]["k"] for v in values)
             flag = " (differs)" if by["applied_differently"] else ""
             table.add_row(
                 rule["rule"],
@@ -206,9 +249,8 @@ def _policy_table(policy: dict[str, Any]) -> Table:
                 f"{low['value']} {low['fired']['rate']:.1%}",
                 f"{high['value']} {high['fired']['rate']:.1%}",
                 f"{by['p_holm']:.2g}{flag}",
-                f"{most['value']} {most['overridden']['k']}/{most['overridden']['n']}"
-                if most["overridden"]["n"]
-                else "-",
+                _audited(most) if most else "no audited case",
+                f"{overruled}/{reviewed}" if reviewed else "-",
             )
     alone = "; ".join(
         f"{a['field']}: {a['route']['rate']:.1%} of cases change route with another value "
@@ -219,6 +261,11 @@ def _policy_table(policy: dict[str, Any]) -> Table:
     )
     table.caption = f"Rules alone, model outputs held: {alone}"
     return table
+
+
+def _audited(value: dict[str, Any]) -> str:
+    e = value["overridden_audited"]
+    return f"{value['value']} {e['value']:.1%} [{e['low']:.1%}, {e['high']:.1%}] of {e['n']} audited"
 
 
 def _gate(gate: dict[str, Any] | None) -> str:

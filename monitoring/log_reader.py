@@ -26,6 +26,7 @@ from keel.decision_log.database import Database
 from keel.decision_log.windows import WindowQueries
 from keel.feature_defs.contract import Contract
 from keel.models.frames import audit_flag, records_to_frame
+from keel.monitoring.reviewer_agreement import WORD_COLUMNS
 from keel.monitoring.stats import check_edges
 
 CHUNK = 5000
@@ -149,6 +150,19 @@ class LogReader:
         frame["abstained"] = frame["abstained"].astype(bool)
         frame["confidence"] = frame["confidence"].astype("float64")
         return frame
+
+    def review_words(
+        self, model: str, start: datetime, end: datetime, segments: Sequence[str]
+    ) -> pd.DataFrame:
+        """Reviewers' latest words on the window's cases that more than one reviewer answered:
+        columns keel.monitoring.reviewer_agreement.WORD_COLUMNS, then one per segment field."""
+        names = list(segments)
+        columns = [*WORD_COLUMNS, *names]
+        return _chunked_frame(
+            self.sql.review_words((model, iso(start), iso(end)), names, CHUNK),
+            columns,
+            ["actor", "final_outcome", "reviewer_pool", *names],
+        )
 
     def decided_by_segment(
         self, model: str, start: datetime, end: datetime, segments: Sequence[str], bands: Sequence[float]

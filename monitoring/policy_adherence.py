@@ -10,9 +10,12 @@ the monitoring frame is needed. A rule firing more in one region than another is
 invoices, more new vendors); the rules-alone counterfactual (`keel.models.counterfactual
 .rule_flips`) says whether the rule itself treats a segment differently.
 
-Override rates here are over reviewed cases, which are not a random sample (discretionary
-reviews and audits mixed, unweighted); audit-weighted estimates are in the monitor's audit
-section.
+Reviewed cases are not a random sample (rules route cases to people, spot checks pick the odd
+ones), so the override rate of a rule's cases is estimated from the audited ones: decided cases
+Keel selected at random with the inclusion probability logged in their chained record, each
+weighted by 1 / probability (Hajek, as `keel.monitoring.audit.hajek`; Wilson interval at the
+effective sample size). Discretionary reviews (not selected for audit) are reported apart and
+never enter the estimate, and the plain count over every reviewed case is kept beside both.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from scipy.stats import chi2_contingency
 
 from keel.feature_defs.policy import Policy
 from keel.models.proportions import proportion
+from keel.monitoring.audit import audited, hajek
 from keel.monitoring.overrides import DECIDED_KINDS
 from keel.monitoring.stats import holm
 
@@ -65,6 +69,14 @@ def rule_usage(
     kind = frame["feedback_kind"] if "feedback_kind" in frame else pd.Series(None, index=frame.index)
     reviewed = kind.isin(DECIDED_KINDS).to_numpy() & ~frame["abstained"].astype(bool).to_numpy()
     overridden = kind.eq("override").to_numpy() & reviewed
+    # Audit-selected reviewed decided cases (a test split or a frame without feedback has none).
+    sampled = (
+        audited(frame.rename(columns={"feedback_kind": "kind"})) if "feedback_kind" in frame else frame[:0]
+    )
+    chosen = frame.index.isin(sampled.index)
+    probability = pd.Series(np.nan, index=frame.index)
+    probability.loc[sampled.index] = sampled["audit_probability"].to_numpy(dtype="float64")
+    weights = probability.to_numpy()
     routes = {r.id: r.route for p in policies.values() for r in p.rules}
     out: list[dict[str, Any]] = []
     tests: list[tuple[int, str, float]] = []
@@ -88,6 +100,14 @@ def rule_usage(
                         "fired": proportion(int(on.sum()), int(at.sum()), level).to_dict(),
                         "overridden": proportion(
                             int((on & overridden).sum()), int((on & reviewed).sum()), level
+                        ).to_dict(),
+                        "overridden_audited": hajek(
+                            overridden[on & chosen], weights[on & chosen], level
+                        ).to_dict(),
+                        "overridden_discretionary": proportion(
+                            int((on & overridden & ~chosen).sum()),
+                            int((on & reviewed & ~chosen).sum()),
+                            level,
                         ).to_dict(),
                     }
                 )

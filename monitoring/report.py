@@ -21,6 +21,7 @@ from keel.monitoring import widgets as h
 from keel.monitoring.checks import Unit
 from keel.monitoring.drift import json_safe
 from keel.monitoring.pages import percent, render
+from keel.monitoring.reviewer_agreement import Kappa, describe
 from keel.monitoring.segments import SegmentParents
 from keel.monitoring.verdict import STATUS_RANK, Verdict, worst_status
 
@@ -490,8 +491,33 @@ def _consistency_block(d: Mapping[str, Any] | None) -> str:
     return (
         f"<p>{h.esc(d['note'])}. Share of cases decided differently with another value of each segment "
         f"field, {percent(d['level'])} exact intervals; `keel consistency` lists value pairs and examples."
-        f"</p><ul>{''.join(rows)}</ul>"
+        f"</p><ul>{''.join(rows)}</ul>{_reviewers_block(d.get('reviewers'))}"
     )
+
+
+def _reviewers_block(d: Mapping[str, Any] | None) -> str:
+    """Agreement between two reviewers of the same case, per segment value."""
+    if d is None:
+        return ""
+    overall = describe(Kappa(**d["overall"]))
+    head = f"Reviewer agreement (Cohen's kappa, two reviewers of the same case): {overall}"
+    if not d["n_pairs"]:
+        return f"<p>{h.esc(head)}.</p>"
+    sources = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in d["sources"].items() if n)
+    rows = "".join(
+        f"<li>{h.esc(name)}: "
+        + h.esc(
+            "; ".join(
+                f"{v['value']} {describe(Kappa(**v['kappa']))}"
+                + (" — agrees less" if v["agrees_less"] else "")
+                for v in values
+            )
+        )
+        + "</li>"
+        for name, values in d["by_segment"].items()
+    )
+    lower = "".join(f"<p><strong>{h.esc(x)}</strong></p>" for x in d["sentences"])
+    return f"<p>{h.esc(head)}; pairs: {h.esc(sources)}. {h.esc(d['method'])}.</p>{lower}<ul>{rows}</ul>"
 
 
 def _limits_block(limits: Sequence[Mapping[str, Any]] | None) -> str:

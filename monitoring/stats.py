@@ -41,6 +41,16 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return max(0.0, centre - half) if k else 0.0, min(1.0, centre + half) if k < n else 1.0
 
 
+def wilson_at(rate: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of an estimated rate at an effective sample size `n` (a float): the device
+    survey estimates use (Korn & Graubard) when the rate is not a plain k/n."""
+    z = float(norm.ppf(0.5 + confidence / 2))
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(rate * (1 - rate), 0.0) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half) if rate > 0 else 0.0, min(1.0, centre + half) if rate < 1 else 1.0
+
+
 @dataclass(frozen=True)
 class Proportion:
     """k of n with its rate and Wilson interval; serialises to plain JSON."""

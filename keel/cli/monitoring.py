@@ -34,6 +34,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rate=args.rate,
         duration=args.duration,
         feedback_share=args.feedback_share,
+        duplicate_share=args.duplicate_share,
         seed=args.seed,
     )
     with simulation_progress(cfg) as progress:

@@ -228,12 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="none | covariate_shift | concept_shift | segment_overrides | region_process_change | "
         "review_practice (EMEA's local reviewers override more) | rule_change (the truth changes "
-        "for 30%% of EMEA's cases)",
+        "for 30%% of EMEA's cases) | reviewer_disagreement (EMEA's reviewers disagree with each other; "
+        "reviewed cases are submitted again and reviewed by another person)",
     )
     p.add_argument("--batch-size", type=int, default=20, help="cases per decide request")
     p.add_argument("--rate", type=float, default=0.0, help="max requests per second (0 = unthrottled)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
     p.add_argument("--feedback-share", type=float, default=0.3, help="share of decided cases reviewed")
+    p.add_argument(
+        "--duplicate-share",
+        type=float,
+        default=None,
+        help="share of reviewed cases submitted again under the same case_id and reviewed by another "
+        "person (default 0, 0.5 with reviewer_disagreement)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases and reviewers")
     p.set_defaults(func=cmd_simulate)
 

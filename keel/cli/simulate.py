@@ -11,7 +11,12 @@ and the feedback says which (`reviewer_pool`, `reviewer_segment`); other decided
 reviewed at the feedback share, by local reviewers, as before. Two scenarios exist only here,
 on unshifted data: `review_practice` (one region's local reviewers override far more; cross
 reviewers judge by the true rule) and `rule_change` (the true outcome changes for 30% of one
-region's cases; every reviewer sees the new truth, the model does not).
+region's cases; every reviewer sees the new truth, the model does not). A third,
+`reviewer_disagreement`, makes one region's reviewers erratic (on `override_rate` of the decided
+cases they review they pick another class at random, each reviewer on their own) and submits a
+share of reviewed cases again under the same case_id (`duplicate_share`, 0.5 by default there),
+each resubmission reviewed by another reviewer: `keel consistency` then sees that region's
+reviewers agree less with each other than elsewhere.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -39,9 +44,14 @@ MAX_RETRIES = 3
 BACKOFF_SECONDS = 0.25  # doubled per retry: 0.25 + 0.5 + 1 s at most per request
 REVIEW_PRACTICE = "review_practice"
 RULE_CHANGE = "rule_change"
-SIMULATOR_SCENARIOS: tuple[str, ...] = (*SCENARIOS, REVIEW_PRACTICE, RULE_CHANGE)
-"""The generators' scenarios and two that only reviewers (practice) or the truth (rule) change."""
-PRACTICE_SCENARIOS = frozenset({"segment_overrides", REVIEW_PRACTICE})
+REVIEWER_DISAGREEMENT = "reviewer_disagreement"
+SIMULATOR_SCENARIOS: tuple[str, ...] = (*SCENARIOS, REVIEW_PRACTICE, RULE_CHANGE, REVIEWER_DISAGREEMENT)
+"""The generators' scenarios and three that only reviewers (practice, disagreement) or the truth
+(rule) change."""
+PRACTICE_SCENARIOS = frozenset({"segment_overrides", REVIEW_PRACTICE, REVIEWER_DISAGREEMENT})
+DISAGREEMENT_DUPLICATES = 0.5
+"""Share of reviewed cases submitted again under `reviewer_disagreement` unless set."""
+DUPLICATE_STREAM = 0x64757065  # "dupe": resubmissions draw apart, so other runs' draws stay as they were
 RULE_CHANGE_SHARE = 0.3
 RULE_CHANGE_STREAM = 0x72756C65  # "rule": its own random stream, so other draws stay as they were
 
@@ -65,6 +75,7 @@ class SimulationConfig:
     feedback_share: float = 0.3  # share of decided cases a reviewer looks at (abstentions: all)
     override_region: str = "EMEA"  # segment_overrides, review_practice, rule_change: which region
     override_rate: float = 0.35  # practice: on which share of their reviewed decided cases
+    duplicate_share: float | None = None  # reviewed cases submitted again (same case_id); None: scenario's
     seed: int = 0
     timeout: float = 30.0
 
@@ -79,11 +90,19 @@ class SimulationConfig:
             "duration": (self.duration >= 0, "must be >= 0"),
             "feedback_share": (0 <= self.feedback_share <= 1, "must be in [0, 1]"),
             "override_rate": (0 <= self.override_rate <= 1, "must be in [0, 1]"),
+            "duplicate_share": (0 <= self.duplicates <= 1, "must be in [0, 1]"),
             "timeout": (self.timeout > 0, "must be > 0"),
         }
         errors = [FieldError(-1, name, problem) for name, (ok, problem) in checks.items() if not ok]
         if errors:
             raise InvalidInput("invalid simulation settings", errors)
+
+    @property
+    def duplicates(self) -> float:
+        """Share of reviewed cases submitted again, each resubmission reviewed by another reviewer."""
+        if self.duplicate_share is not None:
+            return self.duplicate_share
+        return DISAGREEMENT_DUPLICATES if self.scenario == REVIEWER_DISAGREEMENT else 0.0
 
 
 @dataclass
@@ -96,6 +115,7 @@ class SimulationReport:
     labels: int = 0  # accepted feedback on abstentions
     audits: int = 0  # accepted feedback on decided cases Keel selected for audit
     cross_audits: int = 0  # ... of them by a reviewer of another region
+    resubmitted: int = 0  # reviewed cases decided again under the same case_id (and reviewed again)
     errors: dict[str, int] = field(default_factory=dict)  # HTTP status or "transport" -> failed requests
     seconds: float = 0.0
     retries: int = 0  # attempts repeated after a transport error, 429 or 5xx
@@ -145,6 +165,7 @@ def reviewer_verdicts(
     ordered: bool = False,
     audits: Sequence[Any] | None = None,
     all_regions: Sequence[str] = (),
+    erratic: bool = False,
 ) -> list[Verdict | None]:
     """The reviewer's answer per case (None: nobody looked); a model outcome of None is an abstention.
 
@@ -156,6 +177,9 @@ def reviewer_verdicts(
     `audits` (the decisions' `audit` objects) makes every selected decided case reviewed by the
     pool it names; a cross reviewer comes from another of `all_regions`. Without `audits` the
     random draws are exactly those of earlier releases.
+
+    `erratic`: the region's practice is no shared habit but each reviewer's own whim, a class
+    drawn at random, so two of its reviewers of one case often disagree.
     """
     n = len(truth)
     # Same number of draws per case on every branch, so one case's fate never moves the
@@ -178,7 +202,11 @@ def reviewer_verdicts(
         if model is None:
             verdicts.append(Verdict(judged, actor, "reviewed abstention"))
         elif segment == override_region and region == override_region and regional[i] < override_rate:
-            moved = _next_step(classes, model) if ordered else _another(classes, model, int(other[i]))
+            moved = (
+                _next_step(classes, model)
+                if ordered and not erratic
+                else _another(classes, model, int(other[i]))
+            )
             verdicts.append(Verdict(moved, actor, "regional practice", *tags))
         elif judged != model:
             reason = f"override: reviewer found {judged}, model said {model}"
@@ -286,6 +314,8 @@ class _Stream:
     regions: list[str]
     rng: np.random.Generator
     all_regions: tuple[str, ...] = ()
+    resubmit: np.random.Generator | None = None
+    """Draws of resubmissions and their reviews (only when cfg.duplicates > 0)."""
 
 
 def _stream(cfg: SimulationConfig, model: str, rng: np.random.Generator) -> _Stream:
@@ -304,7 +334,14 @@ def _stream(cfg: SimulationConfig, model: str, rng: np.random.Generator) -> _Str
         )
     spec = contract.spec("region")
     all_regions = tuple(str(c) for c in (spec.categories or ())) or tuple(sorted(set(regions)))
-    return _Stream(model, contract.classes, case_payloads(frame, contract), truth, regions, rng, all_regions)
+    resubmit = (
+        np.random.default_rng([cfg.seed, DUPLICATE_STREAM, MODEL_NAMES.index(model)])
+        if cfg.duplicates
+        else None
+    )
+    return _Stream(
+        model, contract.classes, case_payloads(frame, contract), truth, regions, rng, all_regions, resubmit
+    )
 
 
 def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi: int) -> None:
@@ -322,30 +359,75 @@ def _run_batch(session: _Session, cfg: SimulationConfig, s: _Stream, lo: int, hi
     outcomes = [None if d.get("abstained") else d.get("outcome") for d in decisions]
     report.abstained += sum(o is None for o in outcomes)
     report.decided += sum(o is not None for o in outcomes)
-    verdicts = reviewer_verdicts(
-        s.truth[lo:hi],
-        outcomes,
-        s.regions[lo:hi],
+    verdicts = _verdicts(cfg, s, s.rng, range(lo, hi), decisions, cfg.feedback_share)
+    if not _post_verdicts(session, decisions, verdicts) or s.resubmit is None:
+        return
+    # Reviewed cases submitted again under the same case_id, each reviewed by another person.
+    again = [lo + i for i, v in enumerate(verdicts) if v is not None and s.resubmit.random() < cfg.duplicates]
+    if not again:
+        return
+    answer = session.post(
+        f"/v1/{s.model}/decide", {"cases": [s.payloads[i] for i in again]}, str(uuid.uuid4())
+    )
+    decisions = answer.get("decisions") if isinstance(answer, dict) else None
+    if not isinstance(decisions, list) or len(decisions) != len(again):
+        return
+    report.resubmitted += len(again)
+    first = {i: v for i, v in zip(range(lo, hi), verdicts, strict=True) if v is not None}
+    second = _verdicts(cfg, s, s.resubmit, again, decisions, 1.0)
+    others = [
+        v if v is None or v.actor != first[i].actor else replace(v, actor=_colleague(v.actor))
+        for i, v in zip(again, second, strict=True)
+    ]
+    _post_verdicts(session, decisions, others)
+
+
+def _colleague(actor: str) -> str:
+    """Another reviewer of the same segment: `reviewer-emea-2` -> `reviewer-emea-3`."""
+    head, _, number = actor.rpartition("-")
+    return f"{head}-{int(number) % REVIEWERS_PER_REGION + 1}"
+
+
+def _verdicts(
+    cfg: SimulationConfig,
+    s: _Stream,
+    rng: np.random.Generator,
+    rows: Sequence[int],
+    decisions: list[Any],
+    share: float,
+) -> list[Verdict | None]:
+    return reviewer_verdicts(
+        [s.truth[i] for i in rows],
+        [None if d.get("abstained") else d.get("outcome") for d in decisions],
+        [s.regions[i] for i in rows],
         s.classes,
-        s.rng,
-        feedback_share=cfg.feedback_share,
+        rng,
+        feedback_share=share,
         override_region=cfg.override_region if cfg.scenario in PRACTICE_SCENARIOS else None,
         override_rate=cfg.override_rate,
         ordered=s.model in ORDERED_MODELS,
         audits=[d.get("audit") for d in decisions],
         all_regions=s.all_regions,
+        erratic=cfg.scenario == REVIEWER_DISAGREEMENT,
     )
-    for decision, outcome, verdict in zip(decisions, outcomes, verdicts, strict=True):
+
+
+def _post_verdicts(session: _Session, decisions: list[Any], verdicts: list[Verdict | None]) -> bool:
+    """Post each verdict as feedback; False when the deadline came first."""
+    report = session.report
+    for decision, verdict in zip(decisions, verdicts, strict=True):
         if verdict is None:
             continue
         if session.expired():
-            return
+            return False
+        outcome = None if decision.get("abstained") else decision.get("outcome")
         if session.post("/v1/feedback", verdict.body(decision.get("decision_id"))) is not None:
             report.feedback += 1
             report.audits += verdict.reviewer_pool is not None
             report.cross_audits += verdict.reviewer_pool == "cross"
             report.labels += outcome is None
             report.overrides += outcome is not None and outcome != verdict.final_outcome
+    return True
 
 
 def run_simulation(

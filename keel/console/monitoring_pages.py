@@ -209,7 +209,38 @@ def run_page(console: Console, request: Request) -> Response:
         caveat=summary.get("reviewed_caveat"),
         notes=[str(n) for n in summary.get("notes") or []],
         flagged=_flagged,
+        reviewers=_reviewer_rows(summary),
     )
+
+
+def _reviewer_rows(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Reviewer agreement from the run's decision-consistency section: per segment value with a
+    kappa, those whose reviewers agree less than elsewhere first (None: not in this run)."""
+    consistency = summary.get("consistency")
+    reviewers = consistency.get("reviewers") if isinstance(consistency, dict) else None
+    if not isinstance(reviewers, dict) or not isinstance(reviewers.get("by_segment"), dict):
+        return None
+    rows = [
+        {
+            "field": f,
+            "value": v.get("value"),
+            "here": v["kappa"],
+            "rest": v.get("rest") or {},
+            "agrees_less": bool(v.get("agrees_less")),
+        }
+        for f, values in reviewers["by_segment"].items()
+        for v in _dicts(values)
+        if isinstance(v.get("kappa"), dict) and v["kappa"].get("kappa") is not None
+    ]
+    rows.sort(key=lambda r: (not r["agrees_less"], _float(r["here"].get("kappa"), 1.0)))
+    return {
+        "overall": reviewers.get("overall") or {},
+        "n_pairs": reviewers.get("n_pairs", 0),
+        "sources": reviewers.get("sources") or {},
+        "sentences": [str(x) for x in reviewers.get("sentences") or []],
+        "rows": rows[:TOP_FINDINGS],
+        "total": len(rows),
+    }
 
 
 def _segment_rates(by_segment: Any, top: int = 30) -> list[dict[str, Any]]:

@@ -167,6 +167,33 @@ class WindowQueries:
         with self.db.reading() as reader:
             yield from reader.stream(self._live(sql), (lo, hi, *window), chunk)
 
+    def review_words(
+        self, window: Window, names: Sequence[str], chunk: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Each reviewer's latest word on a decision of the window whose case has a word from another
+        reviewer (on the same decision, or on another decision of the window with the same
+        `case_id`), in chunks of (case, decision_id, feedback created_at, actor, final_outcome,
+        reviewer_pool, *segment values); case is the case_id, else the decision_id. The EXISTS
+        probes use the feedback_decision and decisions_case_id indexes; only surviving rows parse
+        JSON."""
+        other_decision = (
+            "EXISTS (SELECT 1 FROM decisions d2 JOIN feedback f4 ON f4.decision_id = d2.decision_id "
+            "WHERE d2.case_id = d.case_id AND d2.decision_id <> d.decision_id AND d2.model = ? "
+            "AND d2.created_at >= ? AND d2.created_at < ? AND d2.origin IN (<origins>) "
+            "AND f4.actor <> f.actor)"
+        )
+        sql = (
+            "SELECT COALESCE(d.case_id, d.decision_id), d.decision_id, f.created_at, f.actor, "
+            "f.final_outcome, "
+            f"{self._json('f.record', 'reviewer_pool')}{self._segment_values(names)} "
+            f"FROM decisions d JOIN feedback f ON f.decision_id = d.decision_id WHERE {_WINDOW} "
+            "AND f.seq = (SELECT MAX(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id "
+            "AND f2.actor = f.actor) AND (EXISTS (SELECT 1 FROM feedback f3 WHERE f3.decision_id = "
+            f"d.decision_id AND f3.actor <> f.actor) OR (d.case_id IS NOT NULL AND {other_decision}))"
+        )
+        with self.db.reading() as reader:
+            yield from reader.stream(self._live(sql), (*window, *window), chunk)
+
     def decided_cube(
         self, window: Window, names: Sequence[str], bands: Sequence[float]
     ) -> list[tuple[Any, ...]]:

@@ -7,9 +7,12 @@ such field's flip-rate lower confidence bound as a multiple of its declared tole
 
 from __future__ import annotations
 
+from typing import Any
+
 from keel.models.consistency_report import FieldConsistency
 from keel.monitoring.checks.registry import Check, Measurement
 from keel.monitoring.evidence import Evidence
+from keel.monitoring.reviewer_agreement import Kappa, describe
 from keel.monitoring.settings import MonitorSettings
 
 __all__ = ["DECISION_CONSISTENCY"]
@@ -38,6 +41,8 @@ def _decision_consistency(
     said = [f.sentence() for f in measured]
     if constructed:
         said.append(f"{', '.join(constructed)} invariant by construction")
+    if report.reviewers is not None:
+        said.append(_reviewers(report.reviewers))
     gated = [f for f in measured if f.gate is not None]
     where = f" ({report.cases} cases of the {report.source.replace('_', ' ')})"
     if not gated:
@@ -49,6 +54,14 @@ def _decision_consistency(
         f"differently vs tolerance {worst.gate['tolerance']:.2%}"
     )
     return Measurement(_multiple(worst), "; ".join([head, *said]) + where)
+
+
+def _reviewers(reviewers: dict[str, Any]) -> str:
+    """Reviewer agreement in one clause: the values whose reviewers agree less, else the overall kappa.
+    Stated, not judged: the verdict stays on the contract's invariances."""
+    if reviewers["sentences"]:
+        return "; ".join(reviewers["sentences"])
+    return f"reviewers of the same case: {describe(Kappa(**reviewers['overall']))}"
 
 
 DECISION_CONSISTENCY = Check(

@@ -223,5 +223,29 @@ def test_decision_consistency_is_judged_on_fields_declared_invariant(evidence: E
         "region: 10.0% of 400 cases" in undeclared.detail
         and "entity invariant by construction" in undeclared.detail
     )
+    # Reviewer agreement is stated in the detail, not judged: the verdict stays on invariances.
+    from keel.monitoring.reviewer_agreement import agreement_report
+
+    rng = np.random.default_rng(4)
+    first = rng.choice(list("abcd"), 600)
+    emea = np.arange(600) % 2 == 0
+    second = np.where(emea & (rng.random(600) < 0.5), rng.choice(list("abcd"), 600), first)
+    pairs = pd.DataFrame({"first": first, "second": second, "source": "duplicate_case",
+                          "region": np.where(emea, "EMEA", "NA")})  # fmt: skip
+    report = summarise(MODEL, "decision_log", "", flips, [Construction("region", True, ("read",), (), None)])
+    report.reviewers = agreement_report(pairs, ["region"]).to_dict()
+    (stated,) = [
+        v
+        for v in checks.evaluate(with_(evidence, consistency=report), settings)
+        if v.check == "decision_consistency"
+    ]
+    assert stated.status == "ok" and "region EMEA: reviewers of the same case agree less" in stated.detail
+    report.reviewers = agreement_report(pairs[~emea], ["region"]).to_dict()
+    (calm,) = [
+        v
+        for v in checks.evaluate(with_(evidence, consistency=report), settings)
+        if v.check == "decision_consistency"
+    ]
+    assert "reviewers of the same case: kappa" in calm.detail and "agree less" not in calm.detail
     broken = [v for v in checks.evaluate(with_(evidence, consistency_problem="KeyError: 'x'"), settings)]
     assert [v.status for v in broken if v.check == "decision_consistency"] == ["no_data"]

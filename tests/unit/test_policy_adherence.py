@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import chi2_contingency
 from statsmodels.stats.proportion import proportion_confint
 
@@ -98,3 +99,40 @@ def test_rules_alone_reports_fields_no_rule_reads_as_invariant_by_construction()
     out = rules_alone(table, {"region": ["latam_review"]}, ["region", "channel"], 0.95)
     assert out[0]["status"] == "measured" and out[0]["route"]["k"] == 25 and out[0]["route"]["n"] == 50
     assert out[1] == {"field": "channel", "status": "invariant_by_construction", "rules": []}
+
+
+def test_override_rates_of_a_rules_cases_are_weighted_by_audit_inclusion_probabilities() -> None:
+    """Audited cases count 1 / probability each (Hajek), read from the record's audit; discretionary
+    reviews are counted apart and never enter the estimate."""
+    contract = load_contract("invoice_classification")
+    frame = _frame(3000)
+    rng = np.random.default_rng(9)
+    decided = ~frame["abstained"]
+    # LATAM audited at 40%, elsewhere at 5%: unweighted, LATAM would dominate the estimate.
+    probability = np.where(frame["region"] == "LATAM", 0.4, 0.05)
+    frame["audit_selected"] = decided & (rng.random(len(frame)) < probability)
+    frame["audit_probability"] = np.where(frame["audit_selected"], probability, np.nan)
+    reviewed_kinds = ["override", "confirmation"]
+    # Every audited case gets a review; the region's overrides differ so the weights matter.
+    kinds = np.where(rng.random(len(frame)) < np.where(frame["region"] == "LATAM", 0.5, 0.1), *reviewed_kinds)
+    frame.loc[frame["audit_selected"], "feedback_kind"] = kinds[frame["audit_selected"].to_numpy()]
+    (_, large) = rule_usage(
+        frame, {"1": load_policy_text(REGIONAL_RULE)}, contract.field_names, ["channel"], 0.95
+    )
+    fired = (frame["amount"] > 50000).to_numpy()
+    reviewed = frame["feedback_kind"].isin(reviewed_kinds).to_numpy() & decided.to_numpy()
+    overridden = frame["feedback_kind"].eq("override").to_numpy()
+    for row in large["by_field"]["channel"]["values"]:
+        at = (frame["channel"] == row["value"]).to_numpy() & fired
+        sel = at & frame["audit_selected"].to_numpy() & reviewed
+        w = 1 / frame["audit_probability"].to_numpy()[sel]
+        est = row["overridden_audited"]
+        assert est["n"] == int(sel.sum())
+        if sel.any():
+            assert est["value"] == pytest.approx(float((w * overridden[sel]).sum() / w.sum()), abs=1e-12)
+            assert est["low"] <= est["value"] <= est["high"]
+        disc = at & reviewed & ~frame["audit_selected"].to_numpy()
+        assert row["overridden_discretionary"]["n"] == int(disc.sum())
+        assert row["overridden_discretionary"]["k"] == int((disc & overridden).sum())
+        assert row["overridden"]["n"] == int((at & reviewed).sum())
+    assert sum(r["overridden_audited"]["n"] for r in large["by_field"]["channel"]["values"]) >= 10

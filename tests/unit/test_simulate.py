@@ -231,3 +231,35 @@ def test_rule_change_moves_the_truth_of_a_share_of_one_region_only() -> None:
 def test_the_simulator_knows_its_own_scenarios() -> None:
     for scenario in ("review_practice", "rule_change", "segment_overrides", "none"):
         assert SimulationConfig(scenario=scenario).scenario == scenario
+
+
+def test_erratic_reviewers_of_one_region_disagree_with_each_other_even_on_ordered_classes() -> None:
+    """reviewer_disagreement: two independent reviews of the same EMEA cases often differ (each
+    reviewer picks their own class), while elsewhere two reviews agree about as often as
+    two reviewers right 98% of the time do."""
+    n = 4_000
+    truth = [BANDS[i % len(BANDS)] for i in range(n)]
+    regions = ["EMEA" if i % 2 else "NA" for i in range(n)]
+
+    def review(seed: int) -> list[Verdict | None]:
+        return reviewer_verdicts(
+            truth, list(truth), regions, BANDS, np.random.default_rng(seed), feedback_share=1.0,
+            override_region="EMEA", override_rate=0.35, ordered=True, erratic=True,
+        )  # fmt: skip
+
+    def agreement(a: list[Verdict | None], b: list[Verdict | None], region: str) -> float:
+        pairs = [(x, y) for x, y, r in zip(a, b, regions, strict=True) if r == region and x and y]
+        return sum(x.final_outcome == y.final_outcome for x, y in pairs) / len(pairs)
+
+    first, second = review(1), review(2)
+    # Neither moves (0.65^2) or both pick the same other band (0.35^2 / 4): about 46%.
+    assert 0.40 < agreement(first, second, "EMEA") < 0.52 and agreement(first, second, "NA") > 0.93
+
+
+def test_reviewer_disagreement_resubmits_half_the_reviewed_cases_unless_told() -> None:
+    assert SimulationConfig(scenario="reviewer_disagreement").duplicates == 0.5
+    assert SimulationConfig(scenario="reviewer_disagreement", duplicate_share=0.2).duplicates == 0.2
+    assert SimulationConfig(scenario="none").duplicates == 0.0
+    with pytest.raises(InvalidInput) as info:
+        SimulationConfig(duplicate_share=1.5)
+    assert {e.field for e in info.value.errors} == {"duplicate_share"}
