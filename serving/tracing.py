@@ -7,9 +7,9 @@ decided; never a case's values. Ended spans go to a BatchSpanProcessor whose own
 them with the OTLP/HTTP exporter, so a request only appends its span to an in-memory queue
 (a slow or absent collector costs dropped spans, never a slower or failed decision).
 
-Off (the default), nothing here imports the OpenTelemetry SDK or exporter and the gate's one
-`is None` check is the whole cost. (BentoML and MLflow import parts of the SDK themselves;
-neither records nor exports a span of Keel's.)
+Off (the default), nothing here imports the OpenTelemetry SDK or exporter (only its API) and
+the gate's one `is None` check is the whole cost. (BentoML and MLflow import parts of the SDK
+themselves; neither records nor exports a span of Keel's.)
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+# The API only (a few small modules, which BentoML imports anyway): the SDK and the exporter are
+# imported by the first Tracing, so tracing off never loads them.
+from opentelemetry import trace as otel
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel import __version__
+from keel.client.context import parse_traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -102,8 +106,6 @@ class Tracing:
     def begin(self, headers: list[tuple[bytes, bytes]]) -> DecideSpan:
         """Start a decide request's span, as a child of the caller's span when its `traceparent`
         (keel.client.context.parse_traceparent) is valid, else as a new trace's root."""
-        from opentelemetry.trace import SpanKind
-
         traceparent = tracestate = None
         for name, value in headers:
             lower = name.lower()
@@ -114,8 +116,8 @@ class Tracing:
         span = self._tracer.start_span(
             SPAN_NAME,
             context=_parent(traceparent, tracestate),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": "/v1/{model}/decide"},
+            kind=otel.SpanKind.SERVER,
+            attributes=_REQUEST,
             start_time=time.time_ns(),
         )
         return DecideSpan(span)
@@ -125,24 +127,23 @@ class Tracing:
         self._provider.shutdown()
 
 
+_REQUEST = {"http.request.method": "POST", "http.route": "/v1/{model}/decide"}
+
+
 def _parent(traceparent: str | None, tracestate: str | None) -> Any:
     """The OpenTelemetry context of the caller's span, or None (a new trace) without a valid one."""
-    from keel.client.context import parse_traceparent
-
     valid = parse_traceparent(traceparent)
     if valid is None:
         return None
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState, set_span_in_context
-
     _version, trace_id, span_id, flags = valid.split("-")[:4]
-    caller = SpanContext(
+    caller = otel.SpanContext(
         trace_id=int(trace_id, 16),
         span_id=int(span_id, 16),
         is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16) & TraceFlags.SAMPLED),
-        trace_state=TraceState.from_header([tracestate]) if tracestate else None,
+        trace_flags=otel.TraceFlags(int(flags, 16) & otel.TraceFlags.SAMPLED),
+        trace_state=otel.TraceState.from_header([tracestate]) if tracestate else None,
     )
-    return set_span_in_context(NonRecordingSpan(caller))
+    return otel.set_span_in_context(otel.NonRecordingSpan(caller))
 
 
 class DecideSpan:
@@ -168,23 +169,22 @@ class DecideSpan:
         A one-case request's decision is described on the span, a batch's as one event per
         decision: only what Keel decided (model, version, alias, decision id, outcome, abstained,
         route), never an input value, a case field or the caller's case id."""
-        from opentelemetry.trace import Status, StatusCode
-
         span = self.span
         decisions = self.decisions
-        span.set_attribute("http.response.status_code", status)
+        attributes: dict[str, Any] = {"http.response.status_code": status}
         if status == 200 and decisions and span.is_recording():
-            span.set_attribute("keel.model", decisions[0]["model"])
-            span.set_attribute("keel.cases", len(decisions))
+            attributes["keel.model"] = decisions[0]["model"]
+            attributes["keel.cases"] = len(decisions)
             if len(decisions) == 1:
-                span.set_attributes(_described(decisions[0]))
+                attributes.update(_described(decisions[0]))
             else:
                 for d in decisions:
                     span.add_event(EVENT, _described(d))
         if status >= 400:
-            span.set_attribute("error.type", error if error and error != "-" else str(status))
+            attributes["error.type"] = error if error and error != "-" else str(status)
+        span.set_attributes(attributes)  # one call: the SDK takes its lock once
         if status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(otel.Status(otel.StatusCode.ERROR))
         span.end()
 
 

@@ -21,14 +21,15 @@ def test_the_endpoint_is_a_base_url_or_the_traces_url_itself() -> None:
     assert traces_url("https://vendor.example/otlp/v1/traces") == "https://vendor.example/otlp/v1/traces"
 
 
-def test_off_imports_no_opentelemetry() -> None:
-    """Without an endpoint nothing of OpenTelemetry is imported (a fresh interpreter: pytest's own
-    process has the SDK loaded by other tests' imports)."""
+def test_off_imports_neither_the_sdk_nor_the_exporter() -> None:
+    """Without an endpoint the OpenTelemetry SDK and exporter are not imported (a fresh
+    interpreter: pytest's own process has the SDK loaded by other tests' imports)."""
     code = (
         "import sys\n"
         "from keel.serving.tracing import TracingSettings, start_tracing\n"
         "assert start_tracing(TracingSettings(), 1000) is None\n"
-        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter'))]\n"
+        "print(sorted(loaded))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_TRACING_")}
     done = subprocess.run(
