@@ -27,7 +27,10 @@ The load generator (bench/http_load.py) runs in this process on the same machine
 Targets (from issue 9): Keel's p50 <= the bare endpoint's, throughput at 16 connections >= it.
 
     python -m bench.serving [--requests 1000] [--duration 5] [--concurrency 16] [--repeats 5]
-                            [--keep-state DIR] [--threads 8] [--client raw|httpx]
+                            [--keep-state DIR] [--threads 8] [--client raw|httpx] [--tracing]
+
+With --tracing the same rounds compare Keel with OpenTelemetry on against Keel with it off
+instead (bench/serving_tracing.py: targets p50 <= 1.1x, throughput >= 0.9x).
 
 Without --keep-state the state (models trained with `keel train`, the decision log) lives in a
 temporary folder removed afterwards; with it, DIR is reused (models already registered there
@@ -213,18 +216,21 @@ def server_stack() -> dict[str, str]:
     }
 
 
+def answer_of(ep: Endpoint, make: Callable[[Endpoint], Client]) -> Any:
+    """One request's JSON answer, which must be a 200."""
+    c = make(ep)
+    try:
+        status, body = c.post()
+    finally:
+        c.close()
+    if status != 200:
+        raise RuntimeError(f"{ep.name}: HTTP {status}: {body[:500]!r}")
+    return json.loads(body)
+
+
 def check_answers(keel: Endpoint, bare: Endpoint, make: Callable[[Endpoint], Client]) -> dict[str, Any]:
     """One request each: both 200, same model version, same decided class, explanation present."""
-    out: dict[str, Any] = {}
-    for ep in (keel, bare):
-        c = make(ep)
-        try:
-            status, body = c.post()
-        finally:
-            c.close()
-        if status != 200:
-            raise RuntimeError(f"{ep.name}: HTTP {status}: {body[:500]!r}")
-        out[ep.name] = json.loads(body)
+    out = {ep.name: answer_of(ep, make) for ep in (keel, bare)}
     d = out["keel"]["decisions"][0]
     probs = out["bare"]["probabilities"][0]
     bare_class = max(probs, key=probs.get)
@@ -252,7 +258,7 @@ def _median(values: list[float | None]) -> float | None:
     return round(float(np.median(vals)), 3) if vals else None
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
@@ -268,37 +274,94 @@ def state_dir(keep: str | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def server_env(name: str, home: Path, work: Path, threads: int) -> dict[str, str]:
+    """A benchmarked server's environment: the shared state, its thread count, folders of its own."""
+    env = base_env(home)
+    env["KEEL_SERVE_THREADS"] = env["BARE_THREADS"] = str(threads)
+    for var, sub in (("PROMETHEUS_MULTIPROC_DIR", "prom"), ("BENTOML_HOME", "bentoml")):
+        d = work / f"{name}-{sub}"
+        d.mkdir()
+        env[var] = str(d)
+    return env
+
+
+def keel_server(name: str, env: dict[str, str], work: Path) -> Server:
+    """`keel serve` on a free 127.0.0.1 port, started."""
+    port = free_port()
+    argv = keel_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    return Server(name, argv, env, work / f"{name}.log", port).start()
+
+
+def measure_rounds(
+    args: argparse.Namespace,
+    subject: Endpoint,
+    baseline: Endpoint,
+    pids: dict[str, int],
+    make: Callable[[Endpoint], Client],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Alternating rounds (which endpoint goes first flips each round): latency at concurrency 1,
+    then throughput, per endpoint; each round's `subject` over `baseline` ratios and load.
+    Returns the rounds and each endpoint's count of 200 answers."""
+    over = f"{subject.name}_over_{baseline.name}"
+    ok_total = {subject.name: 0, baseline.name: 0}
+    tk = f"throughput_c{args.concurrency}"
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        order = (baseline, subject) if r % 2 == 0 else (subject, baseline)
+        rnd: dict[str, Any] = {"round": r + 1, "order": [e.name for e in order]}
+        for ep in order:
+            note(f"round {r + 1}: {ep.name} latency, {args.requests} requests at concurrency 1")
+            res = measure_cpu(pids[ep.name], partial(latency_c1, ep, make, args.requests, args.warmup))
+            rnd.setdefault(ep.name, {})["latency_c1"] = res
+            ok_total[ep.name] += res.pop("ok_total")
+        for ep in order:
+            note(f"round {r + 1}: {ep.name} throughput, {args.duration} s at c{args.concurrency}")
+            phase = partial(throughput, ep, make, args.concurrency, args.duration, args.max_requests)
+            res = measure_cpu(pids[ep.name], phase)
+            rnd[ep.name][tk] = res
+            ok_total[ep.name] += res.pop("ok_total")
+        rnd[f"p50_{over}"] = ratio(
+            rnd[subject.name]["latency_c1"]["p50_ms"], rnd[baseline.name]["latency_c1"]["p50_ms"]
+        )
+        rnd[f"throughput_{over}"] = ratio(
+            rnd[subject.name][tk]["throughput_rps"], rnd[baseline.name][tk]["throughput_rps"]
+        )
+        rnd["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+        rounds.append(rnd)
+        note(
+            f"round {r + 1}: p50 ratio {rnd[f'p50_{over}']}, "
+            f"throughput ratio {rnd[f'throughput_{over}']}, load {rnd['loadavg_1_5_15']}"
+        )
+    return rounds, ok_total
+
+
+def client_and_body(args: argparse.Namespace) -> tuple[Callable[[Endpoint], Client], bytes]:
+    """The client kind asked for, and the body every endpoint gets: the invoice example case."""
     make: Callable[[Endpoint], Client] = RawClient if args.client == "raw" else HttpxClient
     case = load_contract(MODEL).example_case
-    body = json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+    return make, json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+
+
+def prepared(args: argparse.Namespace, home: Path, work: Path) -> tuple[str, float]:
+    """prepare_state with the run's sizes: a decide key and the seconds it took."""
+    t0 = time.perf_counter()
+    key = prepare_state(home, args.invoice_rows, args.other_rows, work)
+    return key, time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    make, body = client_and_body(args)
     with state_dir(args.keep_state) as home, tempfile.TemporaryDirectory(prefix="keel-bench-run-") as tmp:
         work = Path(tmp)
-        t0 = time.perf_counter()
-        key = prepare_state(home, args.invoice_rows, args.other_rows, work)
-        prepare_s = time.perf_counter() - t0
+        key, prepare_s = prepared(args, home, work)
         servers: list[Server] = []
         try:
             envs = {}
             for name in ("keel", "bare"):
-                env = base_env(home)
-                env["KEEL_SERVE_THREADS"] = env["BARE_THREADS"] = str(args.threads)
-                env["BARE_SPEC"] = str(bare_spec(home, work))
-                for var, sub in (("PROMETHEUS_MULTIPROC_DIR", "prom"), ("BENTOML_HOME", "bentoml")):
-                    d = work / f"{name}-{sub}"
-                    d.mkdir()
-                    env[var] = str(d)
-                envs[name] = env
-            kport, bport = free_port(), free_port()
-            servers.append(
-                Server(
-                    "keel",
-                    keel_cli("serve", "--host", "127.0.0.1", "--port", str(kport)),
-                    envs["keel"],
-                    work / "keel.log",
-                    kport,
-                ).start()
-            )
+                envs[name] = server_env(name, home, work, args.threads)
+                envs[name]["BARE_SPEC"] = str(bare_spec(home, work))
+            servers.append(keel_server("keel", envs["keel"], work))
+            kport, bport = servers[0].port, free_port()
             servers.append(
                 Server(
                     "bare",
@@ -327,39 +390,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             db = home / "decisions.db"
             rows_before = decision_rows(db)
             fsync_before = fsync_probe(home)
-            keel_ok = 0
-            rounds: list[dict[str, Any]] = []
-            for r in range(args.repeats):
-                order = (bare, keel) if r % 2 == 0 else (keel, bare)
-                rnd: dict[str, Any] = {"round": r + 1, "order": [e.name for e in order]}
-                for ep in order:
-                    note(f"round {r + 1}: {ep.name} latency, {args.requests} requests at concurrency 1")
-                    res = measure_cpu(
-                        pids[ep.name], partial(latency_c1, ep, make, args.requests, args.warmup)
-                    )
-                    rnd.setdefault(ep.name, {})["latency_c1"] = res
-                    ok = res.pop("ok_total")
-                    keel_ok += ok if ep is keel else 0
-                for ep in order:
-                    note(f"round {r + 1}: {ep.name} throughput, {args.duration} s at c{args.concurrency}")
-                    phase = partial(throughput, ep, make, args.concurrency, args.duration, args.max_requests)
-                    res = measure_cpu(pids[ep.name], phase)
-                    rnd[ep.name][f"throughput_c{args.concurrency}"] = res
-                    ok = res.pop("ok_total")
-                    keel_ok += ok if ep is keel else 0
-                tk = f"throughput_c{args.concurrency}"
-                rnd["p50_keel_over_bare"] = _ratio(
-                    rnd["keel"]["latency_c1"]["p50_ms"], rnd["bare"]["latency_c1"]["p50_ms"]
-                )
-                rnd["throughput_keel_over_bare"] = _ratio(
-                    rnd["keel"][tk]["throughput_rps"], rnd["bare"][tk]["throughput_rps"]
-                )
-                rnd["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-                rounds.append(rnd)
-                note(
-                    f"round {r + 1}: p50 ratio {rnd['p50_keel_over_bare']}, "
-                    f"throughput ratio {rnd['throughput_keel_over_bare']}, load {rnd['loadavg_1_5_15']}"
-                )
+            rounds, ok_total = measure_rounds(args, keel, bare, pids, make)
+            keel_ok = ok_total["keel"]
             rows_logged = decision_rows(db) - rows_before
             assert keel.ids is not None
             missing = missing_decisions(db, keel.ids)
@@ -376,6 +408,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(args, rounds, check, info, ready, pragmas, logged, prepare_s, home, load, fsync)
 
 
+def summarize(rounds: list[dict[str, Any]], name: str, concurrency: int) -> dict[str, Any]:
+    """One endpoint's medians over the rounds: latency, throughput, errors, server CPU."""
+    c1 = [r[name]["latency_c1"] for r in rounds]
+    cn = [r[name][f"throughput_c{concurrency}"] for r in rounds]
+    out = {
+        "p50_ms": _median([x["p50_ms"] for x in c1]),
+        "p99_ms": _median([x["p99_ms"] for x in c1]),
+        "throughput_rps": _median([x["throughput_rps"] for x in cn]),
+        "errors": sum(x["errors"] for x in c1 + cn),
+        "error_samples": [s for x in c1 + cn for s in x["error_samples"]][:3],
+        "throughput_phase_p50_ms": _median([x["p50_ms"] for x in cn]),
+        "throughput_phase_p99_ms": _median([x["p99_ms"] for x in cn]),
+        "server_cpu_ms_per_request_latency_phase": _median([x.get("server_cpu_ms_per_request") for x in c1]),
+        "server_cpu_ms_per_request_throughput_phase": _median(
+            [x.get("server_cpu_ms_per_request") for x in cn]
+        ),
+        "server_cpus_busy_throughput_phase": _median([x.get("server_cpus_busy") for x in cn]),
+    }
+    # The issue's per-request server CPU, from the throughput phase.
+    out["server_cpu_ms_per_request"] = out["server_cpu_ms_per_request_throughput_phase"]
+    return out
+
+
 def report(
     args: argparse.Namespace,
     rounds: list[dict[str, Any]],
@@ -389,39 +444,15 @@ def report(
     load: dict[str, list[float]],
     fsync: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
-    ck = f"c{args.concurrency}"
-    endpoints: dict[str, Any] = {}
-    for name in ("bare", "keel"):
-        c1 = [r[name]["latency_c1"] for r in rounds]
-        cn = [r[name][f"throughput_{ck}"] for r in rounds]
-        endpoints[name] = {
-            "p50_ms": _median([x["p50_ms"] for x in c1]),
-            "p99_ms": _median([x["p99_ms"] for x in c1]),
-            "throughput_rps": _median([x["throughput_rps"] for x in cn]),
-            "errors": sum(x["errors"] for x in c1 + cn),
-            "error_samples": [s for x in c1 + cn for s in x["error_samples"]][:3],
-            "throughput_phase_p50_ms": _median([x["p50_ms"] for x in cn]),
-            "throughput_phase_p99_ms": _median([x["p99_ms"] for x in cn]),
-            "server_cpu_ms_per_request_latency_phase": _median(
-                [x.get("server_cpu_ms_per_request") for x in c1]
-            ),
-            "server_cpu_ms_per_request_throughput_phase": _median(
-                [x.get("server_cpu_ms_per_request") for x in cn]
-            ),
-            "server_cpus_busy_throughput_phase": _median([x.get("server_cpus_busy") for x in cn]),
-        }
-    for name in ("bare", "keel"):  # the issue's per-request server CPU, from the throughput phase
-        endpoints[name]["server_cpu_ms_per_request"] = endpoints[name][
-            "server_cpu_ms_per_request_throughput_phase"
-        ]
-    p50_ratio = _ratio(endpoints["keel"]["p50_ms"], endpoints["bare"]["p50_ms"])
-    thr_ratio = _ratio(endpoints["keel"]["throughput_rps"], endpoints["bare"]["throughput_rps"])
+    endpoints = {name: summarize(rounds, name, args.concurrency) for name in ("bare", "keel")}
+    p50_ratio = ratio(endpoints["keel"]["p50_ms"], endpoints["bare"]["p50_ms"])
+    thr_ratio = ratio(endpoints["keel"]["throughput_rps"], endpoints["bare"]["throughput_rps"])
     return {
         "benchmark": "bench.serving: Keel decide route vs bare BentoML booster.predict endpoint",
         "endpoints": endpoints,
         "ratios": {
             "p50_keel_over_bare": p50_ratio,
-            "p99_keel_over_bare": _ratio(endpoints["keel"]["p99_ms"], endpoints["bare"]["p99_ms"]),
+            "p99_keel_over_bare": ratio(endpoints["keel"]["p99_ms"], endpoints["bare"]["p99_ms"]),
             "throughput_keel_over_bare": thr_ratio,
             "per_round_p50_keel_over_bare": [r["p50_keel_over_bare"] for r in rounds],
             "per_round_throughput_keel_over_bare": [r["throughput_keel_over_bare"] for r in rounds],
@@ -508,6 +539,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--invoice-rows", type=int, default=40_000, help="training rows of the invoice model")
     p.add_argument("--other-rows", type=int, default=5_000, help="training rows of the two other models")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="compare Keel with OpenTelemetry on (KEEL_TRACING_ENDPOINT) and off instead of Keel "
+        "with the bare endpoint (bench/serving_tracing.py)",
+    )
     args = p.parse_args(argv)
     for name in ("requests", "concurrency", "max_requests", "threads"):
         if getattr(args, name) < 1:
@@ -523,7 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A SIGTERM to the benchmark still runs the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(json.dumps(run(args), indent=2))
+    if args.tracing:
+        from bench.serving_tracing import run_tracing
+
+        print(json.dumps(run_tracing(args), indent=2))
+    else:
+        print(json.dumps(run(args), indent=2))
     return 0
 
 

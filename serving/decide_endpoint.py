@@ -39,8 +39,21 @@ CHECK_IN_PROCESS_BYTES = 256 * 1024
 pathological one never holds this process's GIL; a valid one costs one extra parse there."""
 
 
+Render = Callable[[list["DecisionRecord"]], bytes]
+
+
 def render(decisions: list[DecisionRecord]) -> bytes:
     return orjson.dumps({"decisions": decisions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _observed(on_decided: Callable[[list[DecisionRecord]], None]) -> Render:
+    """`render`, first handing the decisions to `on_decided` (the request's trace span)."""
+
+    def rendered(decisions: list[DecisionRecord]) -> bytes:
+        on_decided(decisions)
+        return render(decisions)
+
+    return rendered
 
 
 def _decide_body(
@@ -50,6 +63,7 @@ def _decide_body(
     caller: str,
     idempotency_key: str | None,
     traceparent: str | None,
+    rendering: Render,
 ) -> bytes | KeelError:
     """Parse, validate and decide a large body in a worker thread; an error is returned, not raised.
 
@@ -59,7 +73,7 @@ def _decide_body(
     """
     try:
         cases, context = parse_request(body)
-        return render(decider.decide(model, cases, caller, idempotency_key, context, traceparent))
+        return rendering(decider.decide(model, cases, caller, idempotency_key, context, traceparent))
     except KeelError as exc:
         return exc.with_traceback(None)
 
@@ -73,10 +87,13 @@ async def answer(
     idempotency_key: str | None,
     send: Send,
     traceparent: str | None = None,
+    on_decided: Callable[[list[DecisionRecord]], None] | None = None,
 ) -> None:
     """Decide the body's cases for `model` and send the response (errors as Keel's JSON); a
-    malformed `traceparent` is ignored (W3C Trace Context: a receiver starts a new trace)."""
+    malformed `traceparent` is ignored (W3C Trace Context: a receiver starts a new trace).
+    `on_decided` is shown the decisions answered, before they are rendered."""
     traceparent = parse_traceparent(traceparent)
+    rendering = render if on_decided is None else _observed(on_decided)
     try:
         if not served:
             raise ModelLoadError("no model is loaded yet; retry shortly")
@@ -99,6 +116,7 @@ async def answer(
                 caller,
                 idempotency_key,
                 traceparent,
+                rendering,
                 limiter=_large_bodies(),
             )
             if isinstance(out, KeelError):
@@ -106,7 +124,13 @@ async def answer(
         else:
             cases, context = parse_request(body)
             out = await decider.decide_async(
-                model, cases, caller, idempotency_key, render=render, context=context, traceparent=traceparent
+                model,
+                cases,
+                caller,
+                idempotency_key,
+                render=rendering,
+                context=context,
+                traceparent=traceparent,
             )
     except KeelError as exc:
         await send_error(send, exc)

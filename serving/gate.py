@@ -34,6 +34,7 @@ from keel.serving import decide_endpoint, docs_page, routes
 from keel.serving.error_response import send_error
 from keel.serving.runtime import Runtime
 from keel.serving.sessions import COOKIE, SECURITY_HEADERS, Sessions, cookies
+from keel.serving.tracing import DecideSpan
 
 __all__ = ["Gate"]
 
@@ -64,6 +65,8 @@ class Gate:
         """Apps the caller mounts (the console at routes.CONSOLE): they get the unchanged scope."""
         self.sessions = sessions
         self.max_body_bytes = runtime.settings.max_body_bytes
+        self.tracing = runtime.tracing
+        """Decide spans (serving/tracing.py), or None: then tracing costs one check per request."""
         self.only = only
         """Answer only these handlers (serving/routes.py) and pass every other request on
         untouched, to an app with a full gate of its own (see serving/service.py `asgi_app`)."""
@@ -78,6 +81,9 @@ class Gate:
             return
         started = time.perf_counter()
         seen: dict[str, Any] = {"status": 500}
+        trace = None
+        if self.tracing is not None and found is not None and found.route.handler == "decide":
+            trace = self.tracing.begin(scope["headers"])
 
         async def tracked(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -87,9 +93,11 @@ class Gate:
             await send(message)
 
         try:
-            await self._handle(scope, found, receive, tracked)
+            await self._handle(scope, found, receive, tracked, trace)
         finally:
             self._observe(scope, found, seen, time.perf_counter() - started)
+            if trace is not None:
+                trace.end(seen["status"], seen.get("error"))
 
     def _observe(
         self, scope: Scope, found: routes.Match | None, seen: dict[str, Any], elapsed: float
@@ -115,7 +123,14 @@ class Gate:
             line["error"] = seen["error"]
         log.info(orjson.dumps(line).decode())
 
-    async def _handle(self, scope: Scope, found: routes.Match | None, receive: Receive, send: Send) -> None:
+    async def _handle(
+        self,
+        scope: Scope,
+        found: routes.Match | None,
+        receive: Receive,
+        send: Send,
+        trace: DecideSpan | None = None,
+    ) -> None:
         if found is None and (bare := _console_without_slash(scope)) is not None:
             await _redirect(send, 308, bare)  # people type and link `/console/`
             return
@@ -156,6 +171,7 @@ class Gate:
                     idempotency_key,
                     send,
                     traceparent=headers.get(b"traceparent"),
+                    on_decided=trace.decided if trace is not None else None,
                 )
                 return
         except KeelError as exc:

@@ -15,6 +15,7 @@ from keel.serving.keys import KeySettings, KeyStore
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import ModelSet, ReloadReport
 from keel.serving.settings import ServingSettings
+from keel.serving.tracing import Tracing, TracingSettings, start_tracing
 from keel.settings import StateSettings, prepare_state
 
 __all__ = ["Runtime"]
@@ -31,12 +32,20 @@ class Runtime:
     keys: KeyStore
     models: ModelSet
     decider: Decider
+    tracing: Tracing | None = None
+    """Decide spans for an OTLP collector (serving/tracing.py); None when KEEL_TRACING_ENDPOINT is unset."""
     loaded: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     _versions_shown: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
-    def start(cls, state: StateSettings, settings: ServingSettings, key_settings: KeySettings) -> Runtime:
+    def start(
+        cls,
+        state: StateSettings,
+        settings: ServingSettings,
+        key_settings: KeySettings,
+        tracing: TracingSettings | None = None,
+    ) -> Runtime:
         state = prepare_state(state)
         metrics = Metrics()
         db = Database(state.log_url)
@@ -52,6 +61,7 @@ class Runtime:
             KeyStore(db, settings.key_cache_seconds, key_settings).start(),
             models,
             Decider(models, decisions, settings, metrics),
+            start_tracing(tracing, settings.max_cases) if tracing is not None else None,
         )
         rt.decider.shadow = ShadowScorer(decisions, metrics, settings.top_k, settings.shadow_queue_cases)
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
@@ -119,3 +129,5 @@ class Runtime:
         if self.decider.shadow is not None:
             self.decider.shadow.close()
         self.decisions.close()
+        if self.tracing is not None:
+            self.tracing.close()

@@ -35,9 +35,9 @@ def serve(
     """Build the runtime, hand it to `on_start` (the CLI prints its lines there) and serve until stopped.
 
     The entry point of the service: the settings come from the caller (the `keel serve` command),
-    per-key rates and console sessions (KEEL_CONSOLE_*) are read here, the runtime is passed to
-    the app, never looked up, and `mounts` builds the apps the caller mounts beside the API
-    (the review console), which serving never imports."""
+    per-key rates, console sessions (KEEL_CONSOLE_*) and tracing (KEEL_TRACING_*) are read here,
+    the runtime is passed to the app, never looked up, and `mounts` builds the apps the caller
+    mounts beside the API (the review console), which serving never imports."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     logging.getLogger("keel").setLevel(logging.INFO)
     # One log line per request only on request (KEEL_SERVE_LOG_REQUESTS); errors are logged anyway.
@@ -51,8 +51,9 @@ def serve(
         from keel.serving.runtime import Runtime
         from keel.serving.service import asgi_app
         from keel.serving.sessions import ConsoleSettings, Sessions
+        from keel.serving.tracing import TracingSettings
 
-        rt = Runtime.start(state, settings, KeySettings())
+        rt = Runtime.start(state, settings, KeySettings(), TracingSettings())
         sessions = Sessions.from_settings(ConsoleSettings(), rt.state.home_dir)
         if on_start is not None:
             on_start(rt, sessions)
