@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from keel.decision_log.archived import archived_decision, archived_feedback
 from keel.decision_log.database import Connection, Database
 
 __all__ = [
@@ -50,6 +49,9 @@ def decision(db: Database, decision_id: str) -> dict[str, Any] | None:
     rows = _one_shot(db, "SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
     if rows:
         return rows[0]
+    # Imported here: archives bring pyarrow and fsspec, which only a lookup of an archived id needs.
+    from keel.decision_log.archived import archived_decision
+
     found = archived_decision(db, decision_id)
     return _from_db(found) if found else None
 
@@ -68,6 +70,8 @@ def feedback_for(
     live = _one_shot(db, "SELECT * FROM feedback WHERE decision_id = ? ORDER BY seq", (decision_id,))
     if decision is None or "archived" not in decision:
         return live
+    from keel.decision_log.archived import archived_feedback
+
     return [_from_db(r) for r in archived_feedback(db, decision)] + live
 
 

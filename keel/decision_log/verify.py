@@ -28,8 +28,6 @@ from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import GENESIS, Database, Reader
 from keel.decision_log.log_key import NO_KEYS, ChainKeys
 from keel.decision_log.prefetch import prefetched
-from keel.decision_log.retention import TABLE as RETENTION
-from keel.decision_log.retention import bases
 
 __all__ = ["VerifyResult", "append_checkpoint", "read_checkpoints", "verify"]
 
@@ -99,6 +97,10 @@ def verify(
     wanted = {t: {cp.heads[t][0] for cp in checkpoints if t in cp.heads} for t in CHAINS}
     seen: dict[str, dict[int, str]] = {t: {} for t in CHAINS}
     present = set(sa.inspect(db.engine).get_table_names())  # a log not yet migrated lacks newer chains
+    # Imported here: retention reads archives (pyarrow), which a plain verification never opens.
+    from keel.decision_log.retention import TABLE as RETENTION
+    from keel.decision_log.retention import bases
+
     with db.reading(snapshot=True) as reader:
         # Archived months removed from the live log: each chain starts where the archive ends
         # (recorded in the retention chain, itself verified below).

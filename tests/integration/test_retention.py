@@ -28,7 +28,8 @@ from keel.decision_log.retention import (
 )
 from keel.decision_log.retention_policy import ModelRetention, RetentionSettings, plan
 from keel.decision_log.verify import verify
-from tests.conftest import fresh_postgres_database, run_keel
+from tests.conftest import Store, fresh_postgres_database, run_keel
+from tests.integration.conftest import make_keys, start_server
 from tests.integration.test_archive import PER_MONTH, decisions, fill, keys
 
 __all__ = ["keys"]
@@ -202,3 +203,31 @@ def test_the_policy_and_the_commands(tmp_path: Path, keys: ChainKeys) -> None:
     assert trail[:2] == [("hold", "2026-09", "legal", None), ("remove", "2026-08", "ops", 1)]
     assert trail[2][0] == "restore"
     db.dispose()
+
+
+def test_the_lookup_route_answers_an_archived_decision(
+    store: Store, registered: dict[str, str], tmp_path: Path, keys: ChainKeys
+) -> None:
+    """GET /v1/decisions/{id} on a real `keel serve` whose log had the decision's month removed."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    db = fill(url, keys)
+    target = str(tmp_path / "archive")
+    list(archive_months(db, keys, date(2026, 11, 1), target))
+    with db.reading() as reader:
+        old = reader.one("SELECT decision_id, case_id FROM decisions WHERE seq = 7")
+    assert old
+    remove_months(db, keys, target, "2026-08", actor="ops")
+    db.dispose()
+    api_keys = make_keys(url, "retention")
+    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
+    server.keys = api_keys
+    try:
+        with server.client() as client:
+            found = client.get(f"/v1/decisions/{old[0]}")
+            missing = client.get("/v1/decisions/never-logged")
+    finally:
+        server.stop()
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["archived"] == {"url": target, "month": "2026-08"} and body["decision_id"] == old[0]
+    assert missing.status_code == 404
