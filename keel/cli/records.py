@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from keel.decision_log.database import Database, redact
 from keel.decision_log.log_key import ChainKeys, load_keys
+from keel.decision_log.migrations import upgrade
 from keel.decision_log.partitions import ensure_months
 from keel.decision_log.retention import RetentionError, hold, release, remove_months, restore_months
 from keel.decision_log.retention_policy import RetentionSettings, apply, plan
@@ -25,7 +26,7 @@ def records(log_url: str, args: argparse.Namespace, actor: str) -> int:
     db = Database(log_url)
     try:
         if args.log_command == "maintain":
-            db.create_schema()
+            upgrade(db.engine, db.is_postgres)  # not create_schema: it would make the partitions unreported
             done = ensure_months(db.engine)
             moved = ", ".join(f"{n} ({c} rows moved in)" for n, c in done.moved.items())
             print(

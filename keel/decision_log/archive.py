@@ -4,8 +4,9 @@ folder or any fsspec URL (local files, memory, S3-compatible stores through the 
 Every row is checked against its chain as it is written (a broken chain is never archived), and
 each month is verified again from what landed at the destination before the next one starts. The
 archive continues where the destination's last month ended, so running it every month extends one
-unbroken sequence of archives. Rows stay in the live log: removing archived months (retention,
-legal holds, the live log starting from the archived head) is the log's next schema revision.
+unbroken sequence of archives. Rows stay in the live log until `keel log remove` takes archived
+months out (keel.decision_log.retention: verified first, legal holds kept, the live log then
+starting from the archived head).
 """
 
 from __future__ import annotations
