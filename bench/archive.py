@@ -9,6 +9,14 @@ in its own child process so that peak memory (VmHWM) is that phase's alone:
   verify-log       keel.decision_log.verify on the whole log (one snapshot, one core + read-ahead)
   archive          keel log archive of every month to a temp folder (written, then re-verified)
   verify-archive   keel verify-archive of that folder, no database, on every core
+  remove           keel log remove of every month but the last (each removal verifies the whole
+                   archive against the live log first, then drops partitions and the straddlers)
+  restore          keel log restore of the first month (brings back every removed month; it too
+                   verifies the archive first), then
+  verify-log-after-restore   keel verify-log on the restored log
+
+Before them, migrate-0011 times migration 0011 converting the filled log in place (it is first
+taken back to 0009, one table, untimed): rows are decisions + feedback copied into partitions.
 
 Targets (issue 27): archive >= 1.0x and verify-archive >= 2x verify-log's rows/s; memory flat.
 
@@ -32,7 +40,16 @@ from typing import Any
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+COUNT = "SELECT (SELECT count(*) FROM decisions) + (SELECT count(*) FROM feedback)"
 PHASES = {
+    "migrate-0011": """
+from keel.decision_log.migrations import downgrade
+downgrade(db.engine, db.is_postgres, "0009")  # back to one table, as a log made before 0011
+t0 = time.perf_counter()  # the phase's time is the upgrade's alone
+db.create_schema()
+with db.reading() as r:
+    rows = r.one(COUNT)[0]
+""",
     "verify-log": """
 from keel.decision_log.verify import verify
 result = verify(db, keys)
@@ -51,6 +68,30 @@ report = verify_archive(TARGET, keys)
 assert report.ok, report.problem
 rows = sum(report.rows[t] for t in ("decisions", "feedback")) + report.rows["alias_history"]
 """,
+    "remove": """
+from keel.decision_log.retention import remove_months
+with db.reading() as r:
+    before = r.one(COUNT)[0]
+months = sorted(p.name for p in Path(TARGET).iterdir() if (p / "manifest.json").exists())
+remove_months(db, keys, TARGET, months[-2], actor="bench")  # all but the last month
+with db.reading() as r:
+    rows = before - r.one(COUNT)[0]
+""",
+    "restore": """
+from keel.decision_log.retention import restore_months
+with db.reading() as r:
+    before = r.one(COUNT)[0]
+months = sorted(p.name for p in Path(TARGET).iterdir() if (p / "manifest.json").exists())
+restore_months(db, keys, TARGET, months[0], actor="bench")
+with db.reading() as r:
+    rows = r.one(COUNT)[0] - before
+""",
+    "verify-log-after-restore": """
+from keel.decision_log.verify import verify
+result = verify(db, keys)
+assert result.ok, result.problem
+rows = result.rows_checked
+""",
 }
 
 CHILD = """
@@ -61,6 +102,7 @@ from keel.decision_log.log_key import load_keys
 keys = load_keys(Path({key!r}))
 db = Database({url!r})
 TARGET = {target!r}
+COUNT = {count!r}
 t0 = time.perf_counter()
 {body}
 seconds = time.perf_counter() - t0
@@ -164,7 +206,7 @@ def main() -> int:
         out["fill_seconds"] = round(time.perf_counter() - t0, 1)
         target = str(work / "archive")
         for phase, body in PHASES.items():
-            code = CHILD.format(key=str(work / "chain.key"), url=url, target=target, body=body)
+            code = CHILD.format(key=str(work / "chain.key"), url=url, target=target, count=COUNT, body=body)
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
             if done.returncode:
                 out[phase] = {"error": done.stderr[-1500:]}
@@ -175,7 +217,7 @@ def main() -> int:
             out[phase] = figures
         base = out.get("verify-log", {}).get("rows_per_second")
         if base:
-            for phase in ("archive", "verify-archive"):
+            for phase in ("archive", "verify-archive", "remove", "restore"):
                 if "rows_per_second" in out.get(phase, {}):
                     out[phase]["ratio_to_verify_log"] = round(out[phase]["rows_per_second"] / base, 3)
         out["targets"] = {"archive_ratio": ">= 1.0", "verify_archive_ratio": ">= 2.0"}

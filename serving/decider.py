@@ -345,7 +345,7 @@ class Decider:
         row = self.log.get_decision(decision_id)
         if row is None:
             raise NotFound(f"no decision {decision_id}")
-        return _looked_up(row, self.log.feedback_for(decision_id))
+        return _looked_up(row, self.log.feedback_for(decision_id, row))
 
     def of_process(self, process_instance: str, limit: int, after: int | None) -> dict[str, Any]:
         """A page of the decisions a process instance asked for (its context's
@@ -370,6 +370,7 @@ def _looked_up(row: dict[str, Any], feedback: list[dict[str, Any]]) -> LookedUpD
             "caller": row["caller"],
             "origin": row["origin"],
             "feedback": [f["record"] for f in feedback],
+            **({"archived": row["archived"]} if "archived" in row else {}),
         },
     )
 

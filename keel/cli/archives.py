@@ -40,7 +40,7 @@ def archive_log(log_url: str, before: str, url: str) -> int:
     if not written:
         print(f"nothing to archive before {cut} in {redact(log_url)}: every month up to it is at {url}")
     else:
-        print(f"{written} month(s) archived; the rows stay in the live log ({redact(log_url)})")
+        print(f"{written} month(s) archived; the rows stay in {redact(log_url)} until keel log remove")
     return 0
 
 

@@ -128,7 +128,10 @@ def _explain(db: Any, state: Any, args: argparse.Namespace) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {**row["record"], "caller": row["caller"]}
-    feedback = [f["record"] for f in log.feedback_for(args.decision_id)]
+    feedback = [f["record"] for f in log.feedback_for(args.decision_id, row)]
     path = render_decision(record, feedback, out, decision_context(record, state.home_dir / "cache"))
+    if "archived" in row:
+        where = row["archived"]
+        print(f"{args.decision_id}: read from the archive {where['url']}, month {where['month']}")
     print(path)
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from keel.cli.common import _state
+from keel.cli.common import _actor, _state
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -88,9 +88,12 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from keel.cli.archives import archive_log
+    from keel.cli.records import records
 
     state = _state(registry=False, log=True)
-    return archive_log(state.log_url, args.before, args.to)
+    if args.log_command == "archive":
+        return archive_log(state.log_url, args.before, args.to)
+    return records(state.log_url, args, _actor(args) if hasattr(args, "actor") else "")
 
 
 def cmd_verify_archive(args: argparse.Namespace) -> int:

@@ -296,13 +296,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="signed checkpoint file: check the earlier ones, append a new one")
     p.set_defaults(func=cmd_verify_log)
 
-    p = sub.add_parser("log", help="the decision log's life cycle: archive closed months")
+    p = sub.add_parser("log", help="the decision log's life cycle: archive, remove, restore, hold, retention")
     gsub = p.add_subparsers(dest="log_command", metavar="ACTION", required=True)
     g = gsub.add_parser("archive", help="write closed months as Parquet + signed manifest, verified")
     g.add_argument(
         "--before", required=True, help="first day of a month (YYYY-MM-01): archive every month before it"
     )
     g.add_argument("--to", required=True, help="folder or fsspec URL (file://, memory://, s3://...)")
+    g = gsub.add_parser("maintain", help="PostgreSQL: make the coming months' partitions, move strays in")
+    g = gsub.add_parser("remove", help="archived months leave the live log (verified first, holds kept)")
+    g.add_argument("--archive", required=True, help="the archive's folder or fsspec URL")
+    g.add_argument("--through", required=True, help="last month to remove (YYYY-MM), oldest first")
+    g = gsub.add_parser("restore", help="bring archived months back into the live log (to investigate)")
+    g.add_argument("month", help="the earliest month to bring back (YYYY-MM); later removed ones come too")
+    g.add_argument("--archive", required=True, help="the archive's folder or fsspec URL")
+    for action in ("hold", "release"):
+        g = gsub.add_parser(
+            action, help="put a month under legal hold" if action == "hold" else "release a legal hold"
+        )
+        g.add_argument("month", help="YYYY-MM")
+    g = gsub.add_parser("retention", help="what the retention policy (KEEL_RETENTION_*) says is due; --apply")
+    g.add_argument("--archive", required=True, help="the archive's folder or fsspec URL")
+    g.add_argument("--apply", action="store_true", help="remove and delete what is due")
+    for g in gsub.choices.values():
+        if g.prog.split()[-1] in ("remove", "restore", "hold", "release", "retention"):
+            g.add_argument("--actor", help="who (default: the operating-system user)")
+            g.add_argument("--reason", default="", help="why (kept in the retention chain)")
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("verify-archive", help="check an archive offline: signatures, files, hash chains")

@@ -168,7 +168,7 @@ def decision(console: Console, request: Request) -> Response:
             message=f"No decision {decision_id} is logged.",
         )
     record = row["record"]
-    revisions = [f["record"] for f in reads.feedback_for(console.db, decision_id)]
+    revisions = [f["record"] for f in reads.feedback_for(console.db, decision_id, row)]
     place = search.chain_place(console.db, console.rt.decisions.keys, decision_id)
     explanation = record.get("explanation_full") or record.get("explanation")
     probabilities = sorted((record.get("probabilities") or {}).items(), key=lambda kv: -float(kv[1]))

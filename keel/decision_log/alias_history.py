@@ -18,10 +18,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from keel.decision_log.chain import ALIAS_COLUMNS, chain_hash, content_digest
+from keel.decision_log.chain import ALIAS_COLUMNS
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
-from keel.decision_log.rows import read_head, write_head
+from keel.decision_log.rows import append_linked
 
 __all__ = [
     "ALIAS_COLUMNS",
@@ -54,17 +54,9 @@ def append_move(db: Database, keys: ChainKeys, move: dict[str, Any]) -> tuple[in
     conn = db.connect()
     try:
         with db.transaction(conn, lock_heads=[TABLE]):
-            _, prev = read_head(conn, TABLE)
-            link = chain_hash(prev, content_digest(values), key)
-            sql = (
-                f"INSERT INTO {TABLE} ({', '.join(ALIAS_COLUMNS)}, prev_hash, row_hash, key_id) "
-                f"VALUES ({', '.join('?' * (len(ALIAS_COLUMNS) + 3))}) RETURNING seq"
-            )
-            seq = int(conn.execute(sql, (*values, prev, link, key_id)).fetchone()[0])
-            write_head(conn, TABLE, seq, link)
+            return append_linked(conn, TABLE, values, key_id, key)
     finally:
         conn.close()
-    return seq, link
 
 
 def moves(db: Database, model: str | None = None) -> list[dict[str, Any]]:

@@ -4,8 +4,9 @@ folder or any fsspec URL (local files, memory, S3-compatible stores through the 
 Every row is checked against its chain as it is written (a broken chain is never archived), and
 each month is verified again from what landed at the destination before the next one starts. The
 archive continues where the destination's last month ended, so running it every month extends one
-unbroken sequence of archives. Rows stay in the live log: removing archived months (retention,
-legal holds, the live log starting from the archived head) is the log's next schema revision.
+unbroken sequence of archives. Rows stay in the live log until `keel log remove` takes archived
+months out (keel.decision_log.retention: verified first, legal holds kept, the live log then
+starting from the archived head).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from keel.decision_log.archive_format import (
 from keel.decision_log.archive_verify import verify_month
 from keel.decision_log.database import GENESIS, Database, Reader
 from keel.decision_log.log_key import ChainKeys
+from keel.decision_log.months import month_after, month_bounds, month_of
 
 __all__ = ["ArchiveError", "MonthArchived", "archive_months", "closed_before"]
 
@@ -98,8 +100,7 @@ def _months(
 ) -> Iterator[str]:
     """The months to write: after the last archived one (or from the log's first row) to `before`."""
     if done:
-        year, month = map(int, done[-1].split("-"))
-        start = _next(date(year, month, 1))
+        start = month_after(done[-1])
     else:
         firsts = [
             reader.one(f"SELECT MIN(created_at) FROM {t} WHERE seq > ?", (heads[t][0],)) for t in SEGMENTED
@@ -107,23 +108,16 @@ def _months(
         found = [str(r[0]) for r in firsts if r and r[0]]
         if not found:
             return
-        first = datetime.fromisoformat(min(found))
-        start = date(first.year, first.month, 1)
-    while start < before:
-        yield start.strftime("%Y-%m")
-        start = _next(start)
-
-
-def _next(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        start = month_of(datetime.fromisoformat(min(found)))
+    while start < month_of(before):
+        yield start
+        start = month_after(start)
 
 
 def _write_month(
     fs: Any, root: str, month: str, reader: Reader, keys: ChainKeys, heads: dict[str, tuple[int, str]]
 ) -> dict[str, Part]:
-    year, mon = map(int, month.split("-"))
-    end = _next(date(year, mon, 1))
-    end_text = datetime(end.year, end.month, 1, tzinfo=UTC).isoformat()
+    end_text = month_bounds(month)[1]
     fs.makedirs(f"{root}/{month}", exist_ok=True)
     segments = {}
     for table in SEGMENTED:

@@ -33,11 +33,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.decision_log.chain import AUDIT_PLAN_COLUMNS, chain_hash, content_digest, hashed_values
+from keel.decision_log.chain import AUDIT_PLAN_COLUMNS
 from keel.decision_log.database import Database
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.log_key import ChainKeys
-from keel.decision_log.rows import read_head, write_head
+from keel.decision_log.rows import append_linked
 
 __all__ = [
     "COLUMNS",
@@ -250,7 +250,6 @@ def _append(
     conn = db.connect()
     try:
         with db.transaction(conn, lock_heads=[TABLE]):
-            _, prev = read_head(conn, TABLE)
             last = conn.execute(f"SELECT MAX(version) FROM {TABLE} WHERE model = ?", (model,)).fetchone()
             plan = AuditPlan(
                 model=model,
@@ -269,13 +268,7 @@ def _append(
                 json.dumps(plan.probabilities, sort_keys=True) if c == "probabilities" else getattr(plan, c)
                 for c in COLUMNS
             )
-            link = chain_hash(prev, content_digest(hashed_values(TABLE, values)), key)
-            sql = (
-                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}, prev_hash, row_hash, key_id) "
-                f"VALUES ({', '.join('?' * (len(COLUMNS) + 3))}) RETURNING seq"
-            )
-            seq = int(conn.execute(sql, (*values, prev, link, key_id)).fetchone()[0])
-            write_head(conn, TABLE, seq, link)
+            append_linked(conn, TABLE, values, key_id, key)
     finally:
         conn.close()
     return plan

@@ -15,7 +15,7 @@ unique index and fails the batch.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from keel.decision_log.chain import CHAINS, chain_hash
@@ -25,7 +25,7 @@ from keel.decision_log.prefetch import prefetched
 from keel.decision_log.rows import prepare, read_head, write_head
 from keel.decision_log.settings import LogSettings
 
-__all__ = ["BulkLoader"]
+__all__ = ["BulkLoader", "insert_rows"]
 
 BATCH_ROWS = 20_000
 """Rows per transaction: large enough that per-transaction costs vanish, small enough that the
@@ -64,14 +64,7 @@ class BulkLoader:
                 link = chain_hash(prev, digest, key)
                 linked.append((*row, prev, link, key_id))
                 prev = link
-            if self.db.is_postgres:
-                _copy(conn, table, columns, linked)
-            else:
-                placeholders = ", ".join("?" * len(columns))
-                raw: Any = conn
-                raw.driver.executemany(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", linked
-                )
+            insert_rows(conn, self.db.is_postgres, table, columns, linked)
             # The head lock serialises this chain's writers, so the highest seq is this batch's last.
             (last,) = conn.execute(f"SELECT MAX(seq) FROM {table}").fetchone()
             write_head(conn, table, int(last), prev)
@@ -86,9 +79,16 @@ def _prepared(
     return prefetched((prepare(table, chunk) for chunk in batches), name="bulk-prepare")
 
 
-def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """COPY the rows in, in order (seq is assigned in that order), in the open transaction."""
+def insert_rows(
+    conn: Connection, postgres: bool, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Many rows in one go, in order (seq is assigned in that order unless given), in the open
+    transaction: COPY on PostgreSQL, executemany on SQLite."""
     raw: Any = conn
+    if not postgres:
+        placeholders = ", ".join("?" * len(columns))
+        raw.driver.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
+        return
     with (
         raw.driver.cursor() as cur,
         cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,

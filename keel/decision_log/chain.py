@@ -29,6 +29,7 @@ __all__ = [
     "LIVE",
     "ORIGIN",
     "ORIGINS",
+    "RETENTION_COLUMNS",
     "SHADOW",
     "chain_hash",
     "column_digests",
@@ -99,11 +100,14 @@ AUDIT_PLAN_COLUMNS = (
 )
 """An audit plan (keel.decision_log.audit_plans): `probabilities` as sorted JSON text; `detect_ratio`
 (migration 0012, the plan's --detect target) is covered only when set."""
+RETENTION_COLUMNS = ("action", "month", "detail", "policy", "actor", "reason", "created_at")
+"""A records event (keel.decision_log.retention): `detail` and `policy` as sorted JSON text."""
 CHAINS = {
     "decisions": DECISION_COLUMNS,
     "feedback": FEEDBACK_COLUMNS,
     "alias_history": ALIAS_COLUMNS,
     "audit_plans": AUDIT_PLAN_COLUMNS,
+    "retention_events": RETENTION_COLUMNS,
 }
 
 BATCH_CALLER_PREFIX = "batch:"

@@ -128,10 +128,13 @@ class Database:
             self._engine.dispose()
 
     def create_schema(self) -> None:
-        """Create the log's tables, or upgrade an existing log in place (Alembic migrations)."""
+        """Create the log's tables, or upgrade an existing log in place (Alembic migrations); on
+        PostgreSQL, make the monthly partitions of this month and the next few."""
         from keel.decision_log.migrations import upgrade
+        from keel.decision_log.partitions import ensure_months
 
         upgrade(self.engine, self.is_postgres)
+        ensure_months(self.engine)
 
     @contextmanager
     def transaction(self, conn: Connection, lock_heads: Sequence[str] = ()) -> Iterator[Connection]:

@@ -44,8 +44,16 @@ def _one_shot(db: Database, sql: str, params: Sequence[Any]) -> list[dict[str, A
 
 
 def decision(db: Database, decision_id: str) -> dict[str, Any] | None:
+    """The decision from the live log, else from the archive of its month (with `archived` saying
+    which: keel.decision_log.archived)."""
     rows = _one_shot(db, "SELECT * FROM decisions WHERE decision_id = ?", (decision_id,))
-    return rows[0] if rows else None
+    if rows:
+        return rows[0]
+    # Imported here: archives bring pyarrow and fsspec, which only a lookup of an archived id needs.
+    from keel.decision_log.archived import archived_decision
+
+    found = archived_decision(db, decision_id)
+    return _from_db(found) if found else None
 
 
 def decisions_per_model(db: Database) -> dict[str, int]:
@@ -54,9 +62,17 @@ def decisions_per_model(db: Database) -> dict[str, int]:
     return {str(r["model"]): int(r["n"]) for r in rows}
 
 
-def feedback_for(db: Database, decision_id: str) -> list[dict[str, Any]]:
-    """Every feedback revision on a decision, oldest first (the last one counts)."""
-    return _one_shot(db, "SELECT * FROM feedback WHERE decision_id = ? ORDER BY seq", (decision_id,))
+def feedback_for(
+    db: Database, decision_id: str, decision: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every feedback revision on a decision, oldest first (the last one counts); given the
+    decision as `decision()` returned it from an archive, the archived revisions first."""
+    live = _one_shot(db, "SELECT * FROM feedback WHERE decision_id = ? ORDER BY seq", (decision_id,))
+    if decision is None or "archived" not in decision:
+        return live
+    from keel.decision_log.archived import archived_feedback
+
+    return [_from_db(r) for r in archived_feedback(db, decision)] + live
 
 
 def decisions_by_key(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-__all__ = ["Audit", "BatchRef", "DecisionRecord", "FeedbackRecord", "LookedUpDecision"]
+__all__ = ["ArchivedFrom", "Audit", "BatchRef", "DecisionRecord", "FeedbackRecord", "LookedUpDecision"]
 
 
 class Audit(TypedDict):
@@ -82,6 +82,13 @@ class DecisionRecord(_DecisionCore, total=False):
     """The request's W3C `traceparent` header; absent when none (or a malformed one) was sent."""
 
 
+class ArchivedFrom(TypedDict):
+    """Where a decision whose month left the live log was read from."""
+
+    url: str
+    month: str
+
+
 class LookedUpDecision(DecisionRecord, total=False):
     """A logged decision as GET /v1/decisions/{id} returns it: the record plus its row's context."""
 
@@ -90,6 +97,8 @@ class LookedUpDecision(DecisionRecord, total=False):
     """`live`, `batch` or `shadow` (keel.decision_log.chain)."""
     feedback: list[FeedbackRecord]
     """Every feedback revision on it, oldest first."""
+    archived: ArchivedFrom
+    """Only for a decision whose month left the live log: the archive and month it was read from."""
 
 
 class _FeedbackCore(TypedDict):

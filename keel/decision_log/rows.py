@@ -10,14 +10,23 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, content_digest, hashed_values
+from keel.decision_log.chain import CHAINS, LIVE, ORIGINS, chain_hash, content_digest, hashed_values
 from keel.decision_log.database import GENESIS, Connection
 from keel.decision_log.strict_json import dumps
 
 if TYPE_CHECKING:
     from keel.decision_log.records import DecisionRecord
 
-__all__ = ["log_row", "prepare", "process_instance", "read_head", "stored", "to_db", "write_head"]
+__all__ = [
+    "append_linked",
+    "log_row",
+    "prepare",
+    "process_instance",
+    "read_head",
+    "stored",
+    "to_db",
+    "write_head",
+]
 
 
 def to_db(column: str, value: Any) -> Any:
@@ -63,6 +72,24 @@ def read_head(conn: Connection, table: str) -> tuple[int, str]:
 def write_head(conn: Connection, table: str, seq: int, row_hash: str) -> None:
     """Move a chain's head to its newest row (inside the transaction that wrote the row)."""
     conn.execute("UPDATE chain_heads SET seq = ?, row_hash = ? WHERE name = ?", (seq, row_hash, table))
+
+
+def append_linked(
+    conn: Connection, table: str, values: tuple[Any, ...], key_id: str | None, key: bytes | None
+) -> tuple[int, str]:
+    """Append one row (values in CHAINS order) at the chain's head, inside a transaction that holds
+    the head (Database.transaction with lock_heads); returns its (seq, row_hash). The hash covers
+    chain.hashed_values: a column added late counts only when set."""
+    _, prev = read_head(conn, table)
+    columns = CHAINS[table]
+    link = chain_hash(prev, content_digest(hashed_values(table, values)), key)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}, prev_hash, row_hash, key_id) "
+        f"VALUES ({', '.join('?' * (len(columns) + 3))}) RETURNING seq"
+    )
+    seq = int(conn.execute(sql, (*values, prev, link, key_id)).fetchone()[0])
+    write_head(conn, table, seq, link)
+    return seq, link
 
 
 def process_instance(context: Mapping[str, Any] | None) -> str | None:

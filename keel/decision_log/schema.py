@@ -23,12 +23,15 @@ __all__ = [
     "audit_plans",
     "audit_secret",
     "chain_heads",
+    "decision_ids",
     "decisions",
     "feedback",
+    "feedback_ids",
     "metadata",
     "monitor_imports",
     "monitor_runs",
     "monitor_sequential",
+    "retention_events",
 ]
 
 metadata = sa.MetaData()
@@ -74,6 +77,11 @@ sa.Index(
     sqlite_where=decisions.c.idempotency_key.isnot(None),
     postgresql_where=decisions.c.idempotency_key.isnot(None),
 )
+# PostgreSQL (migration 0011): `decisions` and `feedback` are partitioned by month on created_at
+# ("C" collation), their primary key is (seq, created_at), and the unique keys above are plain
+# indexes there (a unique key of a partitioned table must hold created_at): `decision_ids` and
+# `feedback_ids` below keep ids and idempotency keys unique, on both dialects.
+sa.Index("decisions_decision_id", decisions.c.decision_id).ddl_if(dialect="postgresql")
 # Covers every column monitoring aggregates, so a window of a million decisions is counted
 # from the index without reading the (large) records.
 sa.Index(
@@ -136,6 +144,7 @@ feedback = sa.Table(
     sa.Column("process_instance", sa.Text),
 )
 sa.Index("feedback_decision", feedback.c.decision_id)
+sa.Index("feedback_feedback_id", feedback.c.feedback_id).ddl_if(dialect="postgresql")
 # A process instance's decisions and feedback, in log order (GET /v1/decisions?process_instance=).
 sa.Index(
     "decisions_process_instance",
@@ -150,6 +159,58 @@ sa.Index(
     feedback.c.seq,
     sqlite_where=feedback.c.process_instance.isnot(None),
     postgresql_where=feedback.c.process_instance.isnot(None),
+)
+
+# Migration 0011: every id ever logged, filled by a row trigger on `decisions` / `feedback`. They
+# keep ids and idempotency keys unique on PostgreSQL, whose partitioned tables cannot (a unique key
+# there must hold the partition column), and stay when a month leaves the live log: the index
+# that finds an archived decision by id (keel.decision_log.archived).
+decision_ids = sa.Table(
+    "decision_ids",
+    metadata,
+    sa.Column("decision_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("caller", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("idempotency_key", sa.Text),  # cleared when the decision leaves the live log
+    sa.Column("request_index", sa.Integer, nullable=False),
+)
+sa.Index(
+    "decision_ids_idempotency",
+    decision_ids.c.caller,
+    decision_ids.c.model,
+    decision_ids.c.idempotency_key,
+    decision_ids.c.request_index,
+    unique=True,
+    sqlite_where=decision_ids.c.idempotency_key.isnot(None),
+    postgresql_where=decision_ids.c.idempotency_key.isnot(None),
+)
+sa.Index("decision_ids_seq", decision_ids.c.seq)
+feedback_ids = sa.Table(
+    "feedback_ids",
+    metadata,
+    sa.Column("feedback_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+
+# Every archive, removal, restore, hold, release and archive deletion: a hash chain
+# (keel.decision_log.retention).
+retention_events = sa.Table(
+    "retention_events",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("month", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON: segments, archive URL, live bases
+    sa.Column("policy", sa.Text, nullable=False),  # JSON: the retention policy applied
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("row_hash", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text),
 )
 
 alias_history = sa.Table(

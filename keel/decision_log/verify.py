@@ -97,12 +97,22 @@ def verify(
     wanted = {t: {cp.heads[t][0] for cp in checkpoints if t in cp.heads} for t in CHAINS}
     seen: dict[str, dict[int, str]] = {t: {} for t in CHAINS}
     present = set(sa.inspect(db.engine).get_table_names())  # a log not yet migrated lacks newer chains
+    # Imported here: retention reads archives (pyarrow), which a plain verification never opens.
+    from keel.decision_log.retention import TABLE as RETENTION
+    from keel.decision_log.retention import bases
+
     with db.reading(snapshot=True) as reader:
+        # Archived months removed from the live log: each chain starts where the archive ends
+        # (recorded in the retention chain, itself verified below).
+        starts = bases(reader) if RETENTION in present else {}
         for table in tables:
             columns = CHAINS[table]
             if table not in present:
                 continue
-            walk = ChainWalk(table, keys, legacy_until=_legacy_rows(reader, table))
+            base_seq, base_hash = starts.get(table, (0, GENESIS))
+            walk = ChainWalk(
+                table, keys, prev=base_hash, last_seq=base_seq, legacy_until=_legacy_rows(reader, table)
+            )
             sql = f"SELECT seq, {', '.join(columns)}, prev_hash, row_hash, key_id FROM {table} ORDER BY seq"
             # Fetch the next chunk while this one is hashed (the snapshot stays one transaction).
             for chunk in prefetched(reader.stream(sql, (), batch_size), name="verify-fetch"):
@@ -130,7 +140,7 @@ def verify(
             result.heads[table] = (last_seq, prev)
     result.key_ids = sorted(used)
     for cp in checkpoints:
-        mismatch = _check_checkpoint(cp, keys, seen, result.heads)
+        mismatch = _check_checkpoint(cp, keys, seen, result.heads, starts)
         if mismatch:
             return _bad(result, *mismatch)
         result.checkpoints_checked += 1
@@ -145,7 +155,11 @@ def _legacy_rows(reader: Reader, table: str) -> int:
 
 
 def _check_checkpoint(
-    cp: Checkpoint, keys: ChainKeys, seen: dict[str, dict[int, str]], heads: dict[str, tuple[int, str]]
+    cp: Checkpoint,
+    keys: ChainKeys,
+    seen: dict[str, dict[int, str]],
+    heads: dict[str, tuple[int, str]],
+    starts: dict[str, tuple[int, str]],
 ) -> tuple[str | None, int | None, str] | None:
     key = keys.keys.get(cp.key_id)
     if key is None:
@@ -153,8 +167,8 @@ def _check_checkpoint(
     if not hmac.compare_digest(_mac(key, cp.at, cp.key_id, cp.heads), cp.mac):
         return None, None, f"checkpoint of {cp.at} does not match its signature (the file was edited)"
     for table, (seq, hash_) in cp.heads.items():
-        if seq == 0:
-            continue
+        if seq <= starts.get(table, (0, GENESIS))[0]:
+            continue  # none yet, or archived and removed (keel verify-archive checks those)
         if seq > heads.get(table, (0, GENESIS))[0]:
             return table, seq, f"the checkpoint of {cp.at} saw seq {seq}; the chain now ends before it"
         if seen.get(table, {}).get(seq) != hash_:

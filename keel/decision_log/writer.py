@@ -362,8 +362,8 @@ class DecisionLog:
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         return reads.decision(self.db, decision_id)
 
-    def feedback_for(self, decision_id: str) -> list[dict[str, Any]]:
-        return reads.feedback_for(self.db, decision_id)
+    def feedback_for(self, decision_id: str, decision: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return reads.feedback_for(self.db, decision_id, decision)
 
     def verify(self, batch_size: int = 5000) -> Any:
         """Recompute every hash in both chains on one snapshot; report the first row that does not fit."""

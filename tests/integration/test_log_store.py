@@ -408,6 +408,13 @@ def test_pg_dump_and_pg_restore_give_a_log_that_verifies(pg_url: str, tmp_path: 
         log.append("decisions", [row(7)])
         log.close()
         assert verify(Database(target), keys).rows_checked == 6
+        # Partitions, id tables and their triggers came back with it (migration 0011).
+        restored = Database(target)
+        with restored.reading() as reader:
+            assert reader.one("SELECT relkind FROM pg_class WHERE relname = 'decisions'") == ("p",)
+            assert reader.one("SELECT count(*) FROM decision_ids") == (6,)
+            assert reader.one("SELECT count(*) FROM decisions_default") == (0,)
+        restored.dispose()
 
 
 def test_log_key_and_checkpoint_commands(
