@@ -59,7 +59,7 @@ class Runtime:
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
         threading.Thread(target=rt._audit_loop, name="audit-plans", daemon=True).start()
-        events = EventSettings()
+        events = EventSettings.load()
         if events.enabled and events.dispatch_in_serve:  # off the request path: a thread of its own
             dispatcher = Dispatcher(db, events)
             threading.Thread(

@@ -8,10 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from keel.cli.common import _state
-from keel.errors import ExitCode, InvalidInput
+from keel.errors import ExitCode
 
 if TYPE_CHECKING:
     from keel.decision_log.database import Database
@@ -41,10 +39,7 @@ def _deliver(db: Database) -> int:
     from keel.events.dispatcher import DeliveryReport, Dispatcher
     from keel.events.settings import EventSettings
 
-    try:
-        settings = EventSettings()
-    except ValidationError as exc:
-        raise InvalidInput(f"event settings: {exc.errors()[0]['msg']}") from None
+    settings = EventSettings.load()
     if not settings.enabled:
         print("events: no sinks configured (KEEL_EVENTS_SINKS); nothing delivered")
         return int(ExitCode.NO_STATE)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from keel.errors import InvalidInput
 
 __all__ = ["EventSettings"]
 
@@ -90,3 +92,13 @@ class EventSettings(BaseSettings):
     @property
     def enabled(self) -> bool:
         return bool(self.sinks)
+
+    @classmethod
+    def load(cls) -> EventSettings:
+        """The settings from the environment; a bad value is one InvalidInput line, not a traceback."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "KEEL_EVENTS_*"
+            raise InvalidInput(f"event settings ({where}): {first['msg']}") from None

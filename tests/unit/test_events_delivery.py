@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from keel.decision_log import outbox
 from keel.decision_log.database import Database
+from keel.errors import InvalidInput
 from keel.events.dispatcher import backoff, request_of
 from keel.events.settings import EventSettings
 from keel.events.signing import sign, verify
@@ -70,6 +71,10 @@ def test_settings_read_sinks_either_way_and_refuse_unsigned_or_weak_keys(
     assert EventSettings().sinks == ["http://a/x"]
     for name in ("KEEL_EVENTS_SINKS", "KEEL_EVENTS_SIGNING_KEYS"):  # env merges into given values
         monkeypatch.delenv(name)
+    monkeypatch.setenv("KEEL_EVENTS_SINKS", "http://a/x")
+    with pytest.raises(InvalidInput, match="always signed"):  # one line for the command, exit 2
+        EventSettings.load()
+    monkeypatch.delenv("KEEL_EVENTS_SINKS")
     with pytest.raises(ValidationError, match="always signed"):
         EventSettings.model_validate({"sinks": ["http://a/x"], "signing_keys": {}})
     with pytest.raises(ValidationError, match="shorter than"):
