@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from keel.decision_log.outbox import OutboxEvent
 from keel.errors import RegistryError
 from keel.models.history import History, HistoryEntry
 from keel.models.registry import CHALLENGER, CHAMPION, client, get_version
@@ -63,8 +64,10 @@ def move_alias(
     reason: str = "",
     forced: bool = False,
     gates: Sequence[dict[str, Any]] = (),
+    also: Sequence[OutboxEvent] = (),
 ) -> HistoryEntry:
-    """Point `alias` at `version` (None: remove the alias) and record the move."""
+    """Point `alias` at `version` (None: remove the alias) and record the move (its event, and
+    the events `also` given, staged with it: models.history.History.append)."""
     before = current_version(name, alias)
     c = client()
     if version is None:
@@ -73,7 +76,7 @@ def move_alias(
     else:
         c.set_registered_model_alias(name, alias, version)
     return history.append(
-        HistoryEntry(name, alias, action, before, version, actor, reason, forced, tuple(gates))
+        HistoryEntry(name, alias, action, before, version, actor, reason, forced, tuple(gates)), also=also
     )
 
 

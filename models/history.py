@@ -12,6 +12,7 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +24,11 @@ from keel.decision_log import alias_history, audit_plans
 from keel.decision_log.database import Database
 from keel.decision_log.errors import DATABASE_ERRORS
 from keel.decision_log.log_key import load_keys
+from keel.decision_log.outbox import OutboxEvent
 from keel.decision_log.settings import LogSettings
 from keel.decision_log.verify import verify
 from keel.errors import KeelError
+from keel.events.catalog import alias_moved
 
 __all__ = ["History", "HistoryCheck", "HistoryEntry", "history_json", "shared_history"]
 
@@ -88,12 +91,21 @@ class History:
                 self._created = True
         return self.db
 
-    def append(self, entry: HistoryEntry, attempts: int = 5) -> HistoryEntry:
-        """Append at the chain's head (appends take turns on the head; bounded retries)."""
+    def append(
+        self, entry: HistoryEntry, attempts: int = 5, also: Sequence[OutboxEvent] = ()
+    ) -> HistoryEntry:
+        """Append at the chain's head (appends take turns on the head; bounded retries), with its
+        event (keel.events.catalog.alias_moved) and those `also` given in the event outbox, in the
+        same transaction."""
         entry = HistoryEntry(**{**asdict(entry), "created_at": entry.created_at or _now()})
+        content = entry.content()
+
+        def events(seq: int, row_hash: str) -> list[OutboxEvent]:
+            return [alias_moved(content, seq, row_hash), *also]
+
         for attempt in range(attempts):
             try:
-                seq, row_hash = alias_history.append_move(self._ready(), self.keys, entry.content())
+                seq, row_hash = alias_history.append_move(self._ready(), self.keys, content, events)
                 break
             except DATABASE_ERRORS:
                 if attempt == attempts - 1:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.decision_log import monitor_runs as sql
 from keel.decision_log.database import Database
+from keel.events.catalog import monitor_verdict
 from keel.monitoring import checks
 from keel.monitoring.experiments import log_run
 from keel.monitoring.pages import render
@@ -38,8 +39,9 @@ TREND_RUNS = 200
 
 
 def record_run(db: Database, result: MonitorResult, artifact_location: str | None) -> tuple[str, str | None]:
-    """The run as an MLflow run and a `monitor_runs` row; returns (run id, why MLflow has no copy
-    or None). MLflow first, so the row can name its run; a run MLflow refused is still recorded."""
+    """The run as an MLflow run and a `monitor_runs` row with its verdict event (event outbox,
+    same transaction); returns (run id, why MLflow has no copy or None). MLflow first, so the row
+    can name its run; a run MLflow refused is still recorded."""
     run_id, problem, mlflow_id = new_run_id(), None, None
     row = run_row(result, run_id, None)
     try:
@@ -52,7 +54,11 @@ def record_run(db: Database, result: MonitorResult, artifact_location: str | Non
     except Exception as exc:  # the run itself happened: say so in one line, keep the row
         words = " ".join(str(exc).split())[:300]
         problem = f"{result.model}: not recorded in MLflow: {type(exc).__name__}: {words}"
-    sql.insert_run(db, replace(row, mlflow_run_id=mlflow_id))
+    event = monitor_verdict(
+        run_id, result.model, row.generated_at, result.status, result.recommendation,
+        result.summary.get("window"), row.decisions, json.loads(row.verdicts), row.report_dir,
+    )  # fmt: skip
+    sql.insert_run(db, replace(row, mlflow_run_id=mlflow_id), [event])
     return run_id, problem
 
 

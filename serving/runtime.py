@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
+from keel.events.dispatcher import Dispatcher
+from keel.events.settings import EventSettings
 from keel.serving.challengers import ShadowScorer
 from keel.serving.decider import Decider
 from keel.serving.keys import KeySettings, KeyStore
@@ -67,6 +69,12 @@ class Runtime:
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
         threading.Thread(target=rt._audit_loop, name="audit-plans", daemon=True).start()
+        events = EventSettings.load()
+        if events.enabled and events.dispatch_in_serve:  # off the request path: a thread of its own
+            dispatcher = Dispatcher(db, events)
+            threading.Thread(
+                target=dispatcher.run, args=(rt.stopping,), name="event-dispatcher", daemon=True
+            ).start()
         return rt
 
     def reload(self) -> ReloadReport:

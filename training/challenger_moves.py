@@ -9,6 +9,9 @@ which answers real cases, must certify some coverage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from keel.decision_log.outbox import OutboxEvent
 from keel.errors import InvalidInput
 from keel.models import aliases
 from keel.models.history import HistoryEntry
@@ -63,16 +66,20 @@ def set_canary(
     reason: str,
     state: StateSettings,
     auto_rollback: bool = False,
+    also: Sequence[OutboxEvent] = (),
 ) -> HistoryEntry:
     """Serve `version` to `share` of the cases (None: stop the canary) and record the move.
 
     `auto_rollback` marks the canary for training.canary_guard (tag AUTO_ROLLBACK_TAG): it is
     stopped once its reviewed override rate is worse than the champion's beyond the tolerance.
+    `also`: events announced with a stop (the guard's rollback event), staged with the move.
     """
     c = client()
     history = history_for(state)
     if version is None:
-        entry = aliases.move_alias(history, name, CANARY, None, action=CANARY, actor=actor, reason=reason)
+        entry = aliases.move_alias(
+            history, name, CANARY, None, action=CANARY, actor=actor, reason=reason, also=also
+        )
         tags = c.get_registered_model(name).tags or {}
         for tag in (CANARY_SHARE_TAG, AUTO_ROLLBACK_TAG):
             if tag in tags:

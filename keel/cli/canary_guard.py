@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keel.decision_log.database import Database
+from keel.events.catalog import canary_rolled_back
+from keel.models.history import HistoryEntry
 from keel.models.registry import CANARY, client
 from keel.monitoring.challenger_compare import compare
 from keel.settings import StateSettings
@@ -69,12 +71,12 @@ def auto_rollback_on(name: str, settings: PromotionSettings) -> bool:
     return str((client().get_registered_model(name).tags or {}).get(AUTO_ROLLBACK_TAG, "")).lower() == "true"
 
 
-def _canary_since(name: str, state: StateSettings) -> datetime | None:
-    """When the current canary was started (its latest move onto a version), or None."""
+def _canary_start(name: str, state: StateSettings) -> HistoryEntry | None:
+    """The move that started the current canary (its latest move onto a version), or None."""
     moves = [e for e in history_for(state).entries(name) if e.alias == CANARY]
     if not moves or moves[-1].to_version is None:
         return None
-    return datetime.fromisoformat(moves[-1].created_at)
+    return moves[-1]
 
 
 def guard_canary(
@@ -83,15 +85,21 @@ def guard_canary(
     """Judge `name`'s canary and stop it if it is worse; None when there is nothing to judge."""
     if not auto_rollback_on(name, settings):
         return None
-    since = _canary_since(name, state)
-    if since is None:
+    start = _canary_start(name, state)
+    if start is None:
         return None
-    canary = compare(db, name, since, datetime.now(UTC))["canary"]
+    canary = compare(db, name, datetime.fromisoformat(start.created_at), datetime.now(UTC))["canary"]
     if canary is None:
         return None
     judgement = judge(canary, settings)
     if judgement.rollback:
         set_canary(
-            name, None, 0.0, actor=GUARD_ACTOR, reason=f"automatic rollback: {judgement.reason}", state=state
+            name,
+            None,
+            0.0,
+            actor=GUARD_ACTOR,
+            reason=f"automatic rollback: {judgement.reason}",
+            state=state,
+            also=[canary_rolled_back(name, start.to_version, GUARD_ACTOR, judgement.reason)],
         )
     return judgement

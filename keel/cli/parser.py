@@ -8,6 +8,7 @@ from typing import Any
 import keel
 from keel.cli.audits import cmd_audit
 from keel.cli.consistency import cmd_consistency
+from keel.cli.events import cmd_events
 from keel.cli.governance import (
     cmd_approve,
     cmd_canary,
@@ -330,6 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="also check the live log continues from the archive")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_verify_archive)
+
+    p = sub.add_parser(
+        "events", help="the event outbox: deliver it (where no keel serve runs), list it, retry failed"
+    )
+    esub = p.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    esub.add_parser("deliver", help="deliver every due event once to KEEL_EVENTS_SINKS (exit 1: some left)")
+    e = esub.add_parser("list", help="the newest events with their delivery state, and counts per state")
+    e.add_argument("--status", choices=["pending", "delivered", "failed"], help="only events in this state")
+    e.add_argument("--limit", type=int, default=50, help="most events listed")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    esub.add_parser("retry", help="make every failed event pending again")
+    p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("log-key", help="create (or --rotate) the chain key file every replica receives")
     lsub = p.add_subparsers(dest="log_key_command", required=True)

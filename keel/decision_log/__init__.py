@@ -1,7 +1,7 @@
 """The decision log: one package owns its schema, migrations, writes, reads and verification.
 
 Nothing outside this package writes SQL against the log's tables (decisions, feedback,
-chain_heads, api_keys, alias_history, and the monitoring state: monitor_runs,
+chain_heads, api_keys, alias_history, event_outbox, and the monitoring state: monitor_runs,
 monitor_sequential, monitor_imports).
 """
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.decision_log.chain import ALIAS_COLUMNS
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
+from keel.decision_log.outbox import OutboxEvent, stage
 from keel.decision_log.rows import append_linked
 
 __all__ = [
@@ -38,10 +40,17 @@ LEGACY_HEAD = "alias_history.legacy"
 """chain_heads row naming the last row chained in the pre-0004 format (seq 0: none)."""
 
 
-def append_move(db: Database, keys: ChainKeys, move: dict[str, Any]) -> tuple[int, str]:
+def append_move(
+    db: Database,
+    keys: ChainKeys,
+    move: dict[str, Any],
+    events: Callable[[int, str], Sequence[OutboxEvent]] | None = None,
+) -> tuple[int, str]:
     """Append one alias move at the chain's head; returns its (seq, row_hash).
 
-    `move` holds ALIAS_COLUMNS; `gates` is a list of dicts, stored as JSON text."""
+    `move` holds ALIAS_COLUMNS; `gates` is a list of dicts, stored as JSON text. `events(seq,
+    row_hash)` names the events announcing the move: they are staged in the event outbox in the
+    same transaction, so a move is announced exactly when it is recorded."""
     values = tuple(
         json.dumps(list(move["gates"]), sort_keys=True, default=str)
         if c == "gates"
@@ -54,9 +63,12 @@ def append_move(db: Database, keys: ChainKeys, move: dict[str, Any]) -> tuple[in
     conn = db.connect()
     try:
         with db.transaction(conn, lock_heads=[TABLE]):
-            return append_linked(conn, TABLE, values, key_id, key)
+            seq, link = append_linked(conn, TABLE, values, key_id, key)
+            if events is not None:
+                stage(conn, events(seq, link), time.time())
     finally:
         conn.close()
+    return seq, link
 
 
 def moves(db: Database, model: str | None = None) -> list[dict[str, Any]]:

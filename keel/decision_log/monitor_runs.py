@@ -8,6 +8,7 @@ PostgreSQL behave alike. The sequential state is updated by compare-and-swap on 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.decision_log.database import Database
+from keel.decision_log.outbox import OutboxEvent, stage
 from keel.decision_log.schema import monitor_imports, monitor_runs, monitor_sequential
 
 __all__ = [
@@ -73,9 +75,19 @@ def _run(row: Any) -> RunRow:
     return RunRow(**{c: values.get(c) for c in RUN_COLUMNS})
 
 
-def insert_run(db: Database, run: RunRow) -> None:
-    with db.writing() as conn:
-        conn.execute(monitor_runs.insert().values(**{c: getattr(run, c) for c in RUN_COLUMNS}))
+def insert_run(db: Database, run: RunRow, events: Sequence[OutboxEvent] = ()) -> None:
+    """Record one run, and stage the `events` announcing it in the same transaction."""
+    conn = db.connect()
+    try:
+        with db.transaction(conn):
+            conn.execute(
+                f"INSERT INTO monitor_runs ({', '.join(RUN_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                tuple(getattr(run, c) for c in RUN_COLUMNS),
+            )
+            stage(conn, events, time.time())
+    finally:
+        conn.close()
 
 
 def recent_runs(db: Database, model: str, limit: int = 50) -> list[RunRow]:

@@ -9,6 +9,8 @@ sees the same keys. `key_id` names the chain key a row was signed with (NULL: an
 `monitor_runs`, `monitor_sequential` and `monitor_imports` hold `keel monitor`'s shared state
 (keel.decision_log.monitor_runs): one row per run, the sequential test's evidence per model and
 field, and the old reports folders already imported.
+`event_outbox` holds CloudEvents staged with their cause and their delivery state
+(keel.decision_log.outbox).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "chain_heads",
     "decision_ids",
     "decisions",
+    "event_outbox",
     "feedback",
     "feedback_ids",
     "metadata",
@@ -322,3 +325,24 @@ audit_secret = sa.Table(
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("created_at", sa.Text, nullable=False),
 )
+
+event_outbox = sa.Table(
+    "event_outbox",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False, unique=True),  # the CloudEvent id
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text),
+    sa.Column("time", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # JSON
+    sa.Column("status", sa.Text, nullable=False),  # pending, delivered, failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Double, nullable=False),  # epoch seconds
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_until", sa.Double),  # epoch seconds: the claim's lease end
+    sa.Column("delivered_to", sa.Text, nullable=False),  # JSON list of sink ids
+    sa.Column("delivered_at", sa.Text),
+    sa.Column("last_error", sa.Text),
+)
+sa.Index("event_outbox_due", event_outbox.c.status, event_outbox.c.next_attempt_at)

@@ -12,6 +12,9 @@ from typing import Any
 
 import httpx
 
+from keel.decision_log import outbox
+from keel.decision_log.database import Database
+from keel.events.catalog import ALIAS_MOVED, CANARY_ROLLED_BACK
 from keel.models import registry
 from tests.conftest import run_keel
 from tests.integration.conftest import Server
@@ -153,3 +156,8 @@ def test_shadow_is_logged_never_returned_and_canary_takes_its_share(
     last = json.loads(run_keel(env, "history", MODEL, "--json").stdout)["moves"][-1]
     assert (last["alias"], last["to_version"], last["actor"]) == ("canary", None, "keel-monitor")
     assert last["reason"].startswith("automatic rollback: override rate canary 100.0% of 80")
+    # Announced as two events staged with the move, in its transaction (docs/events.md).
+    rolled, moved = outbox.listing(Database(env["KEEL_DECISION_LOG_URL"]), limit=2)
+    assert (rolled["type"], moved["type"]) == (CANARY_ROLLED_BACK, ALIAS_MOVED)
+    assert rolled["data"]["version"] == second and rolled["data"]["judgement"] in last["reason"]
+    assert (moved["data"]["history_seq"], moved["data"]["actor"]) == (last["seq"], "keel-monitor")

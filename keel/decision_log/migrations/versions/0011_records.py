@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 
 AHEAD = 3
 """Months made ahead of the current one."""
