@@ -139,7 +139,6 @@ def _follow(driver: Any, target: Any) -> None:
     which after navigation sometimes answers that inspector error instead of "stale", seen in CI.)
     """
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
     driver.execute_script("window.__keelLeaving = true;")
