@@ -19,6 +19,19 @@ from keel.feature_defs.contract import MODEL_NAMES
 from tests.trained_store import trained_once
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist: one file that needs the session models (`registered`) first, so a
+    worker starts training them at once, then the files that never ask for them, so the other
+    worker runs those meanwhile instead of waiting for the training on its first integration
+    file, then the rest. Alone, the order is as collected."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    needs = [item.path for item in items if "registered" in getattr(item, "fixturenames", ())]
+    if needs:
+        first, later = needs[0], set(needs)
+        items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in later else 1)
+
+
 @dataclass(frozen=True)
 class Store:
     home: Path
