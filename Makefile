@@ -31,8 +31,12 @@ train: $(VENV)/.installed
 	$(BIN)/keel train all
 
 ## test: install, run ruff + mypy + the layer contract, then the whole pytest suite
+# On TEST_WORKERS pytest-xdist processes; a test file stays on one worker (--dist loadfile), so its
+# module fixtures are built once. The session's models are trained once for all workers
+# (tests/trained_store.py). TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed check browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The console's browser tests drive Debian's chromium through chromium-driver (nothing is downloaded
 # at test time). As root they are installed when missing; otherwise those tests say they skip.

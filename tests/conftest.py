@@ -16,6 +16,20 @@ from typing import NoReturn
 import pytest
 
 from keel.feature_defs.contract import MODEL_NAMES
+from tests.trained_store import trained_once
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist: one file that needs the session models (`registered`) first, so a
+    worker starts training them at once, then the files that never ask for them, so the other
+    worker runs those meanwhile instead of waiting for the training on its first integration
+    file, then the rest. Alone, the order is as collected."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    needs = [item.path for item in items if "registered" in getattr(item, "fixturenames", ())]
+    if needs:
+        first, later = needs[0], set(needs)
+        items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in later else 1)
 
 
 @dataclass(frozen=True)
@@ -44,14 +58,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 
 @pytest.fixture(scope="session")
-def registered(store: Store) -> dict[str, str]:
+def registered(store: Store, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Train and register all three models on small generated data; returns name -> version.
 
     At alpha 0.05: on 8,000 rows (800-row risk-control splits) discount_band certifies nothing at
     the default 0.02 in most draws whatever the search (bench.risk_control, "small": 302/400 with
     the fallback procedure, 290/400 with a single start at the full delta), and an
     abstain-on-everything champion would leave the service, policy and monitoring tests nothing
-    to look at."""
+    to look at. Trained once per run: other pytest-xdist workers get a copy of the store."""
+    return trained_once(tmp_path_factory, "registered", store.home, _train_session_models)
+
+
+def _train_session_models() -> dict[str, str]:
     from keel.settings import StateSettings
     from keel.training.generators import generate
     from keel.training.registration import train_and_register

@@ -5,11 +5,15 @@ where nothing listens; a wait for the log's writer ends at its deadline with wha
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REQUIRE_POSTGRES, fresh_postgres_database, wait_until
+from tests.trained_store import trained_once
 
 
 def _closed_port_url() -> str:
@@ -57,3 +61,33 @@ def test_a_wait_that_never_comes_true_fails_at_its_deadline_saying_what_it_saw()
         wait_until(lambda: seen[0] >= 1, 0.3, lambda: f"only {seen[0]} decisions appended")
     assert 0.3 <= time.monotonic() - started < 5
     wait_until(lambda: True, 0.3, lambda: "never said")  # a condition already true returns at once
+
+
+def test_the_session_store_is_trained_once_and_copied_into_another_home(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """What another pytest-xdist worker gets instead of training: the same store in its own home,
+    every recorded location under the first home moved to its own, the artefacts beside it."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    trained: list[Path] = []
+
+    def train(home: Path) -> dict[str, str]:
+        trained.append(home)
+        (home / "mlartifacts" / "1").mkdir(parents=True)
+        (home / "mlartifacts" / "1" / "booster.txt").write_text("tree")
+        with sqlite3.connect(home / "mlflow.db") as conn:
+            conn.execute("CREATE TABLE runs (id INTEGER, artifact_uri TEXT, note TEXT)")
+            conn.execute("INSERT INTO runs VALUES (1, ?, ?)", (f"file://{home}/mlartifacts/1", str(home)))
+        conn.close()
+        return {"routing": "1"}
+
+    key = f"unit-{uuid.uuid4().hex[:8]}"
+    assert trained_once(tmp_path_factory, key, first, lambda: train(first)) == {"routing": "1"}
+    assert trained_once(tmp_path_factory, key, second, lambda: train(second)) == {"routing": "1"}
+    assert trained == [first]
+    assert (second / "mlartifacts" / "1" / "booster.txt").read_text() == "tree"
+    with sqlite3.connect(second / "mlflow.db") as conn:
+        row = conn.execute("SELECT artifact_uri, note FROM runs").fetchone()
+    conn.close()
+    # Only locations under the home move (with its trailing slash); other text stays as it was.
+    assert row == (f"file://{second}/mlartifacts/1", str(first))
