@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,14 +45,21 @@ class Server:
     def stop(self, sig_kill: bool = False) -> None:
         if self.process.poll() is None:
             if sig_kill:
-                self.process.kill()
+                self._kill_group()
             else:
                 self.process.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._kill_group()
                 self.process.wait(timeout=10)
+
+    def _kill_group(self) -> None:
+        """SIGKILL the server and every process it started, as a container stop or systemd's
+        control-group kill does: killing the server alone left its multiprocessing children
+        orphaned (21 of them, 160 MB each, after the 20-restart test in a CI run)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def start_server(
@@ -78,6 +87,7 @@ def start_server(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop(sig_kill=True) kills the group
         )
     server = Server(f"http://127.0.0.1:{port}", proc, env, log_path=log_path)
     deadline = time.monotonic() + ready_timeout
