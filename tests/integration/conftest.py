@@ -67,7 +67,7 @@ def start_server(
     tmp: Path,
     log_url: str | None = None,
     extra_env: dict[str, str] | None = None,
-    ready_timeout: float = 90,
+    ready_timeout: float = 300,
     port: int | None = None,
 ) -> Server:
     """Start `keel serve` on a free port (or `port`: a restart) and wait (bounded) until /readyz says yes."""

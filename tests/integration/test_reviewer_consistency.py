@@ -36,7 +36,7 @@ def test_a_region_whose_reviewers_disagree_is_visible_in_consistency_and_monitor
 
     log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
     keys = make_keys(log_url, "reviewers")
-    server = start_server(store, tmp_path, log_url, ready_timeout=300)  # a loaded shared machine is slow
+    server = start_server(store, tmp_path, log_url)
     try:
         env = cli_env(store, KEEL_DECISION_LOG_URL=log_url, KEEL_KEY=keys["all"])
         simulated = run_keel(

@@ -33,7 +33,7 @@ def _serve(store: Store, tmp: Path, env: dict[str, str]) -> Server:
     log_url = f"sqlite:///{tmp / 'decisions.db'}"
     keys = make_keys(log_url, "trace")
     # A replica of its own (its environment decides tracing); loading can be slow on a shared machine.
-    srv = start_server(store, tmp, log_url, extra_env=env, ready_timeout=300)
+    srv = start_server(store, tmp, log_url, extra_env=env)
     srv.keys = keys
     return srv
 
