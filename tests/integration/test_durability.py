@@ -14,7 +14,7 @@ import pytest
 
 from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
-from keel.feature_defs.contract import load_contract
+from keel.feature_defs.contract import MODEL_NAMES, load_contract
 from keel.models import registry
 from keel.settings import StateSettings
 from keel.training.generators import generate
@@ -125,7 +125,10 @@ def test_hot_reload_under_traffic_has_zero_failed_requests(
         for t in threads:
             t.join(timeout=30)
         registry.promote("routing", registered["routing"])
-    assert report["loaded"] == {"routing": new} and not report["failed"]
+    # Other files on this worker may register models of their own into the session store (the
+    # consistency tests do); the session's own models are what this reload must leave alone.
+    assert {k: v for k, v in report["loaded"].items() if k in MODEL_NAMES} == {"routing": new}
+    assert not report["failed"]
     assert not failures, failures[:5]
     with server.client() as c:
         d = c.post("/v1/routing/decide", json={"cases": [load_contract("routing").example_case]}).json()
