@@ -124,7 +124,7 @@ def run_tracing(args: argparse.Namespace) -> dict[str, Any]:
             "every_acknowledged_decision_logged": not missing,
         },
         "tracing": {
-            "exporter": "OTLP/HTTP protobuf through a BatchSpanProcessor (SDK defaults: 5 s delay, "
+            "exporter": "OTLP/HTTP protobuf, Keel's batcher (serving/otlp.py; SDK defaults: 5 s delay, "
             "512 per export, queue 2048) to a receiver in the bench process on 127.0.0.1",
             "traced_200s": traced_200s,
             "spans_exported": spans,

@@ -3,9 +3,10 @@
 With an endpoint configured, each decide request is a span that continues the caller's W3C trace
 (the `traceparent` keel.client.context already checked: its trace id, and its span as parent)
 or starts one, and carries the model, version, outcome, abstention and route of what was
-decided; never a case's values. Ended spans go to a BatchSpanProcessor whose own thread sends
-them with the OTLP/HTTP exporter, so a request only appends its span to an in-memory queue
-(a slow or absent collector costs dropped spans, never a slower or failed decision).
+decided; never a case's values. An ended span is appended to an in-memory queue whose own thread
+encodes and posts batches (serving/otlp.py: hand-encoded OTLP protobuf, posted by the OTLP/HTTP
+exporter's client), so a slow or absent collector costs dropped spans, never a slower or failed
+decision. The SDK's span objects are not used: they cost more than the tracing budget (otlp.py).
 
 Off (the default), nothing here imports the OpenTelemetry SDK or exporter (only its API) and
 the gate's one `is None` check is the whole cost. (BentoML and MLflow import parts of the SDK
@@ -14,6 +15,8 @@ themselves; neither records nor exports a span of Keel's.)
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +28,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel import __version__
 from keel.client.context import parse_traceparent
+from keel.serving.otlp import FinishedSpan, SpanBatcher, encode_request
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
-
     from keel.decision_log.records import DecisionRecord
 
 __all__ = ["DecideSpan", "Tracing", "TracingSettings", "start_tracing", "traces_url"]
+
+log = logging.getLogger("keel.tracing")
 
 SPAN_NAME = "POST /v1/{model}/decide"
 """The span's name: the route template (low cardinality, as OpenTelemetry's HTTP conventions ask)."""
@@ -77,35 +81,48 @@ def start_tracing(settings: TracingSettings, max_decisions: int) -> Tracing | No
 
 
 class Tracing:
-    """A tracer provider of Keel's own (never the process-global one BentoML or MLflow may use)
-    with an OTLP/HTTP exporter behind a BatchSpanProcessor; `close` sends what is queued."""
+    """Decide spans of Keel's own (never through the process-global tracer provider BentoML or
+    MLflow may use), queued and posted by serving/otlp.py's SpanBatcher; `close` sends what is
+    queued. Sampling is the SDK's ParentBased(TraceIdRatioBased): a caller's sampled flag is
+    followed, and a trace started here is kept when the low 64 bits of its random trace id fall
+    under the ratio's share of 2^64."""
 
     def __init__(self, settings: TracingSettings, max_decisions: int) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         assert settings.endpoint is not None
         self.url = traces_url(settings.endpoint)
-        resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
-        self._provider = TracerProvider(
-            resource=resource,
-            sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
-            # A batch's span keeps an event for each of its decisions (at most max_cases).
-            span_limits=SpanLimits(max_events=max(max_decisions, 128)),
-            shutdown_on_exit=False,  # `close` does it, from the service's shutdown
+        # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's telemetry.sdk.* attributes.
+        resource = dict(
+            Resource.create(
+                {"service.name": settings.service_name, "service.version": __version__}
+            ).attributes
         )
+        self._bound = round(settings.sample_ratio * ((1 << 64) - 1))
+        self._max_events = max(max_decisions, 128)
         exporter = OTLPSpanExporter(
             endpoint=self.url, headers=settings.headers or None, timeout=settings.timeout_seconds
         )
-        self._provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._tracer = self._provider.get_tracer("keel.serving", __version__)
+        self._exporter = exporter
+        self._timeout = settings.timeout_seconds
+
+        def post(body: bytes) -> None:
+            # The exporter's own HTTP client (private in 1.45; tests/unit/test_tracing.py posts
+            # through it to a real receiver), so the OTEL_EXPORTER_OTLP_* variables all apply.
+            result = exporter._client.export(body)
+            if not result.success:
+                log.warning("the collector refused %d bytes of decide spans: %s", len(body), result.error)
+
+        def encode(spans: list[FinishedSpan]) -> bytes:
+            return encode_request(spans, resource, ("keel.serving", __version__), SPAN_NAME)
+
+        self._batcher = SpanBatcher(post, encode)
 
     def begin(self, headers: list[tuple[bytes, bytes]]) -> DecideSpan:
         """Start a decide request's span, as a child of the caller's span when its `traceparent`
-        (keel.client.context.parse_traceparent) is valid, else as a new trace's root."""
+        (keel.client.context.parse_traceparent) is valid, else as a new trace's root; a span
+        that is not sampled records nothing."""
         traceparent = tracestate = None
         for name, value in headers:
             lower = name.lower()
@@ -113,46 +130,51 @@ class Tracing:
                 traceparent = value.decode("latin-1")
             elif lower == b"tracestate":
                 tracestate = value.decode("latin-1")
-        span = self._tracer.start_span(
-            SPAN_NAME,
-            context=_parent(traceparent, tracestate),
-            kind=otel.SpanKind.SERVER,
-            attributes=_REQUEST,
-            start_time=time.time_ns(),
+        valid = parse_traceparent(traceparent)
+        if valid is None:
+            trace_id = random.getrandbits(128) or 1
+            if (trace_id & _LOW64) >= self._bound:
+                return DecideSpan(None)
+            parent, state = b"", ""
+        else:
+            _version, trace_hex, parent_hex, flags = valid.split("-")[:4]
+            if not int(flags, 16) & 1:  # the caller did not sample its trace
+                return DecideSpan(None)
+            trace_id, parent = int(trace_hex, 16), bytes.fromhex(parent_hex)
+            state = otel.TraceState.from_header([tracestate]).to_header() if tracestate else ""
+        span = FinishedSpan(
+            trace_id=trace_id.to_bytes(16, "big"),
+            span_id=(random.getrandbits(64) or 1).to_bytes(8, "big"),
+            parent_span_id=parent,
+            trace_state=state,
+            start_ns=time.time_ns(),
+            end_ns=0,
+            attributes={},
         )
-        return DecideSpan(span)
+        return DecideSpan(self, span)
+
+    def finish(self, span: FinishedSpan) -> None:
+        self._batcher.add(span)
 
     def close(self) -> None:
         """Export what is queued (bounded by the exporter's timeout) and stop the exporter's thread."""
-        self._provider.shutdown()
+        self._batcher.close(self._timeout + 1)
+        self._exporter.shutdown()  # type: ignore[no-untyped-call]  # untyped in the SDK 1.45
 
 
+_LOW64 = (1 << 64) - 1
 _REQUEST = {"http.request.method": "POST", "http.route": "/v1/{model}/decide"}
-
-
-def _parent(traceparent: str | None, tracestate: str | None) -> Any:
-    """The OpenTelemetry context of the caller's span, or None (a new trace) without a valid one."""
-    valid = parse_traceparent(traceparent)
-    if valid is None:
-        return None
-    _version, trace_id, span_id, flags = valid.split("-")[:4]
-    caller = otel.SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=True,
-        trace_flags=otel.TraceFlags(int(flags, 16) & otel.TraceFlags.SAMPLED),
-        trace_state=otel.TraceState.from_header([tracestate]) if tracestate else None,
-    )
-    return otel.set_span_in_context(otel.NonRecordingSpan(caller))
 
 
 class DecideSpan:
     """One decide request's span: shown what was decided (`decided`, from any thread), described
-    and ended once the response is sent (`end`, from the gate, off the request's latency)."""
+    and ended once the response is sent (`end`, from the gate, off the request's latency). A span
+    that is not sampled (`DecideSpan(None)`) ignores both."""
 
-    __slots__ = ("decisions", "span")
+    __slots__ = ("decisions", "span", "tracing")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, tracing: Tracing | None, span: FinishedSpan | None = None) -> None:
+        self.tracing = tracing
         self.span = span
         self.decisions: list[DecisionRecord] | None = None
 
@@ -169,23 +191,25 @@ class DecideSpan:
         A one-case request's decision is described on the span, a batch's as one event per
         decision: only what Keel decided (model, version, alias, decision id, outcome, abstained,
         route), never an input value, a case field or the caller's case id."""
-        span = self.span
+        span, tracing = self.span, self.tracing
+        if span is None or tracing is None:
+            return
+        span.end_ns = time.time_ns()
+        attributes: dict[str, Any] = {**_REQUEST, "http.response.status_code": status}
         decisions = self.decisions
-        attributes: dict[str, Any] = {"http.response.status_code": status}
-        if status == 200 and decisions and span.is_recording():
+        if status == 200 and decisions:
             attributes["keel.model"] = decisions[0]["model"]
             attributes["keel.cases"] = len(decisions)
             if len(decisions) == 1:
                 attributes.update(_described(decisions[0]))
             else:
-                for d in decisions:
-                    span.add_event(EVENT, _described(d))
+                at = span.end_ns
+                span.events = [(at, EVENT, _described(d)) for d in decisions[: tracing._max_events]]
         if status >= 400:
             attributes["error.type"] = error if error and error != "-" else str(status)
-        span.set_attributes(attributes)  # one call: the SDK takes its lock once
-        if status >= 500:
-            span.set_status(otel.Status(otel.StatusCode.ERROR))
-        span.end()
+        span.attributes = attributes
+        span.error = status >= 500
+        tracing.finish(span)
 
 
 def _described(d: DecisionRecord) -> dict[str, Any]:

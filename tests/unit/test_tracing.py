@@ -85,3 +85,26 @@ def test_a_5xx_is_a_failed_span_without_the_unacknowledged_decision() -> None:
 
 def test_an_unsampled_caller_trace_is_not_exported() -> None:
     assert _exported([(b"traceparent", f"00-{TRACE_ID}-{PARENT}-00".encode())], 200, None) == []
+
+
+def test_the_sample_ratio_keeps_its_share_of_traces_started_here_and_never_overrides_a_caller() -> None:
+    with OtlpReceiver() as receiver:
+        for ratio, started in ((0.0, 0), (1.0, 40)):
+            tracing = Tracing(TracingSettings(endpoint=receiver.url, sample_ratio=ratio), 10)
+            for _ in range(40):
+                span = tracing.begin([])
+                span.decided([_decision()])
+                span.end(200, None)
+            span = tracing.begin([(b"traceparent", f"00-{TRACE_ID}-{PARENT}-01".encode())])
+            span.end(200, None)
+            tracing.close()
+            got = receiver.received()
+            receiver.spans.clear()
+            assert len([s for s in got if s.parent_span_id == ""]) == started
+            assert [s.trace_id for s in got if s.parent_span_id] == [TRACE_ID]
+        half = Tracing(TracingSettings(endpoint=receiver.url, sample_ratio=0.5), 10)
+        for _ in range(2000):
+            half.begin([]).end(200, None)
+        half.close()
+        # Binomial(2000, 0.5): outside [900, 1100] with probability about 1e-5.
+        assert 900 <= len(receiver.received()) <= 1100
