@@ -41,6 +41,7 @@ __all__ = [
     "ApiKey",
     "KeySettings",
     "KeyStore",
+    "TokenBucket",
     "hash_key",
 ]
 
@@ -79,7 +80,7 @@ class ApiKey:
     rate_per_second: float | None = None
 
 
-class _Bucket:
+class TokenBucket:
     """A token bucket: `rate` tokens a second, holding at most `capacity`."""
 
     __slots__ = ("capacity", "rate", "stamp", "tokens")
@@ -89,13 +90,17 @@ class _Bucket:
 
     def take(self) -> float | None:
         """None when a token was taken; else the seconds until one is there."""
+        wait = self.wait()
+        if wait is None:
+            self.tokens -= 1.0
+        return wait
+
+    def wait(self) -> float | None:
+        """None when a token is there (left in the bucket); else the seconds until one is."""
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return None
-        return (1.0 - self.tokens) / self.rate
+        return None if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
 
 class KeyStore:
@@ -108,7 +113,7 @@ class KeyStore:
         self._cache: list[tuple[str, ApiKey]] | None = None
         self._loaded_at = -1e9
         self._lock = threading.Lock()
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
         self._read_started = -1e9
@@ -242,7 +247,7 @@ class KeyStore:
         bucket = self._buckets.get(key.name)
         if bucket is None or bucket.rate != rate:
             capacity = max(1.0, rate * self.settings.burst_seconds)
-            bucket = self._buckets[key.name] = _Bucket(rate, capacity)
+            bucket = self._buckets[key.name] = TokenBucket(rate, capacity)
         return bucket.take()
 
     def check_rate(self, key: ApiKey) -> None:

@@ -15,14 +15,17 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keel.serving.keys import TokenBucket
 
 __all__ = [
     "COOKIE",
@@ -33,6 +36,7 @@ __all__ = [
     "ConsoleSettings",
     "Session",
     "Sessions",
+    "SignInThrottle",
     "console_secret",
     "cookie_header",
     "cookies",
@@ -69,6 +73,10 @@ class ConsoleSettings(BaseSettings):
     session_minutes: float = 30.0
     """How long a console session lasts after sign-in."""
 
+    sign_in_failures_per_minute: float = Field(default=10.0, ge=0)
+    """Failed sign-ins allowed per client address and minute (as a burst, then refilled at that
+    rate); past them the sign-in form answers 429 without trying the key. 0: no limit."""
+
 
 def console_secret(settings: ConsoleSettings, home: Path) -> tuple[str, bool]:
     """The signing secret, and whether it is this machine's own (made in `home`, not shared)."""
@@ -95,7 +103,10 @@ class Session:
 class Sessions:
     """Issues and verifies session and pre-session cookies under one secret."""
 
-    def __init__(self, secret: str, minutes: float, own_secret: bool = False) -> None:
+    def __init__(
+        self, secret: str, minutes: float, own_secret: bool = False, failures_per_minute: float = 10.0
+    ) -> None:
+        self.throttle = SignInThrottle(failures_per_minute)
         self._signer = URLSafeTimedSerializer(secret, salt="keel.console.session")
         self._pre = URLSafeTimedSerializer(secret, salt="keel.console.sign-in")
         self.seconds = max(1, round(minutes * 60))
@@ -105,7 +116,7 @@ class Sessions:
     @classmethod
     def from_settings(cls, settings: ConsoleSettings, home: Path) -> Sessions:
         secret, own = console_secret(settings, home)
-        return cls(secret, settings.session_minutes, own)
+        return cls(secret, settings.session_minutes, own, settings.sign_in_failures_per_minute)
 
     def issue(self, key_name: str, key_hash: str) -> tuple[str, Session]:
         session = Session(key_name, key_hash[:16], secrets.token_urlsafe(24))
@@ -170,3 +181,35 @@ def cookie_header(name: str, value: str, secure: bool, max_age: int | None) -> t
     if secure:
         parts.append("Secure")
     return b"set-cookie", "; ".join(parts).encode("latin-1")
+
+
+class SignInThrottle:
+    """Failed console sign-ins per client address, as a token bucket each (serving/keys.py's).
+
+    Keys are 256-bit, so guessing one is hopeless anyway; the limit keeps a script from using
+    the sign-in form as a free oracle or a load generator (each try reads the key set). Only
+    failures take a token, so people who sign in never meet it; a throttled address is refused
+    before its key is tried. In memory per process: each replica counts its own tries."""
+
+    MOST_ADDRESSES = 10_000
+    """Addresses remembered (least recently failed forgotten first): memory stays bounded."""
+
+    def __init__(self, failures_per_minute: float) -> None:
+        self.rate = failures_per_minute / 60
+        self.burst = max(1.0, failures_per_minute)
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def wait(self, address: str) -> float | None:
+        """Seconds before `address` may try again, or None if it may now."""
+        bucket = self._buckets.get(address) if self.rate else None
+        return bucket.wait() if bucket is not None else None
+
+    def failed(self, address: str) -> None:
+        """Count one failed sign-in from `address`."""
+        if not self.rate:
+            return
+        bucket = self._buckets.pop(address, None) or TokenBucket(self.rate, self.burst)
+        self._buckets[address] = bucket  # most recent last
+        bucket.take()
+        while len(self._buckets) > self.MOST_ADDRESSES:
+            self._buckets.popitem(last=False)

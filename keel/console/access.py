@@ -6,6 +6,7 @@ sign-out form's to the session; a POST without the matching token is refused wit
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -58,8 +59,17 @@ async def sign_in_post(console: Console, request: Request) -> Response:
         return _forbidden(
             console, request, "The form's security token is missing or stale. Load the sign-in page again."
         )
+    address = request.client.host if request.client is not None else "-"
+    wait = console.sessions.throttle.wait(address)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        why = f"Too many failed sign-ins from this address. Try again in {seconds} s."
+        refused = sign_in_form(console, request, why, 429, form.get("next"))
+        refused.headers["Retry-After"] = str(seconds)
+        return refused
     key = await anyio.to_thread.run_sync(_authenticate, console, form.get("key", "").strip())
     if key is None:
+        console.sessions.throttle.failed(address)
         return sign_in_form(console, request, "That key is unknown or revoked.", 401, form.get("next"))
     if not any(console.rt.keys.holds(key, role) for role in CONSOLE_ROLES):
         why = f"Key {key.name!r} has neither the read nor the review role."

@@ -106,3 +106,25 @@ def test_sign_in_returns_only_to_this_consoles_own_pages(asked: str | None, kept
     from keel.console.access import safe_next
 
     assert safe_next(asked) == (asked if kept else None)
+
+
+def test_the_sign_in_throttle_counts_failures_per_address_forgets_the_oldest_and_0_turns_it_off() -> None:
+    from keel.serving.sessions import SignInThrottle
+
+    throttle = SignInThrottle(2)
+    throttle.failed("10.0.0.1")
+    assert throttle.wait("10.0.0.1") is None  # one of a burst of two
+    throttle.failed("10.0.0.1")
+    wait = throttle.wait("10.0.0.1")
+    assert wait is not None and 0 < wait <= 30  # a token every 30 s
+    assert throttle.wait("10.0.0.2") is None
+    small = SignInThrottle(1)
+    small.MOST_ADDRESSES = 3
+    for n in range(5):
+        small.failed(f"10.0.1.{n}")
+    assert small.wait("10.0.1.0") is None and small.wait("10.0.1.1") is None  # forgotten
+    assert small.wait("10.0.1.4") is not None
+    off = SignInThrottle(0)
+    for _ in range(100):
+        off.failed("10.0.0.3")
+    assert off.wait("10.0.0.3") is None
