@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from keel.decision_log.database import Database
+from keel.feature_defs.contract import MODEL_NAMES
 from keel.serving.keys import KeyStore
 from tests.conftest import Store
 
@@ -102,6 +104,13 @@ def start_server(
         time.sleep(0.1)  # a refused connect costs next to nothing; restarts add up (test_client)
     server.stop()
     raise RuntimeError(f"keel serve not ready in {ready_timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+def session_models_loaded(report: dict[str, Any]) -> dict[str, str]:
+    """A reload report's `loaded`, limited to the session's own models: other test files on the
+    same pytest-xdist worker register models of their own into the session store (the
+    consistency tests do), and a reload loads whatever has a champion."""
+    return {k: v for k, v in report["loaded"].items() if k in MODEL_NAMES}
 
 
 def make_keys(log_url: str, prefix: str) -> dict[str, str]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,20 @@ from keel.training.settings import PromotionSettings, TrainingSettings
 from tests.conftest import Store, cli_env, run_keel
 
 GATE = "invariant segment fields"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _regional_models_leave_with_the_module(store: Store) -> Iterator[None]:
+    """The models these tests register go when the module ends: the session store is shared
+    with the service tests on this pytest-xdist worker, whose reloads load every champion."""
+    yield
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for found in client.search_registered_models("name LIKE 'regional_%'"):
+        client.delete_registered_model(found.name)
+
+
 REGION = "    segment: true\n    feature: false\n    description: Region of the receiving legal entity."
 
 
