@@ -29,8 +29,9 @@ from keel.decision_log.settings import LogSettings
 from keel.decision_log.verify import verify
 from keel.errors import KeelError
 from keel.events.catalog import alias_moved
+from keel.settings import StateSettings
 
-__all__ = ["History", "HistoryCheck", "HistoryEntry", "history_json", "shared_history"]
+__all__ = ["History", "HistoryCheck", "HistoryEntry", "history_for", "history_json", "shared_history"]
 
 TAG_PREFIX = "keel.history."
 MAX_TAG_CHARS = 4000  # MLflow's tag values are capped (5,000 characters on SQL stores)
@@ -179,3 +180,10 @@ def history_json(history: History, model: str) -> dict[str, Any]:
         # Beside the moves, in their own list: alias moves keep their shape.
         "audit_plans": history.audit_plans(model),
     }
+
+
+def history_for(state: StateSettings) -> History:
+    """The alias history in the state's decision log, mirrored to the registry's tags."""
+    from keel.models.registry import client
+
+    return History(state.log_url, client())

@@ -8,7 +8,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -17,7 +17,11 @@ from mlflow.tracking import MlflowClient
 from keel.errors import IntegrityError, ModelLoadError, RegistryError
 from keel.feature_defs.contract import MODEL_NAMES
 from keel.models.bundle import MANIFEST, read_bundle
-from keel.models.decision_model import DecisionModel
+
+if TYPE_CHECKING:
+    # Loaded with a model only: listing, aliases and history need no LightGBM (nor, through
+    # it, scikit-learn), which is most of a short command's start-up.
+    from keel.models.decision_model import DecisionModel
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -163,6 +167,8 @@ def load(ref: VersionRef, cache_dir: Path) -> LoadedModel:
         raise ModelLoadError(f"{ref.name} v{ref.version} records no artefact hashes; refusing to load it")
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = download(ref, cache_dir, expected)
+    from keel.models.decision_model import DecisionModel
+
     return LoadedModel(ref, DecisionModel.load(path, expected))
 
 

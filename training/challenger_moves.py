@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from keel.decision_log.outbox import OutboxEvent
 from keel.errors import InvalidInput
 from keel.models import aliases
-from keel.models.history import HistoryEntry
+from keel.models.history import HistoryEntry, history_for
 from keel.models.registry import CANARY, CANARY_SHARE_TAG, CHAMPION, SHADOW, client, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
 from keel.settings import StateSettings
-from keel.training.promotion import history_for
 
 __all__ = ["AUTO_ROLLBACK_TAG", "set_canary", "set_shadow"]
 

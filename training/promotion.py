@@ -35,7 +35,7 @@ from keel.feature_defs.contract import Contract
 from keel.models import aliases
 from keel.models.bundle import EVALUATION
 from keel.models.consistency_report import DECISION, held_out_audit
-from keel.models.history import History, HistoryEntry
+from keel.models.history import HistoryEntry, history_for
 from keel.models.registry import LoadedModel, client, download, get_version, load
 from keel.models.thresholds import NEVER_DECIDE
 from keel.settings import StateSettings
@@ -298,10 +298,6 @@ def reviewed_cases(contract: Contract, state: StateSettings) -> pd.DataFrame | N
         return labelled_from_log(Database(state.log_url), contract)
     except Exception:
         return None
-
-
-def history_for(state: StateSettings) -> History:
-    return History(state.log_url, client())
 
 
 def two_person_required(name: str, s: PromotionSettings) -> bool:

@@ -23,12 +23,11 @@ from typing import Any
 
 from keel.decision_log.database import Database
 from keel.events.catalog import canary_rolled_back
-from keel.models.history import HistoryEntry
+from keel.models.history import HistoryEntry, history_for
 from keel.models.registry import CANARY, client
 from keel.monitoring.challenger_compare import compare
 from keel.settings import StateSettings
 from keel.training.challenger_moves import AUTO_ROLLBACK_TAG, set_canary
-from keel.training.promotion import history_for
 from keel.training.settings import PromotionSettings
 
 __all__ = ["GUARD_ACTOR", "CanaryJudgement", "auto_rollback_on", "guard_canary", "judge"]

@@ -137,8 +137,7 @@ def _guard_canary(name: str, db: Any, state: Any, settings: PromotionSettings | 
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from keel.models.history import history_json
-    from keel.training.promotion import history_for
+    from keel.models.history import history_for, history_json
 
     state: Any = _state()
     name = _models(args.model, registered=True)[0]
