@@ -291,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--alias", help="registry alias (default champion)")
     p.add_argument("--log", action="store_true", help="record the decisions in the decision log, as batch")
     p.add_argument("--run-id", help="names the run in the log (default: from version, file and chunking)")
+    p.add_argument(
+        "--context",
+        metavar="JSON",
+        help='correlation context of every row, e.g. \'{"process_definition_id": "ap-nightly"}\' '
+        "(context.<field> columns override it per row)",
+    )
+    p.add_argument("--traceparent", help="W3C traceparent stored with every decision of the run")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify-log", help="check the decision log's hash chains on one snapshot")
