@@ -93,10 +93,10 @@ def claim(
 ) -> list[Claimed]:
     """Lease up to `limit` due pending rows (oldest first; of `types` only, unless None) to
     `worker` until now + lease."""
-    kinds = sorted(types) if types is not None else []
-    of_type = f"AND type IN ({', '.join('?' * len(kinds))}) " if types is not None else ""
-    if types is not None and not kinds:
+    if types is not None and not types:
         return []
+    kinds = sorted(types or ())
+    of_type = f"AND type IN ({', '.join('?' * len(kinds))}) " if kinds else ""
     pick = (
         f"SELECT seq FROM {TABLE} WHERE status = ? AND next_attempt_at <= ? {of_type}"
         "AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY seq LIMIT ?"

@@ -295,13 +295,19 @@ def test_the_monitor_webhook_alone_gets_one_signed_verdict_per_monitor_run(
         **{k: v for k, v in event_env(port).items() if k != "KEEL_EVENTS_SINKS"},
     )
     args = ("monitor", MODEL, "--window", "2h", "--out", str(tmp_path / "reports"))
-    first = run_keel(env, *args, timeout=600)
+    # Run without signing keys: the verdict is queued all the same, and the monitor says that
+    # nothing can deliver it until they are set.
+    unsigned = {k: v for k, v in env.items() if k != "KEEL_EVENTS_SIGNING_KEYS"}
+    first = run_keel(unsigned, *args, timeout=600)
     assert first.returncode in (0, 1, 2), first.stdout + first.stderr
+    assert "no dispatcher can deliver them" in first.stderr
+    assert "KEEL_MONITOR_WEBHOOK_URL is set but KEEL_EVENTS_SIGNING_KEYS is not" in first.stderr
     down = run_keel(env, "events", "deliver")  # nothing listens yet
     assert down.returncode == 1 and "0 delivered, 1 to retry later" in down.stdout, down.stdout + down.stderr
     with receiving(port) as receiver:
         second = run_keel(env, *args, timeout=600)
         assert second.returncode in (0, 1, 2), second.stdout + second.stderr
+        assert "dispatcher" not in second.stderr
         time.sleep(0.6)  # past the backoff of the failed attempt (at most KEEL_EVENTS_BACKOFF_MAX)
         sent = run_keel(env, "events", "deliver")
         assert sent.returncode == 0 and "2 delivered" in sent.stdout, sent.stdout + sent.stderr
