@@ -1,4 +1,4 @@
-"""Results reach people: run history and trend page, MLflow, Prometheus textfile, optional webhook.
+"""Results reach people: run history and trend page, MLflow, Prometheus textfile, verdict events.
 
 Each run is a row of the decision log's `monitor_runs` (keel.monitoring.run_history) and an MLflow
 run in the model's `keel-monitor/<model>` experiment (keel.monitoring.experiments); `trend.html`
@@ -6,6 +6,11 @@ beside the reports shows each check's verdict over the runs, read from the table
 page rather than Evidently's Workspace UI:
 the workspace stores Evidently's drift metrics only, not Keel's verdicts (override, process,
 concept, sequential), and it needs a UI server running; a static page opens from any file share.
+
+Each run's verdict is an `io.keel.monitor.verdict` CloudEvent staged with its row, which the
+event dispatcher delivers, signed and retried, to the sinks (KEEL_MONITOR_WEBHOOK_URL is one of
+them, keel.events.sinks): monitoring itself never POSTs anywhere, so a slow receiver never
+holds a run up and a receiver that was down still gets every verdict.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from keel.monitoring import checks
 from keel.monitoring.experiments import log_run
 from keel.monitoring.pages import render
 from keel.monitoring.run_history import new_run_id, run_row
-from keel.monitoring.verdict import EXIT_CODES, Verdict
+from keel.monitoring.verdict import Verdict
 
 if TYPE_CHECKING:
     from keel.monitoring.monitor import MonitorResult
@@ -118,36 +123,6 @@ def write_prometheus(path: Path, results: Sequence[MonitorResult]) -> None:
     write_to_textfile(str(path), registry)
 
 
-def webhook_payload(results: Sequence[MonitorResult]) -> dict[str, Any]:
-    return {
-        "source": "keel monitor",
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "worst_exit_code": max((r.exit_code for r in results), default=0),
-        "models": [
-            {
-                "model": r.model,
-                "status": r.status,
-                "recommendation": r.recommendation,
-                "window": r.summary.get("window"),
-                "findings": [
-                    {"check": v.check, "status": v.status, "detail": v.detail}
-                    for v in r.verdicts
-                    if EXIT_CODES.get(v.status, 0) > 0
-                ],
-                "report": str(r.paths.index_html) if r.paths else None,
-            }
-            for r in results
-        ],
-    }
-
-
-def post_webhook(url: str, results: Sequence[MonitorResult], timeout: float = 10.0) -> None:
-    import httpx
-
-    response = httpx.post(url, json=webhook_payload(results), timeout=timeout)
-    response.raise_for_status()
-
-
 def publish(
     results: Sequence[MonitorResult],
     out_root: Path,
@@ -171,9 +146,4 @@ def publish(
             write_prometheus(Path(os.path.expanduser(settings.prometheus_file)), results)
         except OSError as exc:
             problems.append(f"could not write {settings.prometheus_file}: {exc}")
-    if settings.webhook_url and results:
-        try:
-            post_webhook(settings.webhook_url, results)
-        except Exception as exc:  # any transport or HTTP error: say so in one line
-            problems.append(f"webhook not delivered: {type(exc).__name__}: {exc}")
     return problems

@@ -122,9 +122,6 @@ class MonitorSettings(BaseSettings):
     sequential_settle_hours: float = 0.0
     """Decisions younger than this are left to a later run, so their feedback can arrive first."""
 
-    webhook_url: str | None = None
-    """If set, each run's one-line summaries are POSTed here as JSON."""
-
     prometheus_file: str | None = None
     """If set, verdicts are written here in the Prometheus textfile-collector format."""
 

@@ -1,7 +1,7 @@
 """A verdict: one check's measured value against its (warn, alert) thresholds, and what runs read off it.
 
 `Verdict` is the record that leaves the checks for the report, summary.json, the trend page,
-Prometheus and the webhook; its `to_dict()` is the summary.json shape readers depend on.
+Prometheus and the verdict events; its `to_dict()` is the summary.json shape readers depend on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ COULD_NOT_RUN = 3
 
 
 class VerdictDict(TypedDict):
-    """A verdict as summary.json, `keel monitor --json` and the webhook carry it."""
+    """A verdict as summary.json, `keel monitor --json` and the report carry it."""
 
     check: str
     status: Status

@@ -7,11 +7,17 @@ versions), so a batch decision and an online decision of the same case are the s
 With `log`, the decisions are appended to the decision log, marked as batch (the caller column is
 `batch:<caller>` and the record carries `batch`), chunk by chunk under an idempotency key derived
 from the run, so a re-run or a resumed run writes nothing twice and returns what was logged.
+
+Correlation context (keel.client.context) comes per run (`BatchJob.context`, with a
+`traceparent`) and per row (`context.<field>` columns, whose fields win over the run's), is
+checked as a decide request's is (a row with a bad context is rejected with field errors) and
+is stored with the decision, never a model input.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +28,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keel.client.context import parse_traceparent
 from keel.decision_log import DecisionLog, reads, reject_changed_replay
 from keel.decision_log.audit_plans import AuditPlan, PlanBook
 from keel.decision_log.chain import BATCH
@@ -41,6 +48,7 @@ from keel.serving.batch_io import (
     decision_row,
     read_chunks,
 )
+from keel.serving.correlation import attach, checked_context, row_contexts
 from keel.serving.decider import Decider, request_digest
 from keel.serving.decision_record import public, with_audit
 from keel.serving.metrics import Metrics
@@ -58,6 +66,7 @@ __all__ = [
     "ChunkDecider",
     "Decided",
     "RunOutput",
+    "run_correlation",
     "run_local",
     "served_version",
     "validate_cases",
@@ -90,6 +99,10 @@ class BatchJob:
     log: bool = False
     run_id: str | None = None
     """Names the run in the decision log; default: digest of model version, input file and chunking."""
+    context: dict[str, Any] | None = None
+    """The run's correlation context (checked keel.client.context.Context fields), for every row."""
+    traceparent: str | None = None
+    """A valid W3C traceparent stored with every decision of the run."""
 
 
 @dataclass
@@ -124,6 +137,26 @@ class Decided:
     errors: list[FieldError]
     """Field errors with `row` the input row number."""
     rejected_case_ids: dict[int, Any]
+    contexts: list[dict[str, Any]] | None = None
+    """Each record's correlation context (the run's merged with its row's); None: no context."""
+
+
+def run_correlation(context: str | None, traceparent: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """A run's context (JSON text of a keel.client.context.Context) and traceparent, checked: a
+    wrong one stops the run before anything is decided (field errors, exit 2). Unlike the
+    header online, a malformed traceparent is refused: it was given on purpose."""
+    errors: list[FieldError] = []
+    fields = None
+    if context is not None:
+        try:
+            fields = checked_context(json.loads(context), -1, errors)
+        except json.JSONDecodeError as exc:
+            errors.append(FieldError(-1, "context", f"not JSON: {exc.msg}"))
+    if traceparent is not None and parse_traceparent(traceparent) is None:
+        errors.append(FieldError(-1, "traceparent", "not a W3C traceparent (version-traceid-parentid-flags)"))
+    if errors:
+        raise InvalidInput("the run's correlation context is wrong", errors)
+    return fields or None, traceparent.strip() if traceparent else None
 
 
 def served_version(model: str, version: str | None, alias: str | None, cache_dir: Path) -> Served:
@@ -151,8 +184,12 @@ def served_from_versions(model: DecisionModel, versions: dict[str, Any]) -> Serv
 class ChunkDecider:
     """Validates and decides chunks of cases with the online path's code (no log writes here)."""
 
-    def __init__(self, served: Served, settings: ServingSettings | None = None) -> None:
+    def __init__(
+        self, served: Served, settings: ServingSettings | None = None, context: dict[str, Any] | None = None
+    ) -> None:
         self.served = served
+        self.context = context
+        """The run's correlation context, which each row's own `context.*` cells override."""
         self.contract: Contract = served.loaded.model.contract
         settings = settings or ServingSettings()
         # The online Decider builds the records; its model set and log are never used by
@@ -166,13 +203,20 @@ class ChunkDecider:
 
     def decide(self, chunk: Chunk) -> Decided:
         keep, errors, matrix = validate_cases(self.contract, chunk.cases)
+        contexts, bad = row_contexts(self.context, chunk.contexts, len(chunk.cases))
+        if bad:  # a row whose context is wrong is rejected, as a case with a wrong field is
+            errors = sorted(errors + bad, key=lambda e: (e.row, e.field))
+            wrong = {e.row for e in bad}
+            still = [j for j, p in enumerate(keep) if p not in wrong]
+            keep, matrix = [keep[j] for j in still], (matrix[still] if matrix is not None and still else None)
         rejected = {chunk.first_row + e.row: chunk.cases[e.row].get("case_id") for e in errors}
         shifted = [FieldError(chunk.first_row + e.row, e.field, e.problem) for e in errors]
         if matrix is None:
             return Decided([], [], shifted, rejected)
         cases = [chunk.cases[i] for i in keep]
         records = self._decider._decide_valid(self.served, cases, matrix)
-        return Decided([chunk.first_row + i for i in keep], records, shifted, rejected)
+        kept = [contexts[i] for i in keep] if contexts is not None else None
+        return Decided([chunk.first_row + i for i in keep], records, shifted, rejected, kept)
 
 
 def validate_cases(
@@ -234,9 +278,15 @@ class BatchLog:
         """Log the chunk (or find it logged by an earlier run); returns the logged records.
         `segments`: the deciding version's segment fields (its sealed spec)."""
         key = f"{self.run_id}:{chunk_no}"
-        # The digest covers the cases and their input rows: a different file under the same run
-        # id is refused (409), never mixed into the earlier run's decisions.
-        digest = request_digest([[r, rec["inputs"]] for r, rec in zip(rows, records, strict=True)])
+        # The digest covers the cases, their input rows and their contexts (only where there are
+        # any, so a run without contexts digests as before): a different file or context under
+        # the same run id is refused (409), never mixed into the earlier run's decisions.
+        digest = request_digest(
+            [
+                [r, rec["inputs"], rec["context"]] if "context" in rec else [r, rec["inputs"]]
+                for r, rec in zip(rows, records, strict=True)
+            ]
+        )
         earlier = reads.decisions_by_key(self.log.db, self.caller, model, key)
         if earlier:
             return [r["record"] for r in reject_changed_replay(earlier, digest)]
@@ -273,9 +323,19 @@ class RunOutput:
         self.out = TableWriter(job.output, DECISION_COLUMNS)
         self.bad = TableWriter(job.errors, ERROR_COLUMNS)
 
-    def decisions(self, chunk_no: int, rows: list[int], records: list[DecisionRecord]) -> None:
-        """Log (idempotently) and write one chunk of decided cases, in input order."""
+    def decisions(
+        self,
+        chunk_no: int,
+        rows: list[int],
+        records: list[DecisionRecord],
+        contexts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Log (idempotently) and write one chunk of decided cases, in input order, each with its
+        correlation context (`contexts`, checked) and the run's traceparent."""
         result = self.result
+        if contexts is None:  # an engine that reads no context columns: the run's own, if any
+            contexts, _ = row_contexts(self.job.context, None, len(records))
+        attach(records, contexts, self.job.traceparent)
         if self.batch_log is not None and records:
             fresh = records[0]["decision_id"]
             records = self.batch_log.append(self.job.model, chunk_no, rows, records, self.segments)
@@ -327,11 +387,11 @@ def run_local(
     result = BatchResult(
         job.model, served.loaded.ref.version, "local", run_id, output=str(job.output), errors=str(job.errors)
     )
-    decider = ChunkDecider(served)
+    decider = ChunkDecider(served, context=job.context)
     with RunOutput(job, settings, log, result, served.spec.segment_fields) as output:
         for no, chunk in enumerate(read_chunks(job.input, decider.contract, settings.chunk_rows)):
             decided = decider.decide(chunk)
-            output.decisions(no, decided.rows, decided.records)
+            output.decisions(no, decided.rows, decided.records, decided.contexts)
             output.errors(decided)
             result.rows += len(chunk.cases)
             if progress is not None:

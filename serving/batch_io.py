@@ -2,7 +2,8 @@
 
 Inputs are Parquet or CSV; outputs Parquet, CSV or JSON Lines (chosen by the file's suffix). Each
 chunk becomes the JSON-like cases the online route would receive, so both paths validate and
-decide the very same values.
+decide the very same values. Columns named `context.<field>` (a field of keel.client.Context)
+are each row's correlation context, as a case's `context` object online: never a model input.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from keel.client.context import Context
 from keel.decision_log.chain import BATCH_CALLER_PREFIX
 from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import RESERVED_KEYS, Contract
@@ -31,14 +33,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_CALLER_PREFIX",
+    "CONTEXT_PREFIX",
     "DECISION_COLUMNS",
     "ERROR_COLUMNS",
     "Chunk",
     "TableWriter",
     "check_columns",
+    "context_columns",
     "decision_row",
     "error_path",
     "frame_cases",
+    "frame_contexts",
     "input_columns",
     "json_value",
     "read_chunks",
@@ -52,6 +57,9 @@ DECISION_COLUMNS = (
 online route returns for the case (byte for byte the same keys and values)."""
 ERROR_COLUMNS = ("row", "case_id", "field", "problem")
 """One output row per field-level problem of a rejected case (a case may have several)."""
+CONTEXT_PREFIX = "context."
+"""Input columns `context.<field>` carry each row's correlation context."""
+_CONTEXT_COLUMNS = frozenset(CONTEXT_PREFIX + f for f in Context.model_fields)
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -60,6 +68,8 @@ class Chunk:
     first_row: int
     """0-based position of the chunk's first case in the input file."""
     cases: list[dict[str, Any]]
+    contexts: list[dict[str, Any]] | None = None
+    """Each case's own context fields from the `context.*` columns (unchecked); None without any."""
 
 
 def table_format(path: Path, *, reading: bool = False) -> str:
@@ -82,11 +92,16 @@ def input_columns(path: Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0).columns)
 
 
+def context_columns(columns: list[str]) -> list[str]:
+    """The input's correlation-context columns."""
+    return [c for c in columns if c in _CONTEXT_COLUMNS]
+
+
 def check_columns(columns: list[str], contract: Contract) -> None:
     """A file-level problem (unknown or missing column) stops the run before anything is decided,
     as the online route rejects unknown fields: a misspelt column must not decide every case on
     a missing value."""
-    allowed = set(contract.field_names) | RESERVED_KEYS
+    allowed = set(contract.field_names) | RESERVED_KEYS | _CONTEXT_COLUMNS
     errors = [FieldError(-1, str(c), "unknown column") for c in columns if c not in allowed]
     errors += [FieldError(-1, f, "missing column") for f in contract.field_names if f not in columns]
     if errors:
@@ -95,21 +110,23 @@ def check_columns(columns: list[str], contract: Contract) -> None:
 
 def read_chunks(path: Path, contract: Contract, rows: int) -> Iterator[Chunk]:
     """The file's cases, `rows` at a time; memory holds one chunk, whatever the file's size."""
-    check_columns(input_columns(path), contract)
+    columns = input_columns(path)
+    check_columns(columns, contract)
     first = 0
-    for frame in _frames(path, contract, rows):
-        yield Chunk(first, frame_cases(frame, contract))
+    for frame in _frames(path, contract, rows, context_columns(columns)):
+        yield Chunk(first, frame_cases(frame, contract), frame_contexts(frame))
         first += len(frame)
 
 
-def _frames(path: Path, contract: Contract, rows: int) -> Iterator[pd.DataFrame]:
+def _frames(path: Path, contract: Contract, rows: int, contexts: list[str]) -> Iterator[pd.DataFrame]:
     if table_format(path, reading=True) == "parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
             yield batch.to_pandas()
         return
-    # Categories are read as text ("01" stays "01") and only an empty cell is missing: pandas'
-    # default NA words would turn the region "NA" into a null.
+    # Categories and context ids are read as text ("01" stays "01") and only an empty cell is
+    # missing: pandas' default NA words would turn the region "NA" into a null.
     text = {f.name: str for f in contract.fields if f.type == "category"} | {"case_id": str}
+    text |= {c: str for c in contexts}
     yield from pd.read_csv(path, chunksize=rows, dtype=text, keep_default_na=False, na_values=[""])
 
 
@@ -126,6 +143,30 @@ def frame_cases(frame: pd.DataFrame, contract: Contract) -> list[dict[str, Any]]
             if case["case_id"] is None:
                 del case["case_id"]  # as a request that sends no case_id
     return cases
+
+
+def frame_contexts(frame: pd.DataFrame) -> list[dict[str, Any]] | None:
+    """Each row's own context fields from its `context.*` cells (an empty cell sets nothing), or
+    None when the frame has no such column. Ids are text, as a request sends them; a whole-number
+    `process_definition_version` stays a number."""
+    columns = context_columns([str(c) for c in frame.columns])
+    if not columns:
+        return None
+    out: list[dict[str, Any]] = [{} for _ in range(len(frame))]
+    for column in columns:
+        name = column.removeprefix(CONTEXT_PREFIX)
+        for fields, value in zip(out, _plain_column(frame[column], False), strict=True):
+            if value is not None:
+                fields[name] = _context_value(name, value)
+    return out
+
+
+def _context_value(name: str, value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a Parquet number column with a gap reads as float64
+    if name == "process_definition_version" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return value if isinstance(value, str) else str(value)
 
 
 def _plain_column(column: pd.Series, integer: bool) -> list[Any]:

@@ -43,6 +43,7 @@ from keel.serving.batch import (
 from keel.serving.batch_io import (
     Chunk,
     check_columns,
+    context_columns,
     frame_cases,
     input_columns,
     table_format,
@@ -141,6 +142,14 @@ def run_spark(job: BatchJob, served: Served, settings: BatchSettings, log: Decis
     from pyspark.sql import types as T
 
     started = time.perf_counter()
+    if own := context_columns(input_columns(job.input)):
+        raise InvalidInput(
+            "--engine spark does not read context columns",
+            [
+                FieldError(-1, c, "per-row contexts need --engine local; --context sets one per run")
+                for c in own
+            ],
+        )
     ref = served.loaded.ref
     contract = served.loaded.model.contract
     uri = f"models:/{ref.name}/{ref.version}"

@@ -9,7 +9,8 @@ A shadow scores the cases of every committed live request again, in one worker t
 bounded queue: the champion's answer is already committed and on its way back when the shadow
 sees the cases, a full queue drops the work (counted in /metrics as keel_shadow_dropped) instead
 of waiting, and shadow decisions are logged with origin `shadow` (never returned, never in the
-served decision metrics), each naming the live decision it shadows (`shadow_of`).
+served decision metrics), each naming the live decision it shadows (`shadow_of`) and carrying
+its correlation context and trace context.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 
 from keel.decision_log.chain import SHADOW
 from keel.decision_log.rows import log_row
+from keel.serving.correlation import inherit
 from keel.serving.decision_record import decide_valid
 from keel.serving.metrics import Metrics
 from keel.serving.model_set import Challengers, Served
@@ -88,7 +90,8 @@ def decide_cases(
 class _Work:
     shadow: Served
     cases: list[Any]
-    live_ids: list[str]
+    live: list[DecisionRecord]
+    """The champion's records of the same cases, in the same order."""
     caller: str
 
 
@@ -118,7 +121,7 @@ class ShadowScorer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
                 self._thread.start()
-        self._queue.put_nowait(_Work(shadow, cases, [r["decision_id"] for r in live_rows], caller))
+        self._queue.put_nowait(_Work(shadow, cases, [r["record"] for r in live_rows], caller))
 
     def close(self) -> None:
         if self._thread is not None:
@@ -144,9 +147,10 @@ class ShadowScorer:
             self.metrics.shadow_failures.labels(model.name).inc(len(work.cases))
             return
         records = decide_valid(shadow, work.cases, checked.matrix, self.top_k)
+        inherit(records, work.live)
         rows = []
-        for i, (record, live_id) in enumerate(zip(records, work.live_ids, strict=True)):
-            record["shadow_of"] = live_id
+        for i, (record, live) in enumerate(zip(records, work.live, strict=True)):
+            record["shadow_of"] = live["decision_id"]
             rows.append(log_row(record, i, work.caller, None, None, shadow.spec.segment_fields, SHADOW))
         self.log.append("decisions", rows)
         self.metrics.shadow_decisions.labels(model.name).inc(len(rows))

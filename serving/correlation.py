@@ -8,6 +8,7 @@ records, responses and idempotency digests are what they were before contexts ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -18,7 +19,15 @@ from keel.errors import FieldError, InvalidInput
 if TYPE_CHECKING:
     from keel.decision_log.records import DecisionRecord
 
-__all__ = ["CONTEXT", "attach", "case_contexts", "checked_context"]
+__all__ = [
+    "CONTEXT",
+    "attach",
+    "case_contexts",
+    "checked_context",
+    "inherit",
+    "merged_context",
+    "row_contexts",
+]
 
 CONTEXT = "context"
 """The key of a context: top level of a decide or feedback body, or inside a case."""
@@ -49,14 +58,7 @@ def case_contexts(call: Any, cases: list[Any]) -> tuple[list[Any], list[dict[str
         fields = base
         if has_own:
             case = dict(case)
-            fields = {**base, **checked_context(case.pop(CONTEXT), row, errors)}
-            size = context_size(fields)
-            if size > MAX_CONTEXT_BYTES:
-                errors.append(
-                    FieldError(
-                        row, CONTEXT, f"{size} bytes as JSON with the call's; at most {MAX_CONTEXT_BYTES}"
-                    )
-                )
+            fields = merged_context(base, case.pop(CONTEXT), row, errors)
         clean.append(case)
         contexts.append(fields)
     if errors:
@@ -64,6 +66,30 @@ def case_contexts(call: Any, cases: list[Any]) -> tuple[list[Any], list[dict[str
             f"{len(errors)} problem(s) with the correlation context", errors[:100], len(errors)
         )
     return clean, contexts
+
+
+def merged_context(base: dict[str, Any], own: Any, row: int, errors: list[FieldError]) -> dict[str, Any]:
+    """`base` (checked fields) overridden field by field by `own` (a row's or case's context, to
+    check); its problems, the 2 KiB bound on the merged context among them, go to `errors`."""
+    fields = {**base, **checked_context(own, row, errors)}
+    size = context_size(fields)
+    if size > MAX_CONTEXT_BYTES:
+        errors.append(FieldError(row, CONTEXT, f"{size} bytes as JSON, merged; at most {MAX_CONTEXT_BYTES}"))
+    return fields
+
+
+def row_contexts(
+    base: dict[str, Any] | None, own: list[dict[str, Any]] | None, rows: int
+) -> tuple[list[dict[str, Any]] | None, list[FieldError]]:
+    """Each batch row's context (`keel score`): the run's (`base`, checked) overridden by the
+    row's own context columns (`own`, unchecked; None without such columns), as a decide
+    request's call and case contexts merge; and the rows' problems (row: index in `own`).
+    None when the run has no context at all, so its records stay as they were before contexts."""
+    if own is None:
+        return ([dict(base) for _ in range(rows)] if base else None), []
+    errors: list[FieldError] = []
+    contexts = [merged_context(base or {}, fields, row, errors) for row, fields in enumerate(own)]
+    return contexts, errors
 
 
 def attach(
@@ -75,3 +101,13 @@ def attach(
             record["context"] = contexts[i]
         if traceparent is not None:
             record["traceparent"] = traceparent
+
+
+def inherit(records: list[DecisionRecord], live: Sequence[DecisionRecord]) -> None:
+    """Give each shadow record the context and trace context of the live record it shadows, so
+    a challenger's decision is found, and traced, with the champion's it sits beside."""
+    for record, champion in zip(records, live, strict=True):
+        if "context" in champion:
+            record["context"] = champion["context"]
+        if "traceparent" in champion:
+            record["traceparent"] = champion["traceparent"]

@@ -1,4 +1,5 @@
-"""`keel events`: deliver the event outbox where no service runs, list it, retry failed events."""
+"""`keel events`: deliver the event outbox where no service runs, list it, retry failed events,
+purge settled ones past their keep."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from keel.cli.common import _state
-from keel.errors import ExitCode
+from keel.errors import ExitCode, InvalidInput
 
 if TYPE_CHECKING:
     from keel.decision_log.database import Database
@@ -32,7 +33,22 @@ def cmd_events(args: argparse.Namespace) -> int:
 
         print(f"events: {outbox.requeue(db, time.time())} failed event(s) pending again")
         return 0
+    if args.events_command == "purge":
+        return _purge(db)
     return _list(db, args.status, args.limit, args.json)
+
+
+def _purge(db: Database) -> int:
+    from keel.events.dispatcher import purge_settled
+    from keel.events.settings import EventSettings
+
+    settings = EventSettings.load()
+    gone = purge_settled(db, settings)
+    print(
+        f"events: {gone} settled event(s) purged (delivered over {settings.keep_delivered_days:g} "
+        f"days ago, failed over {settings.keep_failed_days:g} days ago); pending events are kept"
+    )
+    return 0
 
 
 def _deliver(db: Database) -> int:
@@ -41,7 +57,7 @@ def _deliver(db: Database) -> int:
 
     settings = EventSettings.load()
     if not settings.enabled:
-        print("events: no sinks configured (KEEL_EVENTS_SINKS); nothing delivered")
+        print("events: no sinks configured (KEEL_EVENTS_SINKS, KEEL_MONITOR_WEBHOOK_URL); nothing delivered")
         return int(ExitCode.NO_STATE)
     dispatcher, total = Dispatcher(db, settings), DeliveryReport()
     for _ in range(MAX_PASSES):
@@ -55,6 +71,25 @@ def _deliver(db: Database) -> int:
     return 0 if total.retrying == total.failed == 0 else 1
 
 
+def _sink_lines() -> list[str]:
+    """The configured sinks by id (as errors name them), with scheme and host only: a webhook's
+    path often holds its secret."""
+    from urllib.parse import urlsplit
+
+    from keel.events.settings import EventSettings
+
+    try:
+        sinks = EventSettings.load().targets
+    except InvalidInput as exc:  # the listing still helps; say what is wrong with the settings
+        return [f"sinks: {exc}"]
+    out = []
+    for sink in sinks:
+        where = urlsplit(sink.url)
+        kinds = "every type" if sink.types is None else ", ".join(sorted(sink.types))
+        out.append(f"sink {sink.id}  {where.scheme}://{where.netloc.rpartition('@')[2]}  ({kinds})")
+    return out or ["sinks: none configured here (KEEL_EVENTS_SINKS, KEEL_MONITOR_WEBHOOK_URL)"]
+
+
 def _list(db: Database, status: str | None, limit: int, as_json: bool) -> int:
     from keel.decision_log import outbox
 
@@ -64,6 +99,8 @@ def _list(db: Database, status: str | None, limit: int, as_json: bool) -> int:
         return 0
     counts = outbox.counts(db)
     print("events: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for line in _sink_lines():
+        print(line)
     for r in rows:
         due = ""
         if r["status"] == outbox.PENDING:

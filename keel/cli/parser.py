@@ -291,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--alias", help="registry alias (default champion)")
     p.add_argument("--log", action="store_true", help="record the decisions in the decision log, as batch")
     p.add_argument("--run-id", help="names the run in the log (default: from version, file and chunking)")
+    p.add_argument(
+        "--context",
+        metavar="JSON",
+        help='correlation context of every row, e.g. \'{"process_definition_id": "ap-nightly"}\' '
+        "(context.<field> columns override it per row)",
+    )
+    p.add_argument("--traceparent", help="W3C traceparent stored with every decision of the run")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify-log", help="check the decision log's hash chains on one snapshot")
@@ -333,15 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify_archive)
 
     p = sub.add_parser(
-        "events", help="the event outbox: deliver it (where no keel serve runs), list it, retry failed"
+        "events", help="the event outbox: deliver it (where no keel serve runs), list it, retry failed, purge"
     )
     esub = p.add_subparsers(dest="events_command", metavar="ACTION", required=True)
-    esub.add_parser("deliver", help="deliver every due event once to KEEL_EVENTS_SINKS (exit 1: some left)")
+    esub.add_parser(
+        "deliver", help="deliver every due event once to the configured sinks (exit 1: some left)"
+    )
     e = esub.add_parser("list", help="the newest events with their delivery state, and counts per state")
     e.add_argument("--status", choices=["pending", "delivered", "failed"], help="only events in this state")
     e.add_argument("--limit", type=int, default=50, help="most events listed")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     esub.add_parser("retry", help="make every failed event pending again")
+    esub.add_parser(
+        "purge", help="delete delivered and failed events past KEEL_EVENTS_KEEP_*_DAYS (never pending ones)"
+    )
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("log-key", help="create (or --rotate) the chain key file every replica receives")

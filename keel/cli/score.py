@@ -11,7 +11,14 @@ from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
 from keel.errors import FieldError, InvalidInput
 from keel.feature_defs.contract import MODEL_NAMES
-from keel.serving.batch import BatchJob, BatchResult, BatchSettings, run_local, served_version
+from keel.serving.batch import (
+    BatchJob,
+    BatchResult,
+    BatchSettings,
+    run_correlation,
+    run_local,
+    served_version,
+)
 from keel.serving.batch_io import error_path, table_format
 from keel.serving.model_set import Served
 from keel.settings import StateSettings, prepare_state
@@ -25,6 +32,7 @@ def score(args: argparse.Namespace) -> int:
     state = prepare_state(StateSettings())
     settings = BatchSettings()
     output = Path(args.output)
+    context, traceparent = run_correlation(args.context, args.traceparent)
     job = BatchJob(
         model=args.model,
         input=Path(args.input),
@@ -34,6 +42,8 @@ def score(args: argparse.Namespace) -> int:
         alias=args.alias,
         log=args.log,
         run_id=args.run_id,
+        context=context,
+        traceparent=traceparent,
     )
     if not job.input.is_file():
         raise InvalidInput(f"no input file {job.input}", [FieldError(-1, "input", "file not found")])

@@ -10,13 +10,16 @@ pick is `SELECT ... FOR UPDATE SKIP LOCKED`, so replicas claiming together take 
 instead of waiting on each other; on SQLite the claim holds the database's single write lock.
 A worker that dies mid-delivery leaves its rows to the next claim once the lease ends, which is
 why delivery is at least once: receivers dedupe on the event id, stable across attempts.
+
+A settled row's `next_attempt_at` is when it was settled (delivered, or given up as failed), so
+the purge of old settled rows reads the same (status, next_attempt_at) index as the claim.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,7 @@ __all__ = [
     "claim",
     "counts",
     "listing",
+    "purge",
     "requeue",
     "settle",
     "stage",
@@ -79,10 +83,22 @@ def stage(conn: Connection, events: Sequence[OutboxEvent], now: float) -> None:
         conn.execute(sql, (e.id, e.type, e.source, e.subject, e.time, data, PENDING, now))
 
 
-def claim(db: Database, worker: str, limit: int, lease_seconds: float, now: float) -> list[Claimed]:
-    """Lease up to `limit` due pending rows (oldest first) to `worker` until now + lease."""
+def claim(
+    db: Database,
+    worker: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    types: Collection[str] | None = None,
+) -> list[Claimed]:
+    """Lease up to `limit` due pending rows (oldest first; of `types` only, unless None) to
+    `worker` until now + lease."""
+    if types is not None and not types:
+        return []
+    kinds = sorted(types or ())
+    of_type = f"AND type IN ({', '.join('?' * len(kinds))}) " if kinds else ""
     pick = (
-        f"SELECT seq FROM {TABLE} WHERE status = ? AND next_attempt_at <= ? "
+        f"SELECT seq FROM {TABLE} WHERE status = ? AND next_attempt_at <= ? {of_type}"
         "AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY seq LIMIT ?"
     )
     if db.is_postgres:
@@ -90,7 +106,8 @@ def claim(db: Database, worker: str, limit: int, lease_seconds: float, now: floa
     conn = db.connect()
     try:
         with db.transaction(conn):
-            seqs = [int(r[0]) for r in conn.execute(pick, (PENDING, now, now, limit)).fetchall()]
+            params = (PENDING, now, *kinds, now, limit)
+            seqs = [int(r[0]) for r in conn.execute(pick, params).fetchall()]
             if not seqs:
                 return []
             marks = ", ".join("?" * len(seqs))
@@ -171,6 +188,23 @@ def counts(db: Database) -> dict[str, int]:
     with db.reading() as reader:
         rows = reader.all(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
     return {s: 0 for s in STATUSES} | {str(s): int(n) for s, n in rows}
+
+
+def purge(db: Database, status: str, settled_before: float, limit: int) -> int:
+    """Delete up to `limit` rows of a settled `status` (delivered or failed) settled before the
+    epoch second `settled_before`, in one short transaction; how many."""
+    if status == PENDING:
+        raise ValueError("pending events are never purged")
+    sql = (
+        f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE} WHERE status = ? "
+        "AND next_attempt_at < ? LIMIT ?)"
+    )
+    conn = db.connect()
+    try:
+        with db.transaction(conn):
+            return int(conn.execute(sql, (status, settled_before, limit)).rowcount)
+    finally:
+        conn.close()
 
 
 def requeue(db: Database, now: float) -> int:

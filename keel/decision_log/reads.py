@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from keel.decision_log.chain import SHADOW
 from keel.decision_log.database import Connection, Database
 
 __all__ = [
@@ -93,13 +94,15 @@ def decisions_of_process(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int | None]:
     """One page of a process instance's decisions, oldest first (keyset on seq, from the partial
     index on (process_instance, seq)), the feedback on them, and the seq to continue after
-    (None: last page)."""
+    (None: last page). Live and batch decisions: a shadow's carry the context of the decision
+    they shadow, but the process was never answered with them."""
     limit = max(1, min(limit, MAX_PAGE))
     with db.reading() as reader:
         rows = as_dicts(
             reader.conn,
-            "SELECT * FROM decisions WHERE process_instance = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (process_instance, after or 0, limit + 1),
+            "SELECT * FROM decisions WHERE process_instance = ? AND seq > ? AND origin <> ? "
+            "ORDER BY seq LIMIT ?",
+            (process_instance, after or 0, SHADOW, limit + 1),
         )
         page = rows[:limit]
         ids = [r["decision_id"] for r in page]

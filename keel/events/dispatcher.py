@@ -1,19 +1,21 @@
 """Delivering the event outbox: claim due events, POST each to every sink, record the outcome.
 
-Each event goes to every configured sink as a CloudEvent in HTTP binary mode (the `cloudevents`
-package), signed (keel.events.signing). A 2xx from a sink counts as delivered there; anything
-else (a refused connection, a timeout, any other status) is retried after a jittered
-exponential backoff (at least a 429 or 503's Retry-After), for the sinks still missing it only,
-until `max_attempts` when the event is marked failed. The event's id never changes, so a
-receiver that got an event twice (a lease that ran out mid-delivery) can drop the second copy.
+Each event goes to every configured sink that receives its type (keel.events.sinks) as a
+CloudEvent in HTTP binary mode (the `cloudevents` package), signed (keel.events.signing). A 2xx
+from a sink counts as delivered there; anything else (a refused connection, a timeout, any
+other status) is retried after a jittered exponential backoff (at least a 429 or 503's
+Retry-After), for the sinks still missing it only, until `max_attempts` when the event is marked
+failed. The event's id never changes, so a receiver that got an event twice (a lease that ran
+out mid-delivery) can drop the second copy.
 
 `keel serve` runs `Dispatcher.run` in a thread of its own; `keel events deliver` calls
-`deliver_due` until nothing is due. Neither ever runs on a request's path.
+`deliver_due` until nothing is due. Neither ever runs on a request's path. The running
+dispatcher also purges settled events past their keep (`purge_settled`), in bounded batches,
+every `purge_every_seconds`; `keel events purge` is the one-shot form.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -32,8 +34,9 @@ from keel.decision_log import outbox
 from keel.decision_log.database import Database
 from keel.events.settings import EventSettings
 from keel.events.signing import SIGNATURE_HEADER, sign
+from keel.events.sinks import claimable_types
 
-__all__ = ["DeliveryReport", "Dispatcher", "backoff", "deliver_due", "request_of", "sink_id"]
+__all__ = ["DeliveryReport", "Dispatcher", "backoff", "deliver_due", "purge_settled", "request_of"]
 
 log = logging.getLogger("keel.events")
 MAX_ERROR_CHARS = 500
@@ -55,11 +58,6 @@ class DeliveryReport:
         self.retrying += other.retrying
         self.failed += other.failed
         self.errors += other.errors
-
-
-def sink_id(url: str) -> str:
-    """How the outbox names a sink: a digest, so a URL's credentials are never stored."""
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def backoff(attempts: int, settings: EventSettings, retry_after: float | None = None) -> float:
@@ -115,26 +113,29 @@ def deliver_due(
     client: httpx.Client,
     stopping: threading.Event | None = None,
 ) -> DeliveryReport:
-    """Claim one batch of due events and try each at every sink that lacks it."""
+    """Claim one batch of due events (of the types some sink wants) and try each at every sink
+    that wants it and lacks it."""
     report = DeliveryReport()
-    if not settings.enabled:
+    sinks = settings.targets
+    if not sinks:
         return report
-    claimed = outbox.claim(db, worker, settings.batch, settings.lease_seconds, time.time())
+    claimed = outbox.claim(
+        db, worker, settings.batch, settings.lease_seconds, time.time(), claimable_types(sinks)
+    )
     report.claimed = len(claimed)
-    sinks = {sink_id(url): url for url in settings.sinks}
     for item in claimed:
         if stopping is not None and stopping.is_set():
             break  # the rest go back to the outbox when their lease ends
         headers, body = request_of(item.event, settings)
         done, problems, waits = set(item.delivered_to), [], []
-        for sid, url in sinks.items():
-            if sid in done:
+        for sink in sinks:
+            if sink.id in done or not sink.wants(item.event.type):
                 continue
-            ok, problem, wait = _post(client, url, headers, body)
+            ok, problem, wait = _post(client, sink.url, headers, body)
             if ok:
-                done.add(sid)
+                done.add(sink.id)
             else:
-                problems.append(f"sink {sid}: {problem}")
+                problems.append(f"sink {sink.id}: {problem}")
                 waits.append(wait or 0.0)
         attempts = item.attempts + 1
         if not problems:
@@ -152,6 +153,26 @@ def deliver_due(
         if not outbox.settle(db, worker, item, frozenset(done), status, due, error):
             log.warning("event %s: lease lost during delivery; another dispatcher has it", item.event.id)
     return report
+
+
+_DAY = 86400.0
+
+
+def purge_settled(db: Database, settings: EventSettings, stopping: threading.Event | None = None) -> int:
+    """Delete delivered and failed events past their keep, one bounded batch per transaction,
+    until none is left (or `stopping` is set); how many. Pending events are never touched."""
+    now, total = time.time(), 0
+    keep = {
+        outbox.DELIVERED: now - settings.keep_delivered_days * _DAY,
+        outbox.FAILED: now - settings.keep_failed_days * _DAY,
+    }
+    for status, before in keep.items():
+        while stopping is None or not stopping.is_set():
+            gone = outbox.purge(db, status, before, settings.purge_batch)
+            total += gone
+            if gone < settings.purge_batch:
+                break
+    return total
 
 
 def _worker_name() -> str:
@@ -173,13 +194,29 @@ class Dispatcher:
 
     def run(self, stopping: threading.Event) -> None:
         """Deliver until `stopping` is set: at once while batches come back full, else every
-        `poll_seconds`; a log that cannot be reached is logged and retried at the next poll."""
+        `poll_seconds`; purge settled events once at the start and then every
+        `purge_every_seconds`. A log that cannot be reached is logged and retried at the next poll."""
+        next_purge = time.monotonic()
         with httpx.Client(timeout=self.settings.timeout) as client:
             while not stopping.is_set():
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + self.settings.purge_every_seconds
+                    self._purge(stopping)
                 try:
                     report = deliver_due(self.db, self.settings, self.worker, client, stopping)
                 except Exception as exc:  # the log away, a bad row: the next poll tries again
-                    log.warning("event delivery pass failed: %s", " ".join(str(exc).split())[:300])
+                    log.warning("event delivery pass failed: %s", _one_line(exc))
                     report = DeliveryReport()
                 if report.claimed < self.settings.batch:
                     stopping.wait(self.settings.poll_seconds)
+
+    def _purge(self, stopping: threading.Event) -> None:
+        try:
+            if gone := purge_settled(self.db, self.settings, stopping):
+                log.info("purged %d settled event(s) past their keep", gone)
+        except Exception as exc:  # the log away: the next purge (an interval later) tries again
+            log.warning("event purge failed: %s", _one_line(exc))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]

@@ -1,4 +1,5 @@
-"""Event delivery settings (KEEL_EVENTS_*): the webhook sinks, the signing keys, the retry schedule."""
+"""Event delivery settings (KEEL_EVENTS_*, and KEEL_MONITOR_WEBHOOK_URL): the webhook sinks, the
+signing keys, the retry schedule, how long settled events are kept."""
 
 from __future__ import annotations
 
@@ -8,19 +9,29 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.errors import InvalidInput
+from keel.events.sinks import Sink, configured_sinks
 
 __all__ = ["EventSettings"]
 
 MIN_KEY_CHARS = 32
 
 
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"an event sink must be an http(s) URL, not {url!r}")
+    return url
+
+
 class EventSettings(BaseSettings):
     """Where the event outbox delivers, how it signs, and how it retries."""
 
-    model_config = SettingsConfigDict(env_prefix="KEEL_EVENTS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KEEL_EVENTS_", extra="ignore", populate_by_name=True)
 
     sinks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Webhook URLs every event is POSTed to (CloudEvents HTTP binary mode); JSON list or comma-separated."""
+
+    monitor_webhook_url: str | None = Field(default=None, validation_alias="KEEL_MONITOR_WEBHOOK_URL")
+    """One more sink, for monitor verdicts and canary rollbacks only (keel.events.sinks)."""
 
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
     """JSON object {key id: secret}; the last one listed signs, receivers accept any they hold."""
@@ -49,6 +60,18 @@ class EventSettings(BaseSettings):
     dispatch_in_serve: bool = True
     """Whether `keel serve` runs a dispatcher thread (off: only `keel events deliver` delivers)."""
 
+    keep_delivered_days: Annotated[float, Field(gt=0)] = 30.0
+    """Days a delivered event stays in the outbox before the dispatcher or `keel events purge` deletes it."""
+
+    keep_failed_days: Annotated[float, Field(gt=0)] = 90.0
+    """Days an event given up on (failed) stays, for `keel events retry`, before it is purged."""
+
+    purge_every_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    """How often the dispatcher in `keel serve` purges settled events past their keep."""
+
+    purge_batch: Annotated[int, Field(ge=1)] = 1000
+    """Rows deleted per purge transaction, so a large backlog never holds the log's lock for long."""
+
     @field_validator("sinks", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -66,10 +89,13 @@ class EventSettings(BaseSettings):
     @field_validator("sinks")
     @classmethod
     def _http(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"an event sink must be an http(s) URL, not {url!r}")
-        return value
+        return [_http_url(url) for url in value]
+
+    @field_validator("monitor_webhook_url")
+    @classmethod
+    def _http_one(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        return _http_url(value) if value else None
 
     @field_validator("signing_keys")
     @classmethod
@@ -83,15 +109,19 @@ class EventSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _signed(self) -> EventSettings:
-        if self.sinks and not self.signing_keys:
-            raise ValueError(
-                "KEEL_EVENTS_SINKS is set but KEEL_EVENTS_SIGNING_KEYS is not: events are always signed"
-            )
+        if self.targets and not self.signing_keys:
+            named = "KEEL_EVENTS_SINKS" if self.sinks else "KEEL_MONITOR_WEBHOOK_URL"
+            raise ValueError(f"{named} is set but KEEL_EVENTS_SIGNING_KEYS is not: events are always signed")
         return self
 
     @property
+    def targets(self) -> tuple[Sink, ...]:
+        """Every sink, with the event types each receives."""
+        return configured_sinks(self.sinks, self.monitor_webhook_url)
+
+    @property
     def enabled(self) -> bool:
-        return bool(self.sinks)
+        return bool(self.targets)
 
     @classmethod
     def load(cls) -> EventSettings:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from keel.cli.simulate import case_payloads
-from keel.decision_log import DecisionLog
+from keel.decision_log import DecisionLog, reads
 from keel.decision_log.database import Database
 from keel.errors import Conflict
 from keel.feature_defs.contract import load_contract
@@ -224,3 +224,72 @@ def test_file_level_problems_stop_the_run_before_anything_is_decided(
     assert done.returncode == 2
     assert "amout: unknown column" in done.stderr and "amount: missing column" in done.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_logged_run_carries_the_runs_and_each_rows_correlation_context(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    """`--context` for the run and `context.<field>` columns per row (a row's fields win), stored
+    with each batch decision as online, found by process instance; a row whose context is wrong
+    is rejected like a case with a wrong field; a wrong run context stops the run."""
+    cases = case_payloads(generate(MODEL, 30, seed=12), load_contract(MODEL))
+    frame = pd.DataFrame(cases)
+    frame["context.process_instance_id"] = ["0042" if i % 3 == 0 else "" for i in range(30)]
+    frame["context.element_id"] = ["x" * 1025 if i == 4 else "rescore" for i in range(30)]
+    source, out = tmp_path / "rescore.csv", tmp_path / "out.jsonl"
+    frame.to_csv(source, index=False)
+    log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    run_context = {"process_definition_id": "ap-nightly", "process_instance_id": "night-7"}
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    args = ("--log", "--context", json.dumps(run_context), "--traceparent", trace)
+    summary = score(store, tmp_path, source, out.name, *args, KEEL_DECISION_LOG_URL=log_url)
+    assert (summary["decided"], summary["rejected"], summary["logged"]) == (29, 1, 29), summary
+    (error,) = read_jsonl(tmp_path / "out.errors.jsonl")
+    assert error["row"] == 4 and error["field"] == "context.element_id" and "1024" in error["problem"]
+
+    db = Database(log_url)
+    with db.reading() as reader:
+        rows = reader.all("SELECT process_instance, record FROM decisions ORDER BY seq")
+    by_row = {json.loads(r)["batch"]["row"]: (pi, json.loads(r)) for pi, r in rows}
+    assert sorted(by_row) == [i for i in range(30) if i != 4]
+    for row, (instance, record) in by_row.items():
+        own = "0042" if row % 3 == 0 else "night-7"  # an empty cell leaves the run's field
+        assert record["context"] == {**run_context, "process_instance_id": own, "element_id": "rescore"}
+        assert instance == own and record["traceparent"] == trace
+        assert "context.element_id" not in record["inputs"]  # never a model input
+    decided = {d["row"]: d for d in read_jsonl(out)}
+    assert decided[3]["context"]["process_instance_id"] == "0042" and decided[3]["traceparent"] == trace
+    page, _, _ = reads.decisions_of_process(db, "0042", 200)
+    assert sorted(r["record"]["batch"]["row"] for r in page) == list(range(0, 30, 3))
+    assert {r["origin"] for r in page} == {"batch"}
+
+    # The same file with another run context under the same run id is refused, not mixed in.
+    other = run_keel(
+        cli_env(store, KEEL_DECISION_LOG_URL=log_url),
+        "score", MODEL, "--input", str(source), "--output", str(tmp_path / "other.jsonl"), "--log",
+        "--run-id", summary["run_id"], "--context", '{"process_definition_id": "ap-other"}',
+    )  # fmt: skip
+    assert other.returncode != 0 and not (tmp_path / "other.jsonl").exists(), other.stdout + other.stderr
+    with db.reading() as reader:
+        assert reader.all("SELECT COUNT(*) FROM decisions") == [(29,)]
+    # A wrong run context or traceparent stops the run before anything is decided.
+    for bad in (("--context", '{"process_instance": "1"}'), ("--traceparent", "00-abc-def-01")):
+        done = run_keel(
+            cli_env(store),
+            "score",
+            MODEL,
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "no.jsonl"),
+            *bad,
+        )
+        assert done.returncode == 2 and not (tmp_path / "no.jsonl").exists(), done.stdout + done.stderr
+        assert ("context.process_instance" if bad[0] == "--context" else "traceparent") in done.stderr
+    # Spark reads no context columns: said before any Spark work starts.
+    spark = run_keel(
+        cli_env(store), "score", MODEL, "--input", str(source), "--output", str(tmp_path / "s.jsonl"),
+        "--engine", "spark",
+    )  # fmt: skip
+    assert spark.returncode == 2 and "context.process_instance_id" in spark.stderr, spark.stderr
+    db.dispose()

@@ -34,11 +34,21 @@ def _wait_for_alias(server: Server, alias: str, version: str, timeout: float = 6
     raise AssertionError(f"service did not pick up {alias} v{version}")
 
 
-def _decide(server: Server, cases: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
+def _decide(
+    server: Server,
+    cases: list[dict[str, Any]],
+    batch: int,
+    context: dict[str, Any] | None = None,
+    traceparent: str | None = None,
+) -> list[dict[str, Any]]:
     out = []
+    headers = {"traceparent": traceparent} if traceparent else {}
     with server.client("decide") as http:
         for i in range(0, len(cases), batch):
-            r = http.post(f"/v1/{MODEL}/decide", json={"cases": cases[i : i + batch]})
+            body: dict[str, Any] = {"cases": cases[i : i + batch]}
+            if context is not None:
+                body["context"] = context
+            r = http.post(f"/v1/{MODEL}/decide", json=body, headers=headers)
             assert r.status_code == 200, r.text
             out += r.json()["decisions"]
     return out
@@ -74,17 +84,33 @@ def test_shadow_is_logged_never_returned_and_canary_takes_its_share(
     assert moved.returncode == 0 and "within 0.5 s" in moved.stdout, moved.stdout + moved.stderr
     _wait_for_alias(server, "shadow", second)
     cases = cases_of(MODEL, 60, seed=71)
-    # One-case requests (decided on the event loop) and batches (in a worker thread) alike.
-    decided = _decide(server, cases[:20], 1) + _decide(server, cases[20:], 20)
+    # One-case requests (decided on the event loop) and batches (in a worker thread) alike, each
+    # with a correlation context: the call's with a traceparent, or each case's own.
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    asked = {"process_definition_id": "ap", "process_instance_id": "pi-0815"}
+    own = [{**c, "context": {"business_key": f"INV-{i}"}} for i, c in enumerate(cases[20:])]
+    decided = _decide(server, cases[:20], 1, asked, trace) + _decide(server, own, 20, {"element_id": "e"})
     versions = {(d["versions"]["model_version"], d["versions"]["alias"]) for d in decided}
     assert versions == {(champion, "champion")}, versions
     assert all("shadow" not in json.dumps(d) for d in decided)
-    live_ids = {d["decision_id"] for d in decided}
-    shadows = _shadow_rows(log, live_ids)
-    assert len(shadows) == len(live_ids) and {v for _, v, _ in shadows} == {second}
+    live = {d["decision_id"]: d for d in decided}
+    shadows = _shadow_rows(log, set(live))
+    assert len(shadows) == len(live) and {v for _, v, _ in shadows} == {second}
+    for _, _, text in shadows:  # each shadow decision carries its champion decision's correlation
+        record, champion_decision = json.loads(text), live[json.loads(text)["shadow_of"]]
+        assert record["context"] == champion_decision["context"]
+        assert record.get("traceparent") == champion_decision.get("traceparent")
+    assert sum(json.loads(t).get("traceparent") == trace for _, _, t in shadows) == 20
+    assert {json.loads(t)["context"].get("business_key") for _, _, t in shadows} >= {"INV-0", "INV-39"}
     with server.client("read") as http:
         looked = http.get(f"/v1/decisions/{shadows[0][0]}").json()
+        # The process search lists what the process was answered with, not the shadow's.
+        instance = http.get("/v1/decisions", params={"process_instance": "pi-0815", "limit": 200}).json()
     assert looked["origin"] == "shadow" and looked["versions"]["alias"] == "shadow"
+    assert looked["context"] == live[looked["shadow_of"]]["context"]
+    assert sorted(d["decision_id"] for d in instance["decisions"]) == sorted(
+        d["decision_id"] for d in decided[:20]
+    )
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert f'keel_shadow_decisions_total{{model="{MODEL}"}} 60.0' in metrics
     assert run_keel(env, "shadow", MODEL, "off").returncode == 0

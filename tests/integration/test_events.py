@@ -270,3 +270,64 @@ def test_replicas_on_one_postgres_log_do_not_deliver_an_event_twice(tmp_path: Pa
         for d in replicas:
             d.db.dispose()
         db.dispose()
+
+
+@pytest.mark.slow
+def test_the_monitor_webhook_alone_gets_one_signed_verdict_per_monitor_run(
+    store: Store, registered: dict[str, str], tmp_path: Path
+) -> None:
+    """KEEL_MONITOR_WEBHOOK_URL as the only sink: each `keel monitor` run reaches it once as a
+    signed `io.keel.monitor.verdict` through the outbox, the run made while it was down too;
+    the alias moves in the same log are not its business and wait, pending, for a sink that
+    takes them."""
+    port, log_url = free_port(), f"sqlite:///{tmp_path / 'decisions.db'}"
+    db = Database(log_url)
+    db.create_schema()
+    try:
+        moves = move_aliases(log_url, registered[MODEL])
+    finally:
+        restore(registered[MODEL])
+    fill_log(store, None, MODEL, "none", 300, seed=7, url=log_url)
+    env = cli_env(
+        store,
+        KEEL_DECISION_LOG_URL=log_url,
+        KEEL_MONITOR_WEBHOOK_URL=f"http://127.0.0.1:{port}/ops/t0ken-in-path",
+        **{k: v for k, v in event_env(port).items() if k != "KEEL_EVENTS_SINKS"},
+    )
+    args = ("monitor", MODEL, "--window", "2h", "--out", str(tmp_path / "reports"))
+    # Run without signing keys: the verdict is queued all the same, and the monitor says that
+    # nothing can deliver it until they are set.
+    unsigned = {k: v for k, v in env.items() if k != "KEEL_EVENTS_SIGNING_KEYS"}
+    first = run_keel(unsigned, *args, timeout=600)
+    assert first.returncode in (0, 1, 2), first.stdout + first.stderr
+    assert "no dispatcher can deliver them" in first.stderr
+    assert "KEEL_MONITOR_WEBHOOK_URL is set but KEEL_EVENTS_SIGNING_KEYS is not" in first.stderr
+    down = run_keel(env, "events", "deliver")  # nothing listens yet
+    assert down.returncode == 1 and "0 delivered, 1 to retry later" in down.stdout, down.stdout + down.stderr
+    with receiving(port) as receiver:
+        second = run_keel(env, *args, timeout=600)
+        assert second.returncode in (0, 1, 2), second.stdout + second.stderr
+        assert "dispatcher" not in second.stderr
+        time.sleep(0.6)  # past the backoff of the failed attempt (at most KEEL_EVENTS_BACKOFF_MAX)
+        sent = run_keel(env, "events", "deliver")
+        assert sent.returncode == 0 and "2 delivered" in sent.stdout, sent.stdout + sent.stderr
+        again = run_keel(env, "events", "deliver")
+        assert again.returncode == 0 and "0 delivered" in again.stdout
+        events = [verified(h, b) for h, b in receiver.received]
+    assert [e.get_type() for e in events] == [MONITOR_VERDICT] * 2
+    assert all(h["Host"] == f"127.0.0.1:{port}" for h, _ in receiver.received)
+    with db.reading() as reader:
+        run_ids = {str(r[0]) for r in reader.all("SELECT run_id FROM monitor_runs")}
+    assert {e.get_subject() for e in events} == run_ids and len(run_ids) == 2
+    assert all(set(e.get_data()) == VERDICT_FIELDS for e in events)
+    listed = json.loads(run_keel(env, "events", "list", "--json").stdout)
+    assert listed["counts"] == {"pending": moves, "delivered": 2, "failed": 0}
+    assert {r["type"] for r in listed["events"] if r["status"] == outbox.PENDING} == {
+        ALIAS_MOVED,
+        PROMOTION_REQUESTED,
+    }
+    assert all(r["attempts"] == 0 for r in listed["events"] if r["status"] == outbox.PENDING)
+    shown = run_keel(env, "events", "list").stdout
+    assert f"127.0.0.1:{port}  (io.keel.canary.rolled_back, io.keel.monitor.verdict)" in shown
+    assert "t0ken" not in shown  # a webhook's path may hold its secret: never printed
+    db.dispose()

@@ -19,11 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from mlflow.tracking import MlflowClient
 
 from keel.cli.simulate import case_payloads, reviewer_verdicts
 from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
+from keel.events.catalog import MONITOR_VERDICT
+from keel.events.signing import verify
 from keel.feature_defs.contract import load_contract
 from keel.models import registry
 from keel.monitoring import runs
@@ -36,6 +39,8 @@ from keel.serving.model_set import ModelSet
 from keel.serving.settings import ServingSettings
 from keel.training.generators import generate
 from tests.conftest import Store, cli_env, run_keel
+
+WEBHOOK_KEYS = {"monitor-2026": "m" * 40}
 
 
 @dataclass
@@ -240,11 +245,11 @@ def test_a_window_with_a_few_decisions_could_not_run(
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    bodies: ClassVar[list[dict[str, Any]]] = []
+    requests: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
-        self.bodies.append(json.loads(self.rfile.read(length)))
+        self.requests.append((dict(self.headers.items()), self.rfile.read(length)))
         self.send_response(204)
         self.end_headers()
 
@@ -255,8 +260,9 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_results_reach_people_and_evidence_accumulates(
     store: Store, windows: dict[str, Window], tmp_path: Path
 ) -> None:
-    """One real run over HTTP-free CLI: webhook to a local receiver, Prometheus textfile,
-    history + trend page, and the sequential evidence file; a second run consumes nothing twice."""
+    """Two real runs of the CLI: a verdict CloudEvent per run to the monitor webhook (a local
+    receiver, delivered from the outbox by `keel events deliver`), Prometheus textfile, history +
+    trend page, and the sequential evidence file; the second run consumes nothing twice."""
     server = HTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -264,18 +270,19 @@ def test_results_reach_people_and_evidence_accumulates(
     try:
         extra = {
             "KEEL_MONITOR_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
+            "KEEL_EVENTS_SIGNING_KEYS": json.dumps(WEBHOOK_KEYS),
             "KEEL_MONITOR_PROMETHEUS_FILE": str(prom),
             "KEEL_DECISION_LOG_URL": windows["segment_overrides"].url,
         }
         args = ("monitor", "routing", "--window", "2h", "--out", str(tmp_path))
         first = run_keel(cli_env(store, **extra), *args, timeout=600)
         second = run_keel(cli_env(store, **extra), *args, timeout=600)
+        assert _Receiver.requests == []  # the monitor posts nothing itself: the outbox delivers
+        sent = run_keel(cli_env(store, **extra), "events", "deliver")
     finally:
         server.shutdown()
     assert first.returncode in (1, 2) and second.returncode == first.returncode, first.stderr
-    body = _Receiver.bodies[0]
-    assert body["models"][0]["model"] == "routing" and body["models"][0]["findings"]
-    assert any(f["check"] == "process_drift" for f in body["models"][0]["findings"])
+    assert sent.returncode == 0, sent.stdout + sent.stderr
     text = prom.read_text()
     assert 'keel_monitor_check_status{check="process_drift",model="routing"}' in text
     assert 'keel_monitor_exit_code{model="routing"}' in text
@@ -284,6 +291,22 @@ def test_results_reach_people_and_evidence_accumulates(
     history = [r for r in runs.runs(db, "routing") if str(r.report_dir).startswith(str(tmp_path))]
     verdicts = {v["check"]: v for v in history[-1].verdicts}  # the first of the two runs
     assert len(history) == 2 and verdicts["process_drift"]["status"] != "ok"
+    # One signed verdict CloudEvent per run (other tests' runs on this log may arrive too).
+    events = {}
+    for headers, body in _Receiver.requests:
+        assert verify(headers, body, WEBHOOK_KEYS), "signature does not verify"
+        event = from_http_event(HTTPMessage(headers=headers, body=body))
+        assert event.get_type() == MONITOR_VERDICT and event.get_id() not in events
+        events[event.get_id()] = event
+    mine = {
+        e.get_subject(): e.get_data()
+        for e in events.values()
+        if e.get_subject() in {r.run_id for r in history}
+    }
+    assert len(mine) == 2
+    first_event = mine[history[-1].run_id]
+    assert first_event["model"] == "routing" and first_event["status"] == history[-1].status
+    assert {v["check"]: v["status"] for v in first_event["verdicts"]}["process_drift"] != "ok"
     trend = (tmp_path / "routing" / "trend.html").read_text()
     assert trend.count("<tr>") == 1 + len(runs.runs(db, "routing")) and "sequential process drift" in trend
     for run in history:  # each run also in MLflow: its checks as metrics, its report as artifacts

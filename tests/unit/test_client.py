@@ -8,13 +8,15 @@ import sys
 import time
 
 import httpx
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
 from keel.client import MAX_CONTEXT_BYTES, Context, RetryPolicy, parse_traceparent
 from keel.client.calls import Tries, decide_call, feedback_call, retry_after
 from keel.errors import FieldError, InvalidInput
-from keel.serving.correlation import case_contexts
+from keel.serving.batch_io import frame_contexts
+from keel.serving.correlation import case_contexts, row_contexts
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -67,6 +69,32 @@ def test_case_contexts_merge_per_field_and_report_every_problem() -> None:
         (1, "context.tenant_id"),
     ]
     assert all(isinstance(e, FieldError) for e in bad.value.errors)
+
+
+def test_batch_rows_take_the_runs_context_overridden_by_their_own_columns() -> None:
+    frame = pd.DataFrame(
+        {
+            "amount": [1.0, 2.0, 3.0],
+            "context.process_instance_id": [42, None, 7],  # a Parquet number column with a gap
+            "context.process_definition_version": [3, 3, 4],
+        }
+    )
+    own = frame_contexts(frame)
+    assert own == [
+        {"process_instance_id": "42", "process_definition_version": 3},
+        {"process_definition_version": 3},
+        {"process_instance_id": "7", "process_definition_version": 4},
+    ]
+    assert frame_contexts(frame[["amount"]]) is None
+    contexts, errors = row_contexts({"process_instance_id": "run", "element_id": "e"}, own, 3)
+    assert errors == [] and contexts is not None
+    assert [c["process_instance_id"] for c in contexts] == ["42", "run", "7"] and contexts[1][
+        "element_id"
+    ] == "e"
+    assert row_contexts(None, None, 2) == (None, [])  # no context anywhere: records stay as before
+    assert row_contexts({"business_key": "b"}, None, 2) == ([{"business_key": "b"}] * 2, [])
+    _, bad = row_contexts({"business_key": "b" * 1024}, [{}, {"element_id": "e" * 1024}], 2)
+    assert [(e.row, e.field) for e in bad] == [(1, "context")]  # merged over 2 KiB
 
 
 def test_retry_waits_grow_honour_retry_after_and_stop_at_the_limits() -> None:

@@ -1,4 +1,5 @@
-"""Event signatures, retry schedule, settings and the outbox's leases (on a real SQLite log)."""
+"""Event signatures, retry schedule, settings and sinks, and the outbox's leases and type filter
+(on a real SQLite log)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pydantic import ValidationError
 from keel.decision_log import outbox
 from keel.decision_log.database import Database
 from keel.errors import InvalidInput
+from keel.events.catalog import ALIAS_MOVED, CANARY_ROLLED_BACK, MONITOR_VERDICT
 from keel.events.dispatcher import backoff, request_of
 from keel.events.settings import EventSettings
 from keel.events.signing import sign, verify
+from keel.events.sinks import MONITOR_WEBHOOK_TYPES, claimable_types
 
 KEYS = {"old": "o" * 32, "new": "n" * 32}
 
@@ -110,4 +113,46 @@ def test_a_claim_holds_its_events_until_settled_or_its_lease_ends(tmp_path: Path
     assert outbox.requeue(db, now=140.0) == 1
     (row,) = [r for r in outbox.listing(db, outbox.PENDING) if r["subject"] == "s1"]
     assert row["attempts"] == 0 and row["last_error"] == "HTTP 500" and row["next_attempt_at"] == 140.0
+    db.dispose()
+
+
+def test_the_monitor_webhook_is_one_more_sink_for_what_monitoring_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEEL_MONITOR_WEBHOOK_URL", "https://ops.example/hook")
+    with pytest.raises(InvalidInput, match=r"KEEL_MONITOR_WEBHOOK_URL is set but .* always signed"):
+        EventSettings.load()
+    monkeypatch.setenv("KEEL_EVENTS_SIGNING_KEYS", '{"k1": "' + "x" * 32 + '"}')
+    (sink,) = EventSettings().targets
+    assert sink.url == "https://ops.example/hook" and sink.types == MONITOR_WEBHOOK_TYPES
+    assert sink.wants(MONITOR_VERDICT) and sink.wants(CANARY_ROLLED_BACK) and not sink.wants(ALIAS_MOVED)
+    assert claimable_types([sink]) == {MONITOR_VERDICT, CANARY_ROLLED_BACK}
+    monkeypatch.setenv("KEEL_EVENTS_SINKS", "https://all.example/x, https://ops.example/hook")
+    both = EventSettings().targets  # one URL in both settings: one sink, every type, once
+    assert [(s.url, s.types) for s in both] == [
+        ("https://all.example/x", None),
+        ("https://ops.example/hook", None),
+    ]
+    assert claimable_types(both) is None and len({s.id for s in both}) == 2
+    monkeypatch.setenv("KEEL_MONITOR_WEBHOOK_URL", "file:///tmp/hook")
+    with pytest.raises(InvalidInput, match="http"):
+        EventSettings.load()
+
+
+def test_a_claim_takes_only_the_types_its_sinks_receive(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'log.db'}")
+    db.create_schema()
+    conn = db.connect()
+    try:
+        with db.transaction(conn):
+            kinds = [ALIAS_MOVED, MONITOR_VERDICT, ALIAS_MOVED, CANARY_ROLLED_BACK]
+            outbox.stage(
+                conn, [outbox.OutboxEvent(k, "/keel/test", str(i), {}) for i, k in enumerate(kinds)], 1.0
+            )
+    finally:
+        conn.close()
+    assert outbox.claim(db, "none", 10, 30, 2.0, frozenset()) == []
+    monitoring = outbox.claim(db, "m", 10, 30, 2.0, MONITOR_WEBHOOK_TYPES)
+    assert [c.event.subject for c in monitoring] == ["1", "3"]
+    assert [c.event.subject for c in outbox.claim(db, "all", 10, 30, 2.0)] == ["0", "2"]
     db.dispose()

@@ -204,8 +204,10 @@ def _result(tmp_path: Path, status: str) -> Any:
 
 
 def test_history_trend_page_and_prometheus_textfile(tmp_path: Path, store: Store) -> None:
+    from keel.decision_log import outbox
     from keel.decision_log.database import Database
-    from keel.monitoring.publish import publish, webhook_payload
+    from keel.events.catalog import MONITOR_VERDICT
+    from keel.monitoring.publish import publish
     from keel.monitoring.runs import runs as recorded_runs
     from keel.monitoring.settings import MonitorSettings
     from keel.settings import StateSettings
@@ -227,10 +229,9 @@ def test_history_trend_page_and_prometheus_textfile(tmp_path: Path, store: Store
     assert 'keel_monitor_check_status{check="segment_mix",model="routing"} 2.0' in text
     assert 'keel_monitor_check_status{check="process_drift",model="routing"} 0.0' in text
     assert "# TYPE keel_monitor_check_status gauge" in text
-    payload = webhook_payload([_result(tmp_path, "alert")])
-    assert payload["worst_exit_code"] == 2 and [f["check"] for f in payload["models"][0]["findings"]] == [
-        "segment_mix"
-    ]
-    refused = MonitorSettings(webhook_url="http://127.0.0.1:9/nothing-listens")
-    problems = publish([_result(tmp_path, "alert")], tmp_path, refused, db, artifacts)
-    assert len(problems) == 1 and problems[0].startswith("webhook not delivered")
+    # Each run's verdict is an event in the outbox (for every sink, the monitor webhook among
+    # them), staged with its row; the monitor itself posts nothing.
+    staged = outbox.listing(db)
+    assert [e["type"] for e in staged] == [MONITOR_VERDICT] * 2
+    assert [e["data"]["status"] for e in staged] == ["alert", "ok"]  # newest first
+    assert {e["subject"] for e in staged} == {r.run_id for r in runs}
