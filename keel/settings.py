@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from pathlib import Path
 
 from pydantic import Field
@@ -57,3 +59,21 @@ def prepare_state(settings: StateSettings) -> StateSettings:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return settings
+
+
+def local_secret(path: Path) -> str:
+    """A random secret kept in `path` (mode 600), made by the first process that asks: for a
+    machine of its own when no shared secret is configured (console sessions, event signing)."""
+    try:
+        # O_EXCL: two processes starting at once agree on the first one's secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the maker may not have written it yet (bounded: 5 s)
+            text = path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.1)
+        raise RuntimeError(f"{path} stays empty: remove it and start again") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from keel.decision_log import DecisionLog
 from keel.decision_log.database import Database
 from keel.events.dispatcher import Dispatcher
-from keel.events.settings import EventSettings
+from keel.events.settings import LOCAL_KEY_FILE, LOCAL_KEY_ID, EventSettings
 from keel.serving.challengers import ShadowScorer
 from keel.serving.decider import Decider
 from keel.serving.keys import KeySettings, KeyStore
@@ -69,7 +69,14 @@ class Runtime:
         metrics.ready.set_function(lambda: float(rt.loaded.is_set()))
         threading.Thread(target=rt._load_loop, name="model-loader", daemon=True).start()
         threading.Thread(target=rt._audit_loop, name="audit-plans", daemon=True).start()
-        events = EventSettings.load()
+        events = EventSettings.load(state.home_dir)
+        if events.own_key:
+            log.warning(
+                "events to KEEL_MONITOR_WEBHOOK_URL are signed with key id %r kept in %s; set "
+                "KEEL_EVENTS_SIGNING_KEYS to share a key with receivers and replicas",
+                LOCAL_KEY_ID,
+                state.home_dir / LOCAL_KEY_FILE,
+            )
         if events.enabled and events.dispatch_in_serve:  # off the request path: a thread of its own
             dispatcher = Dispatcher(db, events)
             threading.Thread(

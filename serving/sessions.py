@@ -13,7 +13,6 @@ pre-session cookie the same way.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.serving.keys import TokenBucket
+from keel.settings import local_secret
 
 __all__ = [
     "COOKIE",
@@ -82,15 +82,7 @@ def console_secret(settings: ConsoleSettings, home: Path) -> tuple[str, bool]:
     """The signing secret, and whether it is this machine's own (made in `home`, not shared)."""
     if settings.secret is not None and settings.secret.get_secret_value():
         return settings.secret.get_secret_value(), False
-    path = home / SECRET_FILE
-    try:
-        # O_EXCL: two processes starting at once agree on the first one's secret.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip(), True
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(48))
-    return path.read_text().strip(), True
+    return local_secret(home / SECRET_FILE), True
 
 
 @dataclass(frozen=True)

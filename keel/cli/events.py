@@ -7,6 +7,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keel.cli.common import _state
@@ -24,25 +25,26 @@ MAX_PASSES = 10_000
 def cmd_events(args: argparse.Namespace) -> int:
     from keel.decision_log.database import Database
 
-    db = Database(_state(registry=False, log=True).log_url)
+    state = _state(registry=False, log=True)
+    db = Database(state.log_url)
     db.create_schema()  # a log made before the outbox existed gets its table (migration 0010)
     if args.events_command == "deliver":
-        return _deliver(db)
+        return _deliver(db, state.home_dir)
     if args.events_command == "retry":
         from keel.decision_log import outbox
 
         print(f"events: {outbox.requeue(db, time.time())} failed event(s) pending again")
         return 0
     if args.events_command == "purge":
-        return _purge(db)
-    return _list(db, args.status, args.limit, args.json)
+        return _purge(db, state.home_dir)
+    return _list(db, state.home_dir, args.status, args.limit, args.json)
 
 
-def _purge(db: Database) -> int:
+def _purge(db: Database, home: Path) -> int:
     from keel.events.dispatcher import purge_settled
     from keel.events.settings import EventSettings
 
-    settings = EventSettings.load()
+    settings = EventSettings.load(home)
     gone = purge_settled(db, settings)
     print(
         f"events: {gone} settled event(s) purged (delivered over {settings.keep_delivered_days:g} "
@@ -51,11 +53,11 @@ def _purge(db: Database) -> int:
     return 0
 
 
-def _deliver(db: Database) -> int:
+def _deliver(db: Database, home: Path) -> int:
     from keel.events.dispatcher import DeliveryReport, Dispatcher
     from keel.events.settings import EventSettings
 
-    settings = EventSettings.load()
+    settings = EventSettings.load(home)
     if not settings.enabled:
         print("events: no sinks configured (KEEL_EVENTS_SINKS, KEEL_MONITOR_WEBHOOK_URL); nothing delivered")
         return int(ExitCode.NO_STATE)
@@ -71,26 +73,32 @@ def _deliver(db: Database) -> int:
     return 0 if total.retrying == total.failed == 0 else 1
 
 
-def _sink_lines() -> list[str]:
+def _sink_lines(home: Path) -> list[str]:
     """The configured sinks by id (as errors name them), with scheme and host only: a webhook's
     path often holds its secret."""
     from urllib.parse import urlsplit
 
-    from keel.events.settings import EventSettings
+    from keel.events.settings import LOCAL_KEY_FILE, LOCAL_KEY_ID, EventSettings
 
     try:
-        sinks = EventSettings.load().targets
+        settings = EventSettings.load(home)
     except InvalidInput as exc:  # the listing still helps; say what is wrong with the settings
         return [f"sinks: {exc}"]
     out = []
-    for sink in sinks:
+    if settings.own_key:
+        out.append(f"signing key id {LOCAL_KEY_ID!r}: KEEL_HOME's own ({home / LOCAL_KEY_FILE})")
+    for sink in settings.targets:
         where = urlsplit(sink.url)
         kinds = "every type" if sink.types is None else ", ".join(sorted(sink.types))
         out.append(f"sink {sink.id}  {where.scheme}://{where.netloc.rpartition('@')[2]}  ({kinds})")
-    return out or ["sinks: none configured here (KEEL_EVENTS_SINKS, KEEL_MONITOR_WEBHOOK_URL)"]
+    return (
+        out
+        if settings.targets
+        else ["sinks: none configured here (KEEL_EVENTS_SINKS, KEEL_MONITOR_WEBHOOK_URL)"]
+    )
 
 
-def _list(db: Database, status: str | None, limit: int, as_json: bool) -> int:
+def _list(db: Database, home: Path, status: str | None, limit: int, as_json: bool) -> int:
     from keel.decision_log import outbox
 
     rows = outbox.listing(db, status, limit)
@@ -99,7 +107,7 @@ def _list(db: Database, status: str | None, limit: int, as_json: bool) -> int:
         return 0
     counts = outbox.counts(db)
     print("events: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    for line in _sink_lines():
+    for line in _sink_lines(home):
         print(line)
     for r in rows:
         due = ""

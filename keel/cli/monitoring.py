@@ -110,18 +110,18 @@ def _monitor(args: argparse.Namespace) -> int:
     for problem in publish(results, out_root, settings, db, state.artifact_location):
         print(f"keel: {problem}", file=sys.stderr)
     if results:
-        _check_event_settings()
+        _check_event_settings(state.home_dir)
     return worst
 
 
-def _check_event_settings() -> None:
+def _check_event_settings(home: Any) -> None:
     """The verdicts are queued in the outbox whatever the settings say; a sink setting no
     dispatcher could use (KEEL_MONITOR_WEBHOOK_URL without signing keys, say) is said here too,
     where users of the monitor webhook look, not only when `keel serve` starts."""
     from keel.events.settings import EventSettings
 
     try:
-        EventSettings.load()
+        EventSettings.load(home)
     except InvalidInput as exc:
         print(f"keel: verdict events are queued but no dispatcher can deliver them: {exc}", file=sys.stderr)
 

@@ -3,6 +3,7 @@ signing keys, the retry schedule, how long settled events are kept."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -10,10 +11,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.errors import InvalidInput
 from keel.events.sinks import Sink, configured_sinks
+from keel.settings import local_secret
 
 __all__ = ["EventSettings"]
 
 MIN_KEY_CHARS = 32
+LOCAL_KEY_FILE = "events-signing-key"
+"""In KEEL_HOME: signs the monitor webhook's events when no KEEL_EVENTS_SIGNING_KEYS are set."""
+LOCAL_KEY_ID = "local"
 
 
 def _http_url(url: str) -> str:
@@ -109,10 +114,16 @@ class EventSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _signed(self) -> EventSettings:
-        if self.targets and not self.signing_keys:
-            named = "KEEL_EVENTS_SINKS" if self.sinks else "KEEL_MONITOR_WEBHOOK_URL"
-            raise ValueError(f"{named} is set but KEEL_EVENTS_SIGNING_KEYS is not: events are always signed")
+        # KEEL_MONITOR_WEBHOOK_URL alone worked before signing existed: `load` gives it a key of
+        # KEEL_HOME's own instead. Sinks configured for events must say how they are signed.
+        if self.sinks and not self.signing_keys:
+            raise ValueError(
+                "KEEL_EVENTS_SINKS is set but KEEL_EVENTS_SIGNING_KEYS is not: events are always signed"
+            )
         return self
+
+    own_key: bool = False
+    """Set by `load`: the signing key is KEEL_HOME's own (events-signing-key), not a shared one."""
 
     @property
     def targets(self) -> tuple[Sink, ...]:
@@ -124,11 +135,23 @@ class EventSettings(BaseSettings):
         return bool(self.targets)
 
     @classmethod
-    def load(cls) -> EventSettings:
-        """The settings from the environment; a bad value is one InvalidInput line, not a traceback."""
+    def load(cls, home: Path | None = None) -> EventSettings:
+        """The settings from the environment; a bad value is one InvalidInput line, not a traceback.
+
+        With only KEEL_MONITOR_WEBHOOK_URL set and no signing keys, its events are signed with a
+        key made once in `home` (KEEL_HOME/events-signing-key, id "local"), so the setting keeps
+        working as it did; a receiver that wants to verify them reads that file or gets a shared
+        KEEL_EVENTS_SIGNING_KEYS. Without `home` that case is refused like any unsigned sink."""
         try:
-            return cls()
+            settings = cls()
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "KEEL_EVENTS_*"
             raise InvalidInput(f"event settings ({where}): {first['msg']}") from None
+        if settings.targets and not settings.signing_keys:
+            if home is None:
+                why = "KEEL_MONITOR_WEBHOOK_URL is set but KEEL_EVENTS_SIGNING_KEYS is not"
+                raise InvalidInput(f"{why}: events are always signed")
+            secret = SecretStr(local_secret(home / LOCAL_KEY_FILE))
+            settings = settings.model_copy(update={"signing_keys": {LOCAL_KEY_ID: secret}, "own_key": True})
+        return settings

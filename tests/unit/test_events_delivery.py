@@ -156,3 +156,24 @@ def test_a_claim_takes_only_the_types_its_sinks_receive(tmp_path: Path) -> None:
     assert [c.event.subject for c in monitoring] == ["1", "3"]
     assert [c.event.subject for c in outbox.claim(db, "all", 10, 30, 2.0)] == ["0", "2"]
     db.dispose()
+
+
+def test_the_monitor_webhook_alone_is_signed_with_a_key_of_keel_homes_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KEEL_EVENTS_SIGNING_KEYS", raising=False)
+    monkeypatch.delenv("KEEL_EVENTS_SINKS", raising=False)
+    monkeypatch.setenv("KEEL_MONITOR_WEBHOOK_URL", "https://ops.example/hook")
+    first = EventSettings.load(tmp_path)
+    again = EventSettings.load(tmp_path)
+    assert first.own_key and list(first.signing_keys) == ["local"]
+    secret = first.signing_keys["local"].get_secret_value()
+    assert len(secret) >= 32 and again.signing_keys["local"].get_secret_value() == secret
+    assert (tmp_path / "events-signing-key").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("KEEL_EVENTS_SIGNING_KEYS", '{"k1": "' + "x" * 32 + '"}')
+    shared = EventSettings.load(tmp_path)  # a configured key always wins
+    assert not shared.own_key and list(shared.signing_keys) == ["k1"]
+    monkeypatch.delenv("KEEL_EVENTS_SIGNING_KEYS")
+    monkeypatch.setenv("KEEL_EVENTS_SINKS", "https://all.example/x")
+    with pytest.raises(InvalidInput, match="always signed"):  # sinks of events must say their key
+        EventSettings.load(tmp_path)
