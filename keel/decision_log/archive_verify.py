@@ -3,8 +3,9 @@
 Checked, and named when wrong: each manifest's signature (HMAC under the chain key it names), each
 file's sha256, every row's hash and link (the same `ChainWalk` rules as `keel verify-log`), each
 segment's first and last rows against its manifest, continuity from one month to the next, the
-copies of the alias and audit-plan chains (each whole from genesis, each later copy extending the
-earlier), and, given the live log, that the live chains continue from the archived heads.
+copies of the alias, audit-plan and retention chains (each whole from genesis, each later copy
+extending the earlier), and, given the live log, that the live chains continue from the archived
+heads.
 
 Rows are hashed in parallel (the chain is sequential, but a row's check needs only its own stored
 link, so a file's row groups are checked in separate processes and their ends joined afterwards).
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from keel.decision_log.archive_format import (
     COPIED,
-    FORMAT,
+    COPIES_OF,
     SEGMENTED,
     Part,
     arrow_schema,
@@ -125,13 +126,16 @@ def _check_span(
 
 
 def _check_manifest(manifest: dict[str, Any], keys: ChainKeys) -> str | None:
-    if manifest.get("format") != FORMAT:
-        return f"manifest format {manifest.get('format')!r} is not {FORMAT}"
+    if manifest.get("format") not in COPIES_OF:
+        return f"manifest format {manifest.get('format')!r} is not one of {', '.join(COPIES_OF)}"
     key = keys.keys.get(str(manifest.get("key_id")))
     if key is None:
         return f"manifest is signed with chain key {manifest.get('key_id')!r}, which the key file lacks"
     if not hmac.compare_digest(manifest_mac(key, manifest), str(manifest.get("mac"))):
         return "manifest does not match its signature (it was edited)"
+    missing = [t for t in COPIES_OF[str(manifest["format"])] if t not in manifest.get("copies", {})]
+    if missing:
+        return f"manifest lists no copy of the {', '.join(missing)} chain"
     return None
 
 
