@@ -20,6 +20,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.decision_log.alias_history import LEGACY_HEAD
@@ -36,7 +37,7 @@ from keel.decision_log.archive_format import (
     parts_of,
     read_manifest,
 )
-from keel.decision_log.archive_verify import verify_month
+from keel.decision_log.archive_verify import hashing_pool, verify_month
 from keel.decision_log.database import GENESIS, Database, Reader
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.months import month_after, month_bounds, month_of
@@ -78,10 +79,10 @@ def archive_months(db: Database, keys: ChainKeys, before: date, url: str) -> Ite
     root = root.rstrip("/")
     done = month_folders(fs, root)
     heads = _continue_from(fs, root, done)
-    with db.reading(snapshot=True) as reader:
+    with db.reading(snapshot=True) as reader, hashing_pool(os.cpu_count() or 1) as pool:
         for month in _months(reader, heads, done, before):
             parts = _write_month(fs, root, month, reader, keys, heads)
-            problem = verify_month(fs, root, month, keys, os.cpu_count() or 1)
+            problem = verify_month(fs, root, month, keys, pool)
             if problem:
                 raise ArchiveError(f"{url}/{month} did not verify after writing: {problem}")
             heads = {t: (parts[t].last_seq, parts[t].last_hash) for t in SEGMENTED}
@@ -163,31 +164,23 @@ def _write_part(
     names = schema.names
     where, params = ("seq > ?", (after,)) if upto is None else ("seq > ? AND seq <= ?", (after, upto))
     sql = f"SELECT {', '.join(names)} FROM {table} WHERE {where} ORDER BY seq"
-    created = names.index("created_at")
     first_seq, last_seq, last_hash, count = None, after, prev, 0
     created_min, created_max = None, None
     path = f"{root}/{month}/{table}.parquet"
     with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
         for rows in reader.stream(sql, params, ROWS_PER_BATCH):
-            for r in rows:
-                if r[-3] != last_hash:
-                    raise ArchiveError(
-                        f"{table} seq {r[0]}: previous-hash link broken; the chain is not archived broken "
-                        "(run keel verify-log)"
-                    )
-                last_hash = r[-2]
             columns = list(zip(*rows, strict=True))
-            stamps = [str(v) for v in columns[created]]
-            created_min = min(filter(None, (created_min, min(stamps))))
-            created_max = max(filter(None, (created_max, max(stamps))))
-            first_seq = rows[0][0] if first_seq is None else first_seq
-            last_seq, count = rows[-1][0], count + len(rows)
-            writer.write_batch(
-                pa.record_batch(
-                    [pa.array(_typed(c, f.type), f.type) for c, f in zip(columns, schema, strict=True)],
-                    schema=schema,
-                )
+            batch = pa.record_batch(
+                [pa.array(_typed(c, f.type), f.type) for c, f in zip(columns, schema, strict=True)],
+                schema=schema,
             )
+            _check_links(table, batch, last_hash)
+            stamps = pc.min_max(batch.column("created_at"))
+            created_min = min(filter(None, (created_min, stamps["min"].as_py())))
+            created_max = max(filter(None, (created_max, stamps["max"].as_py())))
+            first_seq = rows[0][0] if first_seq is None else first_seq
+            last_seq, last_hash, count = rows[-1][0], rows[-1][-2], count + len(rows)
+            writer.write_batch(batch)
     return Part(
         file=f"{table}.parquet",
         sha256=file_sha256(fs, path),
@@ -199,6 +192,20 @@ def _write_part(
         created_min=created_min,
         created_max=created_max,
         legacy_until=legacy_until if table == "alias_history" else 0,
+    )
+
+
+def _check_links(table: str, batch: pa.RecordBatch, prev: str) -> None:
+    """Each row links to the one before it (the first to `prev`), compared a column at a time."""
+    links, hashes = batch.column("prev_hash"), batch.column("row_hash")
+    expected = pa.concat_arrays([pa.array([prev], pa.string()), hashes.slice(0, batch.num_rows - 1)])
+    matches = pc.equal(links, expected)
+    if pc.all(matches).as_py() and matches.null_count == 0:
+        return
+    bad = pc.index(pc.fill_null(matches, False), False).as_py()
+    raise ArchiveError(
+        f"{table} seq {batch.column('seq')[bad].as_py()}: previous-hash link broken; the chain is not "
+        "archived broken (run keel verify-log)"
     )
 
 

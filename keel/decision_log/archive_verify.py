@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.decision_log.archive_format import (
@@ -36,17 +39,18 @@ from keel.decision_log.archive_format import (
     parts_of,
     read_manifest,
 )
-from keel.decision_log.chain import column_digests
+from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, column_digests
 from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
 
-__all__ = ["ArchiveReport", "verify_archive", "verify_month"]
+__all__ = ["ArchiveReport", "hashing_pool", "verify_archive", "verify_month"]
 
 _KINDS = {"int64": "int", "bool": "int", "double": "float"}
 """How each Arrow type of an archived column is encoded for its row's digest."""
-GROUPS_PER_TASK = 8
-"""Row groups (of 20,000 rows) hashed by one worker task."""
+GROUPS_PER_TASK = 2
+"""Row groups (of 20,000 rows) hashed by one worker task: small enough that a month of a few
+hundred thousand rows still keeps every core busy, large enough that a task's start is noise."""
 
 
 @dataclass
@@ -96,15 +100,31 @@ def _check_span(
         present = set(parquet.schema_arrow.names)
         wanted = [n for n in names if n in present]
         for batch in parquet.iter_batches(batch_size=20_000, row_groups=groups, columns=wanted):
+            if not batch.num_rows:
+                continue
             data = {n: batch.column(n).to_pylist() for n in wanted}
             # A column added to the chain after this archive was written: NULL, as in the live log.
             columns = [data.get(n, [None] * batch.num_rows) for n in names]
             digests = column_digests(table, columns[1:-3], kinds)
+            seqs, prevs, hashes, key_ids = columns[0], columns[-3], columns[-2], columns[-1]
+            if walk is None:
+                walk = ChainWalk(table, keys, prev=prevs[0], legacy_until=legacy_until)
+                span.first_seq, span.first_prev = seqs[0], prevs[0]
+            # The common case, a run of rows under one key, checked a batch at a time; anything
+            # else (or anything wrong) is walked row by row, which names the row and the fault.
+            key_id = key_ids[0]
+            if (
+                key_id is not None
+                and key_ids.count(key_id) == len(key_ids)
+                and _origins_fit(table, batch)
+                and walk.run_keyed(seqs, digests, prevs, hashes, key_id)
+            ):
+                span.first_keyed = seqs[0] if span.first_keyed is None else span.first_keyed
+                if keep:
+                    span.hashes.update(zip(seqs, hashes, strict=True))
+                continue
             for row, digest in zip(zip(*columns, strict=True), digests, strict=True):
                 seq, stored_prev, stored_hash, key_id = row[0], row[-3], row[-2], row[-1]
-                if walk is None:
-                    walk = ChainWalk(table, keys, prev=stored_prev, legacy_until=legacy_until)
-                    span.first_seq, span.first_prev = seq, stored_prev
                 problem = walk.step_digest(seq, digest, row[1:-3], stored_prev, stored_hash, key_id)
                 if problem:
                     span.problem, span.bad_seq = problem, seq
@@ -123,6 +143,18 @@ def _check_span(
             walk.key_ids,
         )
     return span
+
+
+def _origins_fit(table: str, batch: pa.RecordBatch) -> bool:
+    """Decisions: batch callers and the batch origin go together (chain_walk's `_origin_problem`)."""
+    if table != "decisions":
+        return True
+    names = batch.schema.names
+    if "origin" not in names:
+        return False  # an archive from before the column: walked row by row
+    batch_caller = pc.starts_with(batch.column("caller"), BATCH_CALLER_PREFIX)
+    batch_origin = pc.fill_null(pc.equal(batch.column("origin"), BATCH), False)
+    return not pc.any(pc.not_equal(batch_caller, batch_origin)).as_py()
 
 
 def _check_manifest(manifest: dict[str, Any], keys: ChainKeys) -> str | None:
@@ -176,9 +208,23 @@ def _join(spans: list[_Span], part: Part, label: str) -> tuple[str, str | None]:
     return label, None
 
 
-def verify_month(fs: Any, root: str, month: str, keys: ChainKeys, workers: int = 1) -> str | None:
+@contextmanager
+def hashing_pool(workers: int) -> Iterator[Executor | None]:
+    """Processes that hash archived rows, started once for a whole run (None: this process)."""
+    if workers <= 1:
+        yield None
+        return
+    # forkserver: workers start clean, whatever threads pyarrow or the caller has running; the
+    # server imports this module once, so each worker starts with it loaded.
+    context = get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool
+
+
+def verify_month(fs: Any, root: str, month: str, keys: ChainKeys, pool: Executor | None = None) -> str | None:
     """One month's archive on its own: signature, files, rows. What is wrong, or None."""
-    report = _verify_months(fs, root, [month], keys, workers)
+    report = _verify_months(fs, root, [month], keys, pool)
     return None if report.ok else f"{report.where}: {report.problem}"
 
 
@@ -191,7 +237,8 @@ def verify_archive(
     months = month_folders(fs, root)
     if not months:
         return ArchiveReport(False, problem=f"no archived month (no folder with a manifest) at {url}")
-    report = _verify_months(fs, root, months, keys, workers or os.cpu_count() or 1)
+    with hashing_pool(workers or os.cpu_count() or 1) as pool:
+        report = _verify_months(fs, root, months, keys, pool)
     if report.ok and live is not None:
         report.live = _live_continues(live, report)
         if report.live.startswith("BROKEN"):
@@ -199,7 +246,9 @@ def verify_archive(
     return report
 
 
-def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, workers: int) -> ArchiveReport:
+def _verify_months(
+    fs: Any, root: str, months: list[str], keys: ChainKeys, pool: Executor | None
+) -> ArchiveReport:
     report = ArchiveReport(True, months=months, rows={t: 0 for t in (*SEGMENTED, *COPIED)})
     manifests = []
     for month in months:
@@ -224,7 +273,7 @@ def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, worke
         for table, part in parts_of(manifest, section).items()
         for task in _tasks(fs, root, month, table, part)
     ]
-    spans = _run([(*job[4], keys) for job in jobs], workers, memory="memory" in fs.protocol)
+    spans = _run([(*job[4], keys) for job in jobs], pool, memory="memory" in fs.protocol)
     by_part: dict[tuple[str, str], list[_Span]] = {}
     for job, span in zip(jobs, spans, strict=True):
         by_part.setdefault((job[0], job[2]), []).append(span)
@@ -252,12 +301,10 @@ def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, worke
     return report
 
 
-def _run(tasks: list[tuple[Any, ...]], workers: int, memory: bool) -> list[_Span]:
-    if workers <= 1 or memory or len(tasks) <= 1:  # memory:// lives in this process only
+def _run(tasks: list[tuple[Any, ...]], pool: Executor | None, memory: bool) -> list[_Span]:
+    if pool is None or memory or len(tasks) <= 1:  # memory:// lives in this process only
         return [_check_span(*t) for t in tasks]
-    # forkserver: workers start clean, whatever threads pyarrow or the caller has running
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
-        return list(pool.map(_check_span, *zip(*tasks, strict=True)))
+    return list(pool.map(_check_span, *zip(*tasks, strict=True)))
 
 
 def _keyed_order(

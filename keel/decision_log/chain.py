@@ -32,6 +32,7 @@ __all__ = [
     "RETENTION_COLUMNS",
     "SHADOW",
     "chain_hash",
+    "chain_hashes",
     "column_digests",
     "content_digest",
     "hashed_count",
@@ -203,6 +204,14 @@ def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.digest(key, message, "sha256").hex()
+
+
+def chain_hashes(prev_hashes: list[str], digests: list[str], key: bytes) -> list[str]:
+    """`chain_hash` of many keyed rows at once (each with its own stored previous hash)."""
+    digest = hmac.digest
+    return [
+        digest(key, f"{p}\n{d}".encode(), "sha256").hex() for p, d in zip(prev_hashes, digests, strict=True)
+    ]
 
 
 def row_hash(prev_hash: str, values: tuple[Any, ...], key: bytes | None = None) -> str:

@@ -165,6 +165,15 @@ def test_only_whole_closed_months_with_a_key(log: Database, keys: ChainKeys, tmp
         list(archive_months(log, ChainKeys(None, {}), date(2026, 10, 1), str(tmp_path / "a")))
 
 
+def test_a_broken_chain_is_not_archived(tmp_path: Path, keys: ChainKeys) -> None:
+    db = fill(f"sqlite:///{tmp_path / 'log.db'}", keys)
+    with db.writing() as conn:
+        conn.exec_driver_sql("UPDATE decisions SET prev_hash = ? WHERE seq = 457", ("f" * 64,))
+    with pytest.raises(ArchiveError, match="decisions seq 457: previous-hash link broken"):
+        list(archive_months(db, keys, date(2026, 11, 1), str(tmp_path / "archive")))
+    db.dispose()
+
+
 @pytest.fixture
 def archived(tmp_path: Path, keys: ChainKeys) -> Iterator[tuple[Path, Database]]:
     db = fill(f"sqlite:///{tmp_path / 'log.db'}", keys)
