@@ -11,6 +11,7 @@ starting from the archived head).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from keel.decision_log.alias_history import LEGACY_HEAD
@@ -168,18 +170,14 @@ def _write_part(
     created_min, created_max = None, None
     path = f"{root}/{month}/{table}.parquet"
     with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
-        for rows in reader.stream(sql, params, ROWS_PER_BATCH):
-            columns = list(zip(*rows, strict=True))
-            batch = pa.record_batch(
-                [pa.array(_typed(c, f.type), f.type) for c, f in zip(columns, schema, strict=True)],
-                schema=schema,
-            )
+        for batch in (_copied if reader.postgres else _fetched)(reader, sql, params, schema):
             _check_links(table, batch, last_hash)
             stamps = pc.min_max(batch.column("created_at"))
             created_min = min(filter(None, (created_min, stamps["min"].as_py())))
             created_max = max(filter(None, (created_max, stamps["max"].as_py())))
-            first_seq = rows[0][0] if first_seq is None else first_seq
-            last_seq, last_hash, count = rows[-1][0], rows[-1][-2], count + len(rows)
+            first_seq = batch.column("seq")[0].as_py() if first_seq is None else first_seq
+            last_seq, last_hash = batch.column("seq")[-1].as_py(), batch.column("row_hash")[-1].as_py()
+            count += batch.num_rows
             writer.write_batch(batch)
     return Part(
         file=f"{table}.parquet",
@@ -193,6 +191,38 @@ def _write_part(
         created_max=created_max,
         legacy_until=legacy_until if table == "alias_history" else 0,
     )
+
+
+def _fetched(
+    reader: Reader, sql: str, params: tuple[Any, ...], schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """SQLite: the rows through the driver, a batch at a time."""
+    for rows in reader.stream(sql, params, ROWS_PER_BATCH):
+        columns = list(zip(*rows, strict=True))
+        arrays = [pa.array(_typed(c, f.type), f.type) for c, f in zip(columns, schema, strict=True)]
+        yield pa.record_batch(arrays, schema=schema)
+
+
+def _copied(reader: Reader, sql: str, params: tuple[Any, ...], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """PostgreSQL: the rows as CSV from COPY, parsed by Arrow a batch at a time (no Python object
+    per value). NULL is an unquoted empty field, an empty string a quoted one."""
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema},
+        strings_can_be_null=True,
+        null_values=[""],
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+    options = {
+        "read_options": pacsv.ReadOptions(column_names=schema.names),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": convert,
+    }
+    rows = reader.copy_rows(sql, params)
+    while piece := list(itertools.islice(rows, ROWS_PER_BATCH)):
+        table = pacsv.read_csv(pa.BufferReader(b"".join(piece)), **options)
+        yield table.select(schema.names).cast(schema).combine_chunks().to_batches()[0]
 
 
 def _check_links(table: str, batch: pa.RecordBatch, prev: str) -> None:

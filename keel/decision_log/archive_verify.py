@@ -39,6 +39,7 @@ from keel.decision_log.archive_format import (
     parts_of,
     read_manifest,
 )
+from keel.decision_log.arrow_digests import batch_digests
 from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, column_digests
 from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import Database
@@ -48,6 +49,10 @@ __all__ = ["ArchiveReport", "hashing_pool", "verify_archive", "verify_month"]
 
 _KINDS = {"int64": "int", "bool": "int", "double": "float"}
 """How each Arrow type of an archived column is encoded for its row's digest."""
+LINKS = ("seq", "prev_hash", "row_hash", "key_id")
+POOL_MIN_GROUPS = 20
+"""Row groups (of 20,000 rows) below which hashing stays in this process: the workers' start
+(a process each, importing pyarrow) costs about as much as hashing 400,000 rows."""
 GROUPS_PER_TASK = 2
 """Row groups (of 20,000 rows) hashed by one worker task: small enough that a month of a few
 hundred thousand rows still keeps every core busy, large enough that a task's start is noise."""
@@ -102,11 +107,7 @@ def _check_span(
         for batch in parquet.iter_batches(batch_size=20_000, row_groups=groups, columns=wanted):
             if not batch.num_rows:
                 continue
-            data = {n: batch.column(n).to_pylist() for n in wanted}
-            # A column added to the chain after this archive was written: NULL, as in the live log.
-            columns = [data.get(n, [None] * batch.num_rows) for n in names]
-            digests = column_digests(table, columns[1:-3], kinds)
-            seqs, prevs, hashes, key_ids = columns[0], columns[-3], columns[-2], columns[-1]
+            seqs, prevs, hashes, key_ids = (batch.column(n).to_pylist() for n in LINKS)
             if walk is None:
                 walk = ChainWalk(table, keys, prev=prevs[0], legacy_until=legacy_until)
                 span.first_seq, span.first_prev = seqs[0], prevs[0]
@@ -117,12 +118,16 @@ def _check_span(
                 key_id is not None
                 and key_ids.count(key_id) == len(key_ids)
                 and _origins_fit(table, batch)
-                and walk.run_keyed(seqs, digests, prevs, hashes, key_id)
+                and walk.run_keyed(seqs, _digests(table, batch), prevs, hashes, key_id)
             ):
                 span.first_keyed = seqs[0] if span.first_keyed is None else span.first_keyed
                 if keep:
                     span.hashes.update(zip(seqs, hashes, strict=True))
                 continue
+            data = {n: batch.column(n).to_pylist() for n in wanted}
+            # A column added to the chain after this archive was written: NULL, as in the live log.
+            columns = [data.get(n, [None] * batch.num_rows) for n in names]
+            digests = column_digests(table, columns[1:-3], kinds)
             for row, digest in zip(zip(*columns, strict=True), digests, strict=True):
                 seq, stored_prev, stored_hash, key_id = row[0], row[-3], row[-2], row[-1]
                 problem = walk.step_digest(seq, digest, row[1:-3], stored_prev, stored_hash, key_id)
@@ -143,6 +148,10 @@ def _check_span(
             walk.key_ids,
         )
     return span
+
+
+def _digests(table: str, batch: pa.RecordBatch) -> list[str]:
+    return batch_digests(table, dict(zip(batch.schema.names, batch.columns, strict=True)), batch.num_rows)
 
 
 def _origins_fit(table: str, batch: pa.RecordBatch) -> bool:
@@ -302,7 +311,9 @@ def _verify_months(
 
 
 def _run(tasks: list[tuple[Any, ...]], pool: Executor | None, memory: bool) -> list[_Span]:
-    if pool is None or memory or len(tasks) <= 1:  # memory:// lives in this process only
+    groups = sum(len(t[3]) for t in tasks)
+    # memory:// lives in this process only; a small run costs less than starting the workers.
+    if pool is None or memory or len(tasks) <= 1 or groups < POOL_MIN_GROUPS:
         return [_check_span(*t) for t in tasks]
     return list(pool.map(_check_span, *zip(*tasks, strict=True)))
 
