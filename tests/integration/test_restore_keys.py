@@ -5,6 +5,7 @@ unchanged, the key still cannot be logged twice), and the restore event lists th
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import date
@@ -21,7 +22,7 @@ from keel.decision_log.bulk import BulkLoader
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.retention import RetentionError, events, remove_months, restore_months
 from keel.decision_log.verify import verify
-from tests.conftest import fresh_postgres_database
+from tests.conftest import fresh_postgres_database, run_keel
 from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys
 
 __all__ = ["keys"]
@@ -64,9 +65,8 @@ def _intact(db: Database, keys: ChainKeys, target: str) -> None:
     assert report.ok, (report.where, report.problem)
 
 
-def test_a_key_used_again_stays_with_the_live_decision(
-    log: Database, keys: ChainKeys, tmp_path: Path
-) -> None:
+def _key_used_again(log: Database, keys: ChainKeys, target: str) -> tuple[list[dict[str, Any]], ...]:
+    """October logged with keys, archived and removed; then `k-1` sent again in November."""
     loader = BulkLoader(log, keys)
     old = keyed("2026-10", "old")
     loader.load("decisions", old)
@@ -74,13 +74,21 @@ def test_a_key_used_again_stays_with_the_live_decision(
     november = list(decisions("2026-11", 5))
     loader.load("decisions", november)
     loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
-    target = str(tmp_path / "archive")
     list(archive_months(log, keys, date(2026, 11, 1), target))
     assert remove_months(log, keys, target, "2026-10", actor="ops") == ["2026-08", "2026-09", "2026-10"]
     # The keys expired with October; the caller sends `k-1` again (a new request), `k-2` never.
     assert reads.decisions_by_key(log, "svc", "routing", "k-1") == []
     new = keyed("2026-11", "new")[:3]
     loader.load("decisions", new)
+    return old, new
+
+
+def test_a_key_used_again_stays_with_the_live_decision(
+    log: Database, keys: ChainKeys, tmp_path: Path
+) -> None:
+    loader = BulkLoader(log, keys)
+    target = str(tmp_path / "archive")
+    old, new = _key_used_again(log, keys, target)
     live = [r["decision_id"] for r in reads.decisions_by_key(log, "svc", "routing", "k-1")]
     assert live == [r["decision_id"] for r in new]
     ids_before = _ids(log)  # every removed id is still in the id-to-month index
@@ -144,3 +152,25 @@ def test_sqlite_keeps_a_chain_s_last_row(tmp_path: Path, keys: ChainKeys) -> Non
         assert reader.one("SELECT min(seq) FROM feedback") == (3 * 20 + 1,)
     _intact(db, keys, target)
     db.dispose()
+
+
+def test_the_restore_command_names_the_pairs(tmp_path: Path, keys: ChainKeys) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    db = fill(url, keys)
+    target = str(tmp_path / "archive")
+    old, new = _key_used_again(db, keys, target)
+    db.dispose()
+    env = {
+        **os.environ,
+        "KEEL_HOME": str(tmp_path / "home"),
+        "KEEL_DECISION_LOG_URL": url,
+        "KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key"),
+    }
+    done = run_keel(env, "log", "restore", "2026-10", "--archive", target, "--reason", "complaint 17")
+    assert done.returncode == 0, done.stderr
+    assert "restored into the live log from" in done.stdout and "2026-10" in done.stdout
+    assert "3 restored decision(s) carry an idempotency key that a live decision" in done.stdout
+    assert (
+        f"{old[0]['decision_id']} (svc, routing, key 'k-1') -> kept by {new[0]['decision_id']}" in done.stdout
+    )
+    assert run_keel(env, "verify-log").returncode == 0
