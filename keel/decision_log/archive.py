@@ -2,11 +2,12 @@
 folder or any fsspec URL (local files, memory, S3-compatible stores through the same code).
 
 Every row is checked against its chain as it is written (a broken chain is never archived), and
-each month is verified again from what landed at the destination before the next one starts. The
-archive continues where the destination's last month ended, so running it every month extends one
-unbroken sequence of archives. Rows stay in the live log until `keel log remove` takes archived
-months out (keel.decision_log.retention: verified first, legal holds kept, the live log then
-starting from the archived head).
+each month is verified again from what landed at the destination (while the next month is read)
+before it is reported; a month that does not verify loses its manifest, as does the one written
+after it, so the next run writes them again. The archive continues where the destination's last
+month ended, so running it every month extends one unbroken sequence of archives. Rows stay in
+the live log until `keel log remove` takes archived months out (keel.decision_log.retention:
+verified first, legal holds kept, the live log then starting from the archived head).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -81,14 +83,35 @@ def archive_months(db: Database, keys: ChainKeys, before: date, url: str) -> Ite
     root = root.rstrip("/")
     done = month_folders(fs, root)
     heads = _continue_from(fs, root, done)
-    with db.reading(snapshot=True) as reader, hashing_pool(os.cpu_count() or 1) as pool:
+    with (
+        db.reading(snapshot=True) as reader,
+        hashing_pool(os.cpu_count() or 1) as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="archive-verify") as checker,
+    ):
+        # A month is verified (by the hashing workers) while the next one is read and written.
+        written: list[tuple[MonthArchived, Future[str | None]]] = []
         for month in _months(reader, heads, done, before):
             parts = _write_month(fs, root, month, reader, keys, heads)
-            problem = verify_month(fs, root, month, keys, pool)
-            if problem:
-                raise ArchiveError(f"{url}/{month} did not verify after writing: {problem}")
             heads = {t: (parts[t].last_seq, parts[t].last_hash) for t in SEGMENTED}
-            yield MonthArchived(month, parts, f"{url.rstrip('/')}/{month}")
+            check = checker.submit(verify_month, fs, root, month, keys, pool)
+            written.append((MonthArchived(month, parts, f"{url.rstrip('/')}/{month}"), check))
+            if len(written) == 2:
+                yield _verified(fs, root, written)
+        while written:
+            yield _verified(fs, root, written)
+
+
+def _verified(fs: Any, root: str, written: list[tuple[MonthArchived, Future[str | None]]]) -> MonthArchived:
+    """The oldest month written, once it verified from what landed. If it did not, it and the
+    month written after it lose their manifests (incomplete: the next run writes them again)."""
+    month, check = written[0]
+    problem = check.result()
+    if problem:
+        for later, _ in written:
+            fs.rm(f"{root}/{later.month}/{MANIFEST}")
+        raise ArchiveError(f"{month.url} did not verify after writing: {problem}")
+    written.pop(0)
+    return month
 
 
 def _continue_from(fs: Any, root: str, done: list[str]) -> dict[str, tuple[int, str]]:
