@@ -51,8 +51,9 @@ _KINDS = {"int64": "int", "bool": "int", "double": "float"}
 """How each Arrow type of an archived column is encoded for its row's digest."""
 LINKS = ("seq", "prev_hash", "row_hash", "key_id")
 POOL_MIN_GROUPS = 20
-"""Row groups (of 20,000 rows) below which hashing stays in this process: the workers' start
-(a process each, importing pyarrow) costs about as much as hashing 400,000 rows."""
+"""Row groups (of 20,000 rows) below which hashing stays in this process unless a number of
+workers is asked for: the workers' start (a process each, importing pyarrow) costs about as much
+as hashing 400,000 rows."""
 GROUPS_PER_TASK = 2
 """Row groups (of 20,000 rows) hashed by one worker task: small enough that a month of a few
 hundred thousand rows still keeps every core busy, large enough that a task's start is noise."""
@@ -247,7 +248,7 @@ def verify_archive(
     if not months:
         return ArchiveReport(False, problem=f"no archived month (no folder with a manifest) at {url}")
     with hashing_pool(workers or os.cpu_count() or 1) as pool:
-        report = _verify_months(fs, root, months, keys, pool)
+        report = _verify_months(fs, root, months, keys, pool, POOL_MIN_GROUPS if workers is None else 0)
     if report.ok and live is not None:
         report.live = _live_continues(live, report)
         if report.live.startswith("BROKEN"):
@@ -256,7 +257,12 @@ def verify_archive(
 
 
 def _verify_months(
-    fs: Any, root: str, months: list[str], keys: ChainKeys, pool: Executor | None
+    fs: Any,
+    root: str,
+    months: list[str],
+    keys: ChainKeys,
+    pool: Executor | None,
+    min_groups: int = POOL_MIN_GROUPS,
 ) -> ArchiveReport:
     report = ArchiveReport(True, months=months, rows={t: 0 for t in (*SEGMENTED, *COPIED)})
     manifests = []
@@ -282,7 +288,7 @@ def _verify_months(
         for table, part in parts_of(manifest, section).items()
         for task in _tasks(fs, root, month, table, part)
     ]
-    spans = _run([(*job[4], keys) for job in jobs], pool, memory="memory" in fs.protocol)
+    spans = _run([(*job[4], keys) for job in jobs], pool, "memory" in fs.protocol, min_groups)
     by_part: dict[tuple[str, str], list[_Span]] = {}
     for job, span in zip(jobs, spans, strict=True):
         by_part.setdefault((job[0], job[2]), []).append(span)
@@ -310,10 +316,10 @@ def _verify_months(
     return report
 
 
-def _run(tasks: list[tuple[Any, ...]], pool: Executor | None, memory: bool) -> list[_Span]:
+def _run(tasks: list[tuple[Any, ...]], pool: Executor | None, memory: bool, min_groups: int) -> list[_Span]:
     groups = sum(len(t[3]) for t in tasks)
     # memory:// lives in this process only; a small run costs less than starting the workers.
-    if pool is None or memory or len(tasks) <= 1 or groups < POOL_MIN_GROUPS:
+    if pool is None or memory or len(tasks) <= 1 or groups < min_groups:
         return [_check_span(*t) for t in tasks]
     return list(pool.map(_check_span, *zip(*tasks, strict=True)))
 

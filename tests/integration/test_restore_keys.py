@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from keel.decision_log.bulk import BulkLoader
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.retention import RetentionError, events, remove_months, restore_months
 from keel.decision_log.verify import verify
-from tests.conftest import fresh_postgres_database, run_keel
-from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys
+from tests.conftest import run_keel
+from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys, log
 
-__all__ = ["keys"]
+__all__ = ["keys", "log"]
 
 KEYED = 6
 """Decisions of October logged with an Idempotency-Key (two requests of three cases each)."""
@@ -37,19 +36,6 @@ def keyed(month: str, tag: str) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         row.update(idempotency_key=f"k-{1 + i // 3}", request_index=i % 3, request_hash=f"{tag}-{i // 3}")
     return rows
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def log(request: pytest.FixtureRequest, tmp_path: Path, keys: ChainKeys) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = fill(f"sqlite:///{tmp_path / 'log.db'}", keys)
-        yield db
-        db.dispose()
-        return
-    with fresh_postgres_database("keel_t_restore_keys") as url:
-        db = fill(url, keys)
-        yield db
-        db.dispose()
 
 
 def _ids(db: Database) -> dict[str, tuple[int, str | None]]:
