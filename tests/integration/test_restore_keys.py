@@ -21,7 +21,9 @@ from keel.decision_log.bulk import BulkLoader
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.retention import RetentionError, events, remove_months, restore_months
 from keel.decision_log.verify import verify
-from tests.conftest import run_keel
+from keel.feature_defs.contract import load_contract
+from tests.conftest import Store, run_keel
+from tests.integration.conftest import make_keys, start_server
 from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys, log
 
 __all__ = ["keys", "log"]
@@ -160,3 +162,44 @@ def test_the_restore_command_names_the_pairs(tmp_path: Path, keys: ChainKeys) ->
         f"{old[0]['decision_id']} (svc, routing, key 'k-1') -> kept by {new[0]['decision_id']}" in done.stdout
     )
     assert run_keel(env, "verify-log").returncode == 0
+
+
+def test_the_service_replays_the_live_decision_after_a_restore(
+    store: Store, registered: dict[str, str], tmp_path: Path, keys: ChainKeys
+) -> None:
+    """On a real `keel serve`: a key whose archived decision was removed is sent again (a new
+    decision), the archived month comes back, and a retry of the new request still replays it."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    api_keys = make_keys(url, "restorekeys")
+    db = fill(url, keys)
+    archived = next(iter(decisions("2026-10", 1)))
+    archived.update(caller="restorekeys-all", idempotency_key="retry-7", request_hash="an older body")
+    loader = BulkLoader(db, keys)
+    loader.load("decisions", [archived])
+    november = list(decisions("2026-11", 2))
+    loader.load("decisions", november)
+    loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
+    target = str(tmp_path / "archive")
+    list(archive_months(db, keys, date(2026, 11, 1), target))
+    remove_months(db, keys, target, "2026-10", actor="ops")
+    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
+    server.keys = api_keys
+    body = {"cases": [load_contract("routing").example_case]}
+    headers = {"Idempotency-Key": "retry-7"}
+    try:
+        with server.client() as client:
+            first = client.post("/v1/routing/decide", json=body, headers=headers)
+            assert first.status_code == 200, first.text
+            live_id = first.json()["decisions"][0]["decision_id"]
+            restored = restore_months(db, keys, target, "2026-10", actor="auditor")
+            again = client.post("/v1/routing/decide", json=body, headers=headers)
+            old = client.get(f"/v1/decisions/{archived['decision_id']}")
+    finally:
+        server.stop()
+    assert [(c.restored, c.held_by) for c in restored.key_conflicts] == [(archived["decision_id"], live_id)]
+    assert again.status_code == 200, again.text
+    assert again.json()["decisions"][0]["decision_id"] == live_id
+    assert old.status_code == 200 and "archived" not in old.json()
+    assert old.json()["decision_id"] == archived["decision_id"]
+    _intact(db, keys, target)
+    db.dispose()
