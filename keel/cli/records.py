@@ -15,7 +15,14 @@ from keel.decision_log.database import Database, redact
 from keel.decision_log.log_key import ChainKeys, load_keys
 from keel.decision_log.migrations import upgrade
 from keel.decision_log.partitions import ensure_months
-from keel.decision_log.retention import RetentionError, hold, release, remove_months, restore_months
+from keel.decision_log.retention import (
+    Restored,
+    RetentionError,
+    hold,
+    release,
+    remove_months,
+    restore_months,
+)
 from keel.decision_log.retention_policy import RetentionSettings, apply, plan
 from keel.decision_log.settings import LogSettings
 
@@ -62,8 +69,9 @@ def _act(db: Database, keys: ChainKeys, args: argparse.Namespace, actor: str) ->
         done = ", ".join(months) or "nothing (already removed)"
         print(f"removed from the live log: {done}; archive {args.archive}")
     elif command == "restore":
-        months = restore_months(db, keys, args.archive, args.month, actor, args.reason)
-        print(f"restored into the live log from {args.archive}: {', '.join(months)}")
+        restored = restore_months(db, keys, args.archive, args.month, actor, args.reason)
+        print(f"restored into the live log from {args.archive}: {', '.join(restored.months)}")
+        _print_conflicts(restored)
     elif command == "retention":
         settings, today = RetentionSettings(), datetime.now(UTC).date()
         if not args.apply:
@@ -83,3 +91,21 @@ def _act(db: Database, keys: ChainKeys, args: argparse.Namespace, actor: str) ->
         gone, dropped = ", ".join(removed) or "none due", ", ".join(deleted) or "none due"
         print(f"removed from the live log: {gone}; archives deleted: {dropped}")
     return 0
+
+
+SHOWN_CONFLICTS = 20
+
+
+def _print_conflicts(done: Restored) -> None:
+    conflicts = done.key_conflicts
+    if not conflicts:
+        return
+    print(
+        f"{len(conflicts)} restored decision(s) carry an idempotency key that a live decision logged "
+        "since holds: the live decision keeps it (replays answer with it); the restored rows are "
+        "unchanged and the restore event lists the pairs"
+    )
+    for c in conflicts[:SHOWN_CONFLICTS]:
+        print(f"  {c.restored} ({c.caller}, {c.model}, key {c.idempotency_key!r}) -> kept by {c.held_by}")
+    if len(conflicts) > SHOWN_CONFLICTS:
+        print(f"  ... and {len(conflicts) - SHOWN_CONFLICTS} more")

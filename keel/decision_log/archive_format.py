@@ -6,6 +6,8 @@ files and a signed manifest. Written by `keel.decision_log.archive`, checked off
     <url>/2026-05/feedback.parquet        the month's segment of the feedback chain
     <url>/2026-05/alias_history.parquet   a whole copy (that chain always stays whole in the live log)
     <url>/2026-05/audit_plans.parquet     a whole copy, likewise
+    <url>/2026-05/retention_events.parquet  a whole copy of the records chain as it stood (earlier
+                                          archives, removals, restores, holds: who, when, why)
     <url>/2026-05/manifest.json           written last: a month folder without one is incomplete
 
 A month's segment is a contiguous range of a chain's sequence numbers: every row logged before the
@@ -30,6 +32,7 @@ from keel.decision_log.schema import metadata
 
 __all__ = [
     "COPIED",
+    "COPIES_OF",
     "FORMAT",
     "MANIFEST",
     "SEGMENTED",
@@ -42,12 +45,14 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT = "keel-archive/1"
+FORMAT = "keel-archive/2"
 MANIFEST = "manifest.json"
 SEGMENTED = ("decisions", "feedback")
 """Chains cut month by month."""
-COPIED = ("alias_history", "audit_plans")
+COPIED = ("alias_history", "audit_plans", "retention_events")
 """Chains copied whole into every month's archive (small, and always kept whole in the live log)."""
+COPIES_OF = {"keel-archive/1": ("alias_history", "audit_plans"), FORMAT: COPIED}
+"""The copies each format's manifest must list (format 1 had no copy of the retention chain)."""
 LINK_COLUMNS = ("prev_hash", "row_hash", "key_id")
 
 

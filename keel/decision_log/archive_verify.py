@@ -3,8 +3,9 @@
 Checked, and named when wrong: each manifest's signature (HMAC under the chain key it names), each
 file's sha256, every row's hash and link (the same `ChainWalk` rules as `keel verify-log`), each
 segment's first and last rows against its manifest, continuity from one month to the next, the
-copies of the alias and audit-plan chains (each whole from genesis, each later copy extending the
-earlier), and, given the live log, that the live chains continue from the archived heads.
+copies of the alias, audit-plan and retention chains (each whole from genesis, each later copy
+extending the earlier), and, given the live log, that the live chains continue from the archived
+heads.
 
 Rows are hashed in parallel (the chain is sequential, but a row's check needs only its own stored
 link, so a file's row groups are checked in separate processes and their ends joined afterwards).
@@ -14,18 +15,21 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from keel.decision_log.archive_format import (
     COPIED,
-    FORMAT,
+    COPIES_OF,
     SEGMENTED,
     Part,
     arrow_schema,
@@ -35,17 +39,24 @@ from keel.decision_log.archive_format import (
     parts_of,
     read_manifest,
 )
-from keel.decision_log.chain import column_digests
+from keel.decision_log.arrow_digests import batch_digests
+from keel.decision_log.chain import BATCH, BATCH_CALLER_PREFIX, column_digests
 from keel.decision_log.chain_walk import ChainWalk
 from keel.decision_log.database import Database
 from keel.decision_log.log_key import ChainKeys
 
-__all__ = ["ArchiveReport", "verify_archive", "verify_month"]
+__all__ = ["ArchiveReport", "hashing_pool", "verify_archive", "verify_month"]
 
 _KINDS = {"int64": "int", "bool": "int", "double": "float"}
 """How each Arrow type of an archived column is encoded for its row's digest."""
-GROUPS_PER_TASK = 8
-"""Row groups (of 20,000 rows) hashed by one worker task."""
+LINKS = ("seq", "prev_hash", "row_hash", "key_id")
+POOL_MIN_GROUPS = 20
+"""Row groups (of 20,000 rows) below which hashing stays in this process unless a number of
+workers is asked for: the workers' start (a process each, importing pyarrow) costs about as much
+as hashing 400,000 rows."""
+GROUPS_PER_TASK = 2
+"""Row groups (of 20,000 rows) hashed by one worker task: small enough that a month of a few
+hundred thousand rows still keeps every core busy, large enough that a task's start is noise."""
 
 
 @dataclass
@@ -95,15 +106,31 @@ def _check_span(
         present = set(parquet.schema_arrow.names)
         wanted = [n for n in names if n in present]
         for batch in parquet.iter_batches(batch_size=20_000, row_groups=groups, columns=wanted):
+            if not batch.num_rows:
+                continue
+            seqs, prevs, hashes, key_ids = (batch.column(n).to_pylist() for n in LINKS)
+            if walk is None:
+                walk = ChainWalk(table, keys, prev=prevs[0], legacy_until=legacy_until)
+                span.first_seq, span.first_prev = seqs[0], prevs[0]
+            # The common case, a run of rows under one key, checked a batch at a time; anything
+            # else (or anything wrong) is walked row by row, which names the row and the fault.
+            key_id = key_ids[0]
+            if (
+                key_id is not None
+                and key_ids.count(key_id) == len(key_ids)
+                and _origins_fit(table, batch)
+                and walk.run_keyed(seqs, _digests(table, batch), prevs, hashes, key_id)
+            ):
+                span.first_keyed = seqs[0] if span.first_keyed is None else span.first_keyed
+                if keep:
+                    span.hashes.update(zip(seqs, hashes, strict=True))
+                continue
             data = {n: batch.column(n).to_pylist() for n in wanted}
             # A column added to the chain after this archive was written: NULL, as in the live log.
             columns = [data.get(n, [None] * batch.num_rows) for n in names]
             digests = column_digests(table, columns[1:-3], kinds)
             for row, digest in zip(zip(*columns, strict=True), digests, strict=True):
                 seq, stored_prev, stored_hash, key_id = row[0], row[-3], row[-2], row[-1]
-                if walk is None:
-                    walk = ChainWalk(table, keys, prev=stored_prev, legacy_until=legacy_until)
-                    span.first_seq, span.first_prev = seq, stored_prev
                 problem = walk.step_digest(seq, digest, row[1:-3], stored_prev, stored_hash, key_id)
                 if problem:
                     span.problem, span.bad_seq = problem, seq
@@ -124,14 +151,33 @@ def _check_span(
     return span
 
 
+def _digests(table: str, batch: pa.RecordBatch) -> list[str]:
+    return batch_digests(table, dict(zip(batch.schema.names, batch.columns, strict=True)), batch.num_rows)
+
+
+def _origins_fit(table: str, batch: pa.RecordBatch) -> bool:
+    """Decisions: batch callers and the batch origin go together (chain_walk's `_origin_problem`)."""
+    if table != "decisions":
+        return True
+    names = batch.schema.names
+    if "origin" not in names:
+        return False  # an archive from before the column: walked row by row
+    batch_caller = pc.starts_with(batch.column("caller"), BATCH_CALLER_PREFIX)
+    batch_origin = pc.fill_null(pc.equal(batch.column("origin"), BATCH), False)
+    return not pc.any(pc.not_equal(batch_caller, batch_origin)).as_py()
+
+
 def _check_manifest(manifest: dict[str, Any], keys: ChainKeys) -> str | None:
-    if manifest.get("format") != FORMAT:
-        return f"manifest format {manifest.get('format')!r} is not {FORMAT}"
+    if manifest.get("format") not in COPIES_OF:
+        return f"manifest format {manifest.get('format')!r} is not one of {', '.join(COPIES_OF)}"
     key = keys.keys.get(str(manifest.get("key_id")))
     if key is None:
         return f"manifest is signed with chain key {manifest.get('key_id')!r}, which the key file lacks"
     if not hmac.compare_digest(manifest_mac(key, manifest), str(manifest.get("mac"))):
         return "manifest does not match its signature (it was edited)"
+    missing = [t for t in COPIES_OF[str(manifest["format"])] if t not in manifest.get("copies", {})]
+    if missing:
+        return f"manifest lists no copy of the {', '.join(missing)} chain"
     return None
 
 
@@ -172,9 +218,23 @@ def _join(spans: list[_Span], part: Part, label: str) -> tuple[str, str | None]:
     return label, None
 
 
-def verify_month(fs: Any, root: str, month: str, keys: ChainKeys, workers: int = 1) -> str | None:
+@contextmanager
+def hashing_pool(workers: int) -> Iterator[Executor | None]:
+    """Processes that hash archived rows, started once for a whole run (None: this process)."""
+    if workers <= 1:
+        yield None
+        return
+    # forkserver: workers start clean, whatever threads pyarrow or the caller has running; the
+    # server imports this module once, so each worker starts with it loaded.
+    context = get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool
+
+
+def verify_month(fs: Any, root: str, month: str, keys: ChainKeys, pool: Executor | None = None) -> str | None:
     """One month's archive on its own: signature, files, rows. What is wrong, or None."""
-    report = _verify_months(fs, root, [month], keys, workers)
+    report = _verify_months(fs, root, [month], keys, pool)
     return None if report.ok else f"{report.where}: {report.problem}"
 
 
@@ -187,7 +247,8 @@ def verify_archive(
     months = month_folders(fs, root)
     if not months:
         return ArchiveReport(False, problem=f"no archived month (no folder with a manifest) at {url}")
-    report = _verify_months(fs, root, months, keys, workers or os.cpu_count() or 1)
+    with hashing_pool(workers or os.cpu_count() or 1) as pool:
+        report = _verify_months(fs, root, months, keys, pool, POOL_MIN_GROUPS if workers is None else 0)
     if report.ok and live is not None:
         report.live = _live_continues(live, report)
         if report.live.startswith("BROKEN"):
@@ -195,7 +256,14 @@ def verify_archive(
     return report
 
 
-def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, workers: int) -> ArchiveReport:
+def _verify_months(
+    fs: Any,
+    root: str,
+    months: list[str],
+    keys: ChainKeys,
+    pool: Executor | None,
+    min_groups: int = POOL_MIN_GROUPS,
+) -> ArchiveReport:
     report = ArchiveReport(True, months=months, rows={t: 0 for t in (*SEGMENTED, *COPIED)})
     manifests = []
     for month in months:
@@ -220,7 +288,7 @@ def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, worke
         for table, part in parts_of(manifest, section).items()
         for task in _tasks(fs, root, month, table, part)
     ]
-    spans = _run([(*job[4], keys) for job in jobs], workers, memory="memory" in fs.protocol)
+    spans = _run([(*job[4], keys) for job in jobs], pool, "memory" in fs.protocol, min_groups)
     by_part: dict[tuple[str, str], list[_Span]] = {}
     for job, span in zip(jobs, spans, strict=True):
         by_part.setdefault((job[0], job[2]), []).append(span)
@@ -248,12 +316,12 @@ def _verify_months(fs: Any, root: str, months: list[str], keys: ChainKeys, worke
     return report
 
 
-def _run(tasks: list[tuple[Any, ...]], workers: int, memory: bool) -> list[_Span]:
-    if workers <= 1 or memory or len(tasks) <= 1:  # memory:// lives in this process only
+def _run(tasks: list[tuple[Any, ...]], pool: Executor | None, memory: bool, min_groups: int) -> list[_Span]:
+    groups = sum(len(t[3]) for t in tasks)
+    # memory:// lives in this process only; a small run costs less than starting the workers.
+    if pool is None or memory or len(tasks) <= 1 or groups < min_groups:
         return [_check_span(*t) for t in tasks]
-    # forkserver: workers start clean, whatever threads pyarrow or the caller has running
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
-        return list(pool.map(_check_span, *zip(*tasks, strict=True)))
+    return list(pool.map(_check_span, *zip(*tasks, strict=True)))
 
 
 def _keyed_order(

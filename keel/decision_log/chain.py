@@ -32,6 +32,7 @@ __all__ = [
     "RETENTION_COLUMNS",
     "SHADOW",
     "chain_hash",
+    "chain_hashes",
     "column_digests",
     "content_digest",
     "hashed_count",
@@ -191,10 +192,26 @@ def column_digests(table: str, columns: list[list[Any]], kinds: list[str]) -> li
     the same digests, built a column at a time (several times faster for the long scans of archives)."""
     encoded = [_encoded_column(values, kind) for values, kind in zip(columns, kinds, strict=True)]
     sha = hashlib.sha256
+    counts = _hashed_counts(table, columns)
+    if counts is None:
+        return [sha(b"".join(parts)).hexdigest() for parts in zip(*encoded, strict=True)]
     return [
-        sha(b"".join(parts[: hashed_count(table, row)])).hexdigest()
-        for parts, row in zip(zip(*encoded, strict=True), zip(*columns, strict=True), strict=True)
+        sha(b"".join(parts[:n])).hexdigest()
+        for parts, n in zip(zip(*encoded, strict=True), counts, strict=True)
     ]
+
+
+def _hashed_counts(table: str, columns: list[list[Any]]) -> list[int] | None:
+    """`hashed_count` of every row, from the two columns it depends on (None: every column, always)."""
+    if table not in LATE_LAST_COLUMN:
+        return None
+    width, last = len(columns), columns[-1]
+    if table == "decisions":
+        return [
+            width if v is not None else ORIGIN if o == LIVE else width - 1
+            for v, o in zip(last, columns[ORIGIN], strict=True)
+        ]
+    return [width if v is not None else width - 1 for v in last]
 
 
 def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:
@@ -203,6 +220,14 @@ def chain_hash(prev_hash: str, digest: str, key: bytes | None = None) -> str:
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.digest(key, message, "sha256").hex()
+
+
+def chain_hashes(prev_hashes: list[str], digests: list[str], key: bytes) -> list[str]:
+    """`chain_hash` of many keyed rows at once (each with its own stored previous hash)."""
+    digest = hmac.digest
+    return [
+        digest(key, f"{p}\n{d}".encode(), "sha256").hex() for p, d in zip(prev_hashes, digests, strict=True)
+    ]
 
 
 def row_hash(prev_hash: str, values: tuple[Any, ...], key: bytes | None = None) -> str:

@@ -17,6 +17,7 @@ from keel.decision_log.chain import (
     CHAINS,
     ORIGIN,
     chain_hash,
+    chain_hashes,
     hashed_values,
     legacy_row_hash,
     row_hash,
@@ -96,6 +97,23 @@ class ChainWalk:
             self.prev, self.last_seq = stored_hash, seq
             return None
         return self.step(seq, values, stored_prev, stored_hash, key_id)
+
+    def run_keyed(
+        self, seqs: list[int], digests: list[str], prevs: list[str], hashes: list[str], key_id: str
+    ) -> bool:
+        """Many rows signed with one key, whose contents the caller has held to `_origin_problem`:
+        True when every link and hash fits and the walk moved past them all; False, the walk
+        unmoved, otherwise (walk them with `step_digest` to learn what is wrong and where)."""
+        key = self.keys.keys.get(key_id)
+        if key is None or not seqs or prevs[0] != self.prev or prevs[1:] != hashes[:-1]:
+            return False
+        if chain_hashes(prevs, digests, key) != hashes:
+            return False
+        self.rows += len(seqs)
+        self.keyed = True
+        self.key_ids.add(key_id)
+        self.prev, self.last_seq = hashes[-1], seqs[-1]
+        return True
 
     def _check(
         self, values: tuple[Any, ...], stored_prev: str, stored: str, key_id: str | None

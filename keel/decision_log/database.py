@@ -211,6 +211,15 @@ class Reader:
         while rows := cur.fetchmany(chunk):
             yield rows
 
+    def copy_rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[memoryview]:
+        """PostgreSQL: the result of `sql` as CSV (COPY ... TO STDOUT), one row per piece, with
+        floats written exactly (shortest round-trip form, whatever the server's default)."""
+        raw: Any = self.conn
+        with raw.driver.cursor() as cur:
+            cur.execute("SET LOCAL extra_float_digits = 1")
+            with cur.copy(f"COPY ({sql.replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+                yield from copy
+
     def columns(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self.conn.execute(sql, params)
         return [d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()]

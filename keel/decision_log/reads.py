@@ -28,8 +28,12 @@ __all__ = [
     "latest_feedback",
 ]
 
+# Through `decision_ids`, which says who holds a key now: a restored month may bring back rows with
+# a key that a newer live decision holds (keel.decision_log.retention), and the replay is the
+# holder's. The join on (seq, created_at) reads one partition on PostgreSQL.
 _BY_KEY = (
-    "SELECT * FROM decisions WHERE caller = ? AND model = ? AND idempotency_key = ? ORDER BY request_index"
+    "SELECT d.* FROM decision_ids i JOIN decisions d ON d.seq = i.seq AND d.created_at = i.created_at "
+    "WHERE i.caller = ? AND i.model = ? AND i.idempotency_key = ? ORDER BY i.request_index"
 )
 
 

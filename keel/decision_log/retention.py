@@ -14,6 +14,8 @@ Restore (`restore_months`): the archived months from the one asked back to the l
 read from the archive (verified first) and inserted as they were (same seq, hashes and key ids), so
 the live chain again starts earlier and verifies whole; a `restore` event records it. Restoring
 always extends the live log backwards without a gap, so one `bases` per chain says where it starts.
+An idempotency key a restored decision carries that a newer live decision holds stays with the live
+one (keel.decision_log.id_keys); the event counts and lists those pairs.
 
 Holds (`hold` / `release`) and archive deletions (`delete_archived`) are events too.
 """
@@ -35,6 +37,7 @@ from keel.decision_log.archive_verify import verify_archive
 from keel.decision_log.bulk import insert_rows
 from keel.decision_log.chain import RETENTION_COLUMNS
 from keel.decision_log.database import GENESIS, Connection, Database, Reader
+from keel.decision_log.id_keys import KeyConflict, expire_keys, return_held_keys, set_aside_held_keys
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.months import month_bounds
 from keel.decision_log.partitions import partition_name
@@ -42,6 +45,7 @@ from keel.decision_log.rows import append_linked
 
 __all__ = [
     "TABLE",
+    "Restored",
     "RetentionError",
     "bases",
     "delete_archived",
@@ -60,6 +64,17 @@ MOVES = ("remove", "restore")
 
 class RetentionError(Exception):
     """A removal, restore, hold or deletion refused (what is wrong is said)."""
+
+
+LISTED_CONFLICTS = 1000
+"""Key conflicts a restore event lists by name (their count is always recorded)."""
+
+
+@dataclass(frozen=True)
+class Restored:
+    months: list[str]
+    key_conflicts: list[KeyConflict]
+    """Restored decisions whose idempotency key a live decision holds (keel.decision_log.id_keys)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,15 @@ def remove_months(
                         f"{url}/{month} does not continue the live {table} chain (which starts after "
                         f"seq {start[table][0]}): remove the months before it first"
                     )
+            emptied = [] if db.is_postgres else _emptied(reader, parts)
+            if emptied:
+                if stop_at_hold:
+                    return removed
+                raise RetentionError(
+                    f"{month} holds the last row of the {' and '.join(emptied)} chain: removing it would "
+                    "leave the table empty, and SQLite numbers the next row of an empty table 1 again. "
+                    "On SQLite the month stays live until a later row is logged"
+                )
             for table in SEGMENTED:
                 _drop(conn, db.is_postgres, table, month, parts[table].last_seq)
             new = {t: [parts[t].last_seq, parts[t].last_hash] for t in SEGMENTED}
@@ -190,6 +214,16 @@ def remove_months(
             _append(conn, keys, "remove", month, detail, actor=actor, reason=reason, policy=policy)
             removed.append(month)
     return removed
+
+
+def _emptied(reader: Reader, parts: dict[str, Part]) -> list[str]:
+    """The chains whose live table the removal would empty (SQLite's seq is its rowid: max + 1)."""
+    out = []
+    for table in SEGMENTED:
+        head = reader.one("SELECT seq FROM chain_heads WHERE name = ?", (table,))
+        if parts[table].last_seq and head and int(head[0]) <= parts[table].last_seq:
+            out.append(table)
+    return out
 
 
 def _drop(conn: Connection, postgres: bool, table: str, month: str, last_seq: int) -> None:
@@ -204,10 +238,7 @@ def _drop(conn: Connection, postgres: bool, table: str, month: str, last_seq: in
                 conn.execute(f"DROP TABLE {name}")
     conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (last_seq,))
     if table == "decisions":
-        conn.execute(
-            "UPDATE decision_ids SET idempotency_key = NULL WHERE seq <= ? AND idempotency_key IS NOT NULL",
-            (last_seq,),
-        )
+        expire_keys(conn, last_seq)
 
 
 def _partitions_up_to(conn: Connection, table: str, month: str) -> list[str]:
@@ -222,8 +253,8 @@ def _partitions_up_to(conn: Connection, table: str, month: str) -> list[str]:
 
 def restore_months(
     db: Database, keys: ChainKeys, url: str, month: str, actor: str, reason: str = ""
-) -> list[str]:
-    """Bring back every removed month from `month` to the live log's start; returns them."""
+) -> Restored:
+    """Bring back every removed month from `month` to the live log's start, in one transaction."""
     if keys.current is None:
         raise RetentionError("restores are signed into the log's chain: set KEEL_LOG_KEY_FILE")
     archived = _archived(url, keys, db)
@@ -244,21 +275,23 @@ def restore_months(
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/")
     with _write(db, SEGMENTED) as conn:
+        paths = [f"{root}/{m}/decisions.parquet" for m in back]
+        conflicts = set_aside_held_keys(conn, db.is_postgres, fs, paths)
         for m in back:
             for table in SEGMENTED:
-                _insert(conn, db.is_postgres, fs, f"{root.rstrip('/')}/{m}/{table}.parquet", table, m)
+                _insert(conn, db.is_postgres, fs, f"{root}/{m}/{table}.parquet", table, m)
+        return_held_keys(conn, conflicts)
         first = archived[back[0]]
         new = {t: [(first[t].first_seq or first[t].last_seq + 1) - 1, first[t].prev_hash] for t in SEGMENTED}
-        _append(
-            conn,
-            keys,
-            "restore",
-            month,
-            {"url": url, "months": back, "bases": new},
-            actor=actor,
-            reason=reason,
-        )
-    return back
+        detail = {
+            "url": url,
+            "months": back,
+            "bases": new,
+            "key_conflicts": len(conflicts),
+            "keys_kept_by_live": [c.to_json() for c in conflicts[:LISTED_CONFLICTS]],
+        }
+        _append(conn, keys, "restore", month, detail, actor=actor, reason=reason)
+    return Restored(back, conflicts)
 
 
 def _insert(conn: Connection, postgres: bool, fs: Any, path: str, table: str, month: str) -> None:

@@ -76,14 +76,15 @@ sa.Index(
     decisions.c.model,
     decisions.c.idempotency_key,
     decisions.c.request_index,
-    unique=True,
     sqlite_where=decisions.c.idempotency_key.isnot(None),
     postgresql_where=decisions.c.idempotency_key.isnot(None),
 )
 # PostgreSQL (migration 0011): `decisions` and `feedback` are partitioned by month on created_at
 # ("C" collation), their primary key is (seq, created_at), and the unique keys above are plain
 # indexes there (a unique key of a partitioned table must hold created_at): `decision_ids` and
-# `feedback_ids` below keep ids and idempotency keys unique, on both dialects.
+# `feedback_ids` below keep ids and idempotency keys unique, on both dialects. The idempotency
+# index is plain on SQLite too (migration 0014): a restored month's rows keep keys that live
+# decisions may hold again (keel.decision_log.retention).
 sa.Index("decisions_decision_id", decisions.c.decision_id).ddl_if(dialect="postgresql")
 # Covers every column monitoring aggregates, so a window of a million decisions is counted
 # from the index without reading the (large) records.

@@ -23,6 +23,7 @@ from keel.decision_log.archive_format import file_sha256, manifest_mac
 from keel.decision_log.archive_verify import verify_archive
 from keel.decision_log.bulk import BulkLoader
 from keel.decision_log.log_key import ChainKeys, create_key_file, load_keys
+from keel.decision_log.retention import hold, release
 from tests.conftest import fresh_postgres_database, run_keel
 
 MONTHS = ("2026-08", "2026-09", "2026-10")
@@ -125,7 +126,13 @@ def test_closed_months_archive_verify_offline_and_continue(
     assert [m.parts["feedback"].rows for m in first] == [20, 20]
     report = verify_archive(target, keys, live=log)
     assert report.ok, report.problem
-    assert report.rows == {"decisions": 2 * PER_MONTH, "feedback": 40, "alias_history": 3, "audit_plans": 0}
+    assert report.rows == {
+        "decisions": 2 * PER_MONTH,
+        "feedback": 40,
+        "alias_history": 3,
+        "audit_plans": 0,
+        "retention_events": 0,
+    }
     assert report.live == "the live log continues from the archived heads"
     # The next run continues where the archive ended: one unbroken sequence of months.
     again = list(archive_months(log, keys, date(2026, 11, 1), target))
@@ -158,9 +165,20 @@ def test_only_whole_closed_months_with_a_key(log: Database, keys: ChainKeys, tmp
         list(archive_months(log, ChainKeys(None, {}), date(2026, 10, 1), str(tmp_path / "a")))
 
 
+def test_a_broken_chain_is_not_archived(tmp_path: Path, keys: ChainKeys) -> None:
+    db = fill(f"sqlite:///{tmp_path / 'log.db'}", keys)
+    with db.writing() as conn:
+        conn.exec_driver_sql("UPDATE decisions SET prev_hash = ? WHERE seq = 457", ("f" * 64,))
+    with pytest.raises(ArchiveError, match="decisions seq 457: previous-hash link broken"):
+        list(archive_months(db, keys, date(2026, 11, 1), str(tmp_path / "archive")))
+    db.dispose()
+
+
 @pytest.fixture
 def archived(tmp_path: Path, keys: ChainKeys) -> Iterator[tuple[Path, Database]]:
     db = fill(f"sqlite:///{tmp_path / 'log.db'}", keys)
+    hold(db, keys, "2026-08", actor="legal", reason="case 4711")
+    release(db, keys, "2026-08", actor="legal", reason="case closed")
     target = tmp_path / "archive"
     list(archive_months(db, keys, date(2026, 11, 1), str(target)))
     yield target, db
@@ -217,6 +235,34 @@ def test_an_edited_manifest_is_named(archived: tuple[Path, Database], keys: Chai
     report = verify_archive(str(target), keys)
     assert not report.ok and report.where == "2026-08/manifest.json"
     assert "signature" in str(report.problem)
+
+
+def test_the_retention_chain_copy_is_checked_and_named(
+    archived: tuple[Path, Database], keys: ChainKeys
+) -> None:
+    """Each month carries the records chain as it stood (here a hold and its release), listed in the
+    signed manifest; an edited event is named by file and seq, a copy left out by the manifest."""
+    target, db = archived
+    manifest = json.loads((target / "2026-09" / "manifest.json").read_text())
+    copy = manifest["copies"]["retention_events"]
+    assert copy["rows"] == 2 and copy["first_seq"] == 1 and copy["last_seq"] == 2
+    assert copy["prev_hash"] == "0" * 64 and len(copy["last_hash"]) == 64 and len(copy["sha256"]) == 64
+    report = verify_archive(str(target), keys, live=db)
+    assert report.ok and report.rows["retention_events"] == 2, report.problem
+    path = target / "2026-09" / "retention_events.parquet"
+    assert pq.read_table(path).column("actor").to_pylist() == ["legal", "legal"]
+    _rewrite(path, lambda t: t.set_column(t.schema.get_field_index("actor"), "actor", [["ops", "legal"]]))
+    report = verify_archive(str(target), keys)
+    assert not report.ok and report.where == "2026-09/retention_events.parquet"
+    assert "sha256" in str(report.problem)
+    _resign(target / "2026-09", keys)  # someone with the key: the event's hash still does not fit
+    report = verify_archive(str(target), keys)
+    assert not report.ok and report.where == "2026-09/retention_events.parquet seq 1"
+    assert "does not match its keyed hash" in str(report.problem)
+    _resign(target / "2026-10", keys, lambda m: m["copies"].pop("retention_events"))
+    report = verify_archive(str(target), keys)
+    assert not report.ok and report.where == "2026-10/manifest.json"
+    assert report.problem == "manifest lists no copy of the retention_events chain"
 
 
 def test_a_row_removed_at_the_cut_is_named(archived: tuple[Path, Database], keys: ChainKeys) -> None:

@@ -30,7 +30,7 @@ from keel.decision_log.retention_policy import ModelRetention, RetentionSettings
 from keel.decision_log.verify import verify
 from tests.conftest import Store, fresh_postgres_database, run_keel
 from tests.integration.conftest import make_keys, start_server
-from tests.integration.test_archive import PER_MONTH, decisions, fill, keys
+from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys
 
 __all__ = ["keys"]
 
@@ -82,13 +82,14 @@ def test_months_leave_and_come_back_with_every_step_chained(
     assert _count(db, "decisions") == PER_MONTH
     _intact(db, keys, target)
     BulkLoader(db, keys).load("decisions", decisions("2026-11", 30))  # the log goes on
+    BulkLoader(db, keys).load("feedback", feedback("2026-11", ["a-november-decision"]))
     _intact(db, keys, target)
     # An investigation: August back means September too (the live log never has a gap).
-    assert restore_months(db, keys, target, "2026-08", actor="auditor", reason="complaint 17") == [
+    assert restore_months(db, keys, target, "2026-08", actor="auditor", reason="complaint 17").months == [
         "2026-08",
         "2026-09",
     ]
-    assert _count(db, "decisions") == 3 * PER_MONTH + 30 and _count(db, "feedback") == 60
+    assert _count(db, "decisions") == 3 * PER_MONTH + 30 and _count(db, "feedback") == 61
     _intact(db, keys, target)
     assert remove_months(db, keys, target, "2026-10", actor="ops") == ["2026-08", "2026-09", "2026-10"]
     assert _count(db, "decisions") == 30
@@ -114,6 +115,7 @@ def test_months_leave_and_come_back_with_every_step_chained(
 def test_a_row_edited_at_the_cut_is_named(archived: tuple[Database, str], keys: ChainKeys) -> None:
     db, target = archived
     BulkLoader(db, keys).load("decisions", decisions("2026-11", 30))
+    BulkLoader(db, keys).load("feedback", feedback("2026-11", ["a-november-decision"]))
     remove_months(db, keys, target, "2026-10", actor="ops")
     with db.reading() as reader:
         first = reader.one("SELECT min(seq) FROM decisions")
