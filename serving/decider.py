@@ -25,7 +25,7 @@ from keel.decision_log.audit_plans import POOLS, AuditPlan, PlanBook
 from keel.decision_log.chain import FEEDBACK_COLUMNS
 from keel.decision_log.errors import DATABASE_ERRORS, LogUnavailable
 from keel.decision_log.rows import log_row, process_instance
-from keel.errors import FieldError, InvalidInput, NotFound
+from keel.errors import Conflict, FieldError, InvalidInput, NotFound
 from keel.serving.challengers import ShadowScorer, decide_cases
 from keel.serving.correlation import attach, case_contexts
 from keel.serving.decision_record import public, with_audit
@@ -326,6 +326,12 @@ class Decider:
         def replay(conn: Any) -> list[dict[str, Any]] | None:
             if idempotency_key:
                 found = reads.feedback_by_id(conn, feedback_id)
+                if not found and reads.feedback_id_archived(conn, feedback_id):
+                    raise Conflict(
+                        "the feedback this Idempotency-Key recorded is in a month that was archived and "
+                        "removed from the live log (keel log restore brings it back); new feedback needs "
+                        "a new Idempotency-Key"
+                    )
                 reject_changed_replay([f["record"] for f in found], asked)  # the digest is in the record
                 return found or None
             latest = reads.latest_feedback(conn, decision_id, actor)

@@ -24,6 +24,7 @@ __all__ = [
     "decisions_per_model",
     "feedback_by_id",
     "feedback_for",
+    "feedback_id_archived",
     "labelled_rows",
     "latest_feedback",
 ]
@@ -124,6 +125,15 @@ def decisions_of_process(
 
 def feedback_by_id(conn: Connection, feedback_id: str) -> list[dict[str, Any]]:
     return as_dicts(conn, "SELECT * FROM feedback WHERE feedback_id = ?", (feedback_id,))
+
+
+def feedback_id_archived(conn: Connection, feedback_id: str) -> bool:
+    """Whether the id was logged but its row has left the live log (its month was archived and
+    removed): `feedback_ids` keeps every id, so it cannot be logged again."""
+    return (
+        conn.execute("SELECT 1 FROM feedback_ids WHERE feedback_id = ?", (feedback_id,)).fetchone()
+        is not None
+    )
 
 
 def latest_feedback(conn: Connection, decision_id: str, actor: str) -> dict[str, Any] | None:

@@ -5,8 +5,11 @@ unchanged, the key still cannot be logged twice), and the restore event lists th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
+import uuid
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -202,4 +205,44 @@ def test_the_service_replays_the_live_decision_after_a_restore(
     assert old.status_code == 200 and "archived" not in old.json()
     assert old.json()["decision_id"] == archived["decision_id"]
     _intact(db, keys, target)
+    db.dispose()
+
+
+def test_a_feedback_retry_whose_feedback_was_archived_is_a_409_not_a_5xx(
+    store: Store, registered: dict[str, str], tmp_path: Path, keys: ChainKeys
+) -> None:
+    """Feedback ids come from (caller, Idempotency-Key), and `feedback_ids` keeps every id: a
+    retry after the feedback's month left the live log can be neither replayed from the live log
+    nor logged again, so it is refused as a conflict that says why, never a 503 to retry for ever."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    api_keys = make_keys(url, "fbkeys")
+    db = fill(url, keys)
+    (october,) = decisions("2026-10", 1)
+    october["model_version"] = registered["routing"]
+    (given,) = feedback("2026-10", [october["decision_id"]])
+    given["caller"] = caller = "fbkeys-all"
+    digest = hashlib.sha256(json.dumps([caller, "fb-1"]).encode()).hexdigest()
+    given["feedback_id"] = str(uuid.UUID(digest[:32]))  # as the service names keyed feedback
+    loader = BulkLoader(db, keys)
+    loader.load("decisions", [october])
+    loader.load("feedback", [given])
+    november = list(decisions("2026-11", 1))
+    loader.load("decisions", november)
+    loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
+    target = str(tmp_path / "archive")
+    list(archive_months(db, keys, date(2026, 11, 1), target))
+    remove_months(db, keys, target, "2026-10", actor="ops")
+    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
+    server.keys = api_keys
+    outcome = load_contract("routing").classes[0]
+    body = {"decision_id": october["decision_id"], "final_outcome": outcome, "actor": "r1", "reason": "late"}
+    try:
+        with server.client() as client:
+            retried = client.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-1"})
+            fresh = client.post("/v1/feedback", json=body, headers={"Idempotency-Key": "fb-2"})
+    finally:
+        server.stop()
+    assert retried.status_code == 409, retried.text
+    assert "archived and removed from the live log" in retried.json()["message"]
+    assert fresh.status_code == 201, fresh.text  # late feedback on an archived decision is accepted
     db.dispose()
