@@ -26,7 +26,7 @@ from keel.decision_log.retention import RetentionError, events, remove_months, r
 from keel.decision_log.verify import verify
 from keel.feature_defs.contract import load_contract
 from tests.conftest import Store, run_keel
-from tests.integration.conftest import make_keys, start_server
+from tests.integration.conftest import Server, make_keys, start_server
 from tests.integration.test_archive import PER_MONTH, decisions, feedback, fill, keys, log
 
 __all__ = ["keys", "log"]
@@ -167,6 +167,23 @@ def test_the_restore_command_names_the_pairs(tmp_path: Path, keys: ChainKeys) ->
     assert run_keel(env, "verify-log").returncode == 0
 
 
+def _october_removed_then_served(
+    store: Store, tmp_path: Path, url: str, db: Database, keys: ChainKeys, api_keys: dict[str, str]
+) -> tuple[Server, str]:
+    """November's decisions and feedback logged after what the test put in October, October
+    archived and removed, and a real `keel serve` on the log: the server and the archive."""
+    loader = BulkLoader(db, keys)
+    november = list(decisions("2026-11", 2))
+    loader.load("decisions", november)
+    loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
+    target = str(tmp_path / "archive")
+    list(archive_months(db, keys, date(2026, 11, 1), target))
+    remove_months(db, keys, target, "2026-10", actor="ops")
+    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
+    server.keys = api_keys
+    return server, target
+
+
 def test_the_service_replays_the_live_decision_after_a_restore(
     store: Store, registered: dict[str, str], tmp_path: Path, keys: ChainKeys
 ) -> None:
@@ -177,16 +194,8 @@ def test_the_service_replays_the_live_decision_after_a_restore(
     db = fill(url, keys)
     archived = next(iter(decisions("2026-10", 1)))
     archived.update(caller="restorekeys-all", idempotency_key="retry-7", request_hash="an older body")
-    loader = BulkLoader(db, keys)
-    loader.load("decisions", [archived])
-    november = list(decisions("2026-11", 2))
-    loader.load("decisions", november)
-    loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
-    target = str(tmp_path / "archive")
-    list(archive_months(db, keys, date(2026, 11, 1), target))
-    remove_months(db, keys, target, "2026-10", actor="ops")
-    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
-    server.keys = api_keys
+    BulkLoader(db, keys).load("decisions", [archived])
+    server, target = _october_removed_then_served(store, tmp_path, url, db, keys, api_keys)
     body = {"cases": [load_contract("routing").example_case]}
     headers = {"Idempotency-Key": "retry-7"}
     try:
@@ -226,14 +235,7 @@ def test_a_feedback_retry_whose_feedback_was_archived_is_a_409_not_a_5xx(
     loader = BulkLoader(db, keys)
     loader.load("decisions", [october])
     loader.load("feedback", [given])
-    november = list(decisions("2026-11", 1))
-    loader.load("decisions", november)
-    loader.load("feedback", feedback("2026-11", [november[0]["decision_id"]]))
-    target = str(tmp_path / "archive")
-    list(archive_months(db, keys, date(2026, 11, 1), target))
-    remove_months(db, keys, target, "2026-10", actor="ops")
-    server = start_server(store, tmp_path, url, extra_env={"KEEL_LOG_KEY_FILE": str(tmp_path / "chain.key")})
-    server.keys = api_keys
+    server, _ = _october_removed_then_served(store, tmp_path, url, db, keys, api_keys)
     outcome = load_contract("routing").classes[0]
     body = {"decision_id": october["decision_id"], "final_outcome": outcome, "actor": "r1", "reason": "late"}
     try:
