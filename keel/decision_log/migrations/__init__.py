@@ -15,7 +15,7 @@ from alembic.config import Config
 
 __all__ = ["HEAD", "downgrade", "upgrade"]
 
-HEAD = "0012"
+HEAD = "0013"
 _ADVISORY_LOCK = 4242
 """PostgreSQL: replicas that start together take turns migrating."""
 
