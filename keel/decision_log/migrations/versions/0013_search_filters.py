@@ -23,7 +23,7 @@ decision:
 PostgreSQL: CREATE INDEX on the partitioned tables builds each partition's index and every
 partition made later gets them. SQLite runs the same statements and gets the same indexes.
 As for 0009: plain CREATE INDEX in the migration's transaction (writes wait while it builds; on
-a large log, build them first with CREATE INDEX CONCURRENTLY per partition, see docs/console.md).
+a large live log build them first, partition by partition, as docs/console.md says).
 """
 
 from alembic import op
