@@ -48,7 +48,9 @@ __all__ = [
 
 MAX_PAGE = 200
 
-_LATEST = "(SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)"
+_LATEST = "FROM feedback f WHERE f.decision_id = d.decision_id ORDER BY f.seq DESC LIMIT 1"
+"""The decision's latest feedback revision: one probe of feedback's decision index (per partition);
+a CSV export asks it of 10,000 rows."""
 # The decisions some feedback revision overrode / gave this final outcome: a superset of those
 # whose latest revision did, read from migration 0013's feedback indexes.
 _OVERRIDDEN = "SELECT f.decision_id FROM feedback f WHERE f.kind = 'override'"
@@ -60,8 +62,7 @@ way costs at most about that many probes (some 22,000 at 10M decisions; a page i
 _COLUMNS = (
     "d.seq, d.decision_id, d.model, d.model_version, d.created_at, d.caller, d.case_id, d.outcome, "
     "d.abstained, d.route, d.confidence, d.segments, d.origin, "
-    f"(SELECT f.final_outcome FROM feedback f WHERE f.seq = {_LATEST}) AS final_outcome, "
-    f"(SELECT f.kind FROM feedback f WHERE f.seq = {_LATEST}) AS feedback_kind"
+    f"(SELECT f.final_outcome {_LATEST}) AS final_outcome, (SELECT f.kind {_LATEST}) AS feedback_kind"
 )
 
 

@@ -117,8 +117,14 @@ def test_filters_find_exactly_the_matching_decisions(
     BulkLoader(db).load("feedback", feedback)
     latest = _latest(feedback)
     for name, query in _queries().items():
-        found = [r["decision_id"] for r in search(db, query)[0]]
+        page = search(db, query)[0]
+        found = [r["decision_id"] for r in page]
         assert found == _expected(rows, latest, query), name
+        for r in page:  # each row shows its latest revision
+            f = latest.get(r["decision_id"])
+            assert (r["final_outcome"], r["feedback_kind"]) == (
+                (f["final_outcome"], f["kind"]) if f else (None, None)
+            )
         if name.endswith("none"):
             assert not found, name
         else:
