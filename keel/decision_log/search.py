@@ -213,15 +213,16 @@ def _few_candidates(db: Database, query: DecisionQuery) -> bool:
 
 
 def _window_size(reader: Reader, query: DecisionQuery) -> int:
-    """About how many decisions the window holds: PostgreSQL's estimate from its statistics;
-    on SQLite, the distance between the seqs of the window's first and last decisions."""
-    window = "FROM decisions d WHERE d.created_at >= ? AND d.created_at < ?"
+    """About how many decisions the window holds: PostgreSQL's estimate from its statistics; on
+    SQLite (no statistics, no created_at index) the whole log's, from its first and last seq."""
     if reader.postgres:
-        row = reader.one(f"EXPLAIN (FORMAT JSON) SELECT 1 {window}", [query.since, query.until])
+        row = reader.one(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM decisions d WHERE d.created_at >= ? AND d.created_at < ?",
+            [query.since, query.until],
+        )
         return int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
-    low = reader.one(f"SELECT d.seq {window} ORDER BY d.created_at LIMIT 1", [query.since, query.until])
-    high = reader.one(f"SELECT d.seq {window} ORDER BY d.created_at DESC LIMIT 1", [query.since, query.until])
-    return abs(int(high[0]) - int(low[0])) + 1 if low and high else 0
+    row = reader.one("SELECT max(seq) - min(seq) + 1 FROM decisions")
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def search(db: Database, query: DecisionQuery, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
