@@ -50,8 +50,9 @@ MAX_WORKERS = 4
 """Worker processes at most, by default."""
 SPARE_CORES = 2
 """Cores left to the database server's backend and this process by default. On two cores, worker
-processes cost more (each batch pickled to them and back) than they give: the backend, not the
-preparation, is the slower half (about 70 us against 55 us of CPU per decision row)."""
+processes give little (each batch is pickled to them and back, and this process still makes the
+rows): the backend, not the preparation, is the slower half (about 77 us against 58 us of CPU per
+decision row, docs/benchmarks.md)."""
 
 Prepared = tuple[list[bytes] | None, list[tuple[Any, ...]] | None, list[str]]
 """A batch ready to link: its rows as COPY text lines (PostgreSQL, when every value has a text
