@@ -135,7 +135,8 @@ def sample_row(url: str) -> dict[str, Any]:
     try:
         with db.reading() as reader:
             row = reader.one(
-                "SELECT d.decision_id, d.case_id, d.outcome, d.route, d.segments, d.seq, f.final_outcome "
+                "SELECT d.decision_id, d.case_id, d.outcome, d.route, d.segments, d.seq, f.final_outcome, "
+                "d.model_version "
                 "FROM feedback f JOIN decisions d ON d.decision_id = f.decision_id "
                 "WHERE f.kind = 'override' ORDER BY f.seq DESC LIMIT 1"
             )
@@ -143,7 +144,7 @@ def sample_row(url: str) -> dict[str, Any]:
     finally:
         db.dispose()
     assert row is not None, "the fill logged no override"
-    keys = ("decision_id", "case_id", "outcome", "route", "segments", "seq", "final_outcome")
+    keys = ("decision_id", "case_id", "outcome", "route", "segments", "seq", "final_outcome", "model_version")
     out = dict(zip(keys, row, strict=True))
     out["segments"] = json.loads(out["segments"])
     out["max_seq"] = int(max_seq)
@@ -151,30 +152,51 @@ def sample_row(url: str) -> dict[str, Any]:
 
 
 def query_mix(hit: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The searches timed, by name: each filter alone, some together, and ones that find nothing."""
+    """The searches timed, by name: every filter of the console's search alone, with a value that
+    finds something and one that finds nothing (flags: yes and no, and yes where the rest finds
+    nothing), some together, and windows."""
     seg = hit["segments"]
     today = datetime.now(UTC).date()
     return {
         "default window (7 days)": {},
         "model": {"model": MODEL},
+        "model, none": {"model": "no_such_model"},
+        "model version": {"model_version": str(hit["model_version"])},
+        "model version, none": {"model_version": "999"},
         "case_id": {"case_id": str(hit["case_id"])},
         "case_id, none": {"case_id": "no-such-case"},
         "decision_id": {"decision_id": hit["decision_id"]},
         "decision_id, none": {"decision_id": str(uuid.uuid4())},
+        "caller": {"caller": "bench"},
+        "caller, none": {"caller": "nobody"},
+        "origin": {"origin": "live"},
+        "origin, none (shadow)": {"origin": "shadow"},
         "region": {"region": str(seg.get("region"))},
-        "channel": {"channel": str(seg.get("channel"))},
-        "entity": {"entity": str(seg.get("entity"))},
         "region, none": {"region": "Atlantis"},
+        "channel": {"channel": str(seg.get("channel"))},
+        "channel, none": {"channel": "carrier_pigeon"},
+        "entity": {"entity": str(seg.get("entity"))},
+        "entity, none": {"entity": "XX99"},
+        "product line, none": {"product_line": "no_such_line"},
         "outcome": {"outcome": str(hit["outcome"])},
         "outcome, none": {"outcome": "no_such_class"},
         "route": {"route": str(hit["route"])},
+        "route, none": {"route": "no_such_route"},
         "abstained": {"abstained": "yes"},
+        "not abstained": {"abstained": "no"},
+        "to review": {"to_review": "yes"},
+        "not to review": {"to_review": "no"},
+        "queued": {"queued": "yes"},
+        "not queued": {"queued": "no"},
+        "answered": {"answered": "yes"},
+        "not answered": {"answered": "no"},
         "overridden": {"overridden": "yes"},
         "not overridden": {"overridden": "no"},
+        "overridden, none (version)": {"overridden": "yes", "model_version": "999"},
         "final outcome": {"final_outcome": str(hit["final_outcome"])},
+        "final outcome, none": {"final_outcome": "no_such_class"},
         "open (queued, no feedback)": {"queued": "yes", "answered": "no", "origin": "live"},
         "region and overridden": {"region": str(seg.get("region")), "overridden": "yes"},
-        "caller, none": {"caller": "nobody"},
         "window: one day": {"since": today.isoformat(), "until": today.isoformat()},
         "window: none (2020)": {"since": "2020-01-01", "until": "2020-01-07"},
         "second page": {"before": str(hit["max_seq"] // 2)},

@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -80,7 +81,6 @@ def build_log(
     the phases' seconds."""
     from keel.decision_log import Database, DecisionLog
     from keel.decision_log.bulk import BulkLoader
-    from keel.decision_log.rows import log_row
     from keel.feature_defs.contract import load_contract
     from keel.serving.decider import Decider
     from keel.serving.metrics import Metrics
@@ -109,18 +109,8 @@ def build_log(
     log.close()
     t1 = time.perf_counter()
 
-    def rows() -> Iterator[dict[str, Any]]:
-        step = span / decisions
-        # Random picks from the pool: a cyclic order would alias with the systematic sample.
-        picks = np.random.default_rng(seed).integers(0, len(records), size=decisions)
-        for written in range(len(records), decisions):
-            base = records[int(picks[written])]
-            at = (start + step * written).isoformat()
-            # cast: a logged decision record (read back as JSON), restamped.
-            record = cast("DecisionRecord", {**base, "decision_id": str(uuid.uuid4()), "created_at": at})
-            yield log_row(record, 0, "bench", None, None, contract.segment_fields)
-
-    BulkLoader(db).load("decisions", rows())
+    rows = restamped(records, len(records), decisions, start, span, seed, contract.segment_fields)
+    BulkLoader(db).load("decisions", rows)
     t2 = time.perf_counter()
     if db.is_postgres:
         vacuum_analyze(db, "decisions")
@@ -131,6 +121,44 @@ def build_log(
         "bulk_fill_rows_per_second": round((decisions - len(records)) / max(t2 - t1, 1e-9)),
         "vacuum_analyze_seconds": round(time.perf_counter() - t2, 1),
     }
+
+
+_NEW_ID, _NEW_TIME = "@bench-decision-id@", "@bench-created-at@"
+
+
+def restamped(
+    records: list[dict[str, Any]],
+    first: int,
+    decisions: int,
+    start: datetime,
+    span: timedelta,
+    seed: int,
+    segment_fields: Sequence[str],
+) -> Iterator[dict[str, Any]]:
+    """Log rows for decisions `first` to `decisions` - 1, spread evenly over [start, start + span):
+    each a random pick from `records` (logged decision records) under a new id and time.
+
+    Each pool record's row and strict-JSON text are built once, with placeholders for the id and
+    time; a restamped row splices the new values (plain strings JSON writes unescaped) into that
+    text, which is what strict_json.dumps writes for the restamped record, and hands it to the
+    bulk loader as such (JSONText) instead of re-encoding kilobytes of JSON per row."""
+    from keel.decision_log.rows import log_row
+    from keel.decision_log.strict_json import JSONText, dumps
+
+    templates = []
+    for base in records:
+        # cast: a logged decision record (read back as JSON), restamped.
+        record = cast("DecisionRecord", {**base, "decision_id": _NEW_ID, "created_at": _NEW_TIME})
+        a, x, b, _, c = re.split(f"({_NEW_ID}|{_NEW_TIME})", dumps(record))
+        templates.append((log_row(record, 0, "bench", None, None, segment_fields), a, b, c, x == _NEW_ID))
+    step = span / decisions
+    # Random picks from the pool: a cyclic order would alias with the systematic sample.
+    picks = np.random.default_rng(seed).integers(0, len(records), size=decisions)
+    for written in range(first, decisions):
+        row, a, b, c, id_first = templates[int(picks[written])]
+        decision_id, at = str(uuid.uuid4()), (start + step * written).isoformat()
+        text = a + decision_id + b + at + c if id_first else a + at + b + decision_id + c
+        yield {**row, "decision_id": decision_id, "created_at": at, "record": JSONText(text)}
 
 
 def vacuum_analyze(db: Database, table: str) -> None:

@@ -1,13 +1,13 @@
-"""Benchmark: the plan and server time of each console search, without and with the 0009 indexes.
+"""Benchmark: the plan and server time of each console search, without and with the 0013 indexes.
 
 On a PostgreSQL log filled as bench.console fills it (or an existing one, --url), brings the log
-to head (timing the build of migration 0009's indexes if it lacks them), then for each search of
+to head (timing the build of migration 0013's indexes if it lacks them), then for each search of
 bench.console's query mix runs EXPLAIN (ANALYZE, BUFFERS) of the statement the console runs
 (keel.decision_log.search.search_sql, page of 50 + 1) twice: once inside a transaction that
-drops the 0009 indexes and is rolled back (PostgreSQL DDL is transactional, so nothing is
-rebuilt), once with them. Both use today's statements (the segment filter as the indexed jsonb
-expression). Prints JSON: per search, the access path on `decisions` and the execution time
-and shared buffers of each; and the load average (the machine may be shared).
+drops migration 0013's indexes and is rolled back (PostgreSQL DDL is transactional, so nothing
+is rebuilt), once with them. Both use today's statements. Prints JSON: per search, the access
+path on `decisions` and the execution time and shared buffers of each; and the load average (the
+machine may be shared).
 
     python -m bench.search_plans [--decisions 1000000 | --url postgresql://...] [--keep]
 """
@@ -63,12 +63,12 @@ def explain(conn: Any, sql: str, params: list[Any]) -> dict[str, Any]:
 
 
 def plans(url: str) -> dict[str, Any]:
-    """Each search of the mix, explained without and with the 0009 indexes."""
+    """Each search of the mix, explained without and with the 0013 indexes."""
     import psycopg
 
     from keel.console.filters import decision_query
     from keel.decision_log import Database
-    from keel.decision_log.schema import SEARCH_INDEXES
+    from keel.decision_log.schema import FILTER_INDEXES
     from keel.decision_log.search import search_sql
 
     db = Database(url)
@@ -78,15 +78,15 @@ def plans(url: str) -> dict[str, Any]:
     hit = sample_row(url)
     out: dict[str, Any] = {}
     with psycopg.connect(url) as conn:
-        conn.execute("ANALYZE decisions")
+        conn.execute("ANALYZE decisions, feedback")
         conn.commit()
         for name, params in query_mix(hit).items():
             sql, args = search_sql(db, decision_query(params)[0], 51)
-            for index in SEARCH_INDEXES:
+            for index in FILTER_INDEXES:
                 conn.execute(f"DROP INDEX IF EXISTS {index.name}")
             without = explain(conn, sql, args)
             conn.rollback()
-            out[name] = {"without_0009": without, "with_0009": explain(conn, sql, args)}
+            out[name] = {"without_0013": without, "with_0013": explain(conn, sql, args)}
             conn.rollback()
     db.dispose()
     return {"upgrade_to_head_s": round(migrate_s, 1), "searches": out}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "FILTER_INDEXES",
     "SEARCH_INDEXES",
     "SEGMENT_FIELDS",
     "alias_history",
@@ -148,6 +149,21 @@ feedback = sa.Table(
     sa.Column("process_instance", sa.Text),
 )
 sa.Index("feedback_decision", feedback.c.decision_id)
+_ROUTED, _NOT_LIVE, _OVERRIDE = (
+    decisions.c.route != "auto",
+    decisions.c.origin != "live",
+    feedback.c.kind == "override",
+)
+FILTER_INDEXES = (
+    sa.Index("decisions_model_version", decisions.c.model_version, decisions.c.seq),
+    sa.Index("decisions_route", decisions.c.route, decisions.c.seq,
+             sqlite_where=_ROUTED, postgresql_where=_ROUTED),
+    sa.Index("decisions_origin", decisions.c.origin, decisions.c.seq,
+             sqlite_where=_NOT_LIVE, postgresql_where=_NOT_LIVE),
+    sa.Index("feedback_final_outcome", feedback.c.final_outcome, feedback.c.decision_id),
+    sa.Index("feedback_override", feedback.c.decision_id, sqlite_where=_OVERRIDE, postgresql_where=_OVERRIDE),
+)  # fmt: skip
+"""Migration 0013's indexes: the rest of the console's decision filters (both dialects)."""
 sa.Index("feedback_feedback_id", feedback.c.feedback_id).ddl_if(dialect="postgresql")
 # A process instance's decisions and feedback, in log order (GET /v1/decisions?process_instance=).
 sa.Index(

@@ -14,6 +14,7 @@ is an empty index probe rather than a scan of the log. `abstained` is put into t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,17 +23,19 @@ from keel.decision_log.chain import (
     BATCH,
     BATCH_CALLER_PREFIX,
     DECISION_COLUMNS,
+    LIVE,
     ORIGIN,
     hashed_values,
     legacy_row_hash,
     row_hash,
 )
-from keel.decision_log.database import Database
+from keel.decision_log.database import Database, Reader
 from keel.decision_log.log_key import ChainKeys
 from keel.decision_log.schema import SEGMENT_FIELDS
 from keel.decision_log.windows import AUDITED
 
 __all__ = [
+    "FEW_FEEDBACK",
     "MAX_PAGE",
     "SEGMENT_FIELDS",
     "ChainPlace",
@@ -45,12 +48,21 @@ __all__ = [
 
 MAX_PAGE = 200
 
-_LATEST = "(SELECT max(f2.seq) FROM feedback f2 WHERE f2.decision_id = d.decision_id)"
+_LATEST = "FROM feedback f WHERE f.decision_id = d.decision_id ORDER BY f.seq DESC LIMIT 1"
+"""The decision's latest feedback revision: one probe of feedback's decision index (per partition);
+a CSV export asks it of 10,000 rows."""
+# The decisions some feedback revision overrode / gave this final outcome: a superset of those
+# whose latest revision did, read from migration 0013's feedback indexes.
+_OVERRIDDEN = "SELECT f.decision_id FROM feedback f WHERE f.kind = 'override'"
+_FINALLY = "SELECT f.decision_id FROM feedback f WHERE f.final_outcome = ?"
+FEW_FEEDBACK = 50
+"""An overridden or final-outcome search looks its candidates up while they number fewer than
+sqrt(FEW_FEEDBACK x the window's decisions), else walks the window (see search_sql): then either
+way costs at most about that many probes (some 22,000 at 10M decisions; a page is 50 rows)."""
 _COLUMNS = (
     "d.seq, d.decision_id, d.model, d.model_version, d.created_at, d.caller, d.case_id, d.outcome, "
     "d.abstained, d.route, d.confidence, d.segments, d.origin, "
-    f"(SELECT f.final_outcome FROM feedback f WHERE f.seq = {_LATEST}) AS final_outcome, "
-    f"(SELECT f.kind FROM feedback f WHERE f.seq = {_LATEST}) AS feedback_kind"
+    f"(SELECT f.final_outcome {_LATEST}) AS final_outcome, (SELECT f.kind {_LATEST}) AS feedback_kind"
 )
 
 
@@ -81,7 +93,9 @@ class DecisionQuery:
     before_seq: int | None = None
     """Keyset: only rows older than this seq (the last row of the previous page)."""
 
-    def where(self, postgres: bool = False) -> tuple[str, list[Any]]:
+    def where(self, postgres: bool = False, by_feedback: bool = False) -> tuple[str, list[Any]]:
+        """The WHERE clause and its parameters. `by_feedback`: narrow an overridden or final-outcome
+        search to the decisions such feedback names (see search_sql)."""
         clauses = ["d.created_at >= ?", "d.created_at < ?"]
         params: list[Any] = [self.since, self.until]
         for column, value in (
@@ -97,6 +111,12 @@ class DecisionQuery:
             if value is not None:
                 clauses.append(f"d.{column} = ?")
                 params.append(value)
+        # Implied by the equality, stated as literals so the planner may use the partial indexes
+        # of migration 0013 whatever the bound value (a generic plan cannot see it).
+        if self.route is not None and self.route != "auto":
+            clauses.append("d.route <> 'auto'")
+        if self.origin is not None and self.origin != LIVE:
+            clauses.append("d.origin <> 'live'")
         if self.abstained is not None:
             clauses.append(f"d.abstained = {int(self.abstained)}")
         for name in SEGMENT_FIELDS:
@@ -108,11 +128,10 @@ class DecisionQuery:
             else:
                 clauses.append("d.segments LIKE ? ESCAPE '!'")
                 params.append(f"%{_like(json.dumps(name))}:{_like(json.dumps(self.segments[name]))}%")
+        if self.overridden and by_feedback:
+            clauses.append(f"d.decision_id IN ({_OVERRIDDEN})")
         if self.overridden is not None:
-            clauses.append(
-                ("" if self.overridden else "NOT ")
-                + f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.kind = 'override')"
-            )
+            clauses.append(_latest_is("f.kind = 'override'", self.overridden))
         if self.answered is not None:
             clauses.append(
                 ("" if self.answered else "NOT ")
@@ -123,15 +142,29 @@ class DecisionQuery:
         if self.queued is not None:
             clauses.append(("" if self.queued else "NOT ") + "(d.route <> 'auto' OR d.record LIKE ?)")
             params.append(AUDITED)
+        if self.final_outcome is not None and by_feedback:
+            clauses.append(f"d.decision_id IN ({_FINALLY})")
+            params.append(self.final_outcome)
         if self.final_outcome is not None:
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM feedback f WHERE f.seq = {_LATEST} AND f.final_outcome = ?)"
-            )
+            clauses.append(_latest_is("f.final_outcome = ?"))
             params.append(self.final_outcome)
         if self.before_seq is not None:
             clauses.append("d.seq < ?")
             params.append(self.before_seq)
         return " AND ".join(clauses), params
+
+
+def _latest_is(condition: str, holds: bool = True) -> str:
+    """The decision's latest feedback revision meets `condition` (or, `holds` False, does not): one
+    that does with none after it. A decision without feedback costs one probe of feedback's
+    decision index (per partition), where comparing with its max(seq) would cost two. Tested as
+    `IS TRUE`/`IS FALSE`, which PostgreSQL keeps a per-row check of the rows walked (a bare EXISTS
+    it may turn into a join that reads the whole window to sort it)."""
+    return (
+        f"(EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id AND {condition} "
+        "AND NOT EXISTS (SELECT 1 FROM feedback g WHERE g.decision_id = d.decision_id AND g.seq > f.seq)))"
+        f" IS {'TRUE' if holds else 'FALSE'}"
+    )
 
 
 def _like(text: str) -> str:
@@ -146,9 +179,50 @@ def _row(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def search_sql(db: Database, query: DecisionQuery, limit: int) -> tuple[str, list[Any]]:
-    """The statement a search or export runs (newest first, at most `limit` rows) and its parameters."""
-    where, params = query.where(db.is_postgres)
+    """The statement a search or export runs (newest first, at most `limit` rows) and its parameters.
+
+    An overridden or final-outcome search can go two ways: look up each decision that feedback of
+    that kind names (an index range of migration 0013, then one probe each), or walk the window
+    newest first checking each decision's latest feedback until the page is full. The first costs
+    what the candidates number, the second what the page's rarity does: with few candidates
+    (a final outcome reviewers rarely give, none at all) the first is cheap and the second would
+    read the whole window; with many, matches are common and the walk stops after a few pages'
+    worth while the lookups would not. The planner cannot tell the two apart (it cannot estimate
+    "latest revision"), so the candidates are counted first, by index, up to the square root of
+    FEW_FEEDBACK times the window's size: below it the lookups cost less than the walk's worst case.
+    (The counts cover all feedback, not just the window's, so a window holding few of many
+    candidates still walks; it is bounded by the window.)"""
+    where, params = query.where(db.is_postgres, by_feedback=_few_candidates(db, query))
     return f"SELECT {_COLUMNS} FROM decisions d WHERE {where} ORDER BY d.seq DESC LIMIT ?", [*params, limit]
+
+
+def _few_candidates(db: Database, query: DecisionQuery) -> bool:
+    conditions, params = [], []
+    if query.overridden:
+        conditions.append("f.kind = 'override'")
+    if query.final_outcome is not None:
+        conditions.append("f.final_outcome = ?")
+        params.append(query.final_outcome)
+    if not conditions:
+        return False
+    with db.reading() as reader:
+        cap = math.isqrt(FEW_FEEDBACK * _window_size(reader, query)) + 1
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM feedback f WHERE {' AND '.join(conditions)} LIMIT ?) c"
+        row = reader.one(sql, [*params, cap])
+    return row is not None and int(row[0]) < cap
+
+
+def _window_size(reader: Reader, query: DecisionQuery) -> int:
+    """About how many decisions the window holds: PostgreSQL's estimate from its statistics; on
+    SQLite (no statistics, no created_at index) the whole log's, from its first and last seq."""
+    if reader.postgres:
+        row = reader.one(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM decisions d WHERE d.created_at >= ? AND d.created_at < ?",
+            [query.since, query.until],
+        )
+        return int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
+    row = reader.one("SELECT max(seq) - min(seq) + 1 FROM decisions")
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def search(db: Database, query: DecisionQuery, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:

@@ -34,7 +34,7 @@ def decision(i: int) -> dict[str, Any]:
         "model_version": str(1 + i % 2),
         "created_at": f"2026-11-01T00:00:{i % 60:02d}.{i:06d}+00:00",
         "caller": "batch:nightly" if batch else "svc",
-        "case_id": None if i % 3 else f"case-{i}",
+        "case_id": None if i % 3 else f"case-{i}" if i % 2 else f"case\t{i}\n\r\\N\\",  # COPY's escapes
         "idempotency_key": f"k{i // 2}" if i % 4 == 1 else None,
         "request_hash": "ab" * 32 if i % 4 == 1 else None,
         "request_index": i % 2,
@@ -70,8 +70,9 @@ def stored(url: str, table: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+@pytest.mark.parametrize("workers", [0, 2], ids=["thread", "processes"])
 def test_bulk_rows_equal_the_writers_and_verify(
-    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key_file = tmp_path / "chain.key"
     create_key_file(key_file)
@@ -87,7 +88,8 @@ def test_bulk_rows_equal_the_writers_and_verify(
             log.close()
         bulk_db = Database(by_bulk)
         # Batches of 7: the chain crosses transactions; then the online writer carries on after it.
-        assert BulkLoader(bulk_db).load("decisions", iter(rows[:50]), batch_rows=7) == 50
+        loader = BulkLoader(bulk_db, workers=workers)
+        assert loader.load("decisions", iter(rows[:50]), batch_rows=7) == 50
         after = DecisionLog(bulk_db, settings=LogSettings()).open()
         try:
             after.append("decisions", rows[50:])

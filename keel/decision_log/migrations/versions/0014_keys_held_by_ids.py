@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 
 COLUMNS = ["caller", "model", "idempotency_key", "request_index"]
 WHERE_KEYED = sa.text("idempotency_key IS NOT NULL")
