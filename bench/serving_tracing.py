@@ -5,7 +5,9 @@ launches Keel: one with KEEL_TRACING_ENDPOINT pointing at an OTLP/HTTP receiver 
 (bench/otlp_receiver.py, counting the spans it decodes), one without it. Both get the same body
 and the same headers, a sampled W3C `traceparent` included, so every traced request records and
 exports a span and the only difference is tracing. Rounds alternate which goes first
-(bench.serving's `measure_rounds`); the ratios are traced over untraced medians.
+(bench.serving's `measure_rounds`); each ratio is the median of the per-round ratios (traced
+over untraced in the same round: bench.serving's `paired`), with the ratio of the two
+endpoints' medians beside it.
 
 Targets (issue 28, item 4): p50 at concurrency 1 <= 1.1x, throughput at --concurrency >= 0.9x.
 The traced server is stopped before the spans are counted (its shutdown exports what is queued),
@@ -34,6 +36,7 @@ from bench.serving import (
     measure_rounds,
     missing_decisions,
     note,
+    paired,
     prepared,
     ratio,
     server_env,
@@ -102,8 +105,8 @@ def run_tracing(args: argparse.Namespace) -> dict[str, Any]:
         spans, exports = sink.span_count, sink.requests
     endpoints = {name: summarize(rounds, name, args.concurrency) for name in (PLAIN, TRACED)}
     over = f"{TRACED}_over_{PLAIN}"
-    p50 = ratio(endpoints[TRACED]["p50_ms"], endpoints[PLAIN]["p50_ms"])
-    thr = ratio(endpoints[TRACED]["throughput_rps"], endpoints[PLAIN]["throughput_rps"])
+    p50 = paired(rounds, f"p50_{over}")
+    thr = paired(rounds, f"throughput_{over}")
     traced_200s = ok_total[TRACED] + 1  # warm-ups are in ok_total; + the check request
     return {
         "benchmark": "bench.serving --tracing: Keel decide route with OpenTelemetry on vs off",
@@ -112,6 +115,10 @@ def run_tracing(args: argparse.Namespace) -> dict[str, Any]:
             f"p50_{over}": p50,
             f"p99_{over}": ratio(endpoints[TRACED]["p99_ms"], endpoints[PLAIN]["p99_ms"]),
             f"throughput_{over}": thr,
+            f"p50_{over}_ratio_of_medians": ratio(endpoints[TRACED]["p50_ms"], endpoints[PLAIN]["p50_ms"]),
+            f"throughput_{over}_ratio_of_medians": ratio(
+                endpoints[TRACED]["throughput_rps"], endpoints[PLAIN]["throughput_rps"]
+            ),
             f"per_round_p50_{over}": [r[f"p50_{over}"] for r in rounds],
             f"per_round_throughput_{over}": [r[f"throughput_{over}"] for r in rounds],
         },
