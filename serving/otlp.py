@@ -22,7 +22,7 @@ import os
 import struct
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,7 +178,7 @@ class SpanBatcher:
     OTEL_BSP_MAX_QUEUE_SIZE spans, new ones are dropped (and counted), so a slow or absent
     collector never slows a request. Adding a span is an append (deque appends are atomic)."""
 
-    def __init__(self, post: Any, encode: Any) -> None:
+    def __init__(self, post: Callable[[bytes], None], encode: Callable[[list[FinishedSpan]], bytes]) -> None:
         self._post = post
         self._encode = encode
         self._max_queue = max(_env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048), 1)

@@ -114,7 +114,7 @@ def _monitor(args: argparse.Namespace) -> int:
     return worst
 
 
-def _check_event_settings(home: Any) -> None:
+def _check_event_settings(home: Path) -> None:
     """The verdicts are queued in the outbox whatever the settings say; a sink setting no
     dispatcher could use (KEEL_MONITOR_WEBHOOK_URL without signing keys, say) is said here too,
     where users of the monitor webhook look, not only when `keel serve` starts."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.errors import InvalidInput
@@ -122,8 +122,12 @@ class EventSettings(BaseSettings):
             )
         return self
 
-    own_key: bool = False
-    """Set by `load`: the signing key is KEEL_HOME's own (events-signing-key), not a shared one."""
+    _own_key: bool = PrivateAttr(default=False)  # not a field: no KEEL_EVENTS_* variable may set it
+
+    @property
+    def own_key(self) -> bool:
+        """Set by `load`: the signing key is KEEL_HOME's own (events-signing-key), not a shared one."""
+        return self._own_key
 
     @property
     def targets(self) -> tuple[Sink, ...]:
@@ -153,5 +157,6 @@ class EventSettings(BaseSettings):
                 why = "KEEL_MONITOR_WEBHOOK_URL is set but KEEL_EVENTS_SIGNING_KEYS is not"
                 raise InvalidInput(f"{why}: events are always signed")
             secret = SecretStr(local_secret(home / LOCAL_KEY_FILE))
-            settings = settings.model_copy(update={"signing_keys": {LOCAL_KEY_ID: secret}, "own_key": True})
+            settings = settings.model_copy(update={"signing_keys": {LOCAL_KEY_ID: secret}})
+            settings._own_key = True
         return settings

@@ -171,6 +171,7 @@ def test_the_monitor_webhook_alone_is_signed_with_a_key_of_keel_homes_own(
     assert len(secret) >= 32 and again.signing_keys["local"].get_secret_value() == secret
     assert (tmp_path / "events-signing-key").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("KEEL_EVENTS_SIGNING_KEYS", '{"k1": "' + "x" * 32 + '"}')
+    monkeypatch.setenv("KEEL_EVENTS_OWN_KEY", "true")  # not a setting: only `load` says so
     shared = EventSettings.load(tmp_path)  # a configured key always wins
     assert not shared.own_key and list(shared.signing_keys) == ["k1"]
     monkeypatch.delenv("KEEL_EVENTS_SIGNING_KEYS")
