@@ -14,6 +14,10 @@ Times are measured by the client on 127.0.0.1 from request to the last byte of t
 server's RSS before and after the requests (its process tree), and the load average.
 
     python -m bench.console [--decisions 10000000] [--requests 30] [--keep]
+    python -m bench.console --reuse LOG_URL HOME   # time again on a kept log (no fill)
+
+A run with --keep keeps the filled database and the home folder (registry, keys) and prints
+both, so the pages can be timed again after a change without the fill (24 minutes at 10M).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -249,10 +254,14 @@ def run(args: argparse.Namespace, home: Path, url: str) -> dict[str, Any]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     load_before = os.getloadavg()
     start = datetime.now(UTC) - timedelta(days=DAYS)
-    fill: dict[str, Any] = {
-        **build_log(args.decisions, args.pool, "covariate_shift", args.seed, start, timedelta(days=DAYS)),
-        "feedback": fill_feedback(url, args.routed_answered, args.auto_every, args.seed),
-    }
+    fill: dict[str, Any] = (
+        {"reused": True}
+        if args.reuse
+        else {
+            **build_log(args.decisions, args.pool, "covariate_shift", args.seed, start, timedelta(days=DAYS)),
+            "feedback": fill_feedback(url, args.routed_answered, args.auto_every, args.seed),
+        }
+    )
     env = {**base_env(home), "KEEL_DECISION_LOG_URL": url, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     code = (
         "from keel.cli import main; "
@@ -273,7 +282,9 @@ def run(args: argparse.Namespace, home: Path, url: str) -> dict[str, Any]:
     from keel.serving.keys import KeyStore
 
     db = Database(url)
-    key = KeyStore(db).add("bench-console", ["read"])
+    key = KeyStore(db).add(f"bench-console-{uuid.uuid4().hex[:6]}", ["read"])
+    with db.reading() as reader:
+        logged = int((reader.one("SELECT count(*) FROM decisions") or (0,))[0])
     listed = runs.runs(db, MODEL, 1)
     latest = listed[0] if listed else None
     db.dispose()
@@ -318,7 +329,7 @@ def run(args: argparse.Namespace, home: Path, url: str) -> dict[str, Any]:
     worst = max([*page_times.values(), *searches.values()], key=lambda t: t["p95_ms"])
     return {
         "benchmark": "console",
-        "decisions": args.decisions,
+        "decisions": logged,
         "window_days": DAYS,
         "requests_per_endpoint": args.requests,
         "fill": fill,
@@ -349,16 +360,29 @@ def main() -> int:
     parser.add_argument(
         "--admin-url", default=ADMIN_URL, help="a database on the server to create the log on"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the filled database (its URL is printed)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the filled database and home folder (both printed)"
+    )
+    parser.add_argument(
+        "--reuse", nargs=2, metavar=("LOG_URL", "HOME"), help="a kept run's database and home: no fill"
+    )
     args = parser.parse_args()
-    url = create_database(args.admin_url)
-    try:
-        with tempfile.TemporaryDirectory(prefix="keel-bench-console-") as tmp:
-            result = run(args, Path(tmp), url)
-    finally:
-        if not args.keep:
-            drop_database(args.admin_url, url)
-    result["log"] = url if args.keep else "postgresql (dropped)"
+    if args.reuse:
+        url, home = args.reuse[0], Path(args.reuse[1])
+        result = run(args, home, url)
+        result["log"], result["home"] = url, str(home)
+    else:
+        url = create_database(args.admin_url)
+        home = Path(tempfile.mkdtemp(prefix="keel-bench-console-"))
+        try:
+            result = run(args, home, url)
+        finally:
+            if not args.keep:
+                drop_database(args.admin_url, url)
+                shutil.rmtree(home, ignore_errors=True)
+        result["log"] = url if args.keep else "postgresql (dropped)"
+        if args.keep:
+            result["home"] = str(home)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

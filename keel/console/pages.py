@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -123,22 +124,21 @@ def decisions(console: Console, request: Request) -> Response:
 def decisions_csv(console: Console, request: Request) -> Response:
     query, _, _ = decision_query(_params(request))
 
+    plain = CSV_COLUMNS[: -len(SEGMENT_FIELDS)]
+
     def lines() -> Iterator[str]:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
-        for n, row in enumerate(search.stream(console.db, query, CSV_ROWS)):
-            segments = row["segments"]
-            writer.writerow(
-                [
-                    *(row[c] for c in CSV_COLUMNS[: -len(SEGMENT_FIELDS)]),
-                    *(segments.get(f) for f in SEGMENT_FIELDS),
-                ]
+        rows = search.stream(console.db, query, CSV_ROWS)
+        while chunk := list(itertools.islice(rows, 500)):
+            writer.writerows(
+                [_cell(row[c]) for c in plain] + [_cell(row["segments"].get(f)) for f in SEGMENT_FIELDS]
+                for row in chunk
             )
-            if n % 200 == 0:
-                yield out.getvalue()
-                out.seek(0)
-                out.truncate()
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
         yield out.getvalue()
 
     return StreamingResponse(

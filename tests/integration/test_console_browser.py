@@ -350,6 +350,42 @@ def test_forged_posts_without_the_csrf_token_are_403_and_pages_carry_the_securit
         )
 
 
+def test_the_csv_export_holds_what_the_search_shows_and_quotes_formula_like_cells(
+    console: tuple[Server, dict[str, Any]],
+) -> None:
+    import csv
+    import io
+
+    from keel.decision_log import search
+    from keel.decision_log.search import DecisionQuery
+
+    srv, seeded = console
+    case = cases_of("routing", 1, 11)[0] | {"case_id": '=HYPERLINK("http://evil.example","x")'}
+    with srv.client("decide") as c:
+        formula = c.post("/v1/routing/decide", json={"cases": [case]}).json()["decisions"][0]
+    seeded["decided"].append(formula)  # the module's other tests count the log's decisions
+    with closing(_http_sign_in(srv, srv.keys["read"])) as client:
+        exported = client.get("/console/decisions.csv", params={"model": "routing"})
+    assert exported.status_code == 200
+    assert exported.headers["content-disposition"] == 'attachment; filename="decisions.csv"'
+    rows = {r["decision_id"]: r for r in csv.DictReader(io.StringIO(exported.text))}
+    assert rows[formula["decision_id"]]["case_id"] == "'" + case["case_id"]  # shown as text, never run
+    day = seeded["decided"][0]["created_at"][:10]
+    shown, _ = search.search(
+        Database(srv.env["KEEL_DECISION_LOG_URL"]),
+        DecisionQuery(since=f"{day}T00:00:00+00:00", until="9999-12-31", model="routing"),
+        limit=200,
+    )
+    assert set(rows) == {r["decision_id"] for r in shown}
+    for r in shown:
+        row = rows[r["decision_id"]]
+        latest = (r["final_outcome"] or "", r["feedback_kind"] or "")
+        assert (row["final_outcome"], row["feedback_kind"]) == latest
+        assert {f: row[f] for f in r["segments"]} == {f: str(v) for f, v in r["segments"].items()}
+    overridden = {d["decision_id"] for d in seeded["overridden"]}
+    assert {i for i, row in rows.items() if row["feedback_kind"] == "override"} == overridden
+
+
 def test_a_revoked_key_ends_its_session(console: tuple[Server, dict[str, Any]], tmp_path: Path) -> None:
     srv, _ = console
     log_url = srv.env["KEEL_DECISION_LOG_URL"]
