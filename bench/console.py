@@ -249,6 +249,24 @@ def tree_rss_mb(pid: int) -> float:
     return round(float(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])) / 2**20, 1)
 
 
+def run_monitor(env: dict[str, str]) -> dict[str, Any]:
+    """`keel monitor` over the window, in a child process: its seconds, exit code and peak RSS."""
+    code = (
+        "from keel.cli import main; "
+        f"rc = main(['monitor', '{MODEL}', '--window', '{DAYS}d', '--json']); print('EXIT', rc)"
+    )
+    monitored = child(peak_rss_wrapper(code), env)
+    peak = [ln for ln in monitored["stdout"].splitlines() if ln.startswith("PEAK_MB ")]
+    monitor: dict[str, Any] = {
+        "seconds": monitored["seconds"],
+        "returncode": monitored["returncode"],
+        "peak_mb": round(float(peak[0].split()[1]), 1) if peak else None,
+    }
+    if monitored["returncode"] not in (0, 1, 2):
+        monitor["stderr"] = monitored["stderr"]
+    return monitor
+
+
 def run(args: argparse.Namespace, home: Path, url: str) -> dict[str, Any]:
     os.environ.update({"KEEL_HOME": str(home), "KEEL_DECISION_LOG_URL": url})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -263,20 +281,9 @@ def run(args: argparse.Namespace, home: Path, url: str) -> dict[str, Any]:
         }
     )
     env = {**base_env(home), "KEEL_DECISION_LOG_URL": url, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    code = (
-        "from keel.cli import main; "
-        f"rc = main(['monitor', '{MODEL}', '--window', '{DAYS}d', '--json']); print('EXIT', rc)"
-    )
-    monitored = child(peak_rss_wrapper(code), env)
-    peak = [ln for ln in monitored["stdout"].splitlines() if ln.startswith("PEAK_MB ")]
-    monitor = {
-        "seconds": monitored["seconds"],
-        "returncode": monitored["returncode"],
-        "peak_mb": round(float(peak[0].split()[1]), 1) if peak else None,
-    }
-    if monitored["returncode"] not in (0, 1, 2):
-        monitor["stderr"] = monitored["stderr"]
-
+    monitor: dict[str, Any] = {"skipped": "a reused log: the kept run's stored summaries serve"}
+    if not args.reuse:
+        monitor = run_monitor(env)
     from keel.decision_log import Database
     from keel.monitoring import runs
     from keel.serving.keys import KeyStore

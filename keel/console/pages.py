@@ -6,10 +6,6 @@ hold the event loop.
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -20,7 +16,7 @@ from keel.console.comparison import comparisons
 from keel.console.filters import TEXT_FIELDS, decision_query, link
 from keel.console.waterfall import waterfall
 from keel.console.workload_pages import latest_stored
-from keel.decision_log import reads, search
+from keel.decision_log import export, reads, search
 from keel.decision_log.search import SEGMENT_FIELDS
 from keel.models import registry
 from keel.models.history import history_json, shared_history
@@ -33,10 +29,6 @@ __all__ = ["changes", "decision", "decisions", "decisions_csv", "overview"]
 ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.SHADOW, registry.CANARY)
 CSV_ROWS = 10_000
 """Most rows one CSV export holds (newest first); narrow the search for more."""
-CSV_COLUMNS = (
-    "decision_id", "created_at", "model", "model_version", "case_id", "caller", "outcome", "abstained",
-    "route", "confidence", "final_outcome", "feedback_kind", "origin", *SEGMENT_FIELDS,
-)  # fmt: skip
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -123,37 +115,11 @@ def decisions(console: Console, request: Request) -> Response:
 
 def decisions_csv(console: Console, request: Request) -> Response:
     query, _, _ = decision_query(_params(request))
-
-    plain = CSV_COLUMNS[: -len(SEGMENT_FIELDS)]
-
-    def lines() -> Iterator[str]:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        rows = search.stream(console.db, query, CSV_ROWS)
-        while chunk := list(itertools.islice(rows, 500)):
-            writer.writerows(
-                [_cell(row[c]) for c in plain] + [_cell(row["segments"].get(f)) for f in SEGMENT_FIELDS]
-                for row in chunk
-            )
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-        yield out.getvalue()
-
     return StreamingResponse(
-        lines(),
+        export.csv_pieces(console.db, query, CSV_ROWS),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": 'attachment; filename="decisions.csv"', "cache-control": "no-store"},
     )
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: caller-sent text starting like a formula (=, +,
-    -, @, tab, CR) gets a leading apostrophe, so opening an export never runs a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def decision(console: Console, request: Request) -> Response:

@@ -61,22 +61,31 @@ _NAMES = (
     "abstained", "route", "confidence", "origin",
 )  # fmt: skip
 _SEGMENTS = sorted(SEGMENT_FIELDS)  # the order the `segments` JSON keeps (sorted keys)
+_SEGMENT_RECORD = "json_to_record(d.segments::json) AS s(" + ", ".join(f"{f} text" for f in _SEGMENTS) + ")"
+"""PostgreSQL: the segment values as columns of `s`, the JSON parsed once a row (each `->>` parses
+the whole text again)."""
 _LATEST = "FROM feedback f WHERE f.decision_id = d.decision_id ORDER BY f.seq DESC LIMIT 1"
 """The decision's latest feedback revision: one probe of feedback's decision index (per partition)."""
 
 
-def _select(postgres: bool) -> str:
+def _select(postgres: bool, columns: str | None = None) -> str:
     """SELECT _NAMES, each segment field's value, the latest feedback's final_outcome and kind,
-    FROM decisions d. The database takes the segment values out of the JSON (10,000 json.loads
-    were a third of an export's Python time). On PostgreSQL one LATERAL probe serves both feedback
-    columns: a correlated subquery per column sorts every feedback partition's match per row,
-    twice (a 10,000-row export at 100k decisions: 290-520 ms against 110-250 ms); SQLite has no
-    LATERAL, and no partitions to sort."""
-    pick = "(d.segments::json ->> '{}')" if postgres else "json_extract(d.segments, '$.{}')"
-    columns = ", ".join([*(f"d.{name}" for name in _NAMES), *(pick.format(f) for f in _SEGMENTS)])
+    FROM decisions d; on PostgreSQL `columns` may replace that list (over `d`, the decision, `s`,
+    its segment values, and `lf`, its latest feedback revision: keel.decision_log.export's CSV).
+    The database takes the segment values out of the JSON (10,000 json.loads were a third of an
+    export's Python time).
+    On PostgreSQL one LATERAL probe serves both feedback columns: a correlated subquery per column
+    sorts every feedback partition's match per row, twice (a 10,000-row export at 100k decisions:
+    290-520 ms against 110-250 ms); SQLite has no LATERAL, and no partitions to sort."""
+    pick = "s.{}" if postgres else "json_extract(d.segments, '$.{}')"
+    if columns is not None and not postgres:
+        raise ValueError("a select list of its own is for PostgreSQL's statement only")
+    if columns is None:
+        names = ", ".join([*(f"d.{name}" for name in _NAMES), *(pick.format(f) for f in _SEGMENTS)])
+        columns = f"{names}, lf.final_outcome, lf.kind" if postgres else names
     if postgres:
         return (
-            f"SELECT {columns}, lf.final_outcome, lf.kind FROM decisions d "
+            f"SELECT {columns} FROM decisions d LEFT JOIN LATERAL {_SEGMENT_RECORD} ON TRUE "
             f"LEFT JOIN LATERAL (SELECT f.final_outcome, f.kind {_LATEST}) lf ON TRUE"
         )
     return f"SELECT {columns}, (SELECT f.final_outcome {_LATEST}), (SELECT f.kind {_LATEST}) FROM decisions d"
@@ -206,8 +215,11 @@ def _row(values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-def search_sql(db: Database, query: DecisionQuery, limit: int) -> tuple[str, list[Any]]:
-    """The statement a search or export runs (newest first, at most `limit` rows) and its parameters.
+def search_sql(
+    db: Database, query: DecisionQuery, limit: int, columns: str | None = None
+) -> tuple[str, list[Any]]:
+    """The statement a search or export runs (newest first, at most `limit` rows) and its parameters;
+    `columns` replaces the select list on PostgreSQL (see _select).
 
     An overridden or final-outcome search can go two ways: look up each decision that feedback of
     that kind names (an index range of migration 0013, then one probe each), or walk the window
@@ -221,7 +233,7 @@ def search_sql(db: Database, query: DecisionQuery, limit: int) -> tuple[str, lis
     (The counts cover all feedback, not just the window's, so a window holding few of many
     candidates still walks; it is bounded by the window.)"""
     where, params = query.where(db.is_postgres, by_feedback=_few_candidates(db, query))
-    return f"{_select(db.is_postgres)} WHERE {where} ORDER BY d.seq DESC LIMIT ?", [*params, limit]
+    return f"{_select(db.is_postgres, columns)} WHERE {where} ORDER BY d.seq DESC LIMIT ?", [*params, limit]
 
 
 def _few_candidates(db: Database, query: DecisionQuery) -> bool:
@@ -258,6 +270,7 @@ def search(db: Database, query: DecisionQuery, limit: int = 50) -> tuple[list[di
     limit = max(1, min(limit, MAX_PAGE))
     sql, params = search_sql(db, query, limit + 1)
     with db.reading() as reader:
+        reader.without_jit()
         rows = reader.all(sql, params)
     page = [_row(r) for r in rows[:limit]]
     return page, (page[-1]["seq"] if len(rows) > limit else None)
@@ -267,6 +280,7 @@ def stream(db: Database, query: DecisionQuery, limit: int, chunk: int = 1000) ->
     """Up to `limit` matching decisions, newest first, read in chunks (a CSV export)."""
     sql, params = search_sql(db, query, limit)
     with db.reading() as reader:
+        reader.without_jit()
         for batch in reader.stream(sql, params, chunk):
             for values in batch:
                 yield _row(values)

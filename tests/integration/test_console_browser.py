@@ -484,7 +484,7 @@ def test_every_page_and_search_runs_on_a_postgresql_log(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from keel.decision_log import search
+    from keel.decision_log import export, search
     from keel.decision_log.log_key import NO_KEYS
     from keel.decision_log.search import DecisionQuery
     from keel.monitoring.log_reader import LogReader
@@ -540,6 +540,15 @@ def test_every_page_and_search_runs_on_a_postgresql_log(
             assert times["answered"] == 1 and times["by_route"][0]["p50"] >= 0
             place = search.chain_place(db, NO_KEYS, target["decision_id"])
             assert place is not None and place.problem is None
+            # the CSV export: PostgreSQL writes it (COPY) as Python's csv module would, formula
+            # quoting included
+            with srv.client("decide") as c:
+                case = cases_of("routing", 1, 12)[0] | {"case_id": "@SUM(A1:A9)"}
+                assert c.post("/v1/routing/decide", json={"cases": [case]}).status_code == 200
+            by_server = b"".join(export.csv_pieces(db, query, 100))
+            assert by_server == b"".join(export.csv_pieces(db, query, 100, by_server=False))
+            lines = by_server.decode().splitlines()
+            assert len(lines) == 1 + 31 and lines[1].split(",")[4] == "'@SUM(A1:A9)"
             with closing(_http_sign_in(srv, srv.keys["read"])) as client:
                 for path in ("/console", "/console/decisions", "/console/queue", "/console/overrides",
                              "/console/changes", f"/console/decisions/{target['decision_id']}"):  # fmt: skip
