@@ -227,10 +227,6 @@ class Reader:
             with cur.copy(f"COPY ({sql.replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)", params) as copy:
                 yield from copy
 
-    def columns(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-        cur = self.conn.execute(sql, params)
-        return [d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()]
-
 
 def _setup_sqlite(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Autocommit at the driver level; transactions are opened explicitly (BEGIN / BEGIN IMMEDIATE).

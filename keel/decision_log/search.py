@@ -48,14 +48,6 @@ __all__ = [
 
 MAX_PAGE = 200
 
-# The decisions some feedback revision overrode / gave this final outcome: a superset of those
-# whose latest revision did, read from migration 0013's feedback indexes.
-_OVERRIDDEN = "SELECT f.decision_id FROM feedback f WHERE f.kind = 'override'"
-_FINALLY = "SELECT f.decision_id FROM feedback f WHERE f.final_outcome = ?"
-FEW_FEEDBACK = 50
-"""An overridden or final-outcome search looks its candidates up while they number fewer than
-sqrt(FEW_FEEDBACK x the window's decisions), else walks the window (see search_sql): then either
-way costs at most about that many probes (some 22,000 at 10M decisions; a page is 50 rows)."""
 _NAMES = (
     "seq", "decision_id", "model", "model_version", "created_at", "caller", "case_id", "outcome",
     "abstained", "route", "confidence", "origin",

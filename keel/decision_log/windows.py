@@ -187,7 +187,7 @@ class WindowQueries:
             "cased AS MATERIALIZED (SELECT w.dseq, w.fseq, f.actor, "
             "MIN(f.actor) OVER (PARTITION BY COALESCE(d.case_id, d.decision_id)) AS lo, "
             "MAX(f.actor) OVER (PARTITION BY COALESCE(d.case_id, d.decision_id)) AS hi "
-            f"FROM word w CROSS JOIN decisions d CROSS JOIN feedback f "
+            "FROM word w CROSS JOIN decisions d CROSS JOIN feedback f "
             f"WHERE d.seq = w.dseq AND f.seq = w.fseq AND {_WINDOW}) "
             "SELECT COALESCE(d.case_id, d.decision_id), d.decision_id, f.created_at, f.actor, "
             f"f.final_outcome, {self._json('f.record', 'reviewer_pool')}{self._segment_values(names)} "
