@@ -77,13 +77,15 @@ def expected_override_rates(
     """Per value of `field`, the override rate its reviewed decided cases would show if its
     reviewers overrode like everyone else's in the same score bands: the rate process drift
     measures a value's ratio against, so the one a plan must be solved on (a value's own rate
-    differs where the model is better or worse there). With the overrides and reviews in all."""
+    differs where the model is better or worse there). With the overrides and reviews in all.
+    It is the findings' `null_rate` (band rates pooled with the value's own reviews), the base the
+    stated detection limits use: the reference's alone tilts a plan by one window's noise."""
     decided = decided_reviews(reviewed)
     report = process_drift(reviewed, [field], bands, min_n=1)
     rates = {
-        f.value: f.expected_rate
+        f.value: f.null_rate
         for f in report.findings
-        if f.metric == "override_rate" and f.field == field and f.expected_rate is not None
+        if f.metric == "override_rate" and f.field == field and f.null_rate is not None
     }
     return rates, int(decided["overridden"].sum()) if len(decided) else 0, len(decided)
 

@@ -157,7 +157,9 @@ def _process_limits(process: ProcessDriftReport, primary: str | None, share: flo
         weight = share / max(main, 1) if f.field == primary else (1 - share) / max(rest, 1)
         level = process.alpha * weight
         n_rest = sum(b.rest_n for b in f.bands)
-        base = f.expected_rate if f.expected_rate is not None else (f.rest_rate or 0.0)
+        # The rate under no drift, pooled with the value's own cases (`Finding.null_rate`): the
+        # reference's alone would state each value's limit on noise that moves against its own.
+        base = next((r for r in (f.null_rate, f.expected_rate, f.rest_rate) if r is not None), 0.0)
         ratio = min_detectable_ratio(f.n, n_rest, base, level)
         out.append(DetectionLimit(
             "process_drift", f.field, f.value, f.n, base, level, ratio,

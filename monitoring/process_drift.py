@@ -58,6 +58,12 @@ class Finding:
     rest_rate: float | None
     expected_rate: float | None
     """The reference's rate in each band, weighted by this value's band mix: 'same score bands'."""
+    null_rate: float | None
+    """The value's rate under no drift: as `expected_rate`, with the band rates pooled over the
+    value and its reference (an outlier's over its reference alone). Both estimate the same rate,
+    but the reference alone moves against the value's own cases (fewer overrides in NA mean more
+    in "everyone but NA"); pooled, one window's noise is shared by every value, so power
+    calculations (stated limits, audit plans) are not tilted toward whichever value was lucky."""
     rate_ratio: float | None
     """Mantel–Haenszel rate ratio versus the reference, over score bands."""
     odds_ratio: float | None
@@ -238,7 +244,8 @@ def _findings(fld: _Field, labels: list[str], gate: float) -> list[Finding]:
         # The last fair value (or one of two) is compared with all others rather than with nothing.
         ref = pool(value) or [u for u in fld.eligible if u != value]
         if ref:
-            findings.append(_finding(fld, value, ref, _versus(fld, value, ref), labels))
+            null = ref if value in outliers else [value, *pool(value)]
+            findings.append(_finding(fld, value, ref, _versus(fld, value, ref), labels, null))
     if findings:
         lowest = min(findings, key=lambda f: f.rate_ratio if f.rate_ratio is not None else math.inf)
         for f in findings:
@@ -248,16 +255,21 @@ def _findings(fld: _Field, labels: list[str], gate: float) -> list[Finding]:
     return findings
 
 
-def _finding(fld: _Field, value: str, ref: list[str], test: CMHResult, labels: list[str]) -> Finding:
+def _finding(
+    fld: _Field, value: str, ref: list[str], test: CMHResult, labels: list[str], null: list[str]
+) -> Finding:
     nv, ev = fld.n.loc[value].to_numpy(), fld.e.loc[value].to_numpy()
     nr, er = fld.n.loc[ref].to_numpy().sum(axis=0), fld.e.loc[ref].to_numpy().sum(axis=0)
     ref_band_rate = np.divide(er, nr, out=np.zeros(len(labels)), where=nr > 0)
     weight = nv * (nr > 0)
+    n0, e0 = fld.n.loc[null].to_numpy().sum(axis=0), fld.e.loc[null].to_numpy().sum(axis=0)
+    null_band_rate = np.divide(e0, n0, out=np.zeros(len(labels)), where=n0 > 0)
     return Finding(
         metric=fld.metric, field=fld.name, value=value, compared_with=list(ref),
         n=int(nv.sum()), events=int(ev.sum()), rate=float(ev.sum() / nv.sum()),
         rest_rate=float(er.sum() / nr.sum()) if nr.sum() else None,
         expected_rate=float((weight * ref_band_rate).sum() / weight.sum()) if weight.sum() else None,
+        null_rate=float((weight * null_band_rate).sum() / weight.sum()) if weight.sum() else None,
         rate_ratio=finite(test.rate_ratio), odds_ratio=finite(test.odds_ratio),
         odds_ratio_low=finite(test.odds_ratio_low), odds_ratio_high=finite(test.odds_ratio_high),
         p_value=test.p_value,

@@ -89,6 +89,21 @@ def test_the_base_rate_is_the_one_process_drift_measures_a_value_against() -> No
     assert (overrides, reviews) == (2 * 44 + 60, 1100)
 
 
+def test_the_base_rate_is_pooled_so_one_value_s_noise_does_not_tilt_the_plan() -> None:
+    """Three regions with the same score-band mix and no drift; NA's reviewers happened to override
+    less. "Everyone but NA" then overrides more than "everyone but EMEA", which would plan NA as
+    the easy one; pooled over each value and its reference every region gets the same base."""
+    from tests.unit.test_audit_stats import BANDS, rows
+
+    data = rows("NA", 200, 10, None, None, confidence=0.7)
+    for region in ("EMEA", "APAC"):
+        data += rows(region, 200, 20, None, None, confidence=0.7)
+    rates, overrides, reviews = expected_override_rates(pd.DataFrame(data), "region", BANDS)
+    assert (overrides, reviews) == (50, 600)
+    for region in ("NA", "EMEA", "APAC"):
+        assert math.isclose(rates[region], 50 / 600)
+
+
 def test_a_plan_file_carries_its_detect_target_and_refuses_a_bad_one(tmp_path: Path) -> None:
     """`keel audit set` records the file's target.detect (what `keel audit plan --detect` wrote);
     a file without a target records none; a ratio that is not above 1 is refused."""

@@ -235,6 +235,12 @@ def test_process_drift_flags_the_biased_region_and_not_the_fair_ones(reviewed: p
     apac = next(f for f in report.findings if f.value == "APAC")
     assert apac.rate / (26 / 400) > 2 and apac.rate_ratio == pytest.approx(1.0, abs=0.05)
     assert not apac.significant and apac.p_value >= 0.5
+    # Under no drift a fair value's rate is its bands' rates pooled with its reference's (EMEA, an
+    # outlier, is in neither; here both have the same band rates); an outlier's own cases are not
+    # pooled into its null rate.
+    assert apac.compared_with == ["NA"] and emea.null_rate == pytest.approx(emea.expected_rate)
+    pooled = sum(b.n * (b.events + b.rest_events) / (b.n + b.rest_n) for b in apac.bands if b.rest_n)
+    assert apac.null_rate == pytest.approx(pooled / sum(b.n for b in apac.bands if b.rest_n))
     # Too small to judge, however extreme.
     assert {(s["field"], s["value"]) for s in report.skipped} == {
         ("region", "LATAM"),
