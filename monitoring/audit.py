@@ -61,6 +61,9 @@ RULE: Reading = "model wrong there"
 INVESTIGATE: Reading = "investigate"
 DECIDING_POWER = 0.9
 """Power the "how many more cross audits" figure is planned for."""
+DRILL_MIN_N = 5
+"""Local audits a nested value needs to be tested inside a reported parent (three overturns of
+five reach 0.1% against a 3% baseline)."""
 WEIGHT_GRID = 20
 """Steps the score bands' weights are rounded to in the exact practice test (any weights fixed by
 the margins keep it exact; 20 keeps the convolution small and the weights within 2.5%)."""
@@ -268,8 +271,8 @@ def practice_vs_rule(
     audit elsewhere; cross: exact binomial tails on the band-standardised expectation, as cross
     counts are small), and cross against local reviewers of the value itself (an exact
     conditional test over score bands). Reported: values whose local excess survives Holm at
-    `level` (weighted as process drift weighs them: `primary_share` on the `primary` field), and
-    `candidates` (flagged elsewhere); each is read as
+    `level` (weighted as process drift weighs them: `primary_share` on the `primary` field),
+    and `candidates` (flagged elsewhere); each is read as
 
     - "model wrong there": cross reviewers overturn more than the baseline (Holm at `level` over
       the reported values: the reading that says retrain is held to the strict level);
@@ -277,6 +280,10 @@ def practice_vs_rule(
       same score bands (at `practice_level` family-wise over the reported values, weighted as the
       local test is), while no value nesting in it or holding it reads "model wrong there";
     - "investigate": neither yet, with the cross audits in the value that would decide it.
+
+    Inside a reported value, its nested values with `DRILL_MIN_N`+ local audits (fewer than
+    `min_n`) whose local excess survives `level` Bonferroni over them are reported too, as
+    "investigate" with the cross audits they need.
     """
     if frame.empty or "confidence" not in frame:
         return []
@@ -285,6 +292,7 @@ def practice_vs_rule(
     cross = frame["pool"].to_numpy() == "cross"
     wanted = set(candidates)
     tested: list[tuple[str, str, dict[str, Any]]] = []
+    small: dict[tuple[str, str], dict[str, Any]] = {}
     for name in segments:
         if name not in frame:
             continue
@@ -299,6 +307,8 @@ def practice_vs_rule(
                 continue
             if stats["local_n"] >= min_n or (name, value) in wanted:
                 tested.append((name, value, stats))
+            elif stats["local_n"] >= DRILL_MIN_N:
+                small[(name, value)] = stats
     # The error budget split as process drift splits it (weighted Holm): `primary_share` on the
     # primary field's few values (regions), the rest on every other field's many values, so a
     # regional practice is not drowned by thirty entities and channels.
@@ -313,6 +323,20 @@ def practice_vs_rule(
         for (name, value, s), p, w in zip(tested, adjusted, weights, strict=True)
         if p < level or (name, value) in wanted
     ]
+    parents = segment_parents(frame, segments)
+    # Drill-down: the values nested in a reported one that have too few local audits to be tested
+    # on their own (a small entity in its region) are tested within it, at `level` Bonferroni over
+    # the value's nested values. Tested only once their parent is reported (hierarchical testing),
+    # they spend none of the families' levels below and leave every other reading as it was; a
+    # handful of audits cannot separate a practice from a rule, so each reads "investigate", with
+    # the cross audits that would decide it: a changed rule in one small entity is named there, not
+    # only in its region.
+    drilled: list[tuple[str, str, dict[str, Any], float, float]] = []
+    for name, value, *_ in report:
+        nested = [c for c, up in parents.items() if up == (name, value)]
+        for child in nested:
+            if child in small and (p := min(1.0, small[child]["local_p"] * len(nested))) < level:
+                drilled.append((*child, small[child], p, level / len(nested)))
     # A wrong reading needs the cross audits to go against the truth. "Model wrong there" (the one
     # that says retrain) is held to `level` family-wise over the reported values (Holm on the cross
     # p-values), so a practice reads as a rule in at most `level` of windows however many of its
@@ -337,7 +361,6 @@ def practice_vs_rule(
             readings.append(INVESTIGATE)
     # A value inside one the cross reviewers call wrong (or holding one) is not a local practice:
     # the two readings contradict each other, and the rule is the one read at the strict level.
-    parents = segment_parents(frame, segments)
     wrong = {(name, value) for (name, value, *_), r in zip(report, readings, strict=True) if r == RULE}
     total = sum(w for *_, w in report)
     out = []
@@ -355,6 +378,14 @@ def practice_vs_rule(
         finding = PracticeFinding(
             name, value, reading, proportion(s["local_k"], s["local_n"]),
             proportion(s["cross_k"], s["cross_n"]), s["baseline"], p, cross_p, gap, needed,
+        )  # fmt: skip
+        finding.sentence = _sentence(finding)
+        out.append(finding)
+    for name, value, s, p, deciding in drilled:
+        finding = PracticeFinding(
+            name, value, INVESTIGATE, proportion(s["local_k"], s["local_n"]),
+            proportion(s["cross_k"], s["cross_n"]), s["baseline"], p, s["cross_p"], s["gap_p"],
+            more_cross_audits(s["local_rate"], s["baseline"], s["cross_n"], deciding),
         )  # fmt: skip
         finding.sentence = _sentence(finding)
         out.append(finding)

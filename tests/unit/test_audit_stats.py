@@ -194,6 +194,31 @@ def test_a_rule_change_in_a_small_entity_reads_as_a_practice_at_most_at_the_leve
     assert said <= binom.ppf(0.999, draws, 0.05), said
 
 
+def test_a_small_entity_inside_a_reported_region_is_examined_there() -> None:
+    """LATAM00 has 12 local audits, too few to be tested among every value (min_n 20 here), but half
+    of them overturned; its region is reported (flagged by another check). Inside the region it
+    is tested against the region's other entities' count (Bonferroni): named, with the cross
+    audits that would decide it. LATAM01, as small and overturned like everywhere else, is not."""
+    data: list[dict[str, Any]] = []
+    for region in REGIONS:
+        for e in range(3):
+            data += rows(region, 170, 9, "local", 0.25, entity=f"{region}0{e + 2}")
+    data += rows("LATAM", 12, 6, "local", 0.25, entity="LATAM00") + rows(
+        "LATAM", 2, 1, "cross", 0.05, entity="LATAM00"
+    )
+    data += rows("LATAM", 12, 0, "local", 0.25, entity="LATAM01")
+    frame = pd.DataFrame(data)
+    report = audit_report(frame, ["region", "entity"], 0.05, BANDS, candidates=[("region", "LATAM")],
+                          primary="region")  # fmt: skip
+    small = next(f for f in report.findings if f.value == "LATAM00")
+    assert small.field == "entity" and small.reading == INVESTIGATE and small.local.n == 12
+    assert small.more_cross_audits and "more cross audits in entity LATAM00 would decide it" in small.sentence
+    assert report.reading("entity", "LATAM01") is None
+    # Not drilled into where its region is not reported.
+    alone = audit_report(frame, ["region", "entity"], 0.05, BANDS, primary="region")
+    assert alone.reading("region", "LATAM") is None and alone.reading("entity", "LATAM00") is None
+
+
 # -- the headline ---------------------------------------------------------------------------------
 
 
