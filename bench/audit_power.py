@@ -73,19 +73,22 @@ def reviews(
     classes = list(setup.contract.classes)
     n = len(window)
     decided = ~window["abstained"].to_numpy(dtype=bool)
-    u = rng.random(n)
+    # Every case's draws are made whether or not it is looked at, so two review designs given the
+    # same seed judge the cases both look at alike (common random numbers: the allocation family
+    # compares uniform and planned review on one set of verdicts, not on two reviewers' luck).
+    u, slip_u, flip_u = rng.random(n), rng.random(n), rng.random(n)
+    pick, pick_again = rng.integers(0, max(len(classes) - 1, 1), (2, n))
     local_p = np.broadcast_to(np.asarray(local_p, dtype=float), (n,))
     cross = decided & (u < cross_p)
     local = decided & ~cross & (u < cross_p + local_p)
     look = cross | local | ~decided
     rows = window[look].copy()
     cross, local, decided = cross[look], local[look], decided[look]
+    slip_u, flip_u, pick, pick_again = slip_u[look], flip_u[look], pick[look], pick_again[look]
     truth = rows["truth"].astype(object).to_numpy()
     final = truth.copy()
-    slip = rng.random(len(rows)) >= REVIEWER_ACCURACY
-    for i in np.flatnonzero(slip):
-        others = [c for c in classes if c != truth[i]]
-        final[i] = others[int(rng.integers(len(others)))]
+    for i in np.flatnonzero(slip_u >= REVIEWER_ACCURACY):
+        final[i] = [c for c in classes if c != truth[i]][pick[i]]
     outcome = rows["outcome"].astype(object).to_numpy()
     if practice is not None:
         fld, value, ratio = practice
@@ -93,10 +96,9 @@ def reviews(
         base = np.clip((1.0 - conf) * REVIEWER_ACCURACY + conf * (1.0 - REVIEWER_ACCURACY), 0.005, 0.99)
         extra = np.clip((ratio - 1.0) * base / (1.0 - base), 0.0, 1.0)
         mine = rows[fld].astype(str).to_numpy() == value
-        flip = mine & local & (final == outcome) & (rng.random(len(rows)) < extra)
+        flip = mine & local & (final == outcome) & (flip_u < extra)
         for i in np.flatnonzero(flip):
-            others = [c for c in classes if c != final[i]]
-            final[i] = others[int(rng.integers(len(others)))]
+            final[i] = [c for c in classes if c != final[i]][pick_again[i]]
     kind = np.where(~decided, "label", np.where(final == outcome, "confirmation", "override"))
     selected = (cross | local) & audit
     rows = rows.assign(
@@ -308,8 +310,9 @@ def allocation(setup: Setup, cases: int, reps: int, rng: np.random.Generator) ->
     for _ in range(reps):
         window = draw(none, cases, rng)
         p_row = window["region"].astype(str).map(probs).fillna(REVIEW_SHARE).to_numpy(dtype=float)
+        seed = int(rng.integers(2**63))  # one set of verdicts per window for both designs
         for name, p in (("uniform", REVIEW_SHARE), ("planned", p_row)):
-            reviewed = reviews(window, setup, rng, p, audit=False)
+            reviewed = reviews(window, setup, np.random.default_rng(seed), p, audit=False)
             report = process_drift(reviewed, segments, s.score_bands, alpha=s.process_drift_p,
                                    primary="region", primary_share=s.primary_share)  # fmt: skip
             limits = detection_limits(report, concept_by_segment(window.iloc[:0], [], None, 0.0),
