@@ -205,7 +205,7 @@ def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.
     if "entity" in none.frame:
         shares = none.frame["entity"].astype(str).value_counts(normalize=True)
         entity = str((shares - 0.05).abs().idxmin())
-        ok, practice_said, asks = 0, 0, []
+        ok, practice_said, region_only, asks = 0, 0, 0, []
         for _ in range(reps):
             window = rule_change(draw(none, cases, rng), setup, "entity", entity, 0.3, rng)
             ev, _ = _evidence(setup, window, reviews(window, setup, rng, AUDIT_LOCAL, AUDIT_CROSS))
@@ -214,6 +214,7 @@ def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.
             parent = ev.parents.get(("entity", entity))
             said = [f.reading for k, f in found.items() if k in (("entity", entity), parent)]
             practice_said += PRACTICE in said
+            region_only += mine is None and parent in found
             if mine is not None and (
                 mine.reading == RULE or (mine.reading == INVESTIGATE and mine.more_cross_audits)
             ):
@@ -224,6 +225,9 @@ def practice_vs_rule_family(setup: Setup, cases: int, reps: int, rng: np.random.
             "entity_share": round(float(shares[entity]), 4),
             "attributed_or_investigate_with_count": rate(ok, reps),
             "said_review_practice": rate(practice_said, reps),
+            # Windows the region holding the entity was reported but the entity itself was not
+            # (the rest: nothing reported there at all, a quiet window).
+            "only_its_region_reported": rate(region_only, reps),
             "median_more_cross_audits_asked": float(np.median(asks)) if asks else None,
         }
     return out
