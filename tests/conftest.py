@@ -18,18 +18,66 @@ import pytest
 from keel.feature_defs.contract import MODEL_NAMES
 from tests.trained_store import trained_once
 
+COSTLY_FILES = (
+    "integration/test_client.py",
+    "integration/test_mlflow_server.py",
+    "integration/test_challengers.py",
+    "integration/test_events.py",
+    "integration/test_batch.py",
+    "integration/test_monitor.py",
+    "integration/test_train_register.py",
+    "integration/test_promotion.py",
+    "integration/test_console_browser.py",
+    "integration/test_reviewer_consistency.py",
+    "integration/test_durability.py",
+    "model/test_abstention_guarantee.py",
+    "integration/test_service.py",
+    "model/test_consistency.py",
+    "integration/test_monitor_state.py",
+    "integration/test_log_faults.py",
+    "integration/test_restore_keys.py",
+    "integration/test_audits.py",
+    "integration/test_sealed_versions.py",
+    "integration/test_tracing.py",
+    "unit/test_audit_stats.py",
+)
+"""The test files that took longest on the 2-core CI machine (a `--durations` run under
+`make test`, 2026-12), costliest first. Under pytest-xdist a file runs on one worker, so a long
+file handed out last decides when the run ends while the other worker idles; handed out first,
+the many short files fill in around it. A file missing here only runs later: the order changes
+the run's length, never its outcome."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist's loadfile scheduling hands out files by their number of tests, most first,
+    unless told otherwise; that put the costliest files (one long test each) at the very end.
+    With the sort off it keeps the order `pytest_collection_modifyitems` gives."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist: one file that needs the session models (`registered`) first, so a
-    worker starts training them at once, then the files that never ask for them, so the other
-    worker runs those meanwhile instead of waiting for the training on its first integration
-    file, then the rest. Alone, the order is as collected."""
+    """Under pytest-xdist: the costliest files first (COSTLY_FILES), then the rest as collected.
+    The first file is one that needs the session models (`registered`), so its worker starts
+    training them at once; the second one that never asks for them, so the other worker (given
+    the second file) runs it meanwhile instead of waiting for the training. Alone, the order is
+    as collected."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    needs = [item.path for item in items if "registered" in getattr(item, "fixturenames", ())]
-    if needs:
-        first, later = needs[0], set(needs)
-        items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in later else 1)
+    tests = Path(__file__).parent
+    rank = {tests / name: i for i, name in enumerate(COSTLY_FILES)}
+    files = sorted(dict.fromkeys(item.path for item in items), key=lambda p: rank.get(p, len(rank)))
+    needs = {item.path for item in items if "registered" in getattr(item, "fixturenames", ())}
+    trains = next((p for p in files if p in needs), None)
+    if trains is not None:
+        files.remove(trains)
+        files.insert(0, trains)
+        meanwhile = next((p for p in files if p not in needs), None)
+        if meanwhile is not None:
+            files.remove(meanwhile)
+            files.insert(1, meanwhile)
+    position = {p: i for i, p in enumerate(files)}
+    items.sort(key=lambda item: position[item.path])
 
 
 @dataclass(frozen=True)
