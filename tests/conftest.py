@@ -19,33 +19,43 @@ from keel.feature_defs.contract import MODEL_NAMES
 from tests.trained_store import trained_once
 
 COSTLY_FILES = (
-    "integration/test_client.py",
-    "integration/test_mlflow_server.py",
-    "integration/test_challengers.py",
-    "integration/test_events.py",
-    "integration/test_batch.py",
-    "integration/test_monitor.py",
-    "integration/test_train_register.py",
-    "integration/test_promotion.py",
-    "integration/test_console_browser.py",
-    "integration/test_reviewer_consistency.py",
-    "integration/test_durability.py",
-    "model/test_abstention_guarantee.py",
-    "integration/test_service.py",
-    "model/test_consistency.py",
-    "integration/test_monitor_state.py",
-    "integration/test_log_faults.py",
-    "integration/test_restore_keys.py",
-    "integration/test_audits.py",
-    "integration/test_sealed_versions.py",
-    "integration/test_tracing.py",
-    "unit/test_audit_stats.py",
+    "integration/test_monitor.py",  # 345 s
+    "integration/test_client.py",  # 331 s (85 s of it training the session models)
+    "integration/test_events.py",  # 215 s
+    "integration/test_challengers.py",  # 212 s
+    "integration/test_batch.py",  # 187 s
+    "integration/test_train_register.py",  # 168 s
+    "integration/test_promotion.py",  # 145 s
+    "integration/test_mlflow_server.py",  # 143 s
+    "integration/test_console_browser.py",  # 136 s
+    "integration/test_reviewer_consistency.py",  # 91 s
+    "model/test_consistency.py",  # 83 s
+    "integration/test_durability.py",  # 75 s
+    "model/test_abstention_guarantee.py",  # 73 s
+    "integration/test_monitor_state.py",  # 58 s
+    "unit/test_drift.py",  # 56 s
+    "integration/test_retention.py",  # 54 s
+    "integration/test_audits.py",  # 42 s
+    "integration/test_log_faults.py",  # 34 s
+    "integration/test_restore_keys.py",  # 31 s
+    "integration/test_sealed_versions.py",  # 30 s
+    "integration/test_service.py",  # 27 s
+    "unit/test_audit_stats.py",  # 25 s
+    "unit/test_reports.py",  # 22 s
+    "unit/test_tree_shap.py",  # 19 s
+    "integration/test_version_reporting.py",  # 19 s
+    "integration/test_log_store.py",  # 18 s
+    "integration/test_tracing.py",  # 14 s
+    "integration/test_archive.py",  # 13 s
+    "integration/test_partitioned_log.py",  # 12 s
+    "integration/test_serve_temp_dir.py",  # 11 s
 )
-"""The test files that took longest on the 2-core CI machine (a `--durations` run under
-`make test`, 2026-12), costliest first. Under pytest-xdist a file runs on one worker, so a long
-file handed out last decides when the run ends while the other worker idles; handed out first,
-the many short files fill in around it. A file missing here only runs later: the order changes
-the run's length, never its outcome."""
+"""The test files that take longest, costliest first: the sums of their tests' times in a
+`pytest -n 2 --dist loadfile --junitxml` run on the 2-core CI machine (2026-12-07, shared with
+another job: about twice an idle machine's figures). Under pytest-xdist a file runs on one
+worker, so a long file handed out last decides when the run ends while the other worker idles;
+handed out first, the many short files fill in around it. A file missing here only runs later:
+the order changes the run's length, never its outcome."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
