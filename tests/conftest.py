@@ -18,18 +18,73 @@ import pytest
 from keel.feature_defs.contract import MODEL_NAMES
 from tests.trained_store import trained_once
 
+COSTLY_FILES = (
+    "integration/test_monitor.py",  # 277 s (with 100 s of training the session models first)
+    "integration/test_client.py",  # 150 s
+    "integration/test_mlflow_server.py",  # 120 s
+    "integration/test_batch.py",  # 92 s
+    "integration/test_console_browser.py",  # 90 s
+    "integration/test_events.py",  # 90 s
+    "integration/test_challengers.py",  # 90 s
+    "integration/test_train_register.py",  # 83 s
+    "integration/test_promotion.py",  # 74 s
+    "integration/test_reviewer_consistency.py",  # 46 s
+    "integration/test_durability.py",  # 45 s
+    "integration/test_retention.py",  # 41 s
+    "integration/test_audits.py",  # 40 s
+    "model/test_consistency.py",  # 40 s
+    "model/test_abstention_guarantee.py",  # 29 s
+    "unit/test_audit_stats.py",  # 29 s
+    "integration/test_monitor_state.py",  # 27 s
+    "integration/test_restore_keys.py",  # 27 s
+    "integration/test_log_faults.py",  # 26 s
+    "unit/test_drift.py",  # 24 s
+    "integration/test_sealed_versions.py",  # 23 s
+    "integration/test_tracing.py",  # 16 s
+    "integration/test_service.py",  # 15 s
+    "integration/test_archive.py",  # 14 s
+    "integration/test_key_read_through.py",  # 11 s
+    "integration/test_log_store.py",  # 11 s
+    "integration/test_events_purge.py",  # 10 s
+)
+"""The test files that take longest, costliest first: the sums of their tests' times in a
+`pytest -n 2 --dist loadfile --junitxml` run on the 2-core CI machine, mostly to itself
+(2026-12-07; 854 s in all). Under pytest-xdist a file runs on one worker, so a long file handed
+out last decides when the run ends while the other worker idles; handed out first, the many
+short files fill in around it. A file missing here only runs later: the order changes the run's
+length, never its outcome."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist's loadfile scheduling hands out files by their number of tests, most first,
+    unless told otherwise; that put the costliest files (one long test each) at the very end.
+    With the sort off it keeps the order `pytest_collection_modifyitems` gives."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist: one file that needs the session models (`registered`) first, so a
-    worker starts training them at once, then the files that never ask for them, so the other
-    worker runs those meanwhile instead of waiting for the training on its first integration
-    file, then the rest. Alone, the order is as collected."""
+    """Under pytest-xdist: the costliest files first (COSTLY_FILES), then the rest as collected.
+    The first file is one that needs the session models (`registered`), so its worker starts
+    training them at once; the second one that never asks for them, so the other worker (given
+    the second file) runs it meanwhile instead of waiting for the training. Alone, the order is
+    as collected."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    needs = [item.path for item in items if "registered" in getattr(item, "fixturenames", ())]
-    if needs:
-        first, later = needs[0], set(needs)
-        items.sort(key=lambda item: 0 if item.path == first else 2 if item.path in later else 1)
+    tests = Path(__file__).parent
+    rank = {tests / name: i for i, name in enumerate(COSTLY_FILES)}
+    files = sorted(dict.fromkeys(item.path for item in items), key=lambda p: rank.get(p, len(rank)))
+    needs = {item.path for item in items if "registered" in getattr(item, "fixturenames", ())}
+    trains = next((p for p in files if p in needs), None)
+    if trains is not None:
+        files.remove(trains)
+        files.insert(0, trains)
+        meanwhile = next((p for p in files if p not in needs), None)
+        if meanwhile is not None:
+            files.remove(meanwhile)
+            files.insert(1, meanwhile)
+    position = {p: i for i, p in enumerate(files)}
+    items.sort(key=lambda item: position[item.path])
 
 
 @dataclass(frozen=True)
