@@ -194,6 +194,24 @@ def test_a_rule_change_in_a_small_entity_reads_as_a_practice_at_most_at_the_leve
     assert said <= binom.ppf(0.999, draws, 0.05), said
 
 
+def test_one_cross_overturn_against_a_few_clean_audits_elsewhere_is_not_a_wrong_model() -> None:
+    """A newcomer run: 29 audited decided cases, none overturned outside EMEA, one EMEA cross audit
+    overturned. Against the others' estimated 0% a binomial tail reads "model wrong there" (and
+    the headline retrain); the exact test counts the 20 clean audits for what they are: one in 21."""
+    data = rows("EMEA", 9, 4, "local", 0.05) + rows("EMEA", 1, 1, "cross", 0.05)
+    for region in ("NA", "APAC"):
+        data += rows(region, 10, 0, "local", 0.05)
+    report = audit_report(pd.DataFrame(data), ["region"], 0.02, BANDS, candidates=[("region", "EMEA")])
+    (emea,) = report.findings
+    assert emea.reading == INVESTIGATE and emea.cross_p == pytest.approx(1 / 21)
+    # With the rule changed in earnest the cross audits still tell: 6 of 20 against 1 of 400.
+    data = rows("EMEA", 60, 20, "local", 0.2) + rows("EMEA", 20, 6, "cross", 0.05)
+    for region in ("NA", "APAC"):
+        data += rows(region, 200, 1 if region == "NA" else 0, "local", 0.2)
+    report = audit_report(pd.DataFrame(data), ["region"], 0.02, BANDS, candidates=[("region", "EMEA")])
+    assert report.reading("region", "EMEA") == RULE
+
+
 def test_a_small_entity_inside_a_reported_region_is_examined_there() -> None:
     """LATAM00 has 12 local audits, too few to be tested among every value (min_n 20 here), but half
     of them overturned; its region is reported (flagged by another check). Inside the region it
