@@ -324,6 +324,9 @@ def practice_vs_rule(
         if p < level or (name, value) in wanted
     ]
     parents = segment_parents(frame, segments)
+    nested: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for child, up in parents.items():
+        nested.setdefault(up, []).append(child)
     # Drill-down: the values nested in a reported one that have too few local audits to be tested
     # on their own (a small entity in its region) are tested within it, at `level` Bonferroni over
     # the value's nested values. Tested only once their parent is reported (hierarchical testing),
@@ -333,10 +336,10 @@ def practice_vs_rule(
     # only in its region.
     drilled: list[tuple[str, str, dict[str, Any], float, float]] = []
     for name, value, *_ in report:
-        nested = [c for c, up in parents.items() if up == (name, value)]
-        for child in nested:
-            if child in small and (p := min(1.0, small[child]["local_p"] * len(nested))) < level:
-                drilled.append((*child, small[child], p, level / len(nested)))
+        inside = nested.get((name, value), [])
+        for child in inside:
+            if child in small and (p := min(1.0, small[child]["local_p"] * len(inside))) < level:
+                drilled.append((*child, small[child], p, level / len(inside)))
     # A wrong reading needs the cross audits to go against the truth. "Model wrong there" (the one
     # that says retrain) is held to `level` family-wise over the reported values (Holm on the cross
     # p-values), so a practice reads as a rule in at most `level` of windows however many of its
@@ -365,7 +368,7 @@ def practice_vs_rule(
     total = sum(w for *_, w in report)
     out = []
     for (name, value, s, p, w), reading, cross_p, gap in zip(report, readings, rule_p, gap_p, strict=True):
-        related = {parents.get((name, value))} | {c for c, up in parents.items() if up == (name, value)}
+        related = {parents.get((name, value)), *nested.get((name, value), [])}
         if reading == PRACTICE and related & wrong:
             reading = INVESTIGATE
         # Enough to reach either reading at its first-step (Bonferroni) level, the stricter one.
@@ -452,15 +455,9 @@ def _fewer(band: np.ndarray, events: np.ndarray, cross: np.ndarray, base: np.nda
     if not bands:
         return 1.0
     top = max(w for w, *_ in bands)
-    law, observed = np.ones(1), 0
-    for weight, total, drawn, k, seen in bands:
-        step = max(1, round(WEIGHT_GRID * weight / top))
-        support = np.arange(0, min(drawn, k) + 1)
-        spread = np.zeros(step * (len(support) - 1) + 1)
-        spread[::step] = hypergeom.pmf(support, total, k, drawn)
-        law = np.convolve(law, spread)
-        observed += step * seen
-    return float(min(1.0, law[: observed + 1].sum()))
+    tables = [(max(1, round(WEIGHT_GRID * w / top)), total, k, drawn) for w, total, drawn, k, _ in bands]
+    observed = sum(t[0] * seen for t, (*_, seen) in zip(tables, bands, strict=True))
+    return float(min(1.0, _band_law(tables)[: observed + 1].sum()))
 
 
 def _more(band: np.ndarray, events: np.ndarray, mine: np.ndarray, rest: np.ndarray) -> float:
@@ -470,16 +467,26 @@ def _more(band: np.ndarray, events: np.ndarray, mine: np.ndarray, rest: np.ndarr
     rate would take that rate as known: with a few dozen audits elsewhere and none overturned it
     is 0%, and one cross overturn read "model wrong there" (seen in a newcomer run). A band the
     rest never reached carries no evidence either way."""
-    law, observed = np.ones(1), 0
+    tables, observed = [], 0
     for b in np.unique(band[mine]):
         here, there = mine & (band == b), rest & (band == b)
         drawn, seen = int(here.sum()), int(events[here].sum())
-        total, k = drawn + int(there.sum()), seen + int(events[there].sum())
-        support = np.arange(max(0, drawn + k - total), min(drawn, k) + 1)
-        pmf = np.zeros(min(drawn, k) + 1)
-        pmf[support] = hypergeom.pmf(support, total, k, drawn)
-        law, observed = np.convolve(law, pmf), observed + seen
-    return float(min(1.0, law[observed:].sum()))
+        tables.append((1, drawn + int(there.sum()), seen + int(events[there].sum()), drawn))
+        observed += seen
+    return float(min(1.0, _band_law(tables)[observed:].sum()))
+
+
+def _band_law(tables: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+    """The law of sum_b step_b X_b over score bands, X_b the events among band b's `drawn` cases
+    given its margins (`total` cases, `k` events): hypergeometric, so the sum's law is their
+    convolution, each spread on its integer step (index i: the sum equals i)."""
+    law = np.ones(1)
+    for step, total, k, drawn in tables:
+        support = np.arange(0, min(drawn, k) + 1)
+        spread = np.zeros(step * (len(support) - 1) + 1)
+        spread[::step] = hypergeom.pmf(support, total, k, drawn)
+        law = np.convolve(law, spread)
+    return law
 
 
 def more_cross_audits(local_rate: float, baseline: float, have: int, level: float) -> int:
