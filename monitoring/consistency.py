@@ -209,12 +209,17 @@ def _reviewer_table(reviewers: dict[str, Any]) -> Table | Text:
     for name, values in reviewers["by_segment"].items():
         for v in values:
             here, rest = Kappa(**v["kappa"]), Kappa(**v["rest"])
-            table.add_row(
-                name, v["value"], describe(here), describe(rest), "YES" if v["agrees_less"] else "-"
-            )
+            table.add_row(name, v["value"], describe(here), describe(rest), _less(v))
     sources = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in reviewers["sources"].items() if n)
     table.caption = f"All pairs: {overall}; {sources}. " + " ".join(reviewers["sentences"])
     return table
+
+
+def _less(value: dict[str, Any]) -> str:
+    if value["agrees_less"]:
+        return "YES"
+    explained = value.get("explained_by")
+    return f"no, explained by {', '.join(explained)}" if explained else "-"
 
 
 def _policy_table(policy: dict[str, Any]) -> Table:

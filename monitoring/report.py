@@ -510,6 +510,7 @@ def _reviewers_block(d: Mapping[str, Any] | None) -> str:
             "; ".join(
                 f"{v['value']} {describe(Kappa(**v['kappa']))}"
                 + (" — agrees less" if v["agrees_less"] else "")
+                + (f" — explained by {', '.join(v['explained_by'])}" if v.get("explained_by") else "")
                 for v in values
             )
         )

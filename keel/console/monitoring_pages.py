@@ -227,6 +227,7 @@ def _reviewer_rows(summary: Mapping[str, Any]) -> dict[str, Any] | None:
             "here": v["kappa"],
             "rest": v.get("rest") or {},
             "agrees_less": bool(v.get("agrees_less")),
+            "explained_by": [str(x) for x in v.get("explained_by") or []],
         }
         for f, values in reviewers["by_segment"].items()
         for v in _dicts(values)

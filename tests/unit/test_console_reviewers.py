@@ -14,19 +14,22 @@ def _summary() -> dict[str, object]:
     rows = []
     for i in range(900):
         region = ["NA", "EMEA", "APAC"][i % 3]
+        # Product line p1 holds all of EMEA's pairs and a third of the others': EMEA's doing.
+        product = "p1" if region == "EMEA" or i % 2 else "p2"
         first = str(rng.choice(list("abcd")))
         second = (
             str(rng.choice(list("abcd"))) if rng.random() < (0.5 if region == "EMEA" else 0.02) else first
         )
         rows.append({"case": f"c{i}", "source": "duplicate_case", "first": first, "second": second,
-                     "first_actor": "r1", "second_actor": "r2", "region": region})  # fmt: skip
-    reviewers = agreement_report(pd.DataFrame(rows), ["region"]).to_dict()
+                     "first_actor": "r1", "second_actor": "r2", "region": region,
+                     "product_line": product})  # fmt: skip
+    reviewers = agreement_report(pd.DataFrame(rows), ["region", "product_line"]).to_dict()
     return {"consistency": {"fields": [], "reviewers": reviewers}}
 
 
 def test_values_whose_reviewers_agree_less_come_first() -> None:
     shown = _reviewer_rows(_summary())
-    assert shown is not None and shown["n_pairs"] == 900 and shown["total"] == 3
+    assert shown is not None and shown["n_pairs"] == 900 and shown["total"] == 5
     assert shown["rows"][0]["value"] == "EMEA" and shown["rows"][0]["agrees_less"]
     assert not any(r["agrees_less"] for r in shown["rows"][1:])
     assert shown["sentences"] and "EMEA" in shown["sentences"][0]
@@ -55,6 +58,7 @@ def test_the_run_pages_section_renders_with_the_consoles_strict_templates() -> N
     section = page[page.index("{% if reviewers is not none %}") : page.index("{% if notes %}")]
     html = env.from_string(section).render(reviewers=_reviewer_rows(_summary()))
     assert "Reviewer agreement" in html and "region = EMEA" in html and "900 duplicate case" in html
+    assert "no, explained by region EMEA" in html  # product line p1
     empty = {"consistency": {"reviewers": {**_summary()["consistency"]["reviewers"], "n_pairs": 0}}}
     assert "No case of this window was reviewed by two people" in env.from_string(section).render(
         reviewers=_reviewer_rows(empty)
