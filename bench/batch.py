@@ -4,8 +4,12 @@ For each model: train and register it in a temporary MLflow store, generate N ca
 Parquet file, then run `keel score` as its own process once per engine (peak memory is sampled
 over the whole process tree: the driver, and for Spark its JVM and Python workers). The model's
 own in-process cost per row is what bench/models.py measures (one row: predict + exact
-explanation of the decided class). Target: `--engine local` adds at most 25% to that cost per
-core; Spark's decisions equal local's (floats to 1e-9). Prints JSON.
+explanation of the decided class). Beside it, LightGBM's all-class `pred_contrib` over the same
+rows (the same file, read and encoded in the same chunks; `num_threads=1`, one core) gives the
+yardstick of issue 26: `--engine local`, its worker processes on every core, decides (with
+explanations, policy and validation) at >= 2x its rows/s. Also: `--engine local` adds at most
+25% to the model's own cost per core; Spark's decisions equal local's (floats to 1e-9). Prints
+JSON.
 
     python -m bench.batch [--rows 1000000] [--models routing ...] [--engines local spark]
 """
@@ -156,6 +160,30 @@ def model_cost_us(name: str, home: Path, reps: int) -> tuple[float, float]:
     return wall, (time.process_time() - cpu) / reps * 1e6
 
 
+def pred_contrib_rate(name: str, home: Path, source: Path, chunk_rows: int, limit: int) -> dict[str, Any]:
+    """LightGBM's all-class pred_contrib on one thread over the file's first `limit` rows, read and
+    encoded chunk by chunk as `keel score` reads them; rows/s by wall and by CPU (encoding apart)."""
+    from keel.serving.batch_io import read_chunks
+
+    model = registry.load_alias(name, registry.CHAMPION, home / "cache").model
+    booster = model.tree.booster
+    contract = load_contract(name)
+    rows, wall, cpu = 0, 0.0, 0.0
+    for chunk in read_chunks(source, contract, chunk_rows):
+        cases = chunk.cases[: limit - rows]
+        matrix = contract.validate_records(cases).matrix
+        assert matrix is not None
+        w, c = time.perf_counter(), time.process_time()
+        booster.predict(matrix, pred_contrib=True, num_threads=1)
+        wall += time.perf_counter() - w
+        cpu += time.process_time() - c
+        rows += len(cases)
+        if rows >= limit:
+            break
+    per_wall, per_cpu = round(rows / wall, 1), round(rows / cpu, 1)
+    return {"rows": rows, "rows_per_second": per_wall, "rows_per_cpu_second": per_cpu}
+
+
 def bench_model(name: str, args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, Any]:
     from keel.settings import StateSettings
     from keel.training.registration import train_and_register
@@ -170,6 +198,7 @@ def bench_model(name: str, args: argparse.Namespace, home: Path, env: dict[str, 
     del frame
     generate_s = time.perf_counter() - t0
     own_us, own_cpu_us = model_cost_us(name, home, args.reps)
+    contrib = pred_contrib_rate(name, home, source, args.chunk_rows, args.contrib_rows or args.rows)
     cores = os.cpu_count() or 1
     out: dict[str, Any] = {
         "model": name,
@@ -177,18 +206,21 @@ def bench_model(name: str, args: argparse.Namespace, home: Path, env: dict[str, 
         "generate_seconds": round(generate_s, 1),
         "model_us_per_row_predict_and_explain": round(own_us, 1),
         "model_cpu_us_per_row_predict_and_explain": round(own_cpu_us, 1),
+        "lightgbm_pred_contrib_one_core": contrib,
         "cores": cores,
     }
     for engine in args.engines:
         run = run_score(env, name, source, home / f"{name}-{engine}.parquet", engine)
         s = run["summary"]
         rate = s["rows"] / s["seconds"]
-        # local decides on one core; Spark spreads over every core it was given.
-        used = 1 if engine == "local" else cores
+        # local decides in its worker processes (one per core by default); Spark over every core.
+        used = s["extra"].get("workers", 1) if engine == "local" else cores
         per_core_us = used * 1e6 / rate
         cpu_us = s["extra"]["cpu_seconds"] * 1e6 / s["rows"] if "cpu_seconds" in s["extra"] else None
         out[engine] = {
             "rows_per_second": round(rate, 1),
+            "rows_per_second_over_pred_contrib_one_core": round(rate / contrib["rows_per_second"], 3),
+            "cores_used": used,
             "us_per_row_per_core": round(per_core_us, 1),
             "added_vs_model_cost": round(per_core_us / own_us - 1, 3),
             **(
@@ -222,10 +254,16 @@ def main() -> int:
     parser.add_argument("--engines", nargs="*", default=["local", "spark"], choices=["local", "spark"])
     parser.add_argument("--train-rows", type=int, default=TrainingSettings().rows)
     parser.add_argument("--reps", type=int, default=500)
+    parser.add_argument("--chunk-rows", type=int, default=5000, help="KEEL_BATCH_CHUNK_ROWS of the runs")
+    parser.add_argument(
+        "--contrib-rows", type=int, default=0, help="rows the pred_contrib yardstick reads (0: all of them)"
+    )
     args = parser.parse_args()
+    start_load = [round(x, 1) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="keel-bench-batch-") as tmp:
         home = Path(tmp)
         env = {**os.environ, "KEEL_HOME": str(home), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        env["KEEL_BATCH_CHUNK_ROWS"] = str(args.chunk_rows)
         env.pop("MLFLOW_TRACKING_URI", None)
         os.environ.update({k: env[k] for k in ("KEEL_HOME", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")})
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -233,7 +271,11 @@ def main() -> int:
 
         prepare_state(StateSettings())
         results = [bench_model(m, args, home, env) for m in args.models]
-    machine = {"cores": os.cpu_count(), "load_average_at_end": [round(x, 1) for x in os.getloadavg()]}
+    machine = {
+        "cores": os.cpu_count(),
+        "load_average_at_start": start_load,
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+    }
     json.dump({"benchmark": "batch", "machine": machine, "results": results}, sys.stdout, indent=2)
     print()
     return 0

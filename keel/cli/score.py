@@ -50,10 +50,11 @@ def score(args: argparse.Namespace) -> int:
     table_format(job.input, reading=True)
     table_format(job.output)
     table_format(job.errors)
-    served = served_version(job.model, job.version, job.alias, state.home_dir / "cache")
+    cache_dir = state.home_dir / "cache"
+    served = served_version(job.model, job.version, job.alias, cache_dir)
     log = DecisionLog(Database(state.log_url)).open() if job.log else None
     try:
-        result = _run(args.engine, job, served, settings, log)
+        result = _run(args.engine, job, served, settings, log, cache_dir)
     finally:
         if log is not None:
             log.close()
@@ -68,10 +69,15 @@ def score(args: argparse.Namespace) -> int:
 
 
 def _run(
-    engine: str, job: BatchJob, served: Served, settings: BatchSettings, log: DecisionLog | None
+    engine: str,
+    job: BatchJob,
+    served: Served,
+    settings: BatchSettings,
+    log: DecisionLog | None,
+    cache_dir: Path,
 ) -> BatchResult:
     if engine == "spark":
         from keel.serving.batch_spark import run_spark
 
         return run_spark(job, served, settings, log)
-    return run_local(job, served, settings, log)
+    return run_local(job, served, settings, log, cache_dir=cache_dir)

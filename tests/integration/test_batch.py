@@ -111,14 +111,17 @@ def test_online_local_and_spark_give_identical_decisions_and_explanations(
     source = tmp_path / "cases.parquet"
     pd.DataFrame(cases).to_parquet(source)
 
-    local = score(store, tmp_path, source, "local.jsonl", KEEL_BATCH_CHUNK_ROWS="64")
+    # Five chunks: two worker processes decide them side by side; one decides them in-process.
+    local = score(store, tmp_path, source, "local.jsonl", KEEL_BATCH_CHUNK_ROWS="64", KEEL_BATCH_WORKERS="2")
+    alone = score(store, tmp_path, source, "alone.jsonl", KEEL_BATCH_CHUNK_ROWS="64", KEEL_BATCH_WORKERS="1")
+    assert local["extra"]["workers"] == 2 and alone["extra"]["workers"] == 1
     spark = score(store, tmp_path, source, "spark.jsonl", "--engine", "spark")
-    for summary in (local, spark):
+    for summary in (local, alone, spark):
         assert summary["rows"] == 300 and summary["decided"] == len(valid), summary
         assert summary["rejected"] == len(broken) and summary["version"] == registered[MODEL]
 
     valid_rows = [i for i in range(len(cases)) if i not in broken]
-    for name in ("local", "spark"):
+    for name in ("local", "alone", "spark"):
         got = read_jsonl(tmp_path / f"{name}.jsonl")
         assert [d.pop("row") for d in got] == valid_rows, name
         for mine, theirs in zip(got, want, strict=True):

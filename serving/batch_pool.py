@@ -1,0 +1,93 @@
+"""The local engine's deciders: chunks decided side by side in worker processes, in input order.
+
+Deciding a chunk is CPU-bound (validation, compiled trees, exact explanations, policy, records)
+and mostly Python, so one process uses one core. `keel score --engine local` hands chunks to
+`KEEL_BATCH_WORKERS` processes (one per core by default) while its own process reads the input
+and writes the output, error file and log, which stay single-writer and in input order.
+
+Each worker loads the same registered version from the model cache, verified against the hashes
+recorded at registration as `keel serve` loads it (no model object crosses the process
+boundary), and refuses to decide when its contract or policy differs from the driver's. Workers
+are spawned, not forked: the driver has LightGBM's OpenMP and numba loaded, and forking a
+process with threads can leave a lock held in the child. At most workers + 1 chunks are in
+flight, so memory stays bounded by a few chunks. A file of one chunk is decided in-process:
+starting interpreters would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.errors import FieldError, InvalidInput
+from keel.models import registry
+from keel.models.registry import VersionRef
+from keel.serving.batch_io import Chunk
+from keel.serving.model_set import Served
+
+__all__ = ["Recipe", "decided_chunks"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a worker needs to build the driver's decider: the version, where its bundle is cached,
+    the versions the driver resolved (contract and policy digests) and the run's context."""
+
+    ref: VersionRef
+    cache_dir: Path
+    versions: dict[str, Any]
+    context: dict[str, Any] | None
+
+
+_decider: Any = None
+
+
+def _start(recipe: Recipe) -> None:
+    """Worker initializer: load and verify the version, then check it is the driver's."""
+    from keel.serving.batch import ChunkDecider
+
+    served = Served(registry.load(recipe.ref, recipe.cache_dir))
+    if served.versions != recipe.versions:
+        raise InvalidInput(
+            "a batch worker's contract or policy differs from the driver's",
+            [FieldError(-1, "versions", f"worker {served.versions} != driver {recipe.versions}")],
+        )
+    global _decider
+    _decider = ChunkDecider(served, context=recipe.context)
+
+
+def _decide(chunk: Chunk) -> Any:
+    return _decider.decide(chunk)
+
+
+def decided_chunks(
+    decider: Any, chunks: Iterable[Chunk], workers: int, recipe: Recipe | None
+) -> Iterator[tuple[Chunk, Any]]:
+    """(chunk, Decided) in input order: by `decider` in this process when `workers` is 1, there is
+    no `recipe` or the input is one chunk; else by `workers` spawned processes."""
+    it = iter(chunks)
+    head = list(itertools.islice(it, 2))
+    if workers <= 1 or recipe is None or len(head) < 2:
+        for chunk in itertools.chain(head, it):
+            yield chunk, decider.decide(chunk)
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(recipe,))
+    pending: deque[tuple[Chunk, Future[Any]]] = deque()
+    try:
+        for chunk in itertools.chain(head, it):
+            pending.append((chunk, pool.submit(_decide, chunk)))
+            if len(pending) > workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
