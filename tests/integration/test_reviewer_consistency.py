@@ -77,9 +77,9 @@ def test_a_region_whose_reviewers_disagree_is_visible_in_consistency_and_monitor
 
 def _only_emea(lower: list[dict[str, str]], said: list[str]) -> None:
     """EMEA is read as agreeing less, and at most one value outside it (its entities may be, they
-    are EMEA): the family's level (Holm at 5%) allows one false reading in 5% of windows (a simulation
-    of 1,000 windows shaped like this one's 444 pairs read none); two in one window would mean the
-    family is not held."""
+    are EMEA): the family's level (Holm at 5%) allows one false reading in 5% of windows (in
+    bench.reviewer_agreement's 1,000 windows shaped like this one, none); two in one window would
+    mean the family is not held."""
     found = {(x["field"], x["value"]) for x in lower}
     assert ("region", "EMEA") in found, said
     outside = [(f, v) for f, v in found if not (v == "EMEA" or (f == "entity" and ENTITIES[v][0] == "EMEA"))]
