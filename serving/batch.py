@@ -50,7 +50,7 @@ from keel.serving.batch_io import (
     decision_row,
     read_chunks,
 )
-from keel.serving.batch_pool import Recipe, decided_chunks
+from keel.serving.batch_pool import POOL_AFTER_ROWS, Deciders, Recipe
 from keel.serving.correlation import attach, checked_context, row_contexts
 from keel.serving.decider import Decider, request_digest
 from keel.serving.decision_record import public, with_audit
@@ -91,10 +91,13 @@ class BatchSettings(BaseSettings):
     """Spark master URL; unset: whatever spark-submit or SPARK_* settings say, else local[*]."""
 
     workers: int = Field(default=0, ge=0, le=256)
-    """Processes deciding chunks side by side in `--engine local`; 0: one per CPU core."""
+    """Processes deciding chunks side by side in `--engine local`; 0: one per core, past 10,000 rows."""
 
-    def local_workers(self) -> int:
-        return self.workers or os.cpu_count() or 1
+    def local_workers(self) -> tuple[int, int]:
+        """(worker processes, rows decided in-process before they start)."""
+        if self.workers:
+            return self.workers, 0
+        return os.cpu_count() or 1, POOL_AFTER_ROWS
 
 
 @dataclass(frozen=True)
@@ -400,11 +403,12 @@ def run_local(
         job.model, served.loaded.ref.version, "local", run_id, output=str(job.output), errors=str(job.errors)
     )
     decider = ChunkDecider(served, context=job.context)
-    workers = settings.local_workers()
+    workers, after_rows = settings.local_workers()
     recipe = Recipe(served.loaded.ref, cache_dir, served.versions, job.context) if cache_dir else None
     with RunOutput(job, settings, log, result, served.spec.segment_fields) as output:
         chunks = read_chunks(job.input, decider.contract, settings.chunk_rows)
-        for no, (chunk, decided) in enumerate(decided_chunks(decider, chunks, workers, recipe)):
+        deciders = Deciders(decider, workers, recipe, after_rows)
+        for no, (chunk, decided) in enumerate(deciders.decided(chunks)):
             output.decisions(no, decided.rows, decided.records, decided.contexts)
             output.errors(decided)
             result.rows += len(chunk.cases)
@@ -414,7 +418,7 @@ def run_local(
     # CPU time beside wall time: on a shared machine the two differ, and cost per row is the CPU
     # (the workers' included: they have exited by now, so their time is in RUSAGE_CHILDREN).
     result.extra["cpu_seconds"] = round(time.process_time() - cpu + _children_cpu() - children, 3)
-    result.extra["workers"] = workers if recipe is not None else 1
+    result.extra["workers"] = workers if deciders.spawned else 1
     return result
 
 

@@ -10,7 +10,8 @@ recorded at registration as `keel serve` loads it (no model object crosses the p
 boundary), and refuses to decide when its contract or policy differs from the driver's. Workers
 are spawned, not forked: the driver has LightGBM's OpenMP and numba loaded, and forking a
 process with threads can leave a lock held in the child. At most workers + 1 chunks are in
-flight, so memory stays bounded by a few chunks. A file of one chunk is decided in-process:
+flight, so memory stays bounded by a few chunks. The first chunk is decided in-process, and
+with the worker count left to Keel the first `POOL_AFTER_ROWS` rows are: for a small file,
 starting interpreters would cost more than it saves.
 """
 
@@ -31,7 +32,7 @@ from keel.models.registry import VersionRef
 from keel.serving.batch_io import Chunk
 from keel.serving.model_set import Served
 
-__all__ = ["Recipe", "decided_chunks"]
+__all__ = ["POOL_AFTER_ROWS", "Deciders", "Recipe"]
 
 
 @dataclass(frozen=True)
@@ -66,28 +67,50 @@ def _decide(chunk: Chunk) -> Any:
     return _decider.decide(chunk)
 
 
-def decided_chunks(
-    decider: Any, chunks: Iterable[Chunk], workers: int, recipe: Recipe | None
-) -> Iterator[tuple[Chunk, Any]]:
-    """(chunk, Decided) in input order: by `decider` in this process when `workers` is 1, there is
-    no `recipe` or the input is one chunk; else by `workers` spawned processes."""
-    it = iter(chunks)
-    head = list(itertools.islice(it, 2))
-    if workers <= 1 or recipe is None or len(head) < 2:
-        for chunk in itertools.chain(head, it):
-            yield chunk, decider.decide(chunk)
-        return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(recipe,))
-    pending: deque[tuple[Chunk, Future[Any]]] = deque()
-    try:
-        for chunk in itertools.chain(head, it):
-            pending.append((chunk, pool.submit(_decide, chunk)))
-            if len(pending) > workers:
+POOL_AFTER_ROWS = 10_000
+"""With the worker count left to Keel (KEEL_BATCH_WORKERS=0), rows decided in this process before
+workers start: spawning two interpreters costs about 5 s of CPU, which a few thousand rows never
+pay back (bench.batch: two workers lost to one at 60,000 rows and gained 1.38x at 300,000)."""
+
+
+@dataclass
+class Deciders:
+    """Deciding a run's chunks: `decider` in this process when `workers` is 1 or there is no
+    `recipe`; else the first `after_rows` rows (at least one chunk) here and the rest, if any, in
+    `workers` spawned processes. `spawned` says whether they were."""
+
+    decider: Any
+    workers: int
+    recipe: Recipe | None
+    after_rows: int = 0
+    spawned: bool = False
+
+    def decided(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, Any]]:
+        """(chunk, Decided) in input order."""
+        it = iter(chunks)
+        seen = 0
+        for chunk in it:
+            yield chunk, self.decider.decide(chunk)
+            seen += len(chunk.cases)
+            if self.workers > 1 and self.recipe is not None and seen >= self.after_rows:
+                break
+        rest = list(itertools.islice(it, 1))
+        if not rest:
+            return
+        recipe = self.recipe
+        assert recipe is not None  # the loop above leaves input only when there is one
+        spawn = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_start, initargs=(recipe,))
+        self.spawned = True
+        pending: deque[tuple[Chunk, Future[Any]]] = deque()
+        try:
+            for chunk in itertools.chain(rest, it):
+                pending.append((chunk, pool.submit(_decide, chunk)))
+                if len(pending) > self.workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
