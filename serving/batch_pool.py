@@ -22,11 +22,12 @@ import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keel.errors import FieldError, InvalidInput
+from keel.errors import FieldError, InvalidInput, KeelError
 from keel.models import registry
 from keel.models.registry import VersionRef
 from keel.serving.batch_io import Chunk
@@ -108,9 +109,21 @@ class Deciders:
                 pending.append((chunk, pool.submit(_decide, chunk)))
                 if len(pending) > self.workers:
                     done, future = pending.popleft()
-                    yield done, future.result()
+                    yield done, _result(future)
             while pending:
                 done, future = pending.popleft()
-                yield done, future.result()
+                yield done, _result(future)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future: Future[Any]) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        # A worker that failed to load the version (its traceback is printed above) or was killed.
+        raise KeelError(
+            f"a batch worker process stopped ({exc}); its error, if any, is printed above. The output "
+            "files are removed; logged chunks are kept and a re-run skips them. KEEL_BATCH_WORKERS=1 "
+            "decides in the keel score process alone"
+        ) from exc

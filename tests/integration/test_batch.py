@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,19 @@ import pytest
 from keel.cli.simulate import case_payloads
 from keel.decision_log import DecisionLog, reads
 from keel.decision_log.database import Database
-from keel.errors import Conflict
+from keel.errors import Conflict, KeelError
 from keel.feature_defs.contract import load_contract
 from keel.monitoring.log_reader import LogReader
-from keel.serving.batch import BATCH_CALLER_PREFIX, BatchJob, BatchSettings, run_local, served_version
-from keel.serving.batch_io import error_path
+from keel.serving.batch import (
+    BATCH_CALLER_PREFIX,
+    BatchJob,
+    BatchSettings,
+    ChunkDecider,
+    run_local,
+    served_version,
+)
+from keel.serving.batch_io import Chunk, error_path
+from keel.serving.batch_pool import Deciders, Recipe
 from keel.training.generators import generate
 from tests.conftest import Store, cli_env, run_keel
 from tests.integration.conftest import Server
@@ -296,3 +305,22 @@ def test_a_logged_run_carries_the_runs_and_each_rows_correlation_context(
     )  # fmt: skip
     assert spark.returncode == 2 and "context.process_instance_id" in spark.stderr, spark.stderr
     db.dispose()
+
+
+def test_a_worker_that_cannot_load_the_version_stops_the_run_with_a_keel_error(
+    store: Store, registered: dict[str, str]
+) -> None:
+    """The first chunk is decided in this process; the workers then refuse a version that records
+    no artefact hashes (registry.load never loads an unverifiable bundle), and the run stops with
+    Keel's error instead of concurrent.futures' BrokenProcessPool."""
+    served = served_version(MODEL, None, None, store.home / "cache")
+    cases = case_payloads(generate(MODEL, 3, seed=2), load_contract(MODEL))
+    unverifiable = replace(served.loaded.ref, tags={})
+    deciders = Deciders(
+        ChunkDecider(served), 2, Recipe(unverifiable, store.home / "cache", served.versions, None)
+    )
+    decided = []
+    with pytest.raises(KeelError, match="batch worker process stopped"):
+        for _, chunk_decided in deciders.decided([Chunk(i, [c]) for i, c in enumerate(cases)]):
+            decided.append(chunk_decided)
+    assert len(decided) == 1 and len(decided[0].records) == 1 and deciders.spawned
