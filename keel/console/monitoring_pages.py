@@ -228,6 +228,8 @@ def _reviewer_rows(summary: Mapping[str, Any]) -> dict[str, Any] | None:
             "rest": v.get("rest") or {},
             "agrees_less": bool(v.get("agrees_less")),
             "explained_by": [str(x) for x in v.get("explained_by") or []],
+            # Runs stored before p_lower existed compared every value they show.
+            "compared": v.get("p_lower", 0.0) is not None,
         }
         for f, values in reviewers["by_segment"].items()
         for v in _dicts(values)

@@ -59,6 +59,9 @@ def test_the_run_pages_section_renders_with_the_consoles_strict_templates() -> N
     html = env.from_string(section).render(reviewers=_reviewer_rows(_summary()))
     assert "Reviewer agreement" in html and "region = EMEA" in html and "900 duplicate case" in html
     assert "no, explained by region EMEA" in html  # product line p1
+    few = _summary()
+    few["consistency"]["reviewers"]["by_segment"]["region"][0]["p_lower"] = None  # type: ignore[index]
+    assert "not compared (too few pairs)" in env.from_string(section).render(reviewers=_reviewer_rows(few))
     empty = {"consistency": {"reviewers": {**_summary()["consistency"]["reviewers"], "n_pairs": 0}}}
     assert "No case of this window was reviewed by two people" in env.from_string(section).render(
         reviewers=_reviewer_rows(empty)
