@@ -174,13 +174,19 @@ def test_csv_chunks_and_formats_read_like_json_requests(
     assert pd.read_parquet(tmp_path / "out.errors.parquet").empty
 
 
-def score_logged(store: Store, source: Path, out: Path, log_url: str, run_id: str | None = None) -> dict:
-    """`keel score --log` in this process (the CLI path is covered above), chunks of 50."""
-    served = served_version(MODEL, None, None, store.home / "cache")
+def score_logged(
+    store: Store, source: Path, out: Path, log_url: str, run_id: str | None = None, workers: int = 1
+) -> dict:
+    """`keel score --log` driven from this process (the CLI path is covered above), chunks of 50;
+    with `workers` > 1 the chunks after the first are decided in that many worker processes."""
+    cache = store.home / "cache"
+    served = served_version(MODEL, None, None, cache)
     job = BatchJob(MODEL, source, out, error_path(out), log=True, run_id=run_id)
     log = DecisionLog(Database(log_url)).open()
     try:
-        return run_local(job, served, BatchSettings(chunk_rows=50), log).to_dict()
+        return run_local(
+            job, served, BatchSettings(chunk_rows=50, workers=workers), log, cache_dir=cache
+        ).to_dict()
     finally:
         log.close()
 
@@ -192,9 +198,11 @@ def test_log_writes_each_batch_decision_once_marked_as_batch(
     source = tmp_path / "cases.parquet"
     pd.DataFrame(cases).to_parquet(source)
     url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    first = score_logged(store, source, tmp_path / "a.jsonl", url)
+    # Logged by two worker processes, replayed by this one: the log is written here either way.
+    first = score_logged(store, source, tmp_path / "a.jsonl", url, workers=2)
     again = score_logged(store, source, tmp_path / "b.jsonl", url)
     n = 120 - len(broken)
+    assert first["extra"]["workers"] == 2 and again["extra"]["workers"] == 1
     assert (first["logged"], first["replayed"]) == (n, 0), first
     assert (again["logged"], again["replayed"]) == (0, n), again
     # The repeated run answers with what was logged the first time.
