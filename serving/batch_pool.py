@@ -70,8 +70,8 @@ def _decide(chunk: Chunk) -> Any:
 
 POOL_AFTER_ROWS = 10_000
 """With the worker count left to Keel (KEEL_BATCH_WORKERS=0), rows decided in this process before
-workers start: spawning two interpreters costs about 5 s of CPU, which a few thousand rows never
-pay back (bench.batch: two workers lost to one at 60,000 rows and gained 1.38x at 300,000)."""
+workers start: spawning two interpreters costs several seconds of CPU, which a few thousand rows
+never pay back (bench.batch: two workers lost to one at 60,000 rows and gained 1.38x at 300,000)."""
 
 
 @dataclass
