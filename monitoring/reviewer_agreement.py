@@ -25,7 +25,7 @@ Below kappa 0 (reviewers agree less than chance) the Wald interval is used.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -248,24 +248,24 @@ def agreement_report(
         return here, rest, _lower_p(here, rest, min_pairs)
 
     by_segment: dict[str, list[dict[str, Any]]] = {}
-    masks: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    masks: dict[tuple[str, str], np.ndarray] = {}
+    knowns: dict[str, np.ndarray] = {}
     for name in segments:
         if name not in pairs:
             continue
         values = pairs[name].astype(object)
-        known = values.notna().to_numpy()
+        known = knowns[name] = values.notna().to_numpy()
         text = values.astype(str).to_numpy()
         rows = []
         for value in sorted(set(text[known])):
-            mine = known & (text == value)
+            mine = masks[name, value] = known & (text == value)
             here, rest, p = compare(mine, known & ~mine)
-            masks[name, value] = mine, known
             rows.append({
                 "value": value, "kappa": here.to_dict(), "rest": rest.to_dict(), "p_lower": p,
                 "p_adjusted": None, "agrees_less": False, "explained_by": [],
             })  # fmt: skip
         by_segment[name] = rows
-    sentences = _read_lower(by_segment, masks, compare, 1.0 - level)
+    sentences = _read_lower(by_segment, masks, knowns, compare, 1.0 - level)
     return AgreementReport(
         len(pairs), {s: int((sources == s).sum()) for s in SOURCES}, _coded_kappa(first, second, k, level),
         by_source, by_segment, level, sentences,
@@ -283,10 +283,14 @@ def _lower_p(here: Kappa, rest: Kappa, min_pairs: int) -> float | None:
     return float(norm.sf(gap / se))
 
 
+Compare = Callable[[np.ndarray, np.ndarray], tuple[Kappa, Kappa, float | None]]
+
+
 def _read_lower(
     by_segment: dict[str, list[dict[str, Any]]],
-    masks: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
-    compare: Any,
+    masks: dict[tuple[str, str], np.ndarray],
+    knowns: dict[str, np.ndarray],
+    compare: Compare,
     alpha: float,
 ) -> list[str]:
     """Holm over the compared values, then each rejected value (smallest p first) tested again
@@ -302,15 +306,13 @@ def _read_lower(
         name, row = tested[i]
         if row["p_adjusted"] > alpha:
             break
-        mine, known = masks[name, row["value"]]
+        mine, known = masks[name, row["value"]], knowns[name]
         before = [(f, v) for f, v in kept if f != name]
-        aside = np.zeros_like(mine)
-        for f, v in before:
-            aside |= masks[f, v][0]
-        if before and aside.any():
+        if before:
+            aside = np.logical_or.reduce([masks[f, v] for f, v in before])
             here, rest, p = compare(mine & ~aside, known & ~mine & ~aside)
             if p is None or p * (len(tested) - rank) > alpha:
-                row["explained_by"] = [f"{f} {v}" for f, v in before if (masks[f, v][0] & mine).any()]
+                row["explained_by"] = [f"{f} {v}" for f, v in before if (masks[f, v] & mine).any()]
                 continue
         else:
             here, rest = Kappa(**row["kappa"]), Kappa(**row["rest"])

@@ -52,7 +52,7 @@ _decider: Any = None
 
 def _start(recipe: Recipe) -> None:
     """Worker initializer: load and verify the version, then check it is the driver's."""
-    from keel.serving.batch import ChunkDecider
+    from keel.serving.batch import ChunkDecider  # here: serving.batch imports this module
 
     served = Served(registry.load(recipe.ref, recipe.cache_dir))
     if served.versions != recipe.versions:
