@@ -16,6 +16,7 @@ from typing import NoReturn
 import pytest
 
 from keel.feature_defs.contract import MODEL_NAMES
+from tests import cli_process
 from tests.trained_store import trained_once
 
 COSTLY_FILES = (
@@ -199,8 +200,14 @@ def cli_env(store: Store, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_keel(env: Mapping[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the `keel` command line as a newcomer would, in its own process."""
+def run_keel(
+    env: Mapping[str, str], *args: str, timeout: float = 240, fresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the `keel` command line in its own process: forked from the tests' forkserver, which
+    imported its libraries once (tests/cli_process.py), or with `fresh` a new interpreter, as a
+    newcomer's shell starts it (for what a new interpreter alone shows: import-time output)."""
+    if not fresh:
+        return cli_process.run(args, env, timeout)
     return subprocess.run(
         [sys.executable, "-m", "keel.cli", *args],
         env=dict(env),

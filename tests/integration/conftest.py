@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ import pytest
 from keel.decision_log.database import Database
 from keel.feature_defs.contract import MODEL_NAMES
 from keel.serving.keys import KeyStore
+from tests import cli_process
+from tests.cli_process import KeelProcess
 from tests.conftest import Store
 
 ROLES = ("decide", "feedback", "read", "admin")
@@ -34,7 +35,7 @@ def free_port() -> int:
 @dataclass
 class Server:
     url: str
-    process: subprocess.Popen[bytes]
+    process: KeelProcess
     env: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
@@ -84,13 +85,8 @@ def start_server(
         env["KEEL_DECISION_LOG_URL"] = log_url
     log_path = tmp / f"serve-{port}.log"
     with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "keel.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop(sig_kill=True) kills the group
-        )
+        # Its own session (process group): stop(sig_kill=True) kills the group.
+        proc = cli_process.start(["serve", "--port", str(port)], env, out, out, new_session=True)
     server = Server(f"http://127.0.0.1:{port}", proc, env, log_path=log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

@@ -154,7 +154,7 @@ def test_train_prints_nothing_of_mlflows(tmp_path: Path) -> None:
         "KEEL_TRAIN_NUM_BOOST_ROUND": "30",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = run_keel(env, "train", "discount_band")
+    done = run_keel(env, "train", "discount_band", fresh=True)
     # 3,000 rows may certify nothing: exit 1, registered as challenger only.
     assert done.returncode in (0, 1) and "registered version 1" in done.stdout, done.stdout + done.stderr
     said = done.stdout + done.stderr
