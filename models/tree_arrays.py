@@ -14,6 +14,7 @@ caller then keeps LightGBM's own `pred_contrib`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -339,6 +340,9 @@ def _zero_previous(offsets: list[int], previous: np.ndarray, zero: list[float]) 
     return np.where(previous < 0, 1.0, z[starts + np.maximum(previous, 0)])
 
 
-def _gauss_legendre(n: int) -> tuple[list[float], list[float]]:
+@functools.cache
+def _gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Cached: a booster asks for a handful of sizes once per tree, and numpy's leggauss (an
+    # eigenvalue problem each call) was about a third of reading a 306-tree booster.
     x, w = np.polynomial.legendre.leggauss(n)
-    return ((x + 1.0) / 2.0).tolist(), (w / 2.0).tolist()
+    return tuple(((x + 1.0) / 2.0).tolist()), tuple((w / 2.0).tolist())

@@ -20,40 +20,37 @@ from tests import cli_process
 from tests.trained_store import trained_once
 
 COSTLY_FILES = (
-    "integration/test_monitor.py",  # 277 s (with 100 s of training the session models first)
-    "integration/test_client.py",  # 150 s
-    "integration/test_mlflow_server.py",  # 120 s
-    "integration/test_batch.py",  # 92 s
-    "integration/test_console_browser.py",  # 90 s
-    "integration/test_events.py",  # 90 s
-    "integration/test_challengers.py",  # 90 s
-    "integration/test_train_register.py",  # 83 s
-    "integration/test_promotion.py",  # 74 s
-    "integration/test_reviewer_consistency.py",  # 46 s
-    "integration/test_durability.py",  # 45 s
-    "integration/test_retention.py",  # 41 s
-    "integration/test_audits.py",  # 40 s
-    "model/test_consistency.py",  # 40 s
-    "model/test_abstention_guarantee.py",  # 29 s
-    "unit/test_audit_stats.py",  # 29 s
-    "integration/test_monitor_state.py",  # 27 s
-    "integration/test_restore_keys.py",  # 27 s
-    "integration/test_log_faults.py",  # 26 s
-    "unit/test_drift.py",  # 24 s
-    "integration/test_sealed_versions.py",  # 23 s
-    "integration/test_tracing.py",  # 16 s
-    "integration/test_service.py",  # 15 s
-    "integration/test_archive.py",  # 14 s
-    "integration/test_key_read_through.py",  # 11 s
-    "integration/test_log_store.py",  # 11 s
-    "integration/test_events_purge.py",  # 10 s
+    "integration/test_monitor.py",  # 181 s (with training the session models first)
+    "integration/test_client.py",  # 74 s
+    "integration/test_batch.py",  # 66 s
+    "integration/test_mlflow_server.py",  # 62 s
+    "integration/test_console_browser.py",  # 52 s
+    "unit/test_audit_stats.py",  # 50 s
+    "model/test_abstention_guarantee.py",  # 48 s
+    "integration/test_events.py",  # 40 s
+    "model/test_consistency.py",  # 38 s
+    "integration/test_challengers.py",  # 35 s
+    "integration/test_train_register.py",  # 26 s
+    "integration/test_durability.py",  # 24 s
+    "unit/test_drift.py",  # 23 s
+    "integration/test_portable_model.py",  # 21 s
+    "integration/test_reviewer_consistency.py",  # 20 s
+    "integration/test_service.py",  # 18 s
+    "integration/test_monitor_state.py",  # 17 s
+    "integration/test_promotion.py",  # 17 s
+    "integration/test_log_faults.py",  # 16 s
+    "integration/test_audits.py",  # 16 s
+    "integration/test_retention.py",  # 12 s
+    "integration/test_restore_keys.py",  # 12 s
+    "integration/test_sealed_versions.py",  # 10 s
+    "integration/test_log_store.py",  # 10 s
 )
 """The test files that take longest, costliest first: the sums of their tests' times in a
-`pytest -n 2 --dist loadfile --junitxml` run on the 2-core CI machine, mostly to itself
-(2026-12-07; 854 s in all). Under pytest-xdist a file runs on one worker, so a long file handed
-out last decides when the run ends while the other worker idles; handed out first, the many
-short files fill in around it. A file missing here only runs later: the order changes the run's
-length, never its outcome."""
+`pytest -n 2 --dist loadfile --durations=0` run on the 2-core machine, with the commands forked
+(tests/cli_process.py; 2026-12-08, 1,014 s in all, 523 s of wall time). Under pytest-xdist a
+file runs on one worker, so a long file handed out last decides when the run ends while the
+other worker idles; handed out first, the many short files fill in around it. A file missing
+here only runs later: the order changes the run's length, never its outcome."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
