@@ -2,13 +2,15 @@
 libraries that the `keel` commands forked from that server then share.
 
 The environment `keel` sets before MLflow's import is set first (MLflow configures its logger when
-imported), and the libraries' import-time warnings are not left in the filters the commands inherit.
+imported), the libraries' import-time warnings are not left in the filters the commands inherit,
+and numba's compiler is set up (nothing of Keel's is compiled here).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 
 from tests.cli_process import LIBRARIES
@@ -20,3 +22,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     for name in LIBRARIES:
         importlib.import_module(name)
+    # numba sets up its compiler target on the first function it compiles or loads from its
+    # cache: 0.4 s of every command that loads a model, done once here (no thread is started).
+    import numba
+
+    numba.njit(cache=False)(lambda x: x + 1)(1)
+
+# BentoML imports Prometheus' client only when a service is built; were it imported here, the
+# client would have read PROMETHEUS_MULTIPROC_DIR (which `keel serve` sets) too early.
+if "prometheus_client" in sys.modules:
+    raise RuntimeError("a preloaded library imported prometheus_client; take it out of LIBRARIES")

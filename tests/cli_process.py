@@ -2,12 +2,12 @@
 
 Every `keel` command and `keel serve` a test runs is a process of its own, as a newcomer's is.
 Most of such a process's CPU used to be importing its libraries: MLflow's tracking store, SciPy,
-scikit-learn (through LightGBM), pandas, numba, FastAPI and, for `keel monitor`, Evidently (5.5 s
-of CPU for `keel monitor` before it read a row, 3 s for `keel serve`), paid again by each of the
-suite's 120 or so commands and 50 server starts on a 2-core machine. Here the process is forked
-instead from the standard library's multiprocessing forkserver, which imported those libraries
-once (`LIBRARIES`): the forkserver forks a child per request, hands it the file descriptors it
-is given and reports its exit code. Nothing of Keel is imported before the fork.
+scikit-learn (through LightGBM), pandas, numba, FastAPI, BentoML and, for `keel monitor`,
+Evidently (7 s together, on the 2-core machine), paid again by each of the suite's 200 or so
+commands and 50 server starts. Here the process is forked instead from the standard library's
+multiprocessing forkserver, which imported those libraries once per pytest worker (`LIBRARIES`):
+it forks a child per request, hands it the file descriptors it is given and reports its exit
+code. Nothing of Keel's is imported before the fork.
 
 The child is then what a new `python -m keel.cli ARGS` would be to Keel: its own pid and, for a
 server, its own session (process group), the environment and working directory given, `sys.argv`,
@@ -15,8 +15,8 @@ stdin/stdout/stderr on the descriptors given, Keel's modules imported afresh, it
 run and its exit code that of the command. Where a forked child could still differ from a new
 interpreter, the command runs as a new interpreter instead: an environment whose interpreter or
 native-library settings (`PYTHON*`, `OMP_*`, `NUMBA_*`, ...) differ from the forkserver's, or the
-whole run with KEEL_TEST_FRESH_PROCESSES=1. Tests of what a new interpreter does at start-up
-(what importing prints, how long `--help` takes) call `subprocess` themselves.
+whole run with KEEL_TEST_FRESH_PROCESSES=1. A test of what only a new interpreter shows (what
+importing prints) asks for one: `run_keel(..., fresh=True)`.
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ LIBRARIES = (
     "mlflow.pyfunc",
     "evidently",
     "psycopg",
+    "bentoml",
+    "_bentoml_sdk",  # what `bentoml.service` and `bentoml.asgi_app` load on first use
 )
-"""Imported once by the forkserver (tests/cli_preload.py). Not BentoML (its Prometheus client
-reads the multiprocess folder that `keel serve` sets when it is imported), nothing of Keel's."""
+"""Imported once by the forkserver (tests/cli_preload.py); nothing of Keel's. BentoML's own
+modules but not Prometheus' client, which reads the multiprocess folder that `keel serve` sets
+when it is imported (tests/cli_preload.py refuses to preload it)."""
 
 _STARTUP_PREFIXES = ("PYTHON", "OMP_", "KMP_", "GOMP_", "NUMBA_", "OPENBLAS_", "MKL_", "LD_", "MALLOC")
 """Settings read when the interpreter or a preloaded native library starts, not when Keel runs."""
