@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import multiprocessing
 import os
 import signal
@@ -266,5 +267,6 @@ def run(args: Sequence[str], env: Mapping[str, str], timeout: float) -> subproce
     for reader in readers:
         # EOF comes when the command and any children it left running close the pipes.
         reader.join(timeout)
-    out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r))
+    # Decoded as subprocess.run(text=True) decodes: the locale's encoding, universal newlines.
+    out, err = (io.TextIOWrapper(io.BytesIO(b"".join(chunks[fd]))).read() for fd in (out_r, err_r))
     return subprocess.CompletedProcess(["keel", *args], code, out, err)
