@@ -78,10 +78,10 @@ def _startup_settings(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(_STARTUP_PREFIXES)}
 
 
-def _forkserver(env: Mapping[str, str]) -> Any:
+def _forkserver(env: Mapping[str, str], fresh: bool) -> Any:
     """The forkserver context, started on first use; None where a new interpreter must run `env`."""
     global _context
-    if os.environ.get(FRESH_ENV) == "1":
+    if fresh or os.environ.get(FRESH_ENV) == "1":
         return None
     with _lock:
         if _context is None:
@@ -208,9 +208,11 @@ def start(
     stderr: IO[Any] | int,
     new_session: bool = False,
     stdin: IO[Any] | int = subprocess.DEVNULL,
+    fresh: bool = False,
 ) -> KeelProcess:
-    """Start `python -m keel.cli ARGS` with `env`, its streams on the given files or descriptors."""
-    ctx = _forkserver(env)
+    """Start `python -m keel.cli ARGS` with `env`, its streams on the given files or descriptors;
+    `fresh`: in a new interpreter whatever the environment."""
+    ctx = _forkserver(env, fresh)
     if ctx is None:
         return _Popen(
             subprocess.Popen(
@@ -239,12 +241,15 @@ def start(
     return started
 
 
-def run(args: Sequence[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """`subprocess.run([python, -m, keel.cli, *args], capture_output=True, text=True)` on the forkserver."""
+def run(
+    args: Sequence[str], env: Mapping[str, str], timeout: float, fresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run([python, -m, keel.cli, *args], capture_output=True, text=True)`, forked
+    from the forkserver unless `fresh` or the environment asks for a new interpreter."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        process = start(args, env, out_w, err_w)
+        process = start(args, env, out_w, err_w, fresh=fresh)
     finally:
         os.close(out_w)
         os.close(err_w)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -203,13 +202,4 @@ def run_keel(
     """Run the `keel` command line in its own process: forked from the tests' forkserver, which
     imported its libraries once (tests/cli_process.py), or with `fresh` a new interpreter, as a
     newcomer's shell starts it (for what a new interpreter alone shows: import-time output)."""
-    if not fresh:
-        return cli_process.run(args, env, timeout)
-    return subprocess.run(
-        [sys.executable, "-m", "keel.cli", *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return cli_process.run(args, env, timeout, fresh)
