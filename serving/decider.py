@@ -40,8 +40,9 @@ log = logging.getLogger("keel.decide")
 
 INLINE_CASES = 4
 """Batches up to this size are decided on the event loop, with no thread hop (0.2 to 0.4 ms of
-CPU per case in bench.decide_path, under a tenth of it in the compiled trees and explanation);
-bigger ones go to a worker thread so they do not hold up the loop's other requests."""
+CPU per invoice case in bench.decide_path, a quarter to two fifths of it in the compiled trees
+and explanation); bigger ones go to a worker thread so they do not hold up the loop's other
+requests."""
 
 
 def request_digest(payload: Any) -> str:
@@ -132,8 +133,8 @@ class Decider:
             return render(decisions)
         # Inline even with other requests in flight. In a worker thread only the compiled
         # kernels drop the GIL, and the hops there and back cost more than that overlap saves:
-        # 966 against 1,213 invoice decisions/s at 16 connections, 1.13 against 0.99 ms of
-        # server CPU each (bench.serving, one machine, one session).
+        # 967 against 1,249 invoice decisions/s at 16 connections, 1.13 against 0.96 ms of
+        # server CPU each (bench.serving --repeats 5, one machine, one session).
         plan = self._plan(model, cases, caller, None, context, traceparent)
         committed = self.log.submit("decisions", plan.rows)
         # Without an idempotency key nothing can be replayed: the stored rows are plan.rows.
