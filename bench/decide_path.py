@@ -40,7 +40,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,9 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.http_load import Endpoint, RawClient, latency_c1, throughput
-from bench.servers import Server, base_env, free_port, measure_cpu, wait_ready
-from bench.serving import MODEL, fsync_probe, prepare_state, state_dir
-from keel.feature_defs.contract import load_contract
+from bench.servers import Server, base_env, free_port, measure_cpu, use_state, wait_ready
+from bench.serving import MODEL, example_body, fsync_probe, prepare_state, state_dir
 
 if TYPE_CHECKING:
     from keel.serving.runtime import Runtime
@@ -66,9 +64,7 @@ def note(msg: str) -> None:
 
 def start_runtime(home: Path, prom: Path) -> Runtime:
     """The runtime `keel serve` builds, in this process, over the state in `home`."""
-    os.environ["KEEL_HOME"] = str(home)
-    for var in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL"):
-        os.environ.pop(var, None)
+    use_state(os.environ, home)
     # As `keel serve` does before Prometheus' client is imported: its metric values then live
     # in per-process files, as the server's do.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(prom))
@@ -111,13 +107,11 @@ async def _path(rt: Runtime, body: bytes, n: int, pause: float) -> dict[str, Any
             if pause:
                 await asyncio.sleep(pause)
             seen = len(commits)
+            t0 = time.perf_counter()
             if i % 2:
-                t0 = time.perf_counter()
                 await decider.decide_async(MODEL, parse_request(body)[0], "bench", render=render)
-                whole.append(time.perf_counter() - t0)
-                await asyncio.sleep(0)  # the writer's hook runs on the loop after the wake-up
+                t5 = time.perf_counter()
             else:
-                t0 = time.perf_counter()
                 cases, _ = parse_request(body)
                 t1 = time.perf_counter()
                 plan = decider._plan(MODEL, cases, "bench", None)
@@ -128,13 +122,16 @@ async def _path(rt: Runtime, body: bytes, n: int, pause: float) -> dict[str, Any
                 t4 = time.perf_counter()
                 await committed
                 t5 = time.perf_counter()
-                await asyncio.sleep(0)  # the writer's hook runs on the loop after the wake-up
-                if len(commits) != seen + 1:  # each commit is this request's alone
-                    raise RuntimeError("expected one commit per request at concurrency 1")
-                for name, took in zip(STAGES[:5], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-                    stages[name].append(took)
-                stages["commit"].append(commits[-1])
-                stages["hand_offs"].append((t5 - t3) - commits[-1])
+            await asyncio.sleep(0)  # the writer's hook runs on the loop after the wake-up
+            if len(commits) != seen + 1:  # each commit is this request's alone
+                raise RuntimeError("expected one commit per request at concurrency 1")
+            if i % 2:
+                whole.append(t5 - t0)
+                continue
+            for name, took in zip(STAGES[:5], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                stages[name].append(took)
+            stages["commit"].append(commits[-1])
+            stages["hand_offs"].append((t5 - t3) - commits[-1])
     finally:
         log.on_commit = hook
     out: dict[str, Any] = {f"{name}_us": _us(values) for name, values in stages.items()}
@@ -191,8 +188,7 @@ def http_floor(body: bytes, work: Path, requests: int, duration: float) -> dict[
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    case = load_contract(MODEL).example_case
-    body = json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+    body = example_body()
     load = {"start": [round(x, 2) for x in os.getloadavg()]}
     with state_dir(args.keep_state) as home, tempfile.TemporaryDirectory(prefix="keel-bench-path-") as tmp:
         work = Path(tmp)
@@ -204,15 +200,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prom.mkdir()
         rt = start_runtime(home, prom)
         try:
-            warm = max(200, args.requests // 10)
-            run_path: Callable[[int, float], Awaitable[dict[str, Any]]] = partial(_path, rt, body)
             result: dict[str, Any] = {}
 
             async def measure() -> None:
-                await run_path(warm, 0.0)
+                await _path(rt, body, max(200, args.requests // 10), 0.0)  # warm-up
                 for name, pause in (("back_to_back", 0.0), ("paced", args.pause_ms / 1000)):
                     note(f"{name}: {args.requests} staged requests and {args.requests} decide_async calls")
-                    result[name] = await run_path(args.requests, pause)
+                    result[name] = await _path(rt, body, args.requests, pause)
                     result[name]["model_predict_and_explain_us"] = _model_us(rt, body, args.requests, pause)
 
             import uvloop  # as uvicorn runs `keel serve` (loop "auto")

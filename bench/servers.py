@@ -9,11 +9,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Server", "base_env", "free_port", "keel_cli", "measure_cpu", "proc_cpu_seconds", "wait_ready"]
+__all__ = [
+    "Server",
+    "base_env",
+    "free_port",
+    "keel_cli",
+    "measure_cpu",
+    "proc_cpu_seconds",
+    "use_state",
+    "wait_ready",
+]
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
@@ -90,12 +99,17 @@ def wait_ready(servers: list[Server], timeout: float = READY_TIMEOUT_S) -> dict[
     return ready
 
 
-def base_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # Self-contained state: MLflow store and decision log inside KEEL_HOME (SQLite).
+def use_state(env: MutableMapping[str, str], home: Path) -> None:
+    """Point `env` (a copy, or this process's os.environ) at the self-contained state in `home`:
+    the MLflow store and the decision log inside KEEL_HOME (SQLite)."""
     for var in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL"):
         env.pop(var, None)
     env["KEEL_HOME"] = str(home)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    use_state(env, home)
     env["BENTOML_DO_NOT_TRACK"] = "True"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from bench.http_load import Client, Endpoint, HttpxClient, RawClient, latency_c1, throughput
-from bench.servers import Server, base_env, free_port, keel_cli, measure_cpu, wait_ready
+from bench.servers import Server, base_env, free_port, keel_cli, measure_cpu, use_state, wait_ready
 from keel.feature_defs.contract import MODEL_NAMES, load_contract
 
 MODEL = "invoice_classification"
@@ -143,9 +143,7 @@ def bare_spec(home: Path, work: Path) -> Path:
     from keel.models.registry import load, resolve
     from keel.settings import StateSettings, prepare_state
 
-    os.environ["KEEL_HOME"] = str(home)
-    for var in ("MLFLOW_TRACKING_URI", "KEEL_DECISION_LOG_URL"):
-        os.environ.pop(var, None)
+    use_state(os.environ, home)
     prepare_state(StateSettings())
     loaded = load(resolve(MODEL, "champion"), work / "bare-cache")
     contract = loaded.model.contract
@@ -348,11 +346,16 @@ def measure_rounds(
     return rounds, ok_total
 
 
-def client_and_body(args: argparse.Namespace) -> tuple[Callable[[Endpoint], Client], bytes]:
-    """The client kind asked for, and the body every endpoint gets: the invoice example case."""
-    make: Callable[[Endpoint], Client] = RawClient if args.client == "raw" else HttpxClient
+def example_body() -> bytes:
+    """The body every endpoint gets: `{"cases": [case]}` with the invoice contract's example case."""
     case = load_contract(MODEL).example_case
-    return make, json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+    return json.dumps({"cases": [case]}, separators=(",", ":")).encode()
+
+
+def client_and_body(args: argparse.Namespace) -> tuple[Callable[[Endpoint], Client], bytes]:
+    """The client kind asked for, and the body every endpoint gets (`example_body`)."""
+    make: Callable[[Endpoint], Client] = RawClient if args.client == "raw" else HttpxClient
+    return make, example_body()
 
 
 def prepared(args: argparse.Namespace, home: Path, work: Path) -> tuple[str, float]:
